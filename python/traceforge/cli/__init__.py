@@ -1,0 +1,123 @@
+"""The ``traceforge`` command line: a thin layer over the Python API.
+
+Subcommands live in their own modules and are imported only when invoked, so ``traceforge --help`` stays
+instant and ``ingest`` never pays for matplotlib or scipy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+#: subcommand name -> "module:function" (relative to traceforge.cli), loaded on first use.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("core_cmds:ingest", "Ingest nsys exports (.sqlite/.nsys-rep) and ncu CSV files into the store."),
+    "sql": ("core_cmds:sql", "Run a SQL query against the store."),
+    "traces": ("core_cmds:traces", "List the stored traces."),
+    "synth": ("synth_cmd:synth", "Write a synthetic nsys export of any size."),
+    "run": ("run_cmd:run", "Run a load sweep specified in a TOML file."),
+    "runs": ("run_cmd:runs", "Show stored runs and per-cell summaries."),
+    "reanalyze": ("batch_cmd:reanalyze", "Recompute derived metrics from stored events."),
+    "export": ("batch_cmd:export", "Export the store as a hive-partitioned Parquet dataset."),
+    "compare": ("stats_cmd:compare", "Compare groups of traces, cells or requests with statistics."),
+    "diff": ("stats_cmd:diff", "Show two stored traces side by side."),
+    "report": ("stats_cmd:report", "Write a self-contained HTML report."),
+    "plot": ("stats_cmd:plot", "Write one figure as PNG or SVG."),
+    "sweep": ("stats_cmd:sweep", "Analyse a stored sweep: throughput, efficiency, breakdown boundary."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on demand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target[0].split(":")
+        try:
+            module = importlib.import_module(f"traceforge.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("traceforge.cli."):
+                return None  # not built yet in this checkout
+            raise
+        command: click.Command = getattr(module, attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _version_text() -> str:
+    from .. import __version__
+
+    try:
+        from .._core import build_info
+
+        info = build_info()
+        return f"traceforge {__version__} (core {info['core_version']}, SQLite {info['sqlite_version']})"
+    except ImportError:
+        return f"traceforge {__version__} (core extension not built)"
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(message="%(version)s", version=None, package_name="traceforge", prog_name="traceforge")
+def cli() -> None:
+    """traceforge: fast, correct answers from Nsight Systems and Nsight Compute captures."""
+
+
+# click's version_option formats %(version)s from package metadata; replace it with the richer line.
+for _param in cli.params:
+    if isinstance(_param, click.Option) and "--version" in _param.opts:
+
+        def _print_version(ctx: click.Context, _p: Any, value: bool) -> None:
+            if value and not ctx.resilient_parsing:
+                click.echo(_version_text())
+                ctx.exit()
+
+        _param.callback = _print_version
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``traceforge`` script: errors become one line on stderr and a non-zero exit."""
+    from ..errors import TraceforgeError
+
+    try:
+        cli.main(args=argv, prog_name="traceforge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("traceforge: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("traceforge: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except TraceforgeError as exc:
+        click.echo(f"traceforge: error: {exc}", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return _exit_code
+
+
+#: Commands that finish with partial failure (e.g. some files of a batch) set this instead of raising.
+_exit_code = 0
+
+
+def set_exit_code(code: int) -> None:
+    """Make ``main`` return ``code`` once the command completes."""
+    global _exit_code
+    _exit_code = code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

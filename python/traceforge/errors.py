@@ -1,0 +1,88 @@
+"""Exception hierarchy of traceforge.
+
+Every error a user can cause carries a stable machine-readable ``code`` beside its one-line message, and
+subclasses the built-in exception an ``except`` clause would expect (``FileNotFoundError`` for a missing
+path, ``ValueError`` for bad input). The Rust core raises these same classes.
+"""
+
+from __future__ import annotations
+
+
+class TraceforgeError(Exception):
+    """Base class of every traceforge error."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class InputNotFoundError(TraceforgeError, FileNotFoundError):
+    """A path given by the user does not exist."""
+
+    code = "not_found"
+
+
+class InputPermissionError(TraceforgeError, PermissionError):
+    """A path exists but cannot be read."""
+
+    code = "permission"
+
+
+class NotAnExportError(TraceforgeError, ValueError):
+    """The file is not an nsys SQLite export (not SQLite at all, a directory, or a foreign database)."""
+
+    code = "not_an_export"
+
+
+class CorruptExportError(TraceforgeError, ValueError):
+    """The SQLite file is truncated or corrupted."""
+
+    code = "corrupt"
+
+
+class MissingTableError(TraceforgeError, ValueError):
+    """A table traceforge needs is absent (e.g. a capture without CUDA kernels)."""
+
+    code = "missing_table"
+
+
+class UnsupportedSchemaError(TraceforgeError, ValueError):
+    """The export's schema version or columns are not understood."""
+
+    code = "unsupported_schema"
+
+
+class NsysNotFoundError(TraceforgeError, RuntimeError):
+    """A ``.nsys-rep`` needs ``nsys export`` and no usable nsys was found or it refused the report."""
+
+    code = "nsys_unavailable"
+
+
+class StoreError(TraceforgeError, RuntimeError):
+    """The DuckDB store cannot be opened or written."""
+
+    code = "store"
+
+
+class QueryError(TraceforgeError, ValueError):
+    """A SQL query, column or trace id given by the user is invalid."""
+
+    code = "query"
+
+
+class SpecError(TraceforgeError, ValueError):
+    """A sweep specification is invalid."""
+
+    code = "spec"
+
+
+class IngestInterrupted(TraceforgeError, KeyboardInterrupt):
+    """Ctrl-C during an ingest; nothing of the interrupted trace was written."""
+
+    code = "interrupted"

@@ -1,0 +1,8 @@
+//! traceforge-core: everything traceforge computes, without Python.
+//!
+//! - [`export`]: reading nsys SQLite exports (schema probe, streaming table readers).
+//! - [`timeline`]: per-device and per-stream timeline metrics (sweep line, gaps, launch latency, NVTX projection).
+//! - [`columnar`]: Arrow record batches handed to Python.
+//! - [`synth`]: synthetic exports with the real nsys schema.
+pub mod error;
+pub mod synth;

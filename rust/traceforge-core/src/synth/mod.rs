@@ -1,0 +1,1 @@
+//! Synthetic nsys exports (see synth/mod.rs).

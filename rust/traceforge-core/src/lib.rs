@@ -3,6 +3,4 @@
 //! - [`export`]: reading nsys SQLite exports (schema probe, streaming table readers).
 //! - [`timeline`]: per-device and per-stream timeline metrics (sweep line, gaps, launch latency, NVTX projection).
 //! - [`columnar`]: Arrow record batches handed to Python.
-//! - [`synth`]: synthetic exports with the real nsys schema.
 pub mod error;
-pub mod synth;

@@ -1,1 +1,0 @@
-//! Synthetic nsys exports (see synth/mod.rs).

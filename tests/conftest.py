@@ -1,0 +1,155 @@
+"""Shared pytest fixtures: real nsys exports from ``../shared/fixtures``, DuckDB paths, the CLI.
+
+Fixture files are read-only and shared: every fixture here hands out a private copy (or a decompressed
+file) in pytest's temporary directory, once per session.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("TRACEFORGE_FIXTURES", REPO.parent / "shared" / "fixtures"))
+if not FIXTURES.exists():
+    FIXTURES = Path("/work/shared/fixtures")
+
+LLAMA_XZ = FIXTURES / "llama1b_n1_h100_nsys2025.3.sqlite.xz"
+SMALL_MATMUL = FIXTURES / "small_matmul_h100_nsys2025.3.sqlite"
+SMALL_MATMUL_REP = FIXTURES / "small_matmul_h100_nsys2025.3.nsys-rep"
+CPU_OSRT_REP = FIXTURES / "cpu_osrt_nsys2022.4.nsys-rep"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"fixture {path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """The shared fixtures directory (read-only)."""
+    return _need(FIXTURES)
+
+
+@pytest.fixture(scope="session")
+def llama_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``llama1b_n1`` (nsys 2025.3, 183,594 kernels) decompressed into a session temp dir."""
+    src = _need(LLAMA_XZ)
+    out = tmp_path_factory.mktemp("llama") / "llama1b_n1_h100_nsys2025.3.sqlite"
+    with lzma.open(src) as fin, open(out, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_matmul_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private, writable copy of ``small_matmul`` (nsys 2025.3, 42 kernels on 2 streams)."""
+    out = tmp_path_factory.mktemp("small_matmul") / SMALL_MATMUL.name
+    shutil.copyfile(_need(SMALL_MATMUL), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_matmul_rep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the ``.nsys-rep`` written by nsys 2025.3 (nsys 2022.4 refuses it)."""
+    out = tmp_path_factory.mktemp("small_matmul_rep") / SMALL_MATMUL_REP.name
+    shutil.copyfile(_need(SMALL_MATMUL_REP), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cpu_osrt_rep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the CPU-only ``.nsys-rep`` written by nsys 2022.4 (no CUDA tables once exported)."""
+    out = tmp_path_factory.mktemp("cpu_osrt_rep") / CPU_OSRT_REP.name
+    shutil.copyfile(_need(CPU_OSRT_REP), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def export_template(llama_export: Path) -> Path:
+    """The real export whose schema ``export_builder`` copies (the llama one has the MEMSET table too)."""
+    return llama_export
+
+
+@pytest.fixture(scope="session")
+def edge_export(export_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``edge_export(name)``: the export of ``export_builder.EDGE_CASES[name]``, built once per session."""
+    from export_builder import EDGE_CASES, build_export
+
+    root = tmp_path_factory.mktemp("edge")
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = build_export(export_template, root / f"edge_{name}.sqlite", **EDGE_CASES[name]())
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def nsys_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where ``nsys_oracle.run_stats`` keeps its CSVs for the session."""
+    return tmp_path_factory.mktemp("nsys-stats")
+
+
+@pytest.fixture(scope="session")
+def nsys_bin() -> Optional[str]:
+    """Debian's nsys 2022.4, or None when it is not installed."""
+    from nsys_oracle import find_nsys
+
+    return find_nsys()
+
+
+@pytest.fixture
+def fresh_db(tmp_path: Path) -> Path:
+    """Path of a DuckDB file that does not exist yet."""
+    return tmp_path / "store.duckdb"
+
+
+@dataclass
+class CliResult:
+    """What a CLI subprocess did."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"rc={self.rc}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Iterator[Callable[..., CliResult]]:
+    """Run ``python -m traceforge ARGS`` as a real subprocess; returns rc, stdout, stderr.
+
+    Usage: ``run_cli("ingest", "--db", db, path, env={"PATH": ...}, timeout=300)``.
+    """
+
+    def run(
+        *args: object, env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None, timeout: float = 600
+    ) -> CliResult:
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "traceforge", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=cwd,
+            timeout=timeout,
+        )
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    yield run

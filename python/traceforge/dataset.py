@@ -1,0 +1,403 @@
+"""A durable columnar copy of the store: hive-partitioned Parquet, one partition per trace.
+
+Layout of a dataset directory ``DIR``::
+
+    DIR/traces/trace_id=<id>/data.parquet    # the trace's ``traces`` row: written last, the commit mark
+    DIR/kernels/trace_id=<id>/data.parquet   # one directory per table of docs/schema.md
+    ...
+    DIR/_tmp/                                 # partitions being written (ignored by readers)
+
+Every file keeps its ``trace_id`` column as well as the ``trace_id=<id>`` directory name, so a reader gets a
+VARCHAR id even when hive type inference would have turned an all-digit id into a number. Column types are
+those of the store's DDL: files are written by DuckDB's ``COPY ... TO ... (FORMAT parquet)`` from tables
+created with :data:`traceforge.schema.DDL`, never through pyarrow.
+
+A partition is written into ``DIR/_tmp/`` and then renamed into place table by table, ``traces`` last, so a
+partition counts as present only once its ``traces`` directory exists; a job killed half-way leaves at most
+orphan table directories without a ``traces`` one, which :func:`repair` removes and the next write replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import TraceforgeError
+from .schema import DDL, TRACE_TABLES
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .store import Store
+
+#: Tables of one trace's partition, in publication order: ``traces`` last marks the partition complete.
+PARTITION_TABLES: tuple[str, ...] = (*TRACE_TABLES, "traces")
+
+#: Name of the directory holding partitions being written.
+TMP_DIR = "_tmp"
+
+_PARQUET_OPTIONS = "(FORMAT parquet, COMPRESSION zstd)"
+
+
+class DatasetError(TraceforgeError, OSError):
+    """A Parquet dataset directory cannot be written or read."""
+
+    code = "dataset"
+
+
+def partition_dir(root: str | os.PathLike[str], table: str, trace_id: str) -> Path:
+    """Return the directory holding ``table``'s rows of one trace."""
+    _check_id(trace_id)
+    return Path(root) / table / f"trace_id={trace_id}"
+
+
+def partition_file(root: str | os.PathLike[str], table: str, trace_id: str) -> Path:
+    """Return the Parquet file holding ``table``'s rows of one trace."""
+    return partition_dir(root, table, trace_id) / "data.parquet"
+
+
+def has_partition(root: str | os.PathLike[str], trace_id: str) -> bool:
+    """Whether the dataset holds a complete partition of this trace."""
+    return partition_file(root, "traces", trace_id).is_file()
+
+
+def list_partitions(root: str | os.PathLike[str]) -> list[str]:
+    """Trace ids of the complete partitions of a dataset, sorted."""
+    traces_dir = Path(root) / "traces"
+    if not traces_dir.is_dir():
+        return []
+    ids = []
+    for entry in traces_dir.iterdir():
+        if entry.name.startswith("trace_id=") and (entry / "data.parquet").is_file():
+            ids.append(entry.name.split("=", 1)[1])
+    return sorted(ids)
+
+
+def repair(root: str | os.PathLike[str]) -> list[str]:
+    """Remove what killed writers left behind: temporary directories and orphan table partitions.
+
+    Temporary directories are named after the writing process; those of a process still alive on this host
+    are kept (another batch may be writing into the same dataset).
+
+    Returns:
+        The paths removed.
+    """
+    root = Path(root)
+    removed: list[str] = []
+    tmp = root / TMP_DIR
+    if tmp.is_dir():
+        for entry in tmp.iterdir():
+            if _writer_alive(entry.name):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(str(entry))
+    complete = set(list_partitions(root))
+    for table in TRACE_TABLES:
+        table_dir = root / table
+        if not table_dir.is_dir():
+            continue
+        for entry in table_dir.iterdir():
+            if entry.name.startswith("trace_id=") and entry.name.split("=", 1)[1] not in complete:
+                if _partition_being_written(root, entry.name.split("=", 1)[1]):
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(str(entry))
+    return removed
+
+
+def write_partition(
+    root: str | os.PathLike[str],
+    trace_row: Mapping[str, Any],
+    tables: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> bool:
+    """Write one trace's partition from the reader's output.
+
+    The rows go through an in-memory DuckDB database whose tables have the store's DDL, so the files carry
+    exactly the store's column names and types whatever the producer's Arrow types were.
+
+    Args:
+        root: the dataset directory (created when absent).
+        trace_row: the trace's row of ``traces`` (column name -> value); must hold ``trace_id``.
+        tables: table name -> object with ``__arrow_c_stream__`` (read once); tables of
+            :data:`~traceforge.schema.TRACE_TABLES` that are absent are written empty.
+        overwrite: replace an existing partition of the same trace instead of keeping it.
+
+    Returns:
+        True when the partition was written, False when a complete one was already there.
+    """
+    import duckdb
+
+    trace_id = str(trace_row["trace_id"])
+    if not overwrite and has_partition(root, trace_id):
+        return False
+    unknown = sorted(set(tables) - set(TRACE_TABLES))
+    if unknown:
+        raise DatasetError(f"unknown table(s) for a trace partition: {', '.join(unknown)}", path=str(root))
+    con = duckdb.connect(":memory:")
+    try:
+        for table in PARTITION_TABLES:
+            con.execute(DDL[table])
+        columns = [row[0] for row in con.execute("DESCRIBE traces").fetchall()]
+        values = [trace_row.get(name) for name in columns]
+        con.execute(
+            f"INSERT INTO traces ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", values
+        )
+        for table, source in tables.items():
+            # A view over the Arrow stream lets DuckDB match columns by name and cast to the DDL types.
+            con.register("_tf_source", _ArrowStream(source))
+            try:
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _tf_source")
+            finally:
+                con.unregister("_tf_source")
+            con.execute(f"UPDATE {table} SET trace_id = ? WHERE trace_id IS NULL", [trace_id])
+        with _staging(root, trace_id) as stage:
+            for table in PARTITION_TABLES:
+                target = partition_file(stage, table, trace_id)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                con.execute(f"COPY {table} TO '{_sql_path(target)}' {_PARQUET_OPTIONS}")
+            _publish(stage, root, trace_id)
+    except duckdb.Error as exc:
+        raise DatasetError(
+            f"cannot write the partition of trace {trace_id}: {_first_line(exc)}", path=str(root)
+        ) from exc
+    finally:
+        con.close()
+    return True
+
+
+def export_trace(
+    con: duckdb.DuckDBPyConnection, root: str | os.PathLike[str], trace_id: str, *, overwrite: bool = False
+) -> bool:
+    """Write one stored trace's partition straight from the store's tables.
+
+    Args:
+        con: a connection to the store (read-only is enough).
+        root: the dataset directory.
+        trace_id: the trace to export.
+        overwrite: replace an existing partition instead of keeping it.
+
+    Returns:
+        True when written, False when a complete partition was already there.
+    """
+    import duckdb
+
+    if not overwrite and has_partition(root, trace_id):
+        return False
+    try:
+        with _staging(root, trace_id) as stage:
+            for table in PARTITION_TABLES:
+                target = partition_file(stage, table, trace_id)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                con.execute(
+                    f"COPY (SELECT * FROM {table} WHERE trace_id = $tid) TO '{_sql_path(target)}' "
+                    f"{_PARQUET_OPTIONS}",
+                    {"tid": trace_id},
+                )
+            _publish(stage, root, trace_id)
+    except duckdb.Error as exc:
+        raise DatasetError(f"cannot export trace {trace_id}: {_first_line(exc)}", path=str(root)) from exc
+    return True
+
+
+def load_partition(
+    store: Store, root: str | os.PathLike[str], trace_id: str, *, replace: bool = False
+) -> int:
+    """Copy one trace's partition into the store, in one transaction.
+
+    Args:
+        store: the writable store.
+        root: the dataset directory.
+        trace_id: the trace whose partition to load.
+        replace: delete the trace's rows already in the store first (a forced re-ingest).
+
+    Returns:
+        The number of kernel rows loaded.
+
+    Raises:
+        DatasetError: the partition is incomplete or unreadable; nothing was written.
+    """
+    import duckdb
+
+    if not has_partition(root, trace_id):
+        raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
+    try:
+        with store.transaction() as con:
+            if replace:
+                for table in PARTITION_TABLES:
+                    con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+            for table in PARTITION_TABLES:
+                path = partition_file(root, table, trace_id)
+                if not path.is_file():
+                    raise DatasetError(f"partition of trace {trace_id} lacks table {table}", path=str(path))
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet('{_sql_path(path)}')")
+            con.execute("UPDATE traces SET ingested_at = now()::TIMESTAMP WHERE trace_id = ?", [trace_id])
+            row = con.execute("SELECT count(*) FROM kernels WHERE trace_id = ?", [trace_id]).fetchone()
+    except duckdb.Error as exc:
+        raise DatasetError(
+            f"cannot load the partition of trace {trace_id}: {_first_line(exc)}", path=str(root)
+        ) from exc
+    return int(row[0]) if row else 0
+
+
+def remove_partition(root: str | os.PathLike[str], trace_id: str) -> None:
+    """Delete one trace's partition (the ``traces`` mark first, so a half-removed one reads as absent)."""
+    for table in reversed(PARTITION_TABLES):
+        shutil.rmtree(partition_dir(root, table, trace_id), ignore_errors=True)
+
+
+def export_store(
+    store: Store,
+    root: str | os.PathLike[str],
+    *,
+    trace_ids: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Iterator[tuple[str, bool]]:
+    """Export stored traces as partitions, one at a time.
+
+    Args:
+        store: the store to read.
+        root: the dataset directory (created when absent).
+        trace_ids: the traces to export; None means all.
+        overwrite: rewrite partitions already present.
+
+    Yields:
+        ``(trace_id, written)`` for each trace, ``written`` False when its partition was kept.
+    """
+    from .errors import QueryError
+
+    rows = store.con.execute("SELECT trace_id FROM traces ORDER BY trace_id").fetchall()
+    stored = [str(r[0]) for r in rows]
+    if trace_ids is not None:
+        missing = sorted(set(trace_ids) - set(stored))
+        if missing:
+            raise QueryError(f"no such trace in the store: {', '.join(missing)}", path=store.path)
+        wanted = set(trace_ids)
+        stored = [t for t in stored if t in wanted]
+    ensure_writable(root)
+    repair(root)
+    for trace_id in stored:
+        yield trace_id, export_trace(store.con, root, trace_id, overwrite=overwrite)
+
+
+def ensure_writable(root: str | os.PathLike[str]) -> None:
+    """Create the dataset directory, failing with one clear line when it cannot be."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DatasetError("exists and is not a directory", path=str(root))
+    try:
+        (root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot create the dataset directory: {exc.strerror or exc}", path=str(root)
+        ) from exc
+    if not os.access(root, os.W_OK):
+        raise DatasetError("the dataset directory is not writable", path=str(root))
+
+
+@contextlib.contextmanager
+def _staging(root: str | os.PathLike[str], trace_id: str) -> Iterator[Path]:
+    """Make a private temporary directory inside the dataset (same file system: renames are atomic)."""
+    stage = Path(root) / TMP_DIR / f"{trace_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    try:
+        stage.mkdir(parents=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot write into the dataset: {exc.strerror or exc}", path=str(root)) from exc
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(stage: Path, root: str | os.PathLike[str], trace_id: str) -> None:
+    """Move a staged partition into the dataset, ``traces`` last."""
+    # An existing complete partition is unpublished first (mark first), so no reader ever sees a
+    # ``traces`` row whose other tables are a mix of the old and new partition.
+    shutil.rmtree(partition_dir(root, "traces", trace_id), ignore_errors=True)
+    for table in PARTITION_TABLES:
+        source = partition_dir(stage, table, trace_id)
+        dest = partition_dir(root, table, trace_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            trash = stage / f"old-{table}"
+            os.rename(dest, trash)
+        os.rename(source, dest)
+
+
+class _ArrowStream:
+    """Expose only ``__arrow_c_stream__``, so DuckDB takes the zero-copy C stream path.
+
+    Handed a polars DataFrame or a DuckDB relation directly, DuckDB recognises the type and converts it
+    through pyarrow, which traceforge does not depend on.
+    """
+
+    def __init__(self, source: Any) -> None:
+        if not hasattr(source, "__arrow_c_stream__"):
+            raise DatasetError(f"not an Arrow stream: {type(source).__name__}")
+        self._source = source
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self._source.__arrow_c_stream__(requested_schema)
+
+
+def _writer_alive(tmp_name: str) -> bool:
+    """Whether the process that named a temporary directory ``<id>.<pid>.<rand>`` still runs here."""
+    parts = tmp_name.split(".")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _partition_being_written(root: Path, trace_id: str) -> bool:
+    tmp = root / TMP_DIR
+    if not tmp.is_dir():
+        return False
+    return any(e.name.startswith(f"{trace_id}.") and _writer_alive(e.name) for e in tmp.iterdir())
+
+
+def _check_id(trace_id: str) -> None:
+    # Ids become directory names: anything but the documented 16 hex digits could escape the dataset.
+    if len(trace_id) != 16 or any(c not in "0123456789abcdef" for c in trace_id):
+        raise DatasetError(f"not a trace id (16 lowercase hex digits): {trace_id!r}")
+
+
+def _sql_path(path: Path) -> str:
+    """Quote a path for the body of a single-quoted SQL string literal."""
+    return str(path).replace("'", "''")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = [
+    "PARTITION_TABLES",
+    "DatasetError",
+    "ensure_writable",
+    "export_store",
+    "export_trace",
+    "has_partition",
+    "list_partitions",
+    "load_partition",
+    "partition_dir",
+    "partition_file",
+    "remove_partition",
+    "repair",
+    "write_partition",
+]

@@ -1,0 +1,216 @@
+"""``traceforge reanalyze`` and ``traceforge export``, and the batch side of ``traceforge ingest``.
+
+Thin wrappers over :mod:`traceforge.batch` and :mod:`traceforge.dataset`: one rich progress bar on stderr
+(when it is a terminal), a summary line, one line per failure, and a non-zero exit when anything failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from ..batch import BatchReport
+
+_DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
+
+
+@contextlib.contextmanager
+def _progress(description: str) -> Iterator[Any]:
+    """One progress bar on stderr, or a silent stand-in when stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task(description, total=None, note="")
+        yield progress, task
+
+
+def ingest_batch(
+    db: str | None,
+    paths: Sequence[str],
+    *,
+    force: bool = False,
+    jobs: int = 1,
+    mode: str | None = None,
+    scheduler: str | None = None,
+    output: str | None = None,
+) -> BatchReport:
+    """Run ``traceforge ingest`` over files, directories and globs; print the summary; set the exit code.
+
+    Args:
+        db: the store path (None: the default store).
+        paths: what the user typed.
+        force: re-ingest content already stored.
+        jobs: files processed at once.
+        mode: ``none``, ``concurrent`` or ``dask-futures`` (None: by ``jobs``).
+        scheduler: Dask scheduler address.
+        output: a Parquet dataset directory that keeps every trace's partition.
+
+    Returns:
+        The batch report.
+    """
+    from ..batch import run_batch
+    from ..store import Store
+    from . import set_exit_code
+
+    with Store(db) as store, _progress("ingest") as (progress, task):
+
+        def on_outcome(outcome: Any) -> None:
+            progress.update(task, advance=1, note=os.path.basename(outcome.path))
+            if outcome.status == "failed":
+                progress.console.print(
+                    f"[red]failed[/red] {outcome.path}: {outcome.message}", highlight=False
+                )
+
+        report = run_batch(
+            store,
+            paths,
+            jobs=jobs,
+            mode=mode,
+            scheduler=scheduler,
+            output=output,
+            force=force,
+            on_start=lambda total: progress.update(task, total=total),
+            on_outcome=on_outcome,
+        )
+    _print_ingest_summary(report)
+    if report.failures:
+        set_exit_code(1)
+    return report
+
+
+def _print_ingest_summary(report: BatchReport) -> None:
+    ingested, skipped, failed = report.count("ingested"), report.count("skipped"), report.count("failed")
+    rate = (ingested + skipped + failed) / report.seconds if report.seconds > 0 else 0.0
+    click.echo(
+        f"{ingested} ingested, {skipped} skipped (already stored), {failed} failed "
+        f"in {report.seconds:.1f} s ({rate:.1f} files/s, mode {report.mode}, {report.workers} worker(s))"
+    )
+    for outcome in report.failures:
+        code = getattr(outcome.error, "code", "error")
+        click.echo(f"traceforge: error: {outcome.path}: {outcome.message} [{code}]", err=True)
+    if report.failures:
+        click.echo(
+            f"traceforge: {failed} file(s) failed; see the ingest_failures table "
+            "(fix them and run the same command again: stored files are skipped)",
+            err=True,
+        )
+
+
+@click.command("reanalyze")
+@click.option("--db", "db", default=None, metavar="FILE", help=_DB_HELP)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Recompute every trace, not only those whose metric version is older than this traceforge's.",
+)
+@click.option(
+    "--trace", "trace_ids", multiple=True, metavar="ID", help="Recompute only this trace (repeatable)."
+)
+def reanalyze(db: str | None, everything: bool, trace_ids: tuple[str, ...]) -> None:
+    """Recompute derived metrics from the stored events (the export files are not needed).
+
+    Each trace is replaced in one transaction and stamped with the current metric version; run it again after
+    an interruption to finish the rest.
+    """
+    from ..batch import reanalyze as run_reanalyze
+    from ..batch import stale_traces
+    from ..schema import METRIC_VERSION
+    from ..store import Store
+    from . import set_exit_code
+
+    with Store(db) as store:
+        todo = stale_traces(store, everything=everything, trace_ids=list(trace_ids) or None)
+        if not todo:
+            click.echo(f"nothing to do: every stored trace has metric version {METRIC_VERSION}")
+            return
+        with _progress("reanalyze") as (progress, task):
+            progress.update(task, total=len(todo))
+            outcomes = run_reanalyze(
+                store, todo, on_outcome=lambda o: progress.update(task, advance=1, note=o.trace_id)
+            )
+    failed = [o for o in outcomes if o.status == "failed"]
+    click.echo(
+        f"{len(outcomes) - len(failed)} trace(s) recomputed at metric version {METRIC_VERSION}, "
+        f"{len(failed)} failed"
+    )
+    for outcome in failed:
+        click.echo(f"traceforge: error: trace {outcome.trace_id}: {outcome.message}", err=True)
+    if failed:
+        set_exit_code(1)
+
+
+@click.command("export")
+@click.option("--db", "db", default=None, metavar="FILE", help=_DB_HELP)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet"]),
+    default="parquet",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    required=True,
+    metavar="DIR",
+    help="Dataset directory (hive-partitioned: DIR/<table>/trace_id=<id>/data.parquet).",
+)
+@click.option(
+    "--trace", "trace_ids", multiple=True, metavar="ID", help="Export only this trace (repeatable)."
+)
+@click.option(
+    "--force-overwrite",
+    "overwrite",
+    is_flag=True,
+    help="Rewrite partitions already in DIR (default: keep them).",
+)
+def export(db: str | None, fmt: str, output: str, trace_ids: tuple[str, ...], overwrite: bool) -> None:
+    """Export stored traces as a hive-partitioned Parquet dataset, one partition per trace.
+
+    Query it in place with DuckDB:
+    SELECT * FROM read_parquet('DIR/kernels/*/*.parquet', hive_partitioning=true)
+    """
+    from ..dataset import export_store
+    from ..store import Store
+
+    if os.path.exists(output) and not os.path.isdir(output):
+        from ..dataset import DatasetError
+
+        raise DatasetError("exists and is not a directory", path=output)
+    with Store(db, read_only=True) as store:
+        count = store.con.execute("SELECT count(*) FROM traces").fetchone()
+        total = len(trace_ids) if trace_ids else int(count[0]) if count else 0
+        written = kept = 0
+        with _progress("export") as (progress, task):
+            progress.update(task, total=total)
+            for trace_id, was_written in export_store(
+                store, output, trace_ids=list(trace_ids) or None, overwrite=overwrite
+            ):
+                written += was_written
+                kept += not was_written
+                progress.update(task, advance=1, note=trace_id)
+    click.echo(
+        f"{written} partition(s) written, {kept} kept (already present) in {os.path.abspath(output)}",
+        file=sys.stdout,
+    )

@@ -98,6 +98,30 @@ def edge_export(export_template: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], tuple[Path, str]]:
+    """``ingested(export)``: ingest an export once per session into its own DuckDB file (Python API).
+
+    Returns the DuckDB path and the trace id (the file's only trace).
+    """
+    import traceforge
+
+    root = tmp_path_factory.mktemp("ingested")
+    done: dict[Path, tuple[Path, str]] = {}
+
+    def get(export: Path) -> tuple[Path, str]:
+        if export not in done:
+            db = root / f"{len(done)}-{export.stem}.duckdb"
+            with traceforge.connect(db) as tf:
+                tf.ingest([export])
+                trace_id = tf.sql("SELECT trace_id FROM traces")["trace_id"].to_list()
+            assert len(trace_id) == 1, f"{export}: expected one trace, got {trace_id}"
+            done[export] = (db, trace_id[0])
+        return done[export]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def nsys_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where ``nsys_oracle.run_stats`` keeps its CSVs for the session."""
     return tmp_path_factory.mktemp("nsys-stats")

@@ -25,6 +25,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// The file concerned (if any) and the message without it.
+    pub fn parts(&self) -> (Option<&std::path::Path>, String) {
+        match self {
+            Error::NotFound { path } => (Some(path), "no such file".into()),
+            Error::Permission { path } => (Some(path), "permission denied".into()),
+            Error::NotAnExport { path, reason }
+            | Error::Corrupt { path, reason }
+            | Error::MissingTable { path, reason }
+            | Error::UnsupportedSchema { path, reason }
+            | Error::Io { path, reason } => (Some(path), reason.clone()),
+            Error::Interrupted => (None, "interrupted".into()),
+            Error::Invalid(m) => (None, m.clone()),
+        }
+    }
+
     /// Stable code, shared with `traceforge.errors` on the Python side.
     pub fn code(&self) -> &'static str {
         match self {

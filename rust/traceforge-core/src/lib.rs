@@ -4,3 +4,8 @@
 //! - [`timeline`]: per-device and per-stream timeline metrics (sweep line, gaps, launch latency, NVTX projection).
 //! - [`columnar`]: Arrow record batches handed to Python.
 pub mod error;
+pub mod export;
+pub mod fingerprint;
+pub mod timeline;
+pub mod columnar;
+pub mod trace;

@@ -2,10 +2,70 @@
 //!
 //! It only converts arguments, releases the GIL around native work and maps core errors to the Python
 //! exception tree of `traceforge.errors`; every algorithm lives in `traceforge-core`.
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use traceforge_core::error::Error;
+use traceforge_core::trace::Trace;
+
+mod arrow_stream;
+mod derive;
 mod synth;
+
+pub use arrow_stream::ArrowStream;
+
+/// Python exception class (in `traceforge.errors`) for a core error code.
+fn exception_class(code: &str) -> &'static str {
+    match code {
+        "not_found" => "InputNotFoundError",
+        "permission" => "InputPermissionError",
+        "not_an_export" => "NotAnExportError",
+        "corrupt" => "CorruptExportError",
+        "missing_table" => "MissingTableError",
+        "unsupported_schema" => "UnsupportedSchemaError",
+        "interrupted" => "IngestInterrupted",
+        _ => "TraceforgeError",
+    }
+}
+
+/// Convert a core error into the matching `traceforge.errors` exception.
+pub(crate) fn to_py_err(err: Error) -> PyErr {
+    Python::with_gil(|py| {
+        let (path, message) = err.parts();
+        let path = path.map(|p| p.display().to_string());
+        let build = || -> PyResult<PyErr> {
+            let module = py.import("traceforge.errors")?;
+            let class = module.getattr(exception_class(err.code()))?;
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("path", path.clone())?;
+            let instance = class.call((message.clone(),), Some(&kwargs))?;
+            Ok(PyErr::from_value(instance))
+        };
+        build().unwrap_or_else(|e| e)
+    })
+}
+
+/// Run native work without the GIL, turning a panic into a `TraceforgeError` instead of a crash.
+pub(crate) fn run_native<T: Send>(py: Python<'_>, work: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<T> {
+    let outcome = py.allow_threads(|| catch_unwind(AssertUnwindSafe(work)));
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(to_py_err(err)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(to_py_err(Error::Invalid(format!("internal error in traceforge core (please report): {what}"))))
+        }
+    }
+}
 
 /// Versions of the native build: the core crate and the bundled SQLite.
 #[pyfunction]
@@ -16,9 +76,95 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(info)
 }
 
+/// xxh3-128 of a file's bytes as 32 hex digits.
+#[pyfunction]
+fn fingerprint(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    run_native(py, move || traceforge_core::fingerprint::fingerprint_file(&path))
+}
+
+/// An export being ingested: read GPU operations, then stream API calls, then derived tables.
+#[pyclass(module = "traceforge._core", frozen)]
+struct TraceHandle {
+    trace: Arc<Trace>,
+    cancel: Arc<AtomicBool>,
+}
+
+#[pymethods]
+impl TraceHandle {
+    /// Metadata for the `traces` row and the capabilities probe.
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = &self.trace;
+        let d = PyDict::new(py);
+        d.set_item("export_path", t.file.path.display().to_string())?;
+        d.set_item("file_size_bytes", t.file.size)?;
+        d.set_item("nsys_version", t.caps.nsys_version())?;
+        d.set_item("schema_version", t.caps.schema_version())?;
+        let opt = |v: i64| (v != traceforge_core::export::NULL_I64).then_some(v);
+        d.set_item("capture_start_utc_ns", opt(t.target.session_start_utc_ns))?;
+        d.set_item("trace_start_ns", opt(t.target.trace_start_ns))?;
+        d.set_item("trace_end_ns", opt(t.target.trace_end_ns))?;
+        d.set_item("gpu_count", t.target.gpus.len())?;
+        let names: Vec<String> = t.target.gpus.iter().map(|g| g.name.clone().unwrap_or_else(|| format!("GPU {}", g.id))).collect();
+        d.set_item("gpus", names.join("; "))?;
+        d.set_item("tables_present", t.caps.present_event_tables().join(","))?;
+        let c = t.counts();
+        d.set_item("kernel_count", c.kernels)?;
+        d.set_item("memop_count", c.memops)?;
+        d.set_item("api_call_count", c.api_calls)?;
+        d.set_item("nvtx_count", c.nvtx)?;
+        d.set_item("metadata", t.caps.metadata.clone().into_iter().collect::<Vec<_>>())?;
+        Ok(d)
+    }
+
+    /// The `api_calls` table as an Arrow stream; must be consumed before `finish`.
+    fn api_calls(&self) -> PyResult<ArrowStream> {
+        let stream = self.trace.api_stream().map_err(to_py_err)?;
+        Ok(ArrowStream::new(Box::new(stream)))
+    }
+
+    /// Derive every metric (matching launches first if `api_calls` was not streamed).
+    fn finish(&self, py: Python<'_>) -> PyResult<()> {
+        let trace = Arc::clone(&self.trace);
+        run_native(py, move || trace.finish().map(|_| ()))
+    }
+
+    /// One emitted table as an Arrow stream.
+    fn table(&self, py: Python<'_>, name: String) -> PyResult<ArrowStream> {
+        let trace = Arc::clone(&self.trace);
+        let stream = run_native(py, move || trace.table(&name))?;
+        Ok(ArrowStream::new(Box::new(stream)))
+    }
+
+    /// Names of the tables `table` emits, in write order.
+    #[staticmethod]
+    fn table_names() -> Vec<&'static str> {
+        Trace::TABLES.to_vec()
+    }
+
+    /// Ask running scans to stop (Ctrl-C).
+    fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Open an nsys SQLite export and read its GPU operations (`threads` = 0: all cores).
+#[pyfunction]
+#[pyo3(signature = (path, threads = 0))]
+fn open_trace(py: Python<'_>, path: PathBuf, threads: usize) -> PyResult<TraceHandle> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = Arc::clone(&cancel);
+    let trace = run_native(py, move || Trace::open(&path, threads, c))?;
+    Ok(TraceHandle { trace, cancel })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    m.add_function(wrap_pyfunction!(fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(open_trace, m)?)?;
+    m.add_class::<TraceHandle>()?;
+    m.add_class::<ArrowStream>()?;
+    derive::register(m)?;
     synth::register(m)?;
     Ok(())
 }

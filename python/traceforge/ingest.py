@@ -1,0 +1,273 @@
+"""Ingesting captures into the store: one trace, one transaction.
+
+``read_trace`` runs the Rust reader and metric code on one export; ``write_trace`` lands every table of
+that trace in one DuckDB transaction, so a failure or Ctrl-C leaves the store exactly as it was.
+``ingest_paths`` does this for many files, continuing past bad ones.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    InputNotFoundError,
+    InputPermissionError,
+    NotAnExportError,
+    TraceforgeError,
+)
+from .schema import DERIVED_TABLES, METRIC_VERSION, TRACE_TABLES
+from .store import Store
+
+#: Suffixes ``ingest`` accepts when expanding a directory.
+EXPORT_SUFFIXES = (".sqlite", ".nsys-rep", ".csv")
+
+
+@dataclass
+class IngestOutcome:
+    """What happened to one input file."""
+
+    path: str
+    status: str  # "ingested" | "skipped" | "failed"
+    trace_id: str | None = None
+    message: str = ""
+    error: TraceforgeError | None = field(default=None, repr=False)
+    kernel_count: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TraceData:
+    """One export read by the Rust core, ready to be written (single use)."""
+
+    trace_id: str
+    fingerprint: str
+    source_path: str
+    trace_row: dict[str, Any]
+    handle: Any  # traceforge._core.TraceHandle
+
+
+def fingerprint_file(path: str) -> str:
+    """xxh3-128 of the file's bytes (32 hex digits)."""
+    from . import _core
+
+    return str(_core.fingerprint(path))
+
+
+def trace_id_from_fingerprint(fingerprint: str) -> str:
+    """The 16-hex-digit trace id of a fingerprint."""
+    return fingerprint[:16]
+
+
+def expand_paths(paths: Iterable[str]) -> list[str]:
+    """Expand directories (recursively, by suffix) and glob patterns; keep other paths as given.
+
+    A path that neither exists nor matches a glob is kept, so that ingesting it reports it missing.
+    """
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _dirs, files in os.walk(p):
+                for name in sorted(files):
+                    if name.endswith(EXPORT_SUFFIXES):
+                        out.append(os.path.join(root, name))
+        elif not os.path.exists(p) and glob.has_magic(p):
+            out.extend(sorted(glob.glob(p, recursive=True)))
+        else:
+            out.append(p)
+    seen: set[str] = set()
+    unique = []
+    for p in out:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def check_input(path: str) -> None:
+    """Raise a clear error for a path that cannot be an input file."""
+    if not os.path.lexists(path):
+        raise InputNotFoundError("no such file", path=path)
+    if not os.path.exists(path):
+        raise InputNotFoundError("dangling symbolic link", path=path)
+    if os.path.isdir(path):
+        raise NotAnExportError("is a directory, not an nsys export", path=path)
+    if not os.access(path, os.R_OK):
+        raise InputPermissionError("permission denied", path=path)
+
+
+def read_trace(path: str, *, threads: int = 0, source_path: str | None = None) -> TraceData:
+    """Open one SQLite export with the Rust core (GPU operations read; API calls not yet streamed)."""
+    from . import _core
+
+    check_input(path)
+    fingerprint = fingerprint_file(path)
+    handle = _core.open_trace(path, threads)
+    info = dict(handle.info())
+    trace_id = trace_id_from_fingerprint(fingerprint)
+    row = {
+        "trace_id": trace_id,
+        "source_path": os.path.abspath(source_path or path),
+        "export_path": os.path.abspath(path),
+        "fingerprint": fingerprint,
+        "file_size_bytes": info["file_size_bytes"],
+        "nsys_version": info["nsys_version"],
+        "schema_version": info["schema_version"],
+        "capture_start_utc_ns": info["capture_start_utc_ns"],
+        "trace_start_ns": info["trace_start_ns"],
+        "trace_end_ns": info["trace_end_ns"],
+        "gpu_count": info["gpu_count"],
+        "gpus": info["gpus"],
+        "tables_present": info["tables_present"],
+    }
+    return TraceData(trace_id, fingerprint, row["source_path"], row, handle)
+
+
+def _insert_stream(con: Any, table: str, stream: Any, trace_id: str, with_metric_version: bool) -> None:
+    # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
+    tf_stream = stream  # noqa: F841
+    extra = ", ?::INTEGER AS metric_version" if with_metric_version else ""
+    params: list[Any] = [trace_id] + ([METRIC_VERSION] if with_metric_version else [])
+    con.execute(f"INSERT INTO {table} BY NAME SELECT ?::VARCHAR AS trace_id{extra}, * FROM tf_stream", params)
+
+
+def delete_trace_rows(con: Any, trace_id: str) -> None:
+    """Remove every row of one trace (inside the caller's transaction)."""
+    for table in (*TRACE_TABLES, "traces"):
+        con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+
+
+def write_trace(store: Store, data: TraceData, *, force: bool = False) -> IngestOutcome:
+    """Write every table of one trace in one transaction; skip content already stored unless ``force``."""
+    started = time.perf_counter()
+    existing = store.has_fingerprint(data.fingerprint)
+    if existing and not force:
+        return IngestOutcome(
+            data.source_path, "skipped", existing, f"already stored as trace {existing} (use --force to re-ingest)"
+        )
+    handle = data.handle
+    with store.transaction() as con:
+        if existing:
+            delete_trace_rows(con, existing)
+        _insert_stream(con, "api_calls", handle.api_calls(), data.trace_id, False)
+        handle.finish()
+        for table in handle.table_names():
+            _insert_stream(con, table, handle.table(table), data.trace_id, table in DERIVED_TABLES)
+        info = handle.info()
+        row = dict(data.trace_row)
+        from . import __version__
+
+        start_ns = row.get("capture_start_utc_ns")
+        row.update(
+            kernel_count=info["kernel_count"],
+            memop_count=info["memop_count"],
+            api_call_count=info["api_call_count"],
+            nvtx_count=info["nvtx_count"],
+            traceforge_version=__version__,
+            metric_version=METRIC_VERSION,
+            ingested_at=_dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None),
+            capture_start_utc=(
+                _dt.datetime.fromtimestamp(start_ns / 1e9, _dt.timezone.utc).replace(tzinfo=None)
+                if start_ns
+                else None
+            ),
+        )
+        columns = ", ".join(row)
+        placeholders = ", ".join("?" for _ in row)
+        con.execute(f"INSERT INTO traces ({columns}) VALUES ({placeholders})", list(row.values()))
+    return IngestOutcome(
+        data.source_path,
+        "ingested",
+        data.trace_id,
+        f"{info['kernel_count']:,} kernels, {info['api_call_count']:,} API calls",
+        kernel_count=int(info["kernel_count"]),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def ingest_file(store: Store, path: str, *, force: bool = False, threads: int = 0) -> IngestOutcome:
+    """Ingest one file (``.sqlite`` export, ``.nsys-rep`` report or ncu ``.csv``); raises on failure."""
+    started = time.perf_counter()
+    check_input(path)
+    if path.lower().endswith(".csv"):
+        from .ncu import ingest_ncu_csv
+
+        return ingest_ncu_csv(store, path, force=force)  # type: ignore[no-any-return]
+    if path.lower().endswith(".nsys-rep"):
+        from .nsysrep import export_to_sqlite
+
+        with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
+            sqlite_path = export_to_sqlite(path, tmp)
+            outcome = _ingest_sqlite(store, sqlite_path, force=force, threads=threads, source_path=path)
+    else:
+        outcome = _ingest_sqlite(store, path, force=force, threads=threads, source_path=path)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _ingest_sqlite(store: Store, path: str, *, force: bool, threads: int, source_path: str) -> IngestOutcome:
+    # Skip before reading anything when this content is already stored.
+    if not force:
+        existing = store.has_fingerprint(fingerprint_file(path))
+        if existing:
+            return IngestOutcome(
+                os.path.abspath(source_path),
+                "skipped",
+                existing,
+                f"already stored as trace {existing} (use --force to re-ingest)",
+            )
+    data = read_trace(path, threads=threads, source_path=source_path)
+    return write_trace(store, data, force=force)
+
+
+def ingest_paths(
+    store: Store,
+    paths: Iterable[str],
+    *,
+    force: bool = False,
+    threads: int = 0,
+    on_done: Callable[[IngestOutcome], None] | None = None,
+) -> list[IngestOutcome]:
+    """Ingest many files sequentially; a failing file is reported and the others still land."""
+    outcomes = []
+    for path in expand_paths(paths):
+        try:
+            outcome = ingest_file(store, path, force=force, threads=threads)
+        except TraceforgeError as exc:
+            if exc.path is None:
+                exc.path = path
+            outcome = IngestOutcome(os.path.abspath(path), "failed", None, str(exc), error=exc)
+            record_failure(store, path, exc)
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
+
+
+def record_failure(store: Store, path: str, exc: TraceforgeError) -> None:
+    """Remember a failed file in ``ingest_failures`` (best effort: never masks the original error)."""
+    try:
+        store.con.execute(
+            "INSERT INTO ingest_failures VALUES (?, NULL, ?, ?, ?)",
+            [
+                os.path.abspath(path),
+                exc.code,
+                exc.message,
+                _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None),
+            ],
+        )
+    except Exception:  # noqa: BLE001 - a read-only or broken store must not hide the file's own error
+        pass
+
+
+def source_exists(path: str) -> bool:
+    """True when ``path`` names an existing file (used by batch resume logic)."""
+    return Path(path).is_file()

@@ -1,0 +1,87 @@
+//! Arrow record batches: the columnar form in which tables leave the core.
+//!
+//! Batches are produced lazily by a [`BatchStream`] so a large table crosses into DuckDB chunk by chunk
+//! rather than as one materialised copy.
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray};
+use arrow_schema::{ArrowError, SchemaRef};
+
+use crate::export::NULL_I64;
+
+/// Rows per batch handed to Python.
+pub const BATCH_ROWS: usize = 1 << 17;
+
+/// A nullable i64 column from sentinel-encoded values.
+pub fn int_col(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(values.map(|v| (v != NULL_I64).then_some(v)).collect::<Int64Array>())
+}
+
+/// An i64 column from optional values.
+pub fn opt_int_col(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(values.collect::<Int64Array>())
+}
+
+/// A f64 column from optional values.
+pub fn float_col(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    Arc::new(values.collect::<Float64Array>())
+}
+
+/// A string column.
+pub fn str_col<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
+/// Assemble a batch from named columns (all of one length).
+pub fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, ArrowError> {
+    RecordBatch::try_from_iter(columns)
+}
+
+type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>;
+
+/// A lazily produced sequence of batches with a fixed schema (a `RecordBatchReader`).
+pub struct BatchStream {
+    schema: SchemaRef,
+    iter: BatchIter,
+}
+
+impl BatchStream {
+    /// A stream with `schema` producing `iter`'s batches.
+    pub fn new(schema: SchemaRef, iter: BatchIter) -> Self {
+        BatchStream { schema, iter }
+    }
+
+    /// A stream over already built batches (the first one gives the schema).
+    pub fn from_batches(first: RecordBatch, rest: Vec<RecordBatch>) -> Self {
+        let schema = first.schema();
+        let all: Vec<Result<RecordBatch, ArrowError>> = std::iter::once(first).chain(rest).map(Ok).collect();
+        BatchStream { schema, iter: Box::new(all.into_iter()) }
+    }
+
+    /// A stream that slices `0..rows` into [`BATCH_ROWS`] chunks and builds each with `build`.
+    pub fn chunked<F>(rows: usize, build: F) -> Result<Self, ArrowError>
+    where
+        F: Fn(std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> + Send + Sync + 'static,
+    {
+        let schema = build(0..0)?.schema();
+        let build = Arc::new(build);
+        let iter = (0..rows.div_ceil(BATCH_ROWS).max(0)).map(move |c| {
+            let lo = c * BATCH_ROWS;
+            build(lo..(lo + BATCH_ROWS).min(rows))
+        });
+        Ok(BatchStream { schema, iter: Box::new(iter) })
+    }
+}
+
+impl Iterator for BatchStream {
+    type Item = Result<RecordBatch, ArrowError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.iter.next()
+    }
+}
+
+impl RecordBatchReader for BatchStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}

@@ -1,0 +1,408 @@
+//! Typed, column-major event tables read from an export.
+use std::sync::atomic::AtomicBool;
+
+use rusqlite::types::ValueRef;
+
+use super::open::ExportFile;
+use super::probe::{self, Capabilities};
+use super::scan::{scan_table, IntColumns};
+use super::NULL_I64;
+use crate::error::{Error, Result};
+
+fn exprs(caps: &Capabilities, table: &str, columns: &[&str]) -> Vec<String> {
+    columns.iter().map(|c| caps.column_or_null(table, c)).collect()
+}
+
+fn take(cols: &mut IntColumns, i: usize) -> Vec<i64> {
+    std::mem::take(&mut cols[i])
+}
+
+/// Kernels, column-major. Launch columns are filled by the launch matcher (NULL until then).
+#[derive(Debug, Default, Clone)]
+pub struct Kernels {
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+    pub device: Vec<i64>,
+    pub context: Vec<i64>,
+    pub stream: Vec<i64>,
+    pub correlation: Vec<i64>,
+    pub global_pid: Vec<i64>,
+    pub name_id: Vec<i64>,
+    pub short_name_id: Vec<i64>,
+    pub grid: [Vec<i64>; 3],
+    pub block: [Vec<i64>; 3],
+    pub registers: Vec<i64>,
+    pub static_smem: Vec<i64>,
+    pub dynamic_smem: Vec<i64>,
+    pub graph_node: Vec<i64>,
+}
+
+impl Kernels {
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+}
+
+/// Memcpy and memset operations, column-major; `op` is 0 for memcpy, 1 for memset.
+#[derive(Debug, Default, Clone)]
+pub struct Memops {
+    pub op: Vec<u8>,
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+    pub device: Vec<i64>,
+    pub stream: Vec<i64>,
+    pub correlation: Vec<i64>,
+    pub global_pid: Vec<i64>,
+    pub bytes: Vec<i64>,
+    pub copy_kind: Vec<i64>,
+}
+
+impl Memops {
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+}
+
+/// Every GPU operation of a trace.
+#[derive(Debug, Default, Clone)]
+pub struct GpuOps {
+    pub kernels: Kernels,
+    pub memops: Memops,
+}
+
+/// CUPTI memcpy kind ids (ENUM_CUDA_MEMCPY_OPER) as the short labels traceforge stores.
+pub fn copy_kind_label(kind: i64) -> &'static str {
+    match kind {
+        1 => "HtoD",
+        2 => "DtoH",
+        3 => "HtoA",
+        4 => "AtoH",
+        5 => "AtoA",
+        6 => "AtoD",
+        7 => "DtoA",
+        8 => "DtoD",
+        9 => "HtoH",
+        10 => "PtoP",
+        11 => "UVM_HtoD",
+        12 => "UVM_DtoH",
+        13 => "UVM_DtoD",
+        _ => "Unknown",
+    }
+}
+
+const KERNEL_COLUMNS: [&str; 19] = [
+    "start", "end", "deviceId", "contextId", "streamId", "correlationId", "globalPid", "demangledName", "shortName",
+    "gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ", "registersPerThread", "staticSharedMemory",
+    "dynamicSharedMemory", "graphNodeId",
+];
+
+/// Read kernels, memcpy and memset.
+pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<GpuOps> {
+    let t = probe::KERNEL_TABLE;
+    if !caps.has_table(t) {
+        return Err(Error::MissingTable {
+            path: file.path.clone(),
+            reason: format!("no CUDA kernels in this export (table {t} is absent: was the capture made with -t cuda?)"),
+        });
+    }
+    caps.require_columns(file, t, &["start", "end", "deviceId", "streamId"])?;
+    if !caps.has_column(t, "demangledName") && !caps.has_column(t, "shortName") {
+        caps.require_columns(file, t, &["demangledName"])?;
+    }
+    let mut kexprs = exprs(caps, t, &KERNEL_COLUMNS);
+    if !caps.has_column(t, "demangledName") {
+        kexprs[7] = "\"shortName\"".into();
+    }
+    if !caps.has_column(t, "shortName") {
+        kexprs[8] = kexprs[7].clone();
+    }
+    let (mut c, _) = scan_table(file, t, &kexprs, &[], threads, cancel)?;
+    let kernels = Kernels {
+        start: take(&mut c, 0),
+        end: take(&mut c, 1),
+        device: take(&mut c, 2),
+        context: take(&mut c, 3),
+        stream: take(&mut c, 4),
+        correlation: take(&mut c, 5),
+        global_pid: take(&mut c, 6),
+        name_id: take(&mut c, 7),
+        short_name_id: take(&mut c, 8),
+        grid: [take(&mut c, 9), take(&mut c, 10), take(&mut c, 11)],
+        block: [take(&mut c, 12), take(&mut c, 13), take(&mut c, 14)],
+        registers: take(&mut c, 15),
+        static_smem: take(&mut c, 16),
+        dynamic_smem: take(&mut c, 17),
+        graph_node: take(&mut c, 18),
+    };
+    let mut memops = Memops::default();
+    for (op, table) in [(0u8, probe::MEMCPY_TABLE), (1u8, probe::MEMSET_TABLE)] {
+        if !caps.has_table(table) {
+            continue;
+        }
+        caps.require_columns(file, table, &["start", "end", "deviceId", "streamId", "bytes"])?;
+        let cols = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid", "bytes", "copyKind"];
+        let (mut c, _) = scan_table(file, table, &exprs(caps, table, &cols), &[], threads, cancel)?;
+        let n = c[0].len();
+        memops.op.extend(std::iter::repeat_n(op, n));
+        memops.start.extend(take(&mut c, 0));
+        memops.end.extend(take(&mut c, 1));
+        memops.device.extend(take(&mut c, 2));
+        memops.stream.extend(take(&mut c, 3));
+        memops.correlation.extend(take(&mut c, 4));
+        memops.global_pid.extend(take(&mut c, 5));
+        memops.bytes.extend(take(&mut c, 6));
+        memops.copy_kind.extend(take(&mut c, 7));
+    }
+    Ok(GpuOps { kernels, memops })
+}
+
+/// A chunk of CUDA API calls (runtime or driver).
+#[derive(Debug, Default, Clone)]
+pub struct ApiChunk {
+    /// 0 = runtime, 1 = driver.
+    pub api: u8,
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+    pub global_tid: Vec<i64>,
+    pub correlation: Vec<i64>,
+    pub name_id: Vec<i64>,
+    pub return_value: Vec<i64>,
+}
+
+impl ApiChunk {
+    pub const COLUMNS: [&'static str; 6] = ["start", "end", "globalTid", "correlationId", "nameId", "returnValue"];
+
+    pub fn from_columns(api: u8, mut c: IntColumns) -> Self {
+        ApiChunk {
+            api,
+            start: take(&mut c, 0),
+            end: take(&mut c, 1),
+            global_tid: take(&mut c, 2),
+            correlation: take(&mut c, 3),
+            name_id: take(&mut c, 4),
+            return_value: take(&mut c, 5),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+}
+
+/// Select expressions for an API table, or None when it is absent.
+pub fn api_exprs(file: &ExportFile, caps: &Capabilities, table: &str) -> Result<Option<Vec<String>>> {
+    if !caps.has_table(table) {
+        return Ok(None);
+    }
+    caps.require_columns(file, table, &["start", "end", "globalTid", "correlationId", "nameId"])?;
+    Ok(Some(exprs(caps, table, &ApiChunk::COLUMNS)))
+}
+
+/// NVTX events as stored (all event types), column-major.
+#[derive(Debug, Default, Clone)]
+pub struct NvtxEvents {
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+    pub event_type: Vec<i64>,
+    pub global_tid: Vec<i64>,
+    pub text_id: Vec<i64>,
+    pub domain_id: Vec<i64>,
+    pub text: Vec<Option<String>>,
+}
+
+pub fn read_nvtx(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<NvtxEvents> {
+    let t = probe::NVTX_TABLE;
+    if !caps.has_table(t) {
+        return Ok(NvtxEvents::default());
+    }
+    caps.require_columns(file, t, &["start", "eventType"])?;
+    let cols = ["start", "end", "eventType", "globalTid", "textId", "domainId"];
+    let text = vec![caps.column_or_null(t, "text")];
+    let (mut c, mut texts) = scan_table(file, t, &exprs(caps, t, &cols), &text, threads, cancel)?;
+    Ok(NvtxEvents {
+        start: take(&mut c, 0),
+        end: take(&mut c, 1),
+        event_type: take(&mut c, 2),
+        global_tid: take(&mut c, 3),
+        text_id: take(&mut c, 4),
+        domain_id: take(&mut c, 5),
+        text: std::mem::take(&mut texts[0]),
+    })
+}
+
+/// Synchronization events.
+#[derive(Debug, Default, Clone)]
+pub struct SyncEvents {
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+    pub device: Vec<i64>,
+    pub stream: Vec<i64>,
+    pub correlation: Vec<i64>,
+    pub global_pid: Vec<i64>,
+    pub sync_type: Vec<i64>,
+}
+
+pub fn read_sync(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<SyncEvents> {
+    let t = probe::SYNC_TABLE;
+    if !caps.has_table(t) {
+        return Ok(SyncEvents::default());
+    }
+    caps.require_columns(file, t, &["start", "end"])?;
+    let cols = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid", "syncType"];
+    let (mut c, _) = scan_table(file, t, &exprs(caps, t, &cols), &[], threads, cancel)?;
+    Ok(SyncEvents {
+        start: take(&mut c, 0),
+        end: take(&mut c, 1),
+        device: take(&mut c, 2),
+        stream: take(&mut c, 3),
+        correlation: take(&mut c, 4),
+        global_pid: take(&mut c, 5),
+        sync_type: take(&mut c, 6),
+    })
+}
+
+/// One GPU from `TARGET_INFO_GPU`.
+#[derive(Debug, Default, Clone)]
+pub struct GpuInfo {
+    pub id: i64,
+    pub name: Option<String>,
+    pub chip_name: Option<String>,
+    pub bus_location: Option<String>,
+    pub uuid: Option<String>,
+    pub sm_count: i64,
+    pub total_memory: i64,
+    pub memory_bandwidth: i64,
+    pub clock_rate: i64,
+    pub compute_major: i64,
+    pub compute_minor: i64,
+    pub cuda_device: i64,
+}
+
+/// Everything about the capture that is not an event: GPUs, processes, threads, clocks, enums.
+#[derive(Debug, Default, Clone)]
+pub struct TargetInfo {
+    pub gpus: Vec<GpuInfo>,
+    /// (pid, name)
+    pub processes: Vec<(i64, Option<String>)>,
+    /// (pid, tid, name)
+    pub threads: Vec<(i64, i64, Option<String>)>,
+    pub session_start_utc_ns: i64,
+    pub trace_start_ns: i64,
+    pub trace_end_ns: i64,
+    /// ENUM_CUPTI_SYNC_TYPE id -> label
+    pub sync_type_names: Vec<(i64, String)>,
+}
+
+fn text_cell(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        _ => None,
+    }
+}
+
+fn int_cell(v: ValueRef<'_>) -> i64 {
+    match v {
+        ValueRef::Integer(i) => i,
+        ValueRef::Real(f) => f as i64,
+        ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(NULL_I64),
+        _ => NULL_I64,
+    }
+}
+
+/// Run `sql` and hand every row to `f`.
+fn for_each_row(
+    file: &ExportFile,
+    conn: &rusqlite::Connection,
+    sql: &str,
+    mut f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> Result<()> {
+    let mut stmt = conn.prepare(sql).map_err(|e| file.sqlite_error(e))?;
+    let mut rows = stmt.query([]).map_err(|e| file.sqlite_error(e))?;
+    while let Some(row) = rows.next().map_err(|e| file.sqlite_error(e))? {
+        f(row).map_err(|e| file.sqlite_error(e))?;
+    }
+    Ok(())
+}
+
+pub fn read_target_info(
+    file: &ExportFile,
+    caps: &Capabilities,
+    conn: &rusqlite::Connection,
+    strings: &super::StringTable,
+) -> Result<TargetInfo> {
+    let mut info = TargetInfo { session_start_utc_ns: NULL_I64, trace_start_ns: NULL_I64, trace_end_ns: NULL_I64, ..Default::default() };
+    let t = "TARGET_INFO_GPU";
+    if caps.has_table(t) && caps.has_column(t, "id") {
+        let c = |name: &str| caps.column_or_null(t, name);
+        let sql = format!(
+            "SELECT {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {t} ORDER BY {}",
+            c("id"), c("name"), c("chipName"), c("busLocation"), c("uuid"), c("smCount"), c("totalMemory"),
+            c("memoryBandwidth"), c("clockRate"), c("computeMajor"), c("computeMinor"), c("cuDevice"), c("id")
+        );
+        for_each_row(file, conn, &sql, |r| {
+            info.gpus.push(GpuInfo {
+                id: int_cell(r.get_ref(0)?),
+                name: text_cell(r.get_ref(1)?),
+                chip_name: text_cell(r.get_ref(2)?),
+                bus_location: text_cell(r.get_ref(3)?),
+                uuid: text_cell(r.get_ref(4)?),
+                sm_count: int_cell(r.get_ref(5)?),
+                total_memory: int_cell(r.get_ref(6)?),
+                memory_bandwidth: int_cell(r.get_ref(7)?),
+                clock_rate: int_cell(r.get_ref(8)?),
+                compute_major: int_cell(r.get_ref(9)?),
+                compute_minor: int_cell(r.get_ref(10)?),
+                cuda_device: int_cell(r.get_ref(11)?),
+            });
+            Ok(())
+        })?;
+    }
+    if caps.has_table("PROCESSES") && caps.has_column("PROCESSES", "pid") {
+        let name = caps.column_or_null("PROCESSES", "name");
+        for_each_row(file, conn, &format!("SELECT pid, {name} FROM PROCESSES"), |r| {
+            info.processes.push((int_cell(r.get_ref(0)?), text_cell(r.get_ref(1)?)));
+            Ok(())
+        })?;
+    }
+    if caps.has_table("ThreadNames") && caps.has_column("ThreadNames", "globalTid") && caps.has_column("ThreadNames", "nameId") {
+        for_each_row(file, conn, "SELECT globalTid, nameId FROM ThreadNames", |r| {
+            let (pid, tid) = super::decode_global_id(int_cell(r.get_ref(0)?));
+            let name = strings.get(int_cell(r.get_ref(1)?)).map(str::to_string);
+            info.threads.push((pid, tid, name));
+            Ok(())
+        })?;
+    }
+    if caps.has_column("TARGET_INFO_SESSION_START_TIME", "utcEpochNs") {
+        for_each_row(file, conn, "SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME LIMIT 1", |r| {
+            info.session_start_utc_ns = int_cell(r.get_ref(0)?);
+            Ok(())
+        })?;
+    }
+    if caps.has_column("ANALYSIS_DETAILS", "startTime") && caps.has_column("ANALYSIS_DETAILS", "stopTime") {
+        for_each_row(file, conn, "SELECT startTime, stopTime FROM ANALYSIS_DETAILS LIMIT 1", |r| {
+            info.trace_start_ns = int_cell(r.get_ref(0)?);
+            info.trace_end_ns = int_cell(r.get_ref(1)?);
+            Ok(())
+        })?;
+    }
+    if caps.has_column("ENUM_CUPTI_SYNC_TYPE", "id") && caps.has_column("ENUM_CUPTI_SYNC_TYPE", "name") {
+        for_each_row(file, conn, "SELECT id, name FROM ENUM_CUPTI_SYNC_TYPE", |r| {
+            let label = text_cell(r.get_ref(1)?).unwrap_or_default();
+            let label = label.strip_prefix("CUPTI_ACTIVITY_SYNCHRONIZATION_TYPE_").unwrap_or(&label).to_string();
+            info.sync_type_names.push((int_cell(r.get_ref(0)?), label));
+            Ok(())
+        })?;
+    }
+    Ok(info)
+}

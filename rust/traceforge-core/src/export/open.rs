@@ -1,0 +1,118 @@
+//! Opening an export: path checks, SQLite header check, read-only immutable connections.
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+
+/// A validated export on disk; hands out connections for parallel scans.
+#[derive(Debug, Clone)]
+pub struct ExportFile {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+impl ExportFile {
+    /// Check that `path` is a readable SQLite file and remember its size.
+    pub fn open(path: &Path) -> Result<Self> {
+        let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::NotAnExport { path: path.into(), reason: "is a directory, not an nsys SQLite export".into() });
+        }
+        let mut header = [0u8; 100];
+        let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+        let n = read_up_to(&mut file, &mut header).map_err(|e| io_error(path, e))?;
+        if n < 16 || &header[..16] != SQLITE_MAGIC {
+            return Err(Error::NotAnExport {
+                path: path.into(),
+                reason: if n == 0 { "is empty, not an nsys SQLite export".into() } else { "is not a SQLite database (wrong header)".into() },
+            });
+        }
+        if n < 100 {
+            return Err(Error::Corrupt { path: path.into(), reason: "SQLite file is truncated (incomplete header)".into() });
+        }
+        // The header records the database size in pages; a shorter file was cut off in transfer.
+        let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+            1 => 65536u64,
+            p => p as u64,
+        };
+        let page_count = u32::from_be_bytes([header[28], header[29], header[30], header[31]]) as u64;
+        let change_counter = u32::from_be_bytes([header[24], header[25], header[26], header[27]]);
+        let valid_for = u32::from_be_bytes([header[92], header[93], header[94], header[95]]);
+        if page_count > 0 && change_counter == valid_for && page_size * page_count > meta.len() {
+            return Err(Error::Corrupt {
+                path: path.into(),
+                reason: format!(
+                    "SQLite file is truncated: header says {} bytes, file has {}",
+                    page_size * page_count,
+                    meta.len()
+                ),
+            });
+        }
+        Ok(ExportFile { path: path.into(), size: meta.len() })
+    }
+
+    /// A new read-only, immutable connection (one per scanning thread).
+    pub fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            uri_for(&self.path),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| self.sqlite_error(e))?;
+        // Large page cache per connection would multiply by thread count; keep SQLite's default small cache
+        // and let the OS page cache do the work. mmap avoids copying pages into SQLite's cache at all.
+        let _ = conn.pragma_update(None, "mmap_size", 1i64 << 40);
+        Ok(conn)
+    }
+
+    /// Map a SQLite error to a corrupt/not-an-export error naming this file.
+    pub fn sqlite_error(&self, e: rusqlite::Error) -> Error {
+        let text = e.to_string();
+        let lower = text.to_lowercase();
+        if lower.contains("not a database") || lower.contains("file is not a database") {
+            Error::NotAnExport { path: self.path.clone(), reason: "is not a SQLite database".into() }
+        } else if lower.contains("malformed") || lower.contains("corrupt") || lower.contains("disk i/o") {
+            Error::Corrupt { path: self.path.clone(), reason: format!("SQLite database is corrupted ({text})") }
+        } else {
+            Error::Corrupt { path: self.path.clone(), reason: format!("SQLite error: {text}") }
+        }
+    }
+}
+
+fn read_up_to(file: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+fn uri_for(path: &Path) -> String {
+    let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut encoded = String::new();
+    for ch in abs.to_string_lossy().chars() {
+        match ch {
+            '%' => encoded.push_str("%25"),
+            '?' => encoded.push_str("%3f"),
+            '#' => encoded.push_str("%23"),
+            c => encoded.push(c),
+        }
+    }
+    format!("file:{encoded}?mode=ro&immutable=1")
+}
+
+/// Map an I/O error on `path` to the matching core error.
+pub fn io_error(path: &Path, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound { path: path.into() },
+        std::io::ErrorKind::PermissionDenied => Error::Permission { path: path.into() },
+        _ => Error::Io { path: path.into(), reason: e.to_string() },
+    }
+}

@@ -1,0 +1,156 @@
+//! The capabilities probe: which tables and columns this export has, and which nsys wrote it.
+//!
+//! Every reader asks the probe instead of failing deep inside a query: a capture without memcpy has no
+//! memcpy table, and columns appear over nsys releases. Version detection lives here and nowhere else.
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+
+use super::open::ExportFile;
+use crate::error::{Error, Result};
+
+pub const KERNEL_TABLE: &str = "CUPTI_ACTIVITY_KIND_KERNEL";
+pub const MEMCPY_TABLE: &str = "CUPTI_ACTIVITY_KIND_MEMCPY";
+pub const MEMSET_TABLE: &str = "CUPTI_ACTIVITY_KIND_MEMSET";
+pub const RUNTIME_TABLE: &str = "CUPTI_ACTIVITY_KIND_RUNTIME";
+pub const DRIVER_TABLE: &str = "CUPTI_ACTIVITY_KIND_DRIVER";
+pub const SYNC_TABLE: &str = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION";
+pub const NVTX_TABLE: &str = "NVTX_EVENTS";
+
+/// Highest export schema major version this build understands.
+pub const MAX_SCHEMA_MAJOR: u32 = 3;
+
+/// Tables and columns present in one export, plus its version metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// table name -> column names in declaration order.
+    pub tables: BTreeMap<String, Vec<String>>,
+    /// Metadata from `META_DATA_EXPORT` (2023+) or `EXPORT_META_DATA` (2022.x).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Capabilities {
+    /// Probe `conn`; fails with a clear error on a database that is not an nsys export.
+    pub fn probe(file: &ExportFile, conn: &Connection) -> Result<Self> {
+        let mut caps = Capabilities::default();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .map_err(|e| file.sqlite_error(e))?;
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| file.sqlite_error(e))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| file.sqlite_error(e))?;
+        for name in names {
+            let mut cols_stmt = conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{}')", name.replace('\'', "''")))
+                .map_err(|e| file.sqlite_error(e))?;
+            let cols: Vec<String> = cols_stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| file.sqlite_error(e))?
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| file.sqlite_error(e))?;
+            caps.tables.insert(name, cols);
+        }
+        if caps.tables.is_empty() {
+            return Err(Error::NotAnExport { path: file.path.clone(), reason: "SQLite database has no tables: not an nsys export".into() });
+        }
+        let looks_like_nsys = caps.has_table("StringIds")
+            || caps.has_table("META_DATA_EXPORT")
+            || caps.has_table("EXPORT_META_DATA")
+            || caps.has_table("TARGET_INFO_SESSION_START_TIME");
+        if !looks_like_nsys {
+            return Err(Error::NotAnExport {
+                path: file.path.clone(),
+                reason: "SQLite database is not an nsys export (no StringIds or export metadata tables)".into(),
+            });
+        }
+        for meta_table in ["META_DATA_EXPORT", "EXPORT_META_DATA"] {
+            if caps.has_table(meta_table) && caps.has_column(meta_table, "name") && caps.has_column(meta_table, "value") {
+                let mut stmt = conn
+                    .prepare(&format!("SELECT name, CAST(value AS TEXT) FROM {meta_table}"))
+                    .map_err(|e| file.sqlite_error(e))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
+                    .map_err(|e| file.sqlite_error(e))?;
+                for row in rows {
+                    let (k, v) = row.map_err(|e| file.sqlite_error(e))?;
+                    caps.metadata.entry(k).or_insert(v.unwrap_or_default());
+                }
+            }
+        }
+        caps.check_schema_version(file)?;
+        Ok(caps)
+    }
+
+    fn check_schema_version(&self, file: &ExportFile) -> Result<()> {
+        let major = self
+            .metadata
+            .get("EXPORT_SCHEMA_VERSION_MAJOR")
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .or_else(|| self.schema_version().and_then(|v| v.split('.').next()?.trim().parse::<u32>().ok()));
+        if let Some(major) = major {
+            if major > MAX_SCHEMA_MAJOR {
+                return Err(Error::UnsupportedSchema {
+                    path: file.path.clone(),
+                    reason: format!(
+                        "export schema version {} (nsys {}) is newer than this traceforge understands (schema {}.x); upgrade traceforge",
+                        self.schema_version().unwrap_or("?"),
+                        self.nsys_version().unwrap_or("unknown"),
+                        MAX_SCHEMA_MAJOR
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_table(&self, table: &str) -> bool {
+        self.tables.contains_key(table)
+    }
+
+    pub fn has_column(&self, table: &str, column: &str) -> bool {
+        self.tables.get(table).is_some_and(|cols| cols.iter().any(|c| c == column))
+    }
+
+    /// `EXPORT_PRODUCT_VERSION`, e.g. `2025.3.2.0`.
+    pub fn nsys_version(&self) -> Option<&str> {
+        self.metadata.get("EXPORT_PRODUCT_VERSION").map(String::as_str)
+    }
+
+    /// `EXPORT_SCHEMA_VERSION`, e.g. `3.20.3`.
+    pub fn schema_version(&self) -> Option<&str> {
+        self.metadata.get("EXPORT_SCHEMA_VERSION").map(String::as_str)
+    }
+
+    /// A select expression for `column` of `table`: the column itself, or NULL when this nsys lacks it.
+    pub fn column_or_null(&self, table: &str, column: &str) -> String {
+        if self.has_column(table, column) {
+            format!("\"{column}\"")
+        } else {
+            "NULL".to_string()
+        }
+    }
+
+    /// Fail unless `table` has every one of `columns`.
+    pub fn require_columns(&self, file: &ExportFile, table: &str, columns: &[&str]) -> Result<()> {
+        let missing: Vec<&str> = columns.iter().copied().filter(|c| !self.has_column(table, c)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnsupportedSchema {
+                path: file.path.clone(),
+                reason: format!("table {table} lacks required column(s) {} (unknown nsys schema)", missing.join(", ")),
+            })
+        }
+    }
+
+    /// Comma-separated names of the event tables traceforge reads that are present.
+    pub fn present_event_tables(&self) -> Vec<String> {
+        [KERNEL_TABLE, MEMCPY_TABLE, MEMSET_TABLE, RUNTIME_TABLE, DRIVER_TABLE, SYNC_TABLE, NVTX_TABLE]
+            .iter()
+            .filter(|t| self.has_table(t))
+            .map(|t| t.to_string())
+            .collect()
+    }
+}

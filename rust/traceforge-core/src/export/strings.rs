@@ -1,0 +1,57 @@
+//! `StringIds`: the export's string dictionary, resolved once per trace.
+use rusqlite::Connection;
+
+use super::open::ExportFile;
+use crate::error::Result;
+
+/// Dense id -> string lookup (ids are small consecutive integers in every nsys export seen).
+#[derive(Debug, Default, Clone)]
+pub struct StringTable {
+    values: Vec<Option<String>>,
+}
+
+impl StringTable {
+    pub fn load(file: &ExportFile, conn: &Connection, present: bool) -> Result<Self> {
+        let mut values: Vec<Option<String>> = Vec::new();
+        if !present {
+            return Ok(StringTable { values });
+        }
+        let mut stmt = conn.prepare("SELECT id, value FROM StringIds").map_err(|e| file.sqlite_error(e))?;
+        let mut rows = stmt.query([]).map_err(|e| file.sqlite_error(e))?;
+        while let Some(row) = rows.next().map_err(|e| file.sqlite_error(e))? {
+            let id: i64 = row.get(0).map_err(|e| file.sqlite_error(e))?;
+            let value: Option<String> = row.get(1).map_err(|e| file.sqlite_error(e))?;
+            if id < 0 || id > 1 << 31 {
+                continue;
+            }
+            let id = id as usize;
+            if id >= values.len() {
+                values.resize(id + 1, None);
+            }
+            values[id] = value;
+        }
+        Ok(StringTable { values })
+    }
+
+    /// The string for `id`, if any.
+    #[inline]
+    pub fn get(&self, id: i64) -> Option<&str> {
+        if id < 0 {
+            return None;
+        }
+        self.values.get(id as usize).and_then(|v| v.as_deref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Build from explicit values (tests, re-analysis).
+    pub fn from_values(values: Vec<Option<String>>) -> Self {
+        StringTable { values }
+    }
+}

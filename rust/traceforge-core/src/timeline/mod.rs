@@ -1,0 +1,315 @@
+//! Timeline metrics over one trace's GPU operations, per device and per stream.
+//!
+//! The input is a neutral column view ([`KernelsView`], [`MemopsView`], [`RangesView`]) that both the
+//! export reader and re-analysis from the store produce, so one implementation serves both. Definitions
+//! (half-open intervals, nanoseconds) are those of `docs/schema.md`.
+pub mod percentile;
+pub mod projection;
+pub mod sweep;
+
+use crate::export::NULL_I64;
+use percentile::percentile_sorted;
+
+/// Columns shared by every GPU operation. `thread` is the launching API call's thread key
+/// `(pid << 24) | tid`, `api_start` its start, `launch` the launch key `(pid << 40) | correlationId`;
+/// all three are [`NULL_I64`] when no API call matched.
+#[derive(Debug, Clone, Copy)]
+pub struct OpsView<'a> {
+    pub device: &'a [i64],
+    pub stream: &'a [i64],
+    pub start: &'a [i64],
+    pub end: &'a [i64],
+    pub thread: &'a [i64],
+    pub api_start: &'a [i64],
+    pub launch: &'a [i64],
+}
+
+impl OpsView<'_> {
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+}
+
+/// Kernels: the shared columns plus an interned name (index into the names slice given to [`derive`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KernelsView<'a> {
+    pub ops: OpsView<'a>,
+    pub name: &'a [u32],
+}
+
+/// Memcpy and memset operations.
+#[derive(Debug, Clone, Copy)]
+pub struct MemopsView<'a> {
+    pub ops: OpsView<'a>,
+    /// 0 = memcpy, 1 = memset.
+    pub op: &'a [u8],
+    /// CUPTI copy kind id (memcpy only).
+    pub copy_kind: &'a [i64],
+    pub bytes: &'a [i64],
+}
+
+/// NVTX ranges eligible for projection (push/pop and start/end with an end).
+#[derive(Debug, Clone, Copy)]
+pub struct RangesView<'a> {
+    pub thread: &'a [i64],
+    pub start: &'a [i64],
+    pub end: &'a [i64],
+}
+
+/// Kernel and memop metrics of one device or one stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricRow {
+    pub device: i64,
+    pub stream: Option<i64>,
+    pub kernel_count: i64,
+    pub kernel_time_ns: i64,
+    pub span_ns: Option<i64>,
+    pub first_start_ns: Option<i64>,
+    pub last_end_ns: Option<i64>,
+    pub busy_ns: i64,
+    pub utilization: Option<f64>,
+    pub max_concurrency: i64,
+    pub overlap_ns: i64,
+    pub gap_count: i64,
+    pub gap_total_ns: i64,
+    pub gap_p50_ns: Option<f64>,
+    pub gap_p90_ns: Option<f64>,
+    pub gap_p99_ns: Option<f64>,
+    pub gap_max_ns: Option<i64>,
+    pub memcpy_count: i64,
+    pub memcpy_ns: i64,
+    pub memcpy_bytes: i64,
+    pub memset_count: i64,
+    pub memset_ns: i64,
+    pub memset_bytes: i64,
+    pub launch_latency_p50_ns: Option<f64>,
+    pub launch_latency_p90_ns: Option<f64>,
+    pub launch_latency_p99_ns: Option<f64>,
+    pub launch_matched: i64,
+    pub stream_count: i64,
+}
+
+/// `kernel_summary` row: what `nsys stats --report gpukernsum` shows, grouped by name only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelSummaryRow {
+    pub device: i64,
+    pub name: u32,
+    pub count: i64,
+    pub total_ns: i64,
+    pub avg_ns: f64,
+    pub median_ns: f64,
+    pub min_ns: i64,
+    pub max_ns: i64,
+    pub stddev_ns: f64,
+    pub share: Option<f64>,
+}
+
+/// `memop_summary` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemopSummaryRow {
+    pub device: i64,
+    pub op: u8,
+    pub copy_kind: i64,
+    pub count: i64,
+    pub total_ns: i64,
+    pub total_bytes: i64,
+    pub avg_ns: f64,
+    pub min_ns: i64,
+    pub max_ns: i64,
+    pub bandwidth_gbps: Option<f64>,
+}
+
+/// Everything derived from one trace.
+#[derive(Debug, Clone, Default)]
+pub struct Derived {
+    pub device_metrics: Vec<MetricRow>,
+    pub stream_metrics: Vec<MetricRow>,
+    /// (device, level, time_ns)
+    pub concurrency_levels: Vec<(i64, i64, i64)>,
+    /// (device, start_ns, end_ns)
+    pub gaps: Vec<(i64, i64, i64)>,
+    pub kernel_summary: Vec<KernelSummaryRow>,
+    pub memop_summary: Vec<MemopSummaryRow>,
+    pub projection: Vec<projection::ProjectionRow>,
+}
+
+/// Indices of `0..n` grouped by `key`, groups in ascending key order.
+fn group_by<K: Ord + Copy>(n: usize, key: impl Fn(usize) -> K) -> Vec<(K, Vec<u32>)> {
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    idx.sort_unstable_by_key(|&i| key(i as usize));
+    let mut groups: Vec<(K, Vec<u32>)> = Vec::new();
+    for i in idx {
+        let k = key(i as usize);
+        match groups.last_mut() {
+            Some((gk, members)) if *gk == k => members.push(i),
+            _ => groups.push((k, vec![i])),
+        }
+    }
+    groups
+}
+
+/// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels and gaps.
+fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow) -> sweep::Sweep {
+    let mut starts = Vec::with_capacity(members.len());
+    let mut ends = Vec::with_capacity(members.len());
+    let mut latencies = Vec::new();
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for &i in members {
+        let (s, e) = (k.start[i as usize], k.end[i as usize]);
+        row.kernel_count += 1;
+        row.kernel_time_ns += e - s;
+        first = first.min(s);
+        last = last.max(e);
+        if e > s {
+            starts.push(s);
+            ends.push(e);
+        }
+        let api = k.api_start[i as usize];
+        if api != NULL_I64 {
+            latencies.push(s - api);
+        }
+    }
+    if row.kernel_count > 0 {
+        row.first_start_ns = Some(first);
+        row.last_end_ns = Some(last);
+        row.span_ns = Some(last - first);
+    }
+    let sw = sweep::sweep(&mut starts, &mut ends);
+    row.busy_ns = sw.busy_ns;
+    row.utilization = row.span_ns.filter(|&s| s > 0).map(|s| sw.busy_ns as f64 / s as f64);
+    row.max_concurrency = sw.max_concurrency;
+    row.overlap_ns = sw.overlap_ns();
+    let mut gap_lengths: Vec<i64> = sw.gaps.iter().map(|g| g.1 - g.0).collect();
+    gap_lengths.sort_unstable();
+    row.gap_count = gap_lengths.len() as i64;
+    row.gap_total_ns = gap_lengths.iter().sum();
+    row.gap_p50_ns = percentile_sorted(&gap_lengths, 0.50);
+    row.gap_p90_ns = percentile_sorted(&gap_lengths, 0.90);
+    row.gap_p99_ns = percentile_sorted(&gap_lengths, 0.99);
+    row.gap_max_ns = gap_lengths.last().copied();
+    latencies.sort_unstable();
+    row.launch_matched = latencies.len() as i64;
+    row.launch_latency_p50_ns = percentile_sorted(&latencies, 0.50);
+    row.launch_latency_p90_ns = percentile_sorted(&latencies, 0.90);
+    row.launch_latency_p99_ns = percentile_sorted(&latencies, 0.99);
+    let mut streams: Vec<i64> = members.iter().map(|&i| k.stream[i as usize]).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    row.stream_count = streams.len() as i64;
+    sw
+}
+
+fn add_memops(m: &MemopsView<'_>, members: &[u32], row: &mut MetricRow) {
+    for &i in members {
+        let i = i as usize;
+        let d = m.ops.end[i] - m.ops.start[i];
+        let b = if m.bytes[i] == NULL_I64 { 0 } else { m.bytes[i] };
+        if m.op[i] == 0 {
+            row.memcpy_count += 1;
+            row.memcpy_ns += d;
+            row.memcpy_bytes += b;
+        } else {
+            row.memset_count += 1;
+            row.memset_ns += d;
+            row.memset_bytes += b;
+        }
+    }
+}
+
+/// Compute every derived table of a trace.
+pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &RangesView<'_>) -> Derived {
+    let mut out = Derived::default();
+    let k = &kernels.ops;
+    let m = &memops.ops;
+
+    // Per device.
+    let k_by_dev = group_by(k.len(), |i| k.device[i]);
+    let m_by_dev = group_by(m.len(), |i| m.device[i]);
+    let mut devices: Vec<i64> = k_by_dev.iter().map(|g| g.0).chain(m_by_dev.iter().map(|g| g.0)).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    for dev in devices {
+        let mut row = MetricRow { device: dev, ..Default::default() };
+        if let Some((_, members)) = k_by_dev.iter().find(|g| g.0 == dev) {
+            let sw = kernel_metrics(k, members, &mut row);
+            for (level, &t) in sw.level_time.iter().enumerate().skip(1) {
+                if t > 0 {
+                    out.concurrency_levels.push((dev, level as i64, t));
+                }
+            }
+            out.gaps.extend(sw.gaps.iter().map(|&(s, e)| (dev, s, e)));
+        }
+        if let Some((_, members)) = m_by_dev.iter().find(|g| g.0 == dev) {
+            add_memops(memops, members, &mut row);
+        }
+        out.device_metrics.push(row);
+    }
+
+    // Per (device, stream).
+    let k_by_stream = group_by(k.len(), |i| (k.device[i], k.stream[i]));
+    let m_by_stream = group_by(m.len(), |i| (m.device[i], m.stream[i]));
+    let mut streams: Vec<(i64, i64)> = k_by_stream.iter().map(|g| g.0).chain(m_by_stream.iter().map(|g| g.0)).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    for key in streams {
+        let mut row = MetricRow { device: key.0, stream: Some(key.1), ..Default::default() };
+        if let Ok(pos) = k_by_stream.binary_search_by_key(&key, |g| g.0) {
+            kernel_metrics(k, &k_by_stream[pos].1, &mut row);
+        }
+        if let Ok(pos) = m_by_stream.binary_search_by_key(&key, |g| g.0) {
+            add_memops(memops, &m_by_stream[pos].1, &mut row);
+        }
+        out.stream_metrics.push(row);
+    }
+
+    // Kernel summary per (device, name).
+    let device_time: Vec<(i64, i64)> = out.device_metrics.iter().map(|r| (r.device, r.kernel_time_ns)).collect();
+    for ((dev, name), members) in group_by(k.len(), |i| (k.device[i], kernels.name[i])) {
+        let mut d: Vec<i64> = members.iter().map(|&i| k.end[i as usize] - k.start[i as usize]).collect();
+        d.sort_unstable();
+        let n = d.len() as i64;
+        let total: i64 = d.iter().sum();
+        let mean = total as f64 / n as f64;
+        let var = if n > 1 { d.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        let dev_total = device_time.iter().find(|x| x.0 == dev).map_or(0, |x| x.1);
+        out.kernel_summary.push(KernelSummaryRow {
+            device: dev,
+            name,
+            count: n,
+            total_ns: total,
+            avg_ns: mean,
+            median_ns: percentile_sorted(&d, 0.5).unwrap_or(0.0),
+            min_ns: d[0],
+            max_ns: d[d.len() - 1],
+            stddev_ns: var.sqrt(),
+            share: (dev_total > 0).then(|| total as f64 / dev_total as f64),
+        });
+    }
+
+    // Memop summary per (device, op, copy kind).
+    for ((dev, op, kind), members) in
+        group_by(m.len(), |i| (m.device[i], memops.op[i], if memops.op[i] == 0 { memops.copy_kind[i] } else { NULL_I64 }))
+    {
+        let d: Vec<i64> = members.iter().map(|&i| m.end[i as usize] - m.start[i as usize]).collect();
+        let total: i64 = d.iter().sum();
+        let bytes: i64 = members.iter().map(|&i| memops.bytes[i as usize]).filter(|&b| b != NULL_I64).sum();
+        out.memop_summary.push(MemopSummaryRow {
+            device: dev,
+            op,
+            copy_kind: kind,
+            count: d.len() as i64,
+            total_ns: total,
+            total_bytes: bytes,
+            avg_ns: total as f64 / d.len() as f64,
+            min_ns: *d.iter().min().unwrap_or(&0),
+            max_ns: *d.iter().max().unwrap_or(&0),
+            bandwidth_gbps: (total > 0).then(|| bytes as f64 / total as f64),
+        });
+    }
+
+    out.projection = projection::project(kernels, memops, ranges);
+    out
+}

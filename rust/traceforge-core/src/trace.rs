@@ -1,0 +1,724 @@
+//! One trace from export to tables: read, match launches, derive metrics, emit Arrow streams.
+//!
+//! The order matters and is enforced here: GPU operations are read first (they are what the metrics
+//! need), then the CUDA API tables stream through (they are the largest tables and are never held in
+//! memory: each chunk is matched against the GPU operations and handed on), then [`Trace::finish`]
+//! derives every metric, then the remaining tables are emitted.
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+
+use crate::columnar::{batch, float_col, int_col, opt_int_col, str_col, BatchStream};
+use crate::error::{Error, Result};
+use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, NvtxEvents, SyncEvents, TargetInfo};
+use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
+use crate::export::scan::{stream_table, IntColumns};
+use crate::export::{decode_global_id, Capabilities, ExportFile, StringTable, NULL_I64};
+use crate::timeline::{self, Derived, KernelsView, MemopsView, OpsView, RangesView};
+
+/// `(pid << 24) | tid` from a serialized globalTid.
+#[inline]
+pub fn thread_key(global_tid: i64) -> i64 {
+    if global_tid == NULL_I64 {
+        NULL_I64
+    } else {
+        global_tid & 0xFFFF_FFFF_FFFF
+    }
+}
+
+/// `(pid << 40) | correlationId`: correlation ids are unique only within a process.
+#[inline]
+pub fn launch_key(pid: i64, correlation: i64) -> i64 {
+    if pid == NULL_I64 || correlation == NULL_I64 {
+        NULL_I64
+    } else {
+        (pid << 40) | (correlation & 0xFF_FFFF_FFFF)
+    }
+}
+
+/// Which API call launched each GPU operation (kernels first, then memops).
+struct LaunchState {
+    /// (launch key, op index) sorted, for matching API rows.
+    index: Vec<(i64, u32)>,
+    thread: Vec<i64>,
+    api_start: Vec<i64>,
+    api_name: Vec<i64>,
+    launch: Vec<i64>,
+    done: bool,
+}
+
+impl LaunchState {
+    fn new(ops: &GpuOps) -> Self {
+        let k = &ops.kernels;
+        let m = &ops.memops;
+        let n = k.len() + m.len();
+        let mut index = Vec::with_capacity(n);
+        for i in 0..k.len() {
+            let key = launch_key(decode_global_id(k.global_pid[i]).0, k.correlation[i]);
+            if key != NULL_I64 {
+                index.push((key, i as u32));
+            }
+        }
+        for i in 0..m.len() {
+            let key = launch_key(decode_global_id(m.global_pid[i]).0, m.correlation[i]);
+            if key != NULL_I64 {
+                index.push((key, (k.len() + i) as u32));
+            }
+        }
+        index.sort_unstable();
+        LaunchState {
+            index,
+            thread: vec![NULL_I64; n],
+            api_start: vec![NULL_I64; n],
+            api_name: vec![NULL_I64; n],
+            launch: vec![NULL_I64; n],
+            done: false,
+        }
+    }
+
+    /// Record the launching call of every GPU op this chunk's rows launched; runtime rows come first,
+    /// so a driver row never overrides the runtime call that wraps it.
+    fn absorb(&mut self, chunk: &ApiChunk) {
+        if self.index.is_empty() {
+            return;
+        }
+        for r in 0..chunk.len() {
+            let gtid = chunk.global_tid[r];
+            let key = launch_key(decode_global_id(gtid).0, chunk.correlation[r]);
+            if key == NULL_I64 {
+                continue;
+            }
+            let lo = self.index.partition_point(|e| e.0 < key);
+            for &(k, op) in &self.index[lo..] {
+                if k != key {
+                    break;
+                }
+                let op = op as usize;
+                if self.api_start[op] == NULL_I64 {
+                    self.api_start[op] = chunk.start[r];
+                    self.thread[op] = thread_key(gtid);
+                    self.api_name[op] = chunk.name_id[r];
+                    self.launch[op] = key;
+                }
+            }
+        }
+    }
+}
+
+/// NVTX ranges and marks with resolved names, sorted by start.
+#[derive(Debug, Default, Clone)]
+pub struct NvtxRanges {
+    pub pid: Vec<i64>,
+    pub tid: Vec<i64>,
+    pub thread: Vec<i64>,
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+    pub name: Vec<String>,
+    pub domain: Vec<Option<String>>,
+    /// "push_pop" | "start_end" | "mark"
+    pub kind: Vec<&'static str>,
+    pub level: Vec<i64>,
+}
+
+const NVTX_MARK: i64 = 34;
+const NVTX_PUSH_POP: i64 = 59;
+const NVTX_START_END: i64 = 60;
+const NVTX_DOMAIN_CREATE: i64 = 75;
+
+/// Resolve names and domains, order by start, and compute push/pop nesting levels per thread.
+pub fn build_nvtx_ranges(ev: &NvtxEvents, strings: &StringTable) -> NvtxRanges {
+    let mut domains: Vec<(i64, String)> = Vec::new();
+    for i in 0..ev.start.len() {
+        if ev.event_type[i] == NVTX_DOMAIN_CREATE && ev.domain_id[i] != NULL_I64 {
+            let name = ev.text[i].clone().or_else(|| strings.get(ev.text_id[i]).map(str::to_string));
+            if let Some(name) = name {
+                domains.push((ev.domain_id[i], name));
+            }
+        }
+    }
+    let mut rows: Vec<usize> = (0..ev.start.len())
+        .filter(|&i| matches!(ev.event_type[i], NVTX_MARK | NVTX_PUSH_POP | NVTX_START_END))
+        .collect();
+    rows.sort_by_key(|&i| (ev.start[i], thread_key(ev.global_tid[i]), i));
+    let mut out = NvtxRanges::default();
+    for i in rows {
+        let text = ev.text[i].clone().or_else(|| strings.get(ev.text_id[i]).map(str::to_string)).unwrap_or_default();
+        let domain = match ev.domain_id[i] {
+            NULL_I64 | 0 => None,
+            d => domains.iter().find(|x| x.0 == d).map(|x| x.1.clone()),
+        };
+        let (pid, tid) = decode_global_id(ev.global_tid[i]);
+        out.pid.push(pid);
+        out.tid.push(tid);
+        out.thread.push(thread_key(ev.global_tid[i]));
+        out.start.push(ev.start[i]);
+        out.end.push(if ev.event_type[i] == NVTX_MARK { NULL_I64 } else { ev.end[i] });
+        out.name.push(match &domain {
+            Some(d) => format!("{d}:{text}"),
+            None => text,
+        });
+        out.domain.push(domain);
+        out.kind.push(match ev.event_type[i] {
+            NVTX_PUSH_POP => "push_pop",
+            NVTX_START_END => "start_end",
+            _ => "mark",
+        });
+        out.level.push(0);
+    }
+    assign_levels(&mut out);
+    out
+}
+
+/// Nesting depth of push/pop ranges on their thread (0 = outermost).
+pub fn assign_levels(r: &mut NvtxRanges) {
+    let mut idx: Vec<usize> = (0..r.start.len()).filter(|&i| r.kind[i] == "push_pop" && r.end[i] != NULL_I64).collect();
+    idx.sort_by_key(|&i| (r.thread[i], r.start[i], std::cmp::Reverse(r.end[i])));
+    let mut stack: Vec<i64> = Vec::new();
+    let mut current_thread = None;
+    for i in idx {
+        if current_thread != Some(r.thread[i]) {
+            stack.clear();
+            current_thread = Some(r.thread[i]);
+        }
+        while stack.last().is_some_and(|&end| end <= r.start[i]) {
+            stack.pop();
+        }
+        r.level[i] = stack.len() as i64;
+        stack.push(r.end[i]);
+    }
+}
+
+/// Results of [`Trace::finish`].
+pub struct Finished {
+    pub derived: Derived,
+    pub nvtx: NvtxRanges,
+    /// Index into `nvtx` of each projected range (the rows of `derived.projection`).
+    pub projected: Vec<usize>,
+}
+
+/// Counts for the `traces` row.
+#[derive(Debug, Clone, Default)]
+pub struct TraceCounts {
+    pub kernels: u64,
+    pub memops: u64,
+    pub api_calls: u64,
+    pub nvtx: u64,
+}
+
+/// One export being ingested.
+pub struct Trace {
+    pub file: ExportFile,
+    pub caps: Capabilities,
+    pub strings: StringTable,
+    pub target: TargetInfo,
+    pub ops: GpuOps,
+    pub nvtx_events: NvtxEvents,
+    pub sync: SyncEvents,
+    pub cancel: Arc<AtomicBool>,
+    threads: usize,
+    launches: Mutex<LaunchState>,
+    api_rows: std::sync::atomic::AtomicU64,
+    finished: OnceLock<Finished>,
+}
+
+impl Trace {
+    /// Open and read everything but the API tables.
+    pub fn open(path: &Path, threads: usize, cancel: Arc<AtomicBool>) -> Result<Arc<Trace>> {
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { threads };
+        let file = ExportFile::open(path)?;
+        let conn = file.connect()?;
+        let caps = Capabilities::probe(&file, &conn)?;
+        let strings = StringTable::load(&file, &conn, caps.has_table("StringIds"))?;
+        let target = events::read_target_info(&file, &caps, &conn, &strings)?;
+        let ops = events::read_gpu_ops(&file, &caps, threads, &cancel)?;
+        let nvtx_events = events::read_nvtx(&file, &caps, threads, &cancel)?;
+        let sync = events::read_sync(&file, &caps, threads, &cancel)?;
+        // Validate the API tables' columns now, before anything streams.
+        for table in [RUNTIME_TABLE, DRIVER_TABLE] {
+            events::api_exprs(&file, &caps, table)?;
+        }
+        let launches = Mutex::new(LaunchState::new(&ops));
+        Ok(Arc::new(Trace {
+            file,
+            caps,
+            strings,
+            target,
+            ops,
+            nvtx_events,
+            sync,
+            cancel,
+            threads,
+            launches,
+            api_rows: Default::default(),
+            finished: OnceLock::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaunchState> {
+        self.launches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stream the runtime then driver API tables as `api_calls` batches, matching launches on the way.
+    pub fn api_stream(self: &Arc<Self>) -> Result<BatchStream> {
+        if self.lock().done {
+            return Err(Error::Invalid("api_calls were already streamed".into()));
+        }
+        let schema = api_batch(&ApiChunk::default(), &self.strings).map_err(arrow_err)?.schema();
+        let (tx, rx) = sync_channel::<Result<(u8, IntColumns)>>(self.threads * 2);
+        let producer = Arc::clone(self);
+        std::thread::spawn(move || {
+            for (api, table) in [(0u8, RUNTIME_TABLE), (1u8, DRIVER_TABLE)] {
+                let Ok(Some(exprs)) = events::api_exprs(&producer.file, &producer.caps, table) else { continue };
+                let (ctx, crx) = sync_channel(producer.threads * 2);
+                let forward_tx = tx.clone();
+                let forwarder = std::thread::spawn(move || {
+                    for item in crx {
+                        let item: Result<IntColumns> = item;
+                        if forward_tx.send(item.map(|c| (api, c))).is_err() {
+                            return;
+                        }
+                    }
+                });
+                stream_table(&producer.file, table, &exprs, producer.threads, &producer.cancel, ctx);
+                let _ = forwarder.join();
+            }
+        });
+        let trace = Arc::clone(self);
+        let mut failed = false;
+        let iter = std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            match rx.recv() {
+                Ok(Ok((api, cols))) => {
+                    let chunk = ApiChunk::from_columns(api, cols);
+                    trace.lock().absorb(&chunk);
+                    trace.api_rows.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    Some(api_batch(&chunk, &trace.strings))
+                }
+                Ok(Err(e)) => {
+                    failed = true;
+                    Some(Err(ArrowError::ExternalError(Box::new(e))))
+                }
+                Err(_) => {
+                    if trace.cancel.load(Ordering::Relaxed) {
+                        failed = true;
+                        return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
+                    }
+                    trace.lock().done = true;
+                    None
+                }
+            }
+        });
+        Ok(BatchStream::new(schema, Box::new(iter)))
+    }
+
+    /// Match launches without emitting api_calls (when the caller does not store them).
+    pub fn match_launches_only(self: &Arc<Self>) -> Result<()> {
+        if self.lock().done {
+            return Ok(());
+        }
+        for item in self.api_stream()? {
+            item.map_err(|e| match e {
+                ArrowError::ExternalError(inner) => match inner.downcast::<Error>() {
+                    Ok(err) => *err,
+                    Err(other) => Error::Invalid(other.to_string()),
+                },
+                other => Error::Invalid(other.to_string()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Derive every metric (after the API tables were streamed or matched).
+    pub fn finish(self: &Arc<Self>) -> Result<&Finished> {
+        if let Some(f) = self.finished.get() {
+            return Ok(f);
+        }
+        self.match_launches_only()?;
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let state = self.lock();
+        let k = &self.ops.kernels;
+        let m = &self.ops.memops;
+        let nk = k.len();
+        let names: Vec<u32> = k.name_id.iter().map(|&id| id.clamp(0, u32::MAX as i64) as u32).collect();
+        let kernels = KernelsView {
+            ops: OpsView {
+                device: &k.device,
+                stream: &k.stream,
+                start: &k.start,
+                end: &k.end,
+                thread: &state.thread[..nk],
+                api_start: &state.api_start[..nk],
+                launch: &state.launch[..nk],
+            },
+            name: &names,
+        };
+        let memops = MemopsView {
+            ops: OpsView {
+                device: &m.device,
+                stream: &m.stream,
+                start: &m.start,
+                end: &m.end,
+                thread: &state.thread[nk..],
+                api_start: &state.api_start[nk..],
+                launch: &state.launch[nk..],
+            },
+            op: &m.op,
+            copy_kind: &m.copy_kind,
+            bytes: &m.bytes,
+        };
+        let nvtx = build_nvtx_ranges(&self.nvtx_events, &self.strings);
+        let projected: Vec<usize> =
+            (0..nvtx.start.len()).filter(|&i| nvtx.kind[i] != "mark" && nvtx.end[i] != NULL_I64).collect();
+        let r_thread: Vec<i64> = projected.iter().map(|&i| nvtx.thread[i]).collect();
+        let r_start: Vec<i64> = projected.iter().map(|&i| nvtx.start[i]).collect();
+        let r_end: Vec<i64> = projected.iter().map(|&i| nvtx.end[i]).collect();
+        let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
+        let derived = timeline::derive(&kernels, &memops, &ranges);
+        drop(state);
+        let _ = self.finished.set(Finished { derived, nvtx, projected });
+        Ok(self.finished.get().expect("set above"))
+    }
+
+    /// Row counts for the `traces` row.
+    pub fn counts(&self) -> TraceCounts {
+        TraceCounts {
+            kernels: self.ops.kernels.len() as u64,
+            memops: self.ops.memops.len() as u64,
+            api_calls: self.api_rows.load(Ordering::Relaxed),
+            nvtx: self.finished.get().map_or(0, |f| f.nvtx.start.len() as u64),
+        }
+    }
+
+    /// Names of the tables [`Trace::table`] can emit, in the order they should be written.
+    pub const TABLES: [&'static str; 14] = [
+        "devices",
+        "processes",
+        "threads",
+        "kernels",
+        "memops",
+        "sync_events",
+        "nvtx_ranges",
+        "device_metrics",
+        "stream_metrics",
+        "concurrency_levels",
+        "gaps",
+        "kernel_summary",
+        "memop_summary",
+        "nvtx_projection",
+    ];
+
+    /// Emit one table (after [`Trace::finish`]).
+    pub fn table(self: &Arc<Self>, name: &str) -> Result<BatchStream> {
+        let fin = self.finish()?;
+        let t = Arc::clone(self);
+        let one = |b: std::result::Result<RecordBatch, ArrowError>| -> Result<BatchStream> {
+            Ok(BatchStream::from_batches(b.map_err(arrow_err)?, Vec::new()))
+        };
+        match name {
+            "kernels" => BatchStream::chunked(self.ops.kernels.len(), move |r| kernels_batch(&t, r)).map_err(arrow_err),
+            "memops" => BatchStream::chunked(self.ops.memops.len(), move |r| memops_batch(&t, r)).map_err(arrow_err),
+            "devices" => one(devices_batch(self)),
+            "processes" => one(processes_batch(&self.target)),
+            "threads" => one(threads_batch(&self.target)),
+            "sync_events" => one(sync_batch(&self.sync, &self.target)),
+            "nvtx_ranges" => one(nvtx_batch(&fin.nvtx)),
+            "device_metrics" => one(metrics_batch(&fin.derived.device_metrics, false)),
+            "stream_metrics" => one(metrics_batch(&fin.derived.stream_metrics, true)),
+            "concurrency_levels" => one(batch(vec![
+                ("device_id", int_col(fin.derived.concurrency_levels.iter().map(|x| x.0))),
+                ("level", int_col(fin.derived.concurrency_levels.iter().map(|x| x.1))),
+                ("time_ns", int_col(fin.derived.concurrency_levels.iter().map(|x| x.2))),
+            ])),
+            "gaps" => one(batch(vec![
+                ("device_id", int_col(fin.derived.gaps.iter().map(|x| x.0))),
+                ("start_ns", int_col(fin.derived.gaps.iter().map(|x| x.1))),
+                ("end_ns", int_col(fin.derived.gaps.iter().map(|x| x.2))),
+                ("duration_ns", int_col(fin.derived.gaps.iter().map(|x| x.2 - x.1))),
+            ])),
+            "kernel_summary" => one(kernel_summary_batch(&fin.derived.kernel_summary, |id| {
+                self.strings.get(id as i64).map(str::to_string)
+            })),
+            "memop_summary" => one(memop_summary_batch(&fin.derived.memop_summary)),
+            "nvtx_projection" => one(projection_batch(&fin.derived.projection, &fin.nvtx, &fin.projected)),
+            other => Err(Error::Invalid(format!("unknown table {other}"))),
+        }
+    }
+}
+
+fn arrow_err(e: ArrowError) -> Error {
+    Error::Invalid(format!("arrow: {e}"))
+}
+
+fn api_batch(c: &ApiChunk, strings: &StringTable) -> std::result::Result<RecordBatch, ArrowError> {
+    let api = if c.api == 0 { "runtime" } else { "driver" };
+    batch(vec![
+        ("pid", int_col(c.global_tid.iter().map(|&g| decode_global_id(g).0))),
+        ("tid", int_col(c.global_tid.iter().map(|&g| decode_global_id(g).1))),
+        ("correlation_id", int_col(c.correlation.iter().copied())),
+        ("start_ns", int_col(c.start.iter().copied())),
+        ("end_ns", int_col(c.end.iter().copied())),
+        ("duration_ns", int_col(c.start.iter().zip(&c.end).map(|(s, e)| e - s))),
+        ("name", str_col(c.name_id.iter().map(|&id| strings.get(id)))),
+        ("api", str_col(c.start.iter().map(|_| Some(api)))),
+        ("return_value", int_col(c.return_value.iter().copied())),
+    ])
+}
+
+fn kernels_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<RecordBatch, ArrowError> {
+    let k = &t.ops.kernels;
+    let st = t.lock();
+    let s = |v: &Vec<i64>| int_col(v[r.clone()].iter().copied());
+    let launch_tid = int_col(st.thread[r.clone()].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
+    let launch_api = str_col(st.api_name[r.clone()].iter().map(|&id| t.strings.get(id)));
+    let api_start = int_col(st.api_start[r.clone()].iter().copied());
+    let latency = int_col(
+        r.clone().map(|i| if st.api_start[i] == NULL_I64 { NULL_I64 } else { k.start[i] - st.api_start[i] }),
+    );
+    drop(st);
+    batch(vec![
+        ("device_id", s(&k.device)),
+        ("context_id", s(&k.context)),
+        ("stream_id", s(&k.stream)),
+        ("pid", int_col(k.global_pid[r.clone()].iter().map(|&g| decode_global_id(g).0))),
+        ("correlation_id", s(&k.correlation)),
+        ("start_ns", s(&k.start)),
+        ("end_ns", s(&k.end)),
+        ("duration_ns", int_col(r.clone().map(|i| k.end[i] - k.start[i]))),
+        ("name", str_col(k.name_id[r.clone()].iter().map(|&id| t.strings.get(id)))),
+        ("short_name", str_col(k.short_name_id[r.clone()].iter().map(|&id| t.strings.get(id)))),
+        ("grid_x", s(&k.grid[0])),
+        ("grid_y", s(&k.grid[1])),
+        ("grid_z", s(&k.grid[2])),
+        ("block_x", s(&k.block[0])),
+        ("block_y", s(&k.block[1])),
+        ("block_z", s(&k.block[2])),
+        ("registers_per_thread", s(&k.registers)),
+        ("static_shared_bytes", s(&k.static_smem)),
+        ("dynamic_shared_bytes", s(&k.dynamic_smem)),
+        ("graph_node_id", s(&k.graph_node)),
+        ("launch_tid", launch_tid),
+        ("launch_api", launch_api),
+        ("api_start_ns", api_start),
+        ("launch_latency_ns", latency),
+    ])
+}
+
+fn memops_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<RecordBatch, ArrowError> {
+    let m = &t.ops.memops;
+    let nk = t.ops.kernels.len();
+    let st = t.lock();
+    let launch_tid = int_col(st.thread[nk + r.start..nk + r.end].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
+    let api_start = int_col(st.api_start[nk + r.start..nk + r.end].iter().copied());
+    drop(st);
+    let s = |v: &Vec<i64>| int_col(v[r.clone()].iter().copied());
+    batch(vec![
+        ("device_id", s(&m.device)),
+        ("stream_id", s(&m.stream)),
+        ("pid", int_col(m.global_pid[r.clone()].iter().map(|&g| decode_global_id(g).0))),
+        ("correlation_id", s(&m.correlation)),
+        ("start_ns", s(&m.start)),
+        ("end_ns", s(&m.end)),
+        ("duration_ns", int_col(r.clone().map(|i| m.end[i] - m.start[i]))),
+        ("op", str_col(r.clone().map(|i| Some(if m.op[i] == 0 { "memcpy" } else { "memset" })))),
+        ("copy_kind", str_col(r.clone().map(|i| Some(if m.op[i] == 0 { copy_kind_label(m.copy_kind[i]) } else { "memset" })))),
+        ("bytes", s(&m.bytes)),
+        (
+            "bandwidth_gbps",
+            float_col(r.clone().map(|i| {
+                let d = m.end[i] - m.start[i];
+                (d > 0 && m.bytes[i] != NULL_I64).then(|| m.bytes[i] as f64 / d as f64)
+            })),
+        ),
+        ("launch_tid", launch_tid),
+        ("api_start_ns", api_start),
+    ])
+}
+
+fn devices_batch(t: &Trace) -> std::result::Result<RecordBatch, ArrowError> {
+    let mut gpus = t.target.gpus.clone();
+    let mut seen: Vec<i64> = t.ops.kernels.device.iter().chain(&t.ops.memops.device).copied().collect();
+    seen.sort_unstable();
+    seen.dedup();
+    for d in seen {
+        if !gpus.iter().any(|g| g.id == d) {
+            gpus.push(events::GpuInfo { id: d, sm_count: NULL_I64, total_memory: NULL_I64, memory_bandwidth: NULL_I64, clock_rate: NULL_I64, compute_major: NULL_I64, compute_minor: NULL_I64, cuda_device: NULL_I64, ..Default::default() });
+        }
+    }
+    let cc: Vec<Option<String>> = gpus
+        .iter()
+        .map(|g| (g.compute_major != NULL_I64).then(|| format!("{}.{}", g.compute_major, g.compute_minor.max(0))))
+        .collect();
+    batch(vec![
+        ("device_id", int_col(gpus.iter().map(|g| g.id))),
+        ("name", str_col(gpus.iter().map(|g| g.name.as_deref()))),
+        ("chip_name", str_col(gpus.iter().map(|g| g.chip_name.as_deref()))),
+        ("bus_location", str_col(gpus.iter().map(|g| g.bus_location.as_deref()))),
+        ("uuid", str_col(gpus.iter().map(|g| g.uuid.as_deref()))),
+        ("sm_count", int_col(gpus.iter().map(|g| g.sm_count))),
+        ("total_memory_bytes", int_col(gpus.iter().map(|g| g.total_memory))),
+        ("memory_bandwidth_bytes_per_s", int_col(gpus.iter().map(|g| g.memory_bandwidth))),
+        ("clock_rate_hz", int_col(gpus.iter().map(|g| g.clock_rate))),
+        ("compute_capability", str_col(cc.iter().map(|c| c.as_deref()))),
+        ("cuda_device", int_col(gpus.iter().map(|g| g.cuda_device))),
+    ])
+}
+
+fn processes_batch(t: &TargetInfo) -> std::result::Result<RecordBatch, ArrowError> {
+    batch(vec![
+        ("pid", int_col(t.processes.iter().map(|p| p.0))),
+        ("name", str_col(t.processes.iter().map(|p| p.1.as_deref()))),
+    ])
+}
+
+fn threads_batch(t: &TargetInfo) -> std::result::Result<RecordBatch, ArrowError> {
+    batch(vec![
+        ("pid", int_col(t.threads.iter().map(|p| p.0))),
+        ("tid", int_col(t.threads.iter().map(|p| p.1))),
+        ("name", str_col(t.threads.iter().map(|p| p.2.as_deref()))),
+    ])
+}
+
+fn sync_batch(s: &SyncEvents, t: &TargetInfo) -> std::result::Result<RecordBatch, ArrowError> {
+    let label = |id: i64| -> Option<String> {
+        if id == NULL_I64 {
+            return None;
+        }
+        Some(t.sync_type_names.iter().find(|x| x.0 == id).map_or_else(|| id.to_string(), |x| x.1.clone()))
+    };
+    let labels: Vec<Option<String>> = s.sync_type.iter().map(|&id| label(id)).collect();
+    batch(vec![
+        ("device_id", int_col(s.device.iter().copied())),
+        ("stream_id", int_col(s.stream.iter().copied())),
+        ("pid", int_col(s.global_pid.iter().map(|&g| decode_global_id(g).0))),
+        ("correlation_id", int_col(s.correlation.iter().copied())),
+        ("start_ns", int_col(s.start.iter().copied())),
+        ("end_ns", int_col(s.end.iter().copied())),
+        ("duration_ns", int_col(s.start.iter().zip(&s.end).map(|(a, b)| b - a))),
+        ("sync_type", str_col(labels.iter().map(|l| l.as_deref()))),
+    ])
+}
+
+/// `nvtx_ranges` batch.
+pub fn nvtx_batch(n: &NvtxRanges) -> std::result::Result<RecordBatch, ArrowError> {
+    batch(vec![
+        ("range_index", int_col(0..n.start.len() as i64)),
+        ("pid", int_col(n.pid.iter().copied())),
+        ("tid", int_col(n.tid.iter().copied())),
+        ("start_ns", int_col(n.start.iter().copied())),
+        ("end_ns", int_col(n.end.iter().copied())),
+        ("duration_ns", int_col(n.start.iter().zip(&n.end).map(|(&s, &e)| if e == NULL_I64 { NULL_I64 } else { e - s }))),
+        ("name", str_col(n.name.iter().map(|s| Some(s.as_str())))),
+        ("domain", str_col(n.domain.iter().map(|d| d.as_deref()))),
+        ("kind", str_col(n.kind.iter().map(|k| Some(*k)))),
+        ("level", int_col(n.level.iter().copied())),
+    ])
+}
+
+/// `device_metrics` / `stream_metrics` batch.
+pub fn metrics_batch(rows: &[timeline::MetricRow], per_stream: bool) -> std::result::Result<RecordBatch, ArrowError> {
+    let i = |f: fn(&timeline::MetricRow) -> i64| int_col(rows.iter().map(f));
+    let oi = |f: fn(&timeline::MetricRow) -> Option<i64>| opt_int_col(rows.iter().map(f));
+    let of = |f: fn(&timeline::MetricRow) -> Option<f64>| float_col(rows.iter().map(f));
+    let mut cols = vec![("device_id", i(|r| r.device))];
+    if per_stream {
+        cols.push(("stream_id", oi(|r| r.stream)));
+    }
+    cols.extend([
+        ("kernel_count", i(|r| r.kernel_count)),
+        ("kernel_time_ns", i(|r| r.kernel_time_ns)),
+        ("span_ns", oi(|r| r.span_ns)),
+        ("first_start_ns", oi(|r| r.first_start_ns)),
+        ("last_end_ns", oi(|r| r.last_end_ns)),
+        ("busy_ns", i(|r| r.busy_ns)),
+        ("utilization", of(|r| r.utilization)),
+        ("max_concurrency", i(|r| r.max_concurrency)),
+        ("overlap_ns", i(|r| r.overlap_ns)),
+        ("gap_count", i(|r| r.gap_count)),
+        ("gap_total_ns", i(|r| r.gap_total_ns)),
+        ("gap_p50_ns", of(|r| r.gap_p50_ns)),
+        ("gap_p90_ns", of(|r| r.gap_p90_ns)),
+        ("gap_p99_ns", of(|r| r.gap_p99_ns)),
+        ("gap_max_ns", oi(|r| r.gap_max_ns)),
+        ("memcpy_count", i(|r| r.memcpy_count)),
+        ("memcpy_ns", i(|r| r.memcpy_ns)),
+        ("memcpy_bytes", i(|r| r.memcpy_bytes)),
+        ("memset_count", i(|r| r.memset_count)),
+        ("memset_ns", i(|r| r.memset_ns)),
+        ("memset_bytes", i(|r| r.memset_bytes)),
+        ("launch_latency_p50_ns", of(|r| r.launch_latency_p50_ns)),
+        ("launch_latency_p90_ns", of(|r| r.launch_latency_p90_ns)),
+        ("launch_latency_p99_ns", of(|r| r.launch_latency_p99_ns)),
+        ("launch_matched", i(|r| r.launch_matched)),
+        ("stream_count", i(|r| r.stream_count)),
+    ]);
+    batch(cols)
+}
+
+/// `kernel_summary` batch; `name_of` resolves interned names.
+pub fn kernel_summary_batch(
+    rows: &[timeline::KernelSummaryRow],
+    name_of: impl Fn(u32) -> Option<String>,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let names: Vec<Option<String>> = rows.iter().map(|r| name_of(r.name)).collect();
+    batch(vec![
+        ("device_id", int_col(rows.iter().map(|r| r.device))),
+        ("name", str_col(names.iter().map(|n| n.as_deref()))),
+        ("count", int_col(rows.iter().map(|r| r.count))),
+        ("total_ns", int_col(rows.iter().map(|r| r.total_ns))),
+        ("avg_ns", float_col(rows.iter().map(|r| Some(r.avg_ns)))),
+        ("median_ns", float_col(rows.iter().map(|r| Some(r.median_ns)))),
+        ("min_ns", int_col(rows.iter().map(|r| r.min_ns))),
+        ("max_ns", int_col(rows.iter().map(|r| r.max_ns))),
+        ("stddev_ns", float_col(rows.iter().map(|r| Some(r.stddev_ns)))),
+        ("share", float_col(rows.iter().map(|r| r.share))),
+    ])
+}
+
+/// `memop_summary` batch.
+pub fn memop_summary_batch(rows: &[timeline::MemopSummaryRow]) -> std::result::Result<RecordBatch, ArrowError> {
+    batch(vec![
+        ("device_id", int_col(rows.iter().map(|r| r.device))),
+        ("op", str_col(rows.iter().map(|r| Some(if r.op == 0 { "memcpy" } else { "memset" })))),
+        ("copy_kind", str_col(rows.iter().map(|r| Some(if r.op == 0 { copy_kind_label(r.copy_kind) } else { "memset" })))),
+        ("count", int_col(rows.iter().map(|r| r.count))),
+        ("total_ns", int_col(rows.iter().map(|r| r.total_ns))),
+        ("total_bytes", int_col(rows.iter().map(|r| r.total_bytes))),
+        ("avg_ns", float_col(rows.iter().map(|r| Some(r.avg_ns)))),
+        ("min_ns", int_col(rows.iter().map(|r| r.min_ns))),
+        ("max_ns", int_col(rows.iter().map(|r| r.max_ns))),
+        ("bandwidth_gbps", float_col(rows.iter().map(|r| r.bandwidth_gbps))),
+    ])
+}
+
+/// `nvtx_projection` batch: `projected[i]` is the nvtx row of projection row i.
+pub fn projection_batch(
+    rows: &[timeline::projection::ProjectionRow],
+    n: &NvtxRanges,
+    projected: &[usize],
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let at = |r: &timeline::projection::ProjectionRow| projected[r.range];
+    batch(vec![
+        ("range_index", int_col(rows.iter().map(|r| at(r) as i64))),
+        ("name", str_col(rows.iter().map(|r| Some(n.name[at(r)].as_str())))),
+        ("domain", str_col(rows.iter().map(|r| n.domain[at(r)].as_deref()))),
+        ("pid", int_col(rows.iter().map(|r| n.pid[at(r)]))),
+        ("tid", int_col(rows.iter().map(|r| n.tid[at(r)]))),
+        ("start_ns", int_col(rows.iter().map(|r| n.start[at(r)]))),
+        ("end_ns", int_col(rows.iter().map(|r| n.end[at(r)]))),
+        ("level", int_col(rows.iter().map(|r| n.level[at(r)]))),
+        ("gpu_start_ns", opt_int_col(rows.iter().map(|r| r.gpu_start_ns))),
+        ("gpu_end_ns", opt_int_col(rows.iter().map(|r| r.gpu_end_ns))),
+        ("gpu_op_count", int_col(rows.iter().map(|r| r.gpu_op_count))),
+        ("launch_count", int_col(rows.iter().map(|r| r.launch_count))),
+        ("kernel_count", int_col(rows.iter().map(|r| r.kernel_count))),
+        ("kernel_time_ns", int_col(rows.iter().map(|r| r.kernel_time_ns))),
+    ])
+}

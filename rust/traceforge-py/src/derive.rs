@@ -1,0 +1,6 @@
+//! Re-analysis binding (filled in below).
+use pyo3::prelude::*;
+
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}

@@ -271,3 +271,34 @@ def record_failure(store: Store, path: str, exc: TraceforgeError) -> None:
 def source_exists(path: str) -> bool:
     """True when ``path`` names an existing file (used by batch resume logic)."""
     return Path(path).is_file()
+
+
+def recompute_metrics(store: Store, trace_id: str) -> None:
+    """Re-derive the derived tables of one stored trace from its stored event tables.
+
+    Runs in the caller's transaction if one is open (``reanalyze`` wraps each trace in one); the original
+    export is not needed. Rows get the current ``METRIC_VERSION``.
+    """
+    from . import _core
+
+    con = store.con
+    kernels = con.sql(
+        "SELECT device_id::BIGINT AS device_id, stream_id, start_ns, end_ns, name, pid, correlation_id, "
+        "launch_tid, api_start_ns FROM kernels WHERE trace_id = $1",
+        params=[trace_id],
+    )
+    memops = con.sql(
+        "SELECT device_id::BIGINT AS device_id, stream_id, op, copy_kind, start_ns, end_ns, bytes, pid, "
+        "correlation_id, launch_tid, api_start_ns FROM memops WHERE trace_id = $1",
+        params=[trace_id],
+    )
+    nvtx = con.sql(
+        "SELECT pid, tid, start_ns, end_ns, name, domain, kind, level::BIGINT AS level FROM nvtx_ranges "
+        "WHERE trace_id = $1 ORDER BY range_index",
+        params=[trace_id],
+    )
+    tables = _core.rederive(kernels, memops, nvtx)
+    for table in DERIVED_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+        _insert_stream(con, table, tables[table], trace_id, True)
+    con.execute("UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id])

@@ -9,3 +9,4 @@ pub mod fingerprint;
 pub mod timeline;
 pub mod columnar;
 pub mod trace;
+pub mod reanalysis;

@@ -1,0 +1,189 @@
+//! Re-deriving metrics from tables already in the store, without the original export.
+//!
+//! The stored `kernels`, `memops` and `nvtx_ranges` rows (read back as Arrow batches) carry everything
+//! the metric code needs, including the launch join, so the same [`timeline::derive`] runs on them.
+use std::collections::HashMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{ArrowError, DataType};
+
+use crate::columnar::BatchStream;
+use crate::error::{Error, Result};
+use crate::export::NULL_I64;
+use crate::timeline::{self, KernelsView, MemopsView, OpsView, RangesView};
+use crate::trace::{self, launch_key, NvtxRanges};
+
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+    b.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| Error::Invalid(format!("stored table lacks column {name}")))
+}
+
+fn ints(b: &RecordBatch, name: &str, out: &mut Vec<i64>) -> Result<()> {
+    let c = column(b, name)?;
+    match c.data_type() {
+        DataType::Int64 => out.extend(c.as_primitive::<Int64Type>().iter().map(|v| v.unwrap_or(NULL_I64))),
+        DataType::Int32 => out.extend(c.as_primitive::<Int32Type>().iter().map(|v| v.map_or(NULL_I64, i64::from))),
+        DataType::Null => out.extend(std::iter::repeat_n(NULL_I64, c.len())),
+        other => return Err(Error::Invalid(format!("column {name} has type {other}, expected an integer"))),
+    }
+    Ok(())
+}
+
+fn strings(b: &RecordBatch, name: &str, mut f: impl FnMut(Option<&str>)) -> Result<()> {
+    let c = column(b, name)?;
+    match c.data_type() {
+        DataType::Utf8 => c.as_string::<i32>().iter().for_each(&mut f),
+        DataType::LargeUtf8 => c.as_string::<i64>().iter().for_each(&mut f),
+        DataType::Utf8View => c.as_string_view().iter().for_each(&mut f),
+        DataType::Null => (0..c.len()).for_each(|_| f(None)),
+        other => return Err(Error::Invalid(format!("column {name} has type {other}, expected text"))),
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Ops {
+    device: Vec<i64>,
+    stream: Vec<i64>,
+    start: Vec<i64>,
+    end: Vec<i64>,
+    pid: Vec<i64>,
+    correlation: Vec<i64>,
+    launch_tid: Vec<i64>,
+    api_start: Vec<i64>,
+}
+
+impl Ops {
+    fn read(&mut self, b: &RecordBatch) -> Result<()> {
+        ints(b, "device_id", &mut self.device)?;
+        ints(b, "stream_id", &mut self.stream)?;
+        ints(b, "start_ns", &mut self.start)?;
+        ints(b, "end_ns", &mut self.end)?;
+        ints(b, "pid", &mut self.pid)?;
+        ints(b, "correlation_id", &mut self.correlation)?;
+        ints(b, "launch_tid", &mut self.launch_tid)?;
+        ints(b, "api_start_ns", &mut self.api_start)
+    }
+
+    /// (thread key, launch key) of each op; NULL when no API call was matched at ingest.
+    fn launch_columns(&self) -> (Vec<i64>, Vec<i64>) {
+        (0..self.start.len())
+            .map(|i| {
+                if self.launch_tid[i] == NULL_I64 || self.pid[i] == NULL_I64 {
+                    (NULL_I64, NULL_I64)
+                } else {
+                    ((self.pid[i] << 24) | self.launch_tid[i], launch_key(self.pid[i], self.correlation[i]))
+                }
+            })
+            .unzip()
+    }
+}
+
+fn copy_kind_id(label: &str) -> i64 {
+    (0..=13).find(|&k| crate::export::events::copy_kind_label(k) == label).unwrap_or(0)
+}
+
+type Batches<'a> = &'a mut dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>>;
+
+fn arrow(e: ArrowError) -> Error {
+    Error::Invalid(format!("reading stored rows: {e}"))
+}
+
+/// Derived tables recomputed from stored rows; names as in [`crate::trace::Trace::TABLES`].
+pub fn rederive(kernels: Batches<'_>, memops: Batches<'_>, nvtx: Batches<'_>) -> Result<Vec<(&'static str, BatchStream)>> {
+    let mut k = Ops::default();
+    let mut names: Vec<String> = Vec::new();
+    let mut name_index: HashMap<String, u32> = HashMap::new();
+    let mut k_name: Vec<u32> = Vec::new();
+    for b in kernels {
+        let b = b.map_err(arrow)?;
+        k.read(&b)?;
+        strings(&b, "name", |n| {
+            let n = n.unwrap_or("");
+            let id = *name_index.entry(n.to_string()).or_insert_with(|| {
+                names.push(n.to_string());
+                (names.len() - 1) as u32
+            });
+            k_name.push(id);
+        })?;
+    }
+    let mut m = Ops::default();
+    let mut m_op: Vec<u8> = Vec::new();
+    let mut m_kind: Vec<i64> = Vec::new();
+    let mut m_bytes: Vec<i64> = Vec::new();
+    for b in memops {
+        let b = b.map_err(arrow)?;
+        m.read(&b)?;
+        ints(&b, "bytes", &mut m_bytes)?;
+        strings(&b, "op", |o| m_op.push(u8::from(o == Some("memset"))))?;
+        strings(&b, "copy_kind", |c| m_kind.push(copy_kind_id(c.unwrap_or(""))))?;
+    }
+    let mut r = NvtxRanges::default();
+    for b in nvtx {
+        let b = b.map_err(arrow)?;
+        ints(&b, "pid", &mut r.pid)?;
+        ints(&b, "tid", &mut r.tid)?;
+        ints(&b, "start_ns", &mut r.start)?;
+        ints(&b, "end_ns", &mut r.end)?;
+        ints(&b, "level", &mut r.level)?;
+        strings(&b, "name", |n| r.name.push(n.unwrap_or("").to_string()))?;
+        strings(&b, "domain", |d| r.domain.push(d.map(str::to_string)))?;
+        strings(&b, "kind", |kind| {
+            r.kind.push(match kind {
+                Some("push_pop") => "push_pop",
+                Some("start_end") => "start_end",
+                _ => "mark",
+            })
+        })?;
+    }
+    r.thread = r.pid.iter().zip(&r.tid).map(|(&p, &t)| if p == NULL_I64 || t == NULL_I64 { NULL_I64 } else { (p << 24) | t }).collect();
+
+    let (k_thread, k_launch) = k.launch_columns();
+    let (m_thread, m_launch) = m.launch_columns();
+    let kv = KernelsView {
+        ops: OpsView { device: &k.device, stream: &k.stream, start: &k.start, end: &k.end, thread: &k_thread, api_start: &k.api_start, launch: &k_launch },
+        name: &k_name,
+    };
+    let mv = MemopsView {
+        ops: OpsView { device: &m.device, stream: &m.stream, start: &m.start, end: &m.end, thread: &m_thread, api_start: &m.api_start, launch: &m_launch },
+        op: &m_op,
+        copy_kind: &m_kind,
+        bytes: &m_bytes,
+    };
+    let projected: Vec<usize> = (0..r.start.len()).filter(|&i| r.kind[i] != "mark" && r.end[i] != NULL_I64).collect();
+    let rt: Vec<i64> = projected.iter().map(|&i| r.thread[i]).collect();
+    let rs: Vec<i64> = projected.iter().map(|&i| r.start[i]).collect();
+    let re: Vec<i64> = projected.iter().map(|&i| r.end[i]).collect();
+    let d = timeline::derive(&kv, &mv, &RangesView { thread: &rt, start: &rs, end: &re });
+
+    let one = |b: std::result::Result<RecordBatch, ArrowError>| -> Result<BatchStream> {
+        Ok(BatchStream::from_batches(b.map_err(arrow)?, Vec::new()))
+    };
+    let levels = &d.concurrency_levels;
+    let gaps = &d.gaps;
+    Ok(vec![
+        ("device_metrics", one(trace::metrics_batch(&d.device_metrics, false))?),
+        ("stream_metrics", one(trace::metrics_batch(&d.stream_metrics, true))?),
+        (
+            "concurrency_levels",
+            one(crate::columnar::batch(vec![
+                ("device_id", crate::columnar::int_col(levels.iter().map(|x| x.0))),
+                ("level", crate::columnar::int_col(levels.iter().map(|x| x.1))),
+                ("time_ns", crate::columnar::int_col(levels.iter().map(|x| x.2))),
+            ]))?,
+        ),
+        (
+            "gaps",
+            one(crate::columnar::batch(vec![
+                ("device_id", crate::columnar::int_col(gaps.iter().map(|x| x.0))),
+                ("start_ns", crate::columnar::int_col(gaps.iter().map(|x| x.1))),
+                ("end_ns", crate::columnar::int_col(gaps.iter().map(|x| x.2))),
+                ("duration_ns", crate::columnar::int_col(gaps.iter().map(|x| x.2 - x.1))),
+            ]))?,
+        ),
+        ("kernel_summary", one(trace::kernel_summary_batch(&d.kernel_summary, |id| names.get(id as usize).cloned()))?),
+        ("memop_summary", one(trace::memop_summary_batch(&d.memop_summary))?),
+        ("nvtx_projection", one(trace::projection_batch(&d.projection, &r, &projected))?),
+    ])
+}

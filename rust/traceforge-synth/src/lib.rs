@@ -1,1 +1,188 @@
 //! Synthetic nsys exports: the schema nsys 2025.3 writes, with distributions fitted to a real capture.
+//!
+//! [`synthesize`] writes a SQLite file with exactly the tables, columns, types and column order of an
+//! nsys 2025.3.2 export (schema 3.20.3; the `CREATE TABLE` statements are copied from a real export into
+//! `data/schema_2025_3.sql`), filled by simulating the launching thread of a PyTorch LLM decode loop: a Markov
+//! chain over kernels, memcpys, memsets and stream synchronisations, with every duration and gap drawn
+//! from empirical distributions fitted to the `llama1b_n1_h100_nsys2025.3` capture (`scripts/fit_synth.py`).
+//! Output is deterministic for a seed, written to a temporary file in one transaction with prepared
+//! statements and no indexes, and renamed into place only when complete.
+
+pub mod error;
+mod generate;
+pub mod model;
+pub mod rng;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+pub use error::SynthError;
+
+/// The `CREATE TABLE` statements of a real nsys 2025.3.2 export, in `sqlite_master` order.
+pub const SCHEMA_2025_3: &str = include_str!("../data/schema_2025_3.sql");
+/// Enum tables, capture metadata and the GPU template row of the same export.
+pub const STATIC_2025_3: &str = include_str!("../data/static_2025_3.sql");
+
+/// Most kernels one call may generate (about 4 TB of export).
+pub const MAX_KERNELS: u64 = 1 << 34;
+/// Most devices (one process each).
+pub const MAX_DEVICES: u32 = 64;
+/// Most streams per device.
+pub const MAX_STREAMS: u32 = 256;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct SynthConfig {
+    /// Total kernels over all devices (at least one per device).
+    pub kernels: u64,
+    /// GPUs; each is driven by its own process with one launching thread.
+    pub devices: u32,
+    /// CUDA streams per device that kernels are spread over.
+    pub streams: u32,
+    /// Seed: the same configuration and seed give the same file.
+    pub seed: u64,
+    /// NVTX request ranges per device (None: one per ~45,800 kernels, as in the fitted capture).
+    pub requests: Option<u64>,
+    /// Replace an existing output file.
+    pub overwrite: bool,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            kernels: 10_000,
+            devices: 1,
+            streams: 1,
+            seed: 0,
+            requests: None,
+            overwrite: false,
+        }
+    }
+}
+
+/// Row counts and time range of a generated export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SynthSummary {
+    /// `CUPTI_ACTIVITY_KIND_KERNEL` rows.
+    pub kernels: u64,
+    /// `CUPTI_ACTIVITY_KIND_MEMCPY` rows.
+    pub memcpys: u64,
+    /// `CUPTI_ACTIVITY_KIND_MEMSET` rows.
+    pub memsets: u64,
+    /// `CUPTI_ACTIVITY_KIND_SYNCHRONIZATION` rows.
+    pub syncs: u64,
+    /// `CUPTI_ACTIVITY_KIND_RUNTIME` rows (runtime and driver calls).
+    pub api_calls: u64,
+    /// `NVTX_EVENTS` rows.
+    pub nvtx_ranges: u64,
+    /// `ANALYSIS_DETAILS.startTime`.
+    pub start_ns: i64,
+    /// `ANALYSIS_DETAILS.stopTime`.
+    pub stop_ns: i64,
+}
+
+fn invalid(field: &'static str, message: String) -> SynthError {
+    SynthError::InvalidArgument { field, message }
+}
+
+/// Check a configuration without writing anything.
+pub fn validate(cfg: &SynthConfig) -> Result<(), SynthError> {
+    if cfg.devices == 0 || cfg.devices > MAX_DEVICES {
+        return Err(invalid(
+            "devices",
+            format!("{} is not in 1..={MAX_DEVICES}", cfg.devices),
+        ));
+    }
+    if cfg.streams == 0 || cfg.streams > MAX_STREAMS {
+        return Err(invalid(
+            "streams",
+            format!("{} is not in 1..={MAX_STREAMS}", cfg.streams),
+        ));
+    }
+    if cfg.kernels < cfg.devices as u64 || cfg.kernels > MAX_KERNELS {
+        return Err(invalid(
+            "kernels",
+            format!(
+                "{} is not in {}..={MAX_KERNELS} (at least one per device)",
+                cfg.kernels, cfg.devices
+            ),
+        ));
+    }
+    if let Some(r) = cfg.requests {
+        let per_device = cfg.kernels / cfg.devices as u64;
+        if r == 0 || r > per_device {
+            return Err(invalid(
+                "requests",
+                format!("{r} is not in 1..={per_device} (kernels per device)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+fn output_error(path: &Path, message: impl ToString) -> SynthError {
+    SynthError::Output {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Write a synthetic export to `path`; `cancel` is polled between batches (set it to stop early).
+///
+/// Nothing is left at `path` (nor beside it) unless the whole file was written.
+pub fn synthesize(
+    path: &Path,
+    cfg: &SynthConfig,
+    cancel: &AtomicBool,
+) -> Result<SynthSummary, SynthError> {
+    validate(cfg)?;
+    if path.as_os_str().is_empty() {
+        return Err(output_error(path, "empty output path"));
+    }
+    if path.is_dir() {
+        return Err(output_error(path, "is a directory"));
+    }
+    if path.exists() && !cfg.overwrite {
+        return Err(SynthError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(output_error(
+            path,
+            format!("directory {} does not exist", parent.display()),
+        ));
+    }
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let tmp = temp_path(path);
+    let _ = std::fs::remove_file(&tmp);
+    let result = generate::write(&tmp, &abs, cfg, cancel).and_then(|summary| {
+        std::fs::rename(&tmp, path).map_err(|e| output_error(path, e))?;
+        Ok(summary)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| match e {
+        SynthError::Output { message, .. } => output_error(path, message),
+        other => other,
+    })
+}

@@ -381,7 +381,10 @@ def compute(path: str) -> Reference:
             [k for k in ex.kernels if k.device_id == dev], [m for m in ex.memops if m.device_id == dev]
         )
     stream_metrics = {}
-    for dev, stream in sorted({(k.device_id, k.stream_id) for k in ex.kernels}):
+    # A stream (like a device) gets a row when it ran kernels or memory operations.
+    for dev, stream in sorted(
+        {(k.device_id, k.stream_id) for k in ex.kernels} | {(m.device_id, m.stream_id) for m in ex.memops}
+    ):
         stream_metrics[(dev, stream)] = kernel_metrics(
             [k for k in ex.kernels if k.device_id == dev and k.stream_id == stream],
             [m for m in ex.memops if m.device_id == dev and m.stream_id == stream],

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("core_cmds:ingest", "Ingest nsys exports (.sqlite/.nsys-rep) and ncu CSV files into the store."),
     "sql": ("core_cmds:sql", "Run a SQL query against the store."),
     "traces": ("core_cmds:traces", "List the stored traces."),
+    "demo": ("demo_cmd:demo", "Ingest the bundled real H100 capture and show its metrics."),
     "synth": ("synth_cmd:synth", "Write a synthetic nsys export of any size."),
     "run": ("run_cmd:run", "Run a load sweep specified in a TOML file."),
     "runs": ("run_cmd:runs", "Show stored runs and per-cell summaries."),

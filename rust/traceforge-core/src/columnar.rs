@@ -65,7 +65,7 @@ impl BatchStream {
     {
         let schema = build(0..0)?.schema();
         let build = Arc::new(build);
-        let iter = (0..rows.div_ceil(BATCH_ROWS).max(0)).map(move |c| {
+        let iter = (0..rows.div_ceil(BATCH_ROWS)).map(move |c| {
             let lo = c * BATCH_ROWS;
             build(lo..(lo + BATCH_ROWS).min(rows))
         });

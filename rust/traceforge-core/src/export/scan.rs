@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 /// Column-major integer rows of one table slice.
 pub type IntColumns = Vec<Vec<i64>>;
 
+/// Column-major text cells of one table slice.
+pub type TextColumns = Vec<Vec<Option<String>>>;
+
 /// Rows per unit of work handed to a scanning thread.
 pub const CHUNK_ROWS: i64 = 1 << 16;
 
@@ -51,7 +54,7 @@ fn read_slice(
     text_exprs: &[String],
     lo: i64,
     hi: i64,
-) -> Result<(IntColumns, Vec<Vec<Option<String>>>)> {
+) -> Result<(IntColumns, TextColumns)> {
     let select: Vec<&str> = exprs.iter().chain(text_exprs.iter()).map(String::as_str).collect();
     let sql = format!("SELECT {} FROM \"{table}\" WHERE rowid >= ?1 AND rowid < ?2", select.join(", "));
     let mut stmt = conn.prepare_cached(&sql).map_err(|e| file.sqlite_error(e))?;
@@ -82,12 +85,12 @@ pub fn scan_table(
     text_exprs: &[String],
     threads: usize,
     cancel: &AtomicBool,
-) -> Result<(IntColumns, Vec<Vec<Option<String>>>)> {
+) -> Result<(IntColumns, TextColumns)> {
     let Some((lo, hi)) = rowid_bounds(file, table)? else {
         return Ok((vec![Vec::new(); exprs.len()], vec![Vec::new(); text_exprs.len()]));
     };
     let ranges = split_range(lo, hi);
-    let results: Vec<Mutex<Option<(IntColumns, Vec<Vec<Option<String>>>)>>> =
+    let results: Vec<Mutex<Option<(IntColumns, TextColumns)>>> =
         ranges.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);

@@ -21,7 +21,7 @@ impl StringTable {
         while let Some(row) = rows.next().map_err(|e| file.sqlite_error(e))? {
             let id: i64 = row.get(0).map_err(|e| file.sqlite_error(e))?;
             let value: Option<String> = row.get(1).map_err(|e| file.sqlite_error(e))?;
-            if id < 0 || id > 1 << 31 {
+            if !(0..=1 << 31).contains(&id) {
                 continue;
             }
             let id = id as usize;

@@ -1,0 +1,65 @@
+"""``traceforge demo``: ingest the bundled real capture and show what traceforge computes."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import tempfile
+from importlib import resources
+
+import click
+
+BUNDLED = "small_matmul_h100_nsys2025.3.sqlite"
+
+
+def bundled_trace(directory: str) -> str:
+    """Decompress the bundled real nsys 2025.3 export (H100, 42 kernels on 2 streams) into ``directory``."""
+    target = os.path.join(directory, BUNDLED)
+    if not os.path.exists(target):
+        data = resources.files("traceforge").joinpath("data", BUNDLED + ".xz").read_bytes()
+        with open(target + ".part", "wb") as fh:
+            fh.write(lzma.decompress(data))
+        os.replace(target + ".part", target)
+    return target
+
+
+@click.command()
+@click.option("--db", default=None, metavar="FILE", help="DuckDB store (default: ./traceforge.duckdb).")
+def demo(db: str | None) -> None:
+    """Ingest the bundled real H100 capture and print its metrics."""
+    import polars as pl
+
+    from ..api import connect
+
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", tempfile.gettempdir()), "traceforge-demo")
+    os.makedirs(cache, exist_ok=True)
+    path = bundled_trace(cache)
+    with connect(db) as tf:
+        outcome = tf.ingest([path])[0]
+        click.echo(f"{outcome.status} {path} as trace {outcome.trace_id} into {tf.path}\n")
+        tid = outcome.trace_id
+        with pl.Config(tbl_rows=20, tbl_cols=20, fmt_str_lengths=60, tbl_width_chars=160):
+            metrics = tf.sql("SELECT * FROM device_metrics WHERE trace_id = ?", [tid]).to_dicts()
+            for row in metrics:
+                click.echo(f"device_metrics (device {row['device_id']}):")
+                for key, value in row.items():
+                    if key not in ("trace_id", "device_id"):
+                        shown = f"{value:.4f}" if isinstance(value, float) else value
+                        click.echo(f"  {key:24} {shown}")
+            click.echo("\nkernel_summary (top 5 by GPU time):")
+            click.echo(
+                tf.sql(
+                    "SELECT left(name, 60) AS name, count, total_ns, round(share, 3) AS share FROM kernel_summary "
+                    "WHERE trace_id = ? ORDER BY total_ns DESC LIMIT 5",
+                    [tid],
+                )
+            )
+            click.echo("\nnvtx_projection:")
+            click.echo(
+                tf.sql(
+                    "SELECT name, start_ns, end_ns, gpu_start_ns, gpu_end_ns, gpu_op_count, launch_count, "
+                    "kernel_time_ns FROM nvtx_projection WHERE trace_id = ?",
+                    [tid],
+                )
+            )
+    click.echo(f'\nNext: traceforge sql "SELECT * FROM stream_metrics" --db {db or "traceforge.duckdb"}')

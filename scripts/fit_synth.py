@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fit the synthetic-export generator's distributions to a real nsys 2025.3 export (run once, keep the output).
+"""Fit the synthetic-export generator's distributions to a real nsys 2025.3 export (run once, keep output).
 
 Reads ``llama1b_n1_h100_nsys2025.3.sqlite`` (decompress the fixture first: ``xz -dk``) and writes, inside the
 ``traceforge-synth`` crate:
@@ -10,11 +10,12 @@ Reads ``llama1b_n1_h100_nsys2025.3.sqlite`` (decompress the fixture first: ``xz 
   ``TARGET_INFO_SYSTEM_ENV`` (without its environment dump), copied from the export;
 - ``data/fit_llama1b_n1.tsv``: the fitted model (format described in its header).
 
-The model is the launching thread's stream of GPU operations inside the NVTX request ranges (the steady state):
+The model is the launching thread's stream of GPU operations inside the NVTX request ranges (steady state):
 a first-order Markov chain over operations (a kernel configuration = name + grid + block, a memcpy kind, a
 memset, a stream synchronisation), and empirical quantile functions for every duration, gap and size:
 kernel durations per configuration, API call durations per API, the CPU time between consecutive launches,
-the GPU start after the launch call's end when the GPU was idle, the GPU gap when work was queued, memcpy/memset sizes and durations.
+the GPU start after the launch call's end when the GPU was idle, the GPU gap when work was queued,
+memcpy/memset sizes and durations.
 
 Usage: ``python scripts/fit_synth.py /tmp/llama1b_n1_h100_nsys2025.3.sqlite [rust/traceforge-synth/data]``
 """
@@ -122,8 +123,9 @@ def fit(con: sqlite3.Connection, out: Path) -> None:
     # GPU operations keyed by correlation id (one process in this capture).
     gpu: dict[int, dict] = {}
     for row in con.execute(
-        "SELECT correlationId, start, end, demangledName, shortName, mangledName, gridX, gridY, gridZ, blockX, "
-        "blockY, blockZ, registersPerThread, staticSharedMemory, dynamicSharedMemory, localMemoryPerThread, "
+        "SELECT correlationId, start, end, demangledName, shortName, mangledName, gridX, gridY, gridZ, "
+        "blockX, blockY, blockZ, registersPerThread, staticSharedMemory, dynamicSharedMemory, "
+        "localMemoryPerThread, "
         "localMemoryTotal, sharedMemoryExecuted, launchType, cacheConfig, sharedMemoryLimitConfig "
         "FROM CUPTI_ACTIVITY_KIND_KERNEL"
     ):
@@ -150,7 +152,6 @@ def fit(con: sqlite3.Connection, out: Path) -> None:
         (main_tid,),
     ).fetchall()
 
-    ops: list[tuple] = []  # op key per operation, in launch order
     op_info: dict[tuple, dict] = {}
     api_dur: dict[str, list[int]] = collections.defaultdict(list)
     cpu_gap: list[int] = []
@@ -195,7 +196,7 @@ def fit(con: sqlite3.Connection, out: Path) -> None:
             if prev_request == req and prev_api_end is not None:
                 cpu_gap.append(first - prev_api_end)
                 transitions[(prev_op_key, key)] += 1
-            for (s0, e0, _), (s1, _, _) in zip(pending, pending[1:] + [(start, end, name)]):
+            for (_, e0, _), (s1, _, _) in zip(pending, pending[1:] + [(start, end, name)]):
                 inner_gap.append(s1 - e0)
             if op is not None:
                 info["dur"].append(op["end"] - op["start"])
@@ -239,7 +240,7 @@ def fit(con: sqlite3.Connection, out: Path) -> None:
         "# P grid probs               coarse grid: K, C, E records; fine grid: D, A records",
         "# D name Q                      named distribution (ns unless said otherwise)",
         "# A api_name Q                  API call duration",
-        "# L launch_api prelude          driver calls made right before the launch (comma-separated, '-' none)",
+        "# L launch_api prelude          driver calls made right before the launch (','-separated, '-' none)",
         "# K op launch_api count regs gx gy gz bx by bz static dyn local_thread local_total shmem_exec"
         " launch_type cache_cfg limit_cfg Qdur short demangled mangled",
         "# C op api count copyKind srcKind dstKind Qbytes Qdur",
@@ -268,16 +269,34 @@ def fit(con: sqlite3.Connection, out: Path) -> None:
         i = index[key]
         if key[0] == "K":
             row = kernel_rows[key[1]]
-            (
-                _, _, _, dem, short, mangled, gx, gy, gz, bx, by, bz, regs, sshm, dshm, lpt, ltot, shx, lt, cc, lim
-            ) = row
+            (dem, short, mangled, gx, gy, gz, bx, by, bz, regs) = row[3:13]
+            (sshm, dshm, lpt, ltot, shx, lt, cc, lim) = row[13:]
             lines.append(
                 "\t".join(
                     str(v)
                     for v in [
-                        "K", i, api_name, info["count"], regs, gx, gy, gz, bx, by, bz, sshm, dshm, lpt, ltot,
-                        shx if shx is not None else -1, lt, cc, lim if lim is not None else -1,
-                        quantiles(info["dur"]), strings[short], strings[dem],
+                        "K",
+                        i,
+                        api_name,
+                        info["count"],
+                        regs,
+                        gx,
+                        gy,
+                        gz,
+                        bx,
+                        by,
+                        bz,
+                        sshm,
+                        dshm,
+                        lpt,
+                        ltot,
+                        shx if shx is not None else -1,
+                        lt,
+                        cc,
+                        lim if lim is not None else -1,
+                        quantiles(info["dur"]),
+                        strings[short],
+                        strings[dem],
                         strings[mangled] if mangled is not None else "-",
                     ]
                 )
@@ -308,7 +327,8 @@ def fit(con: sqlite3.Connection, out: Path) -> None:
 def main() -> None:
     """Entry point."""
     src = Path(sys.argv[1])
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parent.parent / "rust/traceforge-synth/data"
+    default = Path(__file__).parent.parent / "rust/traceforge-synth/data"
+    out = Path(sys.argv[2]) if len(sys.argv) > 2 else default
     out.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
     dump_static(con, out)

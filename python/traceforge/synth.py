@@ -1,0 +1,137 @@
+"""Synthetic nsys exports of any size, for demos, tests and scale benchmarks.
+
+:func:`synthesize` writes a SQLite file with exactly the tables, columns, types and column order of an
+nsys 2025.3.2 export (schema 3.20.3), filled with a simulated PyTorch LLM decode loop whose kernel names,
+durations, gaps, launch latencies, memcpy sizes and synchronisations follow distributions fitted to a real
+H100 capture (``llama1b_n1``; see ``scripts/fit_synth.py``). The same arguments give the same file.
+Generation runs in the Rust core without the GIL and stops on Ctrl-C, leaving no partial file.
+
+Example::
+
+    from traceforge.synth import synthesize
+    path = synthesize("demo.sqlite", kernels=100_000, devices=2, streams=2, seed=1)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import TraceforgeError
+
+__all__ = [
+    "SynthArgumentError",
+    "SynthExistsError",
+    "SynthInterrupted",
+    "SynthOutputError",
+    "synthesize",
+    "synthesize_with_summary",
+]
+
+#: Upper bounds enforced by the generator.
+MAX_KERNELS = 1 << 34
+MAX_DEVICES = 64
+MAX_STREAMS = 256
+
+
+class SynthArgumentError(TraceforgeError, ValueError):
+    """A generator parameter (``kernels``, ``devices``, ``streams``, ``seed``, ``requests``) is invalid."""
+
+    code = "synth_argument"
+
+
+class SynthOutputError(TraceforgeError, OSError):
+    """The output file cannot be created or written."""
+
+    code = "synth_output"
+
+
+class SynthExistsError(SynthOutputError, FileExistsError):
+    """The output file exists and overwriting was not requested."""
+
+    code = "synth_exists"
+
+
+class SynthInterrupted(TraceforgeError, KeyboardInterrupt):
+    """Generation was interrupted; no output was left behind."""
+
+    code = "interrupted"
+
+
+def _check_int(field: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SynthArgumentError(f"invalid {field}: {value!r} is not an integer")
+    if not low <= value <= high:
+        raise SynthArgumentError(f"invalid {field}: {value} is not in {low}..={high}")
+    return value
+
+
+def synthesize_with_summary(
+    out: str | os.PathLike[str],
+    *,
+    kernels: int = 10_000,
+    devices: int = 1,
+    streams: int = 1,
+    seed: int = 0,
+    requests: Optional[int] = None,
+    overwrite: bool = False,
+) -> tuple[Path, dict[str, int]]:
+    """Like :func:`synthesize`, also returning the row counts written.
+
+    Returns:
+        The output path and a dict with ``kernels``, ``memcpys``, ``memsets``, ``syncs``, ``api_calls``,
+        ``nvtx_ranges``, ``start_ns`` and ``stop_ns``.
+    """
+    from ._core import synthesize as _synthesize
+
+    _check_int("devices", devices, 1, MAX_DEVICES)
+    _check_int("kernels", kernels, devices, MAX_KERNELS)
+    _check_int("streams", streams, 1, MAX_STREAMS)
+    _check_int("seed", seed, 0, (1 << 64) - 1)
+    if requests is not None:
+        _check_int("requests", requests, 1, kernels // devices)
+    path = Path(out)
+    summary = _synthesize(path, kernels, devices, streams, seed, requests, overwrite)
+    return path, dict(summary)
+
+
+def synthesize(
+    out: str | os.PathLike[str],
+    *,
+    kernels: int = 10_000,
+    devices: int = 1,
+    streams: int = 1,
+    seed: int = 0,
+    requests: Optional[int] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a synthetic nsys 2025.3 SQLite export.
+
+    Args:
+        out: Path of the ``.sqlite`` file to write; it appears only once complete.
+        kernels: Total kernels over all devices (at least one per device).
+        devices: GPUs, each driven by its own process with one launching thread.
+        streams: CUDA streams per device that work is spread over (overlap emerges from the timing).
+        seed: Seed; the same arguments and seed give a byte-identical file.
+        requests: NVTX request ranges per device (default: one per ~45,800 kernels, as in the fitted capture).
+        overwrite: Replace ``out`` if it exists.
+
+    Returns:
+        The path written.
+
+    Raises:
+        SynthArgumentError: A parameter is out of range.
+        SynthExistsError: ``out`` exists and ``overwrite`` is false.
+        SynthOutputError: ``out`` cannot be written (missing directory, permissions, full disk).
+    """
+    path, _ = synthesize_with_summary(
+        out,
+        kernels=kernels,
+        devices=devices,
+        streams=streams,
+        seed=seed,
+        requests=requests,
+        overwrite=overwrite,
+    )
+    return path

@@ -1,0 +1,281 @@
+"""Two stored traces side by side: device metrics, kernels by name, memory operations, NVTX ranges.
+
+Kernel, memop and NVTX figures come from the raw event tables (``kernels``, ``memops``, ``nvtx_ranges``)
+summed over devices, so a diff does not depend on the derived tables being current; the device section reads
+``device_metrics`` (one row per device, matched on ``device_id``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import QueryError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from .store import Store
+
+#: device_metrics columns compared, in display order.
+DEVICE_COLUMNS: tuple[str, ...] = (
+    "kernel_count",
+    "kernel_time_ns",
+    "span_ns",
+    "busy_ns",
+    "utilization",
+    "max_concurrency",
+    "overlap_ns",
+    "gap_count",
+    "gap_total_ns",
+    "gap_p50_ns",
+    "gap_p99_ns",
+    "memcpy_count",
+    "memcpy_ns",
+    "memcpy_bytes",
+    "memset_count",
+    "memset_ns",
+    "launch_latency_p50_ns",
+    "launch_latency_p99_ns",
+    "stream_count",
+)
+
+
+@dataclass
+class TraceDiff:
+    """The sections of a diff; every frame has ``*_a``/``*_b`` columns and ``delta`` = b - a.
+
+    Attributes:
+        trace_a, trace_b: the two trace ids (a is the reference).
+        devices: ``device_id, metric, a, b, delta, rel_delta`` from ``device_metrics``.
+        kernels: per kernel name ``count_a, count_b, total_ns_a, total_ns_b, delta_ns, rel_delta``
+            (outer join: zeros for a kernel absent from one side).
+        top_abs: the ``top`` kernels present in both with the largest |delta_ns|.
+        top_rel: the ``top`` kernels present in both with the largest |rel_delta|.
+        only_a, only_b: kernels present in one trace only.
+        memops: per (op, copy_kind) counts, time and bytes.
+        nvtx: per NVTX range name counts and total duration.
+    """
+
+    trace_a: str
+    trace_b: str
+    devices: pl.DataFrame
+    kernels: pl.DataFrame
+    top_abs: pl.DataFrame
+    top_rel: pl.DataFrame
+    only_a: pl.DataFrame
+    only_b: pl.DataFrame
+    memops: pl.DataFrame
+    nvtx: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def sections(self) -> dict[str, pl.DataFrame]:
+        """Section title -> frame, in display order."""
+        return {
+            "device metrics": self.devices,
+            "kernels: top movers by absolute change": self.top_abs,
+            "kernels: top movers by relative change": self.top_rel,
+            f"kernels only in A ({self.trace_a})": self.only_a,
+            f"kernels only in B ({self.trace_b})": self.only_b,
+            "memory operations": self.memops,
+            "NVTX ranges": self.nvtx,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (each section a list of rows)."""
+        out: dict[str, Any] = {"trace_a": self.trace_a, "trace_b": self.trace_b, "notes": self.notes}
+        for key, frame in (
+            ("devices", self.devices),
+            ("kernels", self.kernels),
+            ("top_abs", self.top_abs),
+            ("top_rel", self.top_rel),
+            ("only_a", self.only_a),
+            ("only_b", self.only_b),
+            ("memops", self.memops),
+            ("nvtx", self.nvtx),
+        ):
+            out[key] = frame.to_dicts()
+        return out
+
+
+def resolve_trace(store: Store, trace: str) -> str:
+    """Return the full trace id for ``trace`` (a full id or a unique prefix).
+
+    Raises:
+        QueryError: no trace, or an ambiguous prefix.
+    """
+    text = trace.strip().lower()
+    if not text:
+        raise QueryError("empty trace id")
+    try:
+        rows = store.con.execute(
+            "SELECT trace_id FROM traces WHERE lower(trace_id) LIKE ? || '%' ORDER BY 1", [text]
+        ).fetchall()
+    except Exception as exc:
+        raise QueryError(f"cannot read the traces table: {str(exc).splitlines()[0]}") from exc
+    exact = [r[0] for r in rows if str(r[0]).lower() == text]
+    if exact:
+        return str(exact[0])
+    if not rows:
+        count = store.con.execute("SELECT count(*) FROM traces").fetchone()
+        stored = int(count[0]) if count else 0
+        raise QueryError(
+            f"no trace '{trace}' in the store ({stored} trace(s) stored; see `traceforge traces`)"
+        )
+    if len(rows) > 1:
+        ids = ", ".join(str(r[0]) for r in rows[:5])
+        raise QueryError(f"trace id prefix '{trace}' is ambiguous ({ids}{', ...' if len(rows) > 5 else ''})")
+    return str(rows[0][0])
+
+
+def _side_by_side(store: Store, sql: str, a: str, b: str, keys: list[str], values: list[str]) -> pl.DataFrame:
+    """Run ``sql`` (with one ``?`` for the trace id) for both traces and outer-join on ``keys``."""
+    import polars as pl
+
+    fa = store.sql(sql, [a])
+    fb = store.sql(sql, [b])
+    joined = fa.join(fb, on=keys, how="full", suffix="_b", coalesce=True)
+    joined = joined.rename({v: f"{v}_a" for v in values})
+    return joined.with_columns(
+        [pl.col(f"{v}_a").fill_null(0) for v in values] + [pl.col(f"{v}_b").fill_null(0) for v in values]
+    )
+
+
+def diff_traces(store: Store, trace_a: str, trace_b: str, *, top: int = 10) -> TraceDiff:
+    """Diff two stored traces (b against reference a).
+
+    Args:
+        store: an open store.
+        trace_a: reference trace id (or unique prefix).
+        trace_b: other trace id (or unique prefix).
+        top: how many top movers to list.
+
+    Returns:
+        A :class:`TraceDiff`.
+
+    Raises:
+        QueryError: a trace id is not in the store.
+    """
+    import polars as pl
+
+    a = resolve_trace(store, trace_a)
+    b = resolve_trace(store, trace_b)
+    notes: list[str] = []
+    if a == b:
+        notes.append("A and B are the same trace")
+
+    cols = ", ".join(DEVICE_COLUMNS)
+    da = store.sql(f"SELECT device_id, {cols} FROM device_metrics WHERE trace_id = ? ORDER BY device_id", [a])
+    db = store.sql(f"SELECT device_id, {cols} FROM device_metrics WHERE trace_id = ? ORDER BY device_id", [b])
+    rows = []
+    devices = sorted(set(da["device_id"].to_list()) | set(db["device_id"].to_list()))
+    for dev in devices:
+        ra = da.filter(pl.col("device_id") == dev).to_dicts()
+        rb = db.filter(pl.col("device_id") == dev).to_dicts()
+        for col in DEVICE_COLUMNS:
+            va = ra[0][col] if ra else None
+            vb = rb[0][col] if rb else None
+            delta = vb - va if va is not None and vb is not None else None
+            rel = delta / abs(va) if delta is not None and va not in (None, 0) else None
+            rows.append(
+                {
+                    "device_id": dev,
+                    "metric": col,
+                    "a": None if va is None else float(va),
+                    "b": None if vb is None else float(vb),
+                    "delta": None if delta is None else float(delta),
+                    "rel_delta": rel,
+                }
+            )
+    schema = {
+        "device_id": pl.Int64,
+        "metric": pl.Utf8,
+        "a": pl.Float64,
+        "b": pl.Float64,
+        "delta": pl.Float64,
+        "rel_delta": pl.Float64,
+    }
+    device_frame = pl.DataFrame(rows, schema=schema)
+    if device_frame.is_empty():
+        notes.append("no device_metrics rows for either trace")
+
+    kernels = _side_by_side(
+        store,
+        "SELECT name, count(*)::BIGINT AS count, sum(duration_ns)::BIGINT AS total_ns FROM kernels "
+        "WHERE trace_id = ? GROUP BY name",
+        a,
+        b,
+        ["name"],
+        ["count", "total_ns"],
+    )
+    kernels = kernels.with_columns(
+        (pl.col("total_ns_b") - pl.col("total_ns_a")).alias("delta_ns"),
+        (pl.col("count_b") - pl.col("count_a")).alias("delta_count"),
+    ).with_columns(
+        pl.when(pl.col("total_ns_a") > 0)
+        .then(pl.col("delta_ns") / pl.col("total_ns_a"))
+        .otherwise(None)
+        .alias("rel_delta")
+    )
+    both = kernels.filter((pl.col("count_a") > 0) & (pl.col("count_b") > 0))
+    top_abs = both.sort(pl.col("delta_ns").abs(), descending=True).head(top)
+    top_rel = both.sort(pl.col("rel_delta").abs(), descending=True, nulls_last=True).head(top)
+    only_a = kernels.filter(pl.col("count_b") == 0).sort("total_ns_a", descending=True)
+    only_b = kernels.filter(pl.col("count_a") == 0).sort("total_ns_b", descending=True)
+    for side, frame in (("A", only_a), ("B", only_b)):
+        if frame.height > top:
+            notes.append(
+                f"{frame.height} kernel names only in {side}; the {top} with the most time are listed"
+            )
+    only_a, only_b = only_a.head(top), only_b.head(top)
+    kernels = kernels.sort(pl.col("delta_ns").abs(), descending=True)
+
+    memops = (
+        _side_by_side(
+            store,
+            "SELECT op, copy_kind, count(*)::BIGINT AS count, sum(duration_ns)::BIGINT AS total_ns, "
+            "sum(bytes)::BIGINT AS bytes FROM memops WHERE trace_id = ? GROUP BY op, copy_kind",
+            a,
+            b,
+            ["op", "copy_kind"],
+            ["count", "total_ns", "bytes"],
+        )
+        .with_columns((pl.col("total_ns_b") - pl.col("total_ns_a")).alias("delta_ns"))
+        .sort(["op", "copy_kind"])
+    )
+
+    nvtx = _side_by_side(
+        store,
+        "SELECT name, count(*)::BIGINT AS count, sum(duration_ns)::BIGINT AS total_ns FROM nvtx_ranges "
+        "WHERE trace_id = ? AND kind <> 'mark' AND end_ns IS NOT NULL GROUP BY name",
+        a,
+        b,
+        ["name"],
+        ["count", "total_ns"],
+    ).with_columns((pl.col("total_ns_b") - pl.col("total_ns_a")).alias("delta_ns"))
+    nvtx = nvtx.sort(pl.col("delta_ns").abs(), descending=True)
+    return TraceDiff(a, b, device_frame, kernels, top_abs, top_rel, only_a, only_b, memops, nvtx, notes)
+
+
+def render(d: TraceDiff, fmt: str = "table") -> str:
+    """Render a diff as ``table`` or ``json`` text."""
+    import json
+
+    from .compare import render_text_table
+
+    if fmt == "json":
+        return json.dumps(d.to_dict(), indent=2, default=str)
+    if fmt != "table":
+        raise QueryError(f"unknown --format '{fmt}' for diff (table, json)")
+    parts = [f"A = {d.trace_a}    B = {d.trace_b}    (delta = B - A)"]
+    for title, frame in d.sections().items():
+        parts.append("")
+        parts.append(f"== {title} ==")
+        if frame.is_empty():
+            parts.append("(none)")
+        else:
+            rows = frame.to_dicts()
+            parts.append(render_text_table(rows, frame.columns))
+    for note in d.notes:
+        parts.append(f"note: {note}")
+    return "\n".join(parts)

@@ -4,7 +4,12 @@
 //! rather than as one materialised copy.
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray};
+use std::collections::HashMap;
+
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
+};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::export::NULL_I64;
@@ -30,6 +35,29 @@ pub fn float_col(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
 /// A string column.
 pub fn str_col<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(values.collect::<StringArray>())
+}
+
+/// A dictionary-encoded string column from ids resolved by `lookup` (the batch's own small dictionary).
+///
+/// Kernel and API names repeat millions of times; DuckDB ingests a dictionary column far faster than
+/// the same strings spelled out row by row.
+pub fn dict_col<'a>(ids: impl Iterator<Item = i64>, lookup: impl Fn(i64) -> Option<&'a str>) -> ArrayRef {
+    let mut local: HashMap<i64, i32> = HashMap::new();
+    let mut values: Vec<&'a str> = Vec::new();
+    let keys: Int32Array = ids
+        .map(|id| {
+            if let Some(&k) = local.get(&id) {
+                return Some(k);
+            }
+            let v = lookup(id)?;
+            let k = values.len() as i32;
+            values.push(v);
+            local.insert(id, k);
+            Some(k)
+        })
+        .collect();
+    let values: ArrayRef = Arc::new(StringArray::from(values));
+    Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("keys index the values built here"))
 }
 
 /// Assemble a batch from named columns (all of one length).

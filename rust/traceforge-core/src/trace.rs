@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
 
-use crate::columnar::{batch, float_col, int_col, opt_int_col, str_col, BatchStream};
+use crate::columnar::{batch, dict_col, float_col, int_col, opt_int_col, str_col, BatchStream};
 use crate::error::{Error, Result};
 use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, NvtxEvents, SyncEvents, TargetInfo};
 use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
@@ -466,8 +466,8 @@ fn api_batch(c: &ApiChunk, strings: &StringTable) -> std::result::Result<RecordB
         ("start_ns", int_col(c.start.iter().copied())),
         ("end_ns", int_col(c.end.iter().copied())),
         ("duration_ns", int_col(c.start.iter().zip(&c.end).map(|(s, e)| e - s))),
-        ("name", str_col(c.name_id.iter().map(|&id| strings.get(id)))),
-        ("api", str_col(c.start.iter().map(|_| Some(api)))),
+        ("name", dict_col(c.name_id.iter().copied(), |id| strings.get(id))),
+        ("api", dict_col(c.start.iter().map(|_| 0), |_| Some(api))),
         ("return_value", int_col(c.return_value.iter().copied())),
     ])
 }
@@ -477,7 +477,7 @@ fn kernels_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<Re
     let st = t.lock();
     let s = |v: &Vec<i64>| int_col(v[r.clone()].iter().copied());
     let launch_tid = int_col(st.thread[r.clone()].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
-    let launch_api = str_col(st.api_name[r.clone()].iter().map(|&id| t.strings.get(id)));
+    let launch_api = dict_col(st.api_name[r.clone()].iter().copied(), |id| t.strings.get(id));
     let api_start = int_col(st.api_start[r.clone()].iter().copied());
     let latency = int_col(
         r.clone().map(|i| if st.api_start[i] == NULL_I64 { NULL_I64 } else { k.start[i] - st.api_start[i] }),
@@ -492,8 +492,8 @@ fn kernels_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<Re
         ("start_ns", s(&k.start)),
         ("end_ns", s(&k.end)),
         ("duration_ns", int_col(r.clone().map(|i| k.end[i] - k.start[i]))),
-        ("name", str_col(k.name_id[r.clone()].iter().map(|&id| t.strings.get(id)))),
-        ("short_name", str_col(k.short_name_id[r.clone()].iter().map(|&id| t.strings.get(id)))),
+        ("name", dict_col(k.name_id[r.clone()].iter().copied(), |id| t.strings.get(id))),
+        ("short_name", dict_col(k.short_name_id[r.clone()].iter().copied(), |id| t.strings.get(id))),
         ("grid_x", s(&k.grid[0])),
         ("grid_y", s(&k.grid[1])),
         ("grid_z", s(&k.grid[2])),
@@ -527,8 +527,13 @@ fn memops_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<Rec
         ("start_ns", s(&m.start)),
         ("end_ns", s(&m.end)),
         ("duration_ns", int_col(r.clone().map(|i| m.end[i] - m.start[i]))),
-        ("op", str_col(r.clone().map(|i| Some(if m.op[i] == 0 { "memcpy" } else { "memset" })))),
-        ("copy_kind", str_col(r.clone().map(|i| Some(if m.op[i] == 0 { copy_kind_label(m.copy_kind[i]) } else { "memset" })))),
+        ("op", dict_col(r.clone().map(|i| i64::from(m.op[i])), |op| Some(if op == 0 { "memcpy" } else { "memset" }))),
+        (
+            "copy_kind",
+            dict_col(r.clone().map(|i| if m.op[i] == 0 { m.copy_kind[i] } else { -1 }), |k| {
+                Some(if k == -1 { "memset" } else { copy_kind_label(k) })
+            }),
+        ),
         ("bytes", s(&m.bytes)),
         (
             "bandwidth_gbps",

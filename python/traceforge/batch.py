@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,10 +39,16 @@ if TYPE_CHECKING:
 #: Execution modes of ``--mode`` (the names nsys recipes use).
 MODES: tuple[str, ...] = ("none", "concurrent", "dask-futures")
 
-#: File name endings picked up when a directory is expanded.
-EXPORT_SUFFIXES: tuple[str, ...] = (".sqlite", ".nsys-rep")
+#: File name endings picked up when a directory is expanded (those of ``traceforge.ingest``).
+EXPORT_SUFFIXES: tuple[str, ...] = (".sqlite", ".nsys-rep", ".csv")
 
 _GLOB_CHARS = frozenset("*?[")
+
+
+class BatchError(TraceforgeError, RuntimeError):
+    """The batch as a whole cannot run (its workers cannot start)."""
+
+    code = "batch"
 
 
 class SchedulerUnavailableError(TraceforgeError, ConnectionError):
@@ -70,10 +77,10 @@ class Expansion:
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Expansion:
     """Expand files, directories (recursively) and glob patterns into the files to ingest.
 
-    A directory contributes its ``.sqlite`` and ``.nsys-rep`` files, recursively, skipping hidden entries and
-    a ``.nsys-rep`` whose ``.sqlite`` export lies beside it (the export is that report's content). A pattern
-    (``*``, ``?``, ``[``; ``**`` crosses directories) contributes every file it matches; a file named
-    explicitly is taken whatever its name. The same file reached twice is listed once.
+    A directory contributes its ``.sqlite``, ``.nsys-rep`` and ncu ``.csv`` files, recursively, skipping
+    hidden entries and a ``.nsys-rep`` whose ``.sqlite`` export lies beside it (the export is that report's
+    content). A pattern (``*``, ``?``, ``[``; ``**`` crosses directories) contributes every file it matches;
+    a file named explicitly is taken whatever its name. The same file reached twice is listed once.
 
     Args:
         inputs: what the user typed.
@@ -186,7 +193,8 @@ class JobResult:
     Attributes:
         path: the file.
         status: ``partitioned`` (partition written), ``cached`` (a complete partition was already there),
-            ``stored`` (its fingerprint is already in the store), or ``failed``.
+            ``stored`` (its fingerprint is already in the store), ``loaded`` (written straight into the
+            store, ``--mode none``), or ``failed``.
         fingerprint: the content fingerprint, when it could be computed.
         trace_id: the trace id, when known.
         error_code: the ``code`` of the error, when failed.
@@ -194,6 +202,7 @@ class JobResult:
         seconds: time spent in the job.
         worker: which worker ran it (``pid`` or Dask address).
         peak_rss_bytes: the worker process's peak resident memory so far.
+        kernel_count: kernels stored, for ``loaded``.
     """
 
     path: str
@@ -205,26 +214,29 @@ class JobResult:
     seconds: float = 0.0
     worker: str = ""
     peak_rss_bytes: int = 0
+    kernel_count: int = 0
 
 
-def run_job(spec: JobSpec) -> JobResult:
-    """Process one file into one partition; never raises (every failure becomes a ``failed`` result)."""
-    from . import dataset
-    from .ingest import fingerprint_file, read_trace, trace_id_from_fingerprint
+def run_job(spec: JobSpec, direct: Store | None = None) -> JobResult:
+    """Process one file into one partition; never raises (every failure becomes a ``failed`` result).
 
+    The trace is ingested by :func:`traceforge.ingest.write_trace` into a private in-memory DuckDB store (so
+    the rows are exactly what a direct ingest stores), then each table's rows are copied out with
+    ``COPY ... TO ... (FORMAT parquet)`` into the dataset, published atomically. With ``direct`` (a store
+    open in this process), the trace is written into that store instead and no partition is made.
+    """
     start = time.perf_counter()
     result = JobResult(path=spec.path, status="failed")
     try:
-        result.fingerprint = fingerprint_file(spec.path)
-        result.trace_id = trace_id_from_fingerprint(result.fingerprint)
-        if not spec.force and result.fingerprint in spec.known:
-            result.status = "stored"
-        elif not spec.force and dataset.has_partition(spec.dataset, result.trace_id):
-            result.status = "cached"
+        if spec.path.lower().endswith(".nsys-rep"):
+            import tempfile
+
+            from .nsysrep import export_to_sqlite
+
+            with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
+                _job_sqlite(spec, export_to_sqlite(spec.path, tmp), result, direct)
         else:
-            data = read_trace(spec.path, threads=_job_threads(spec))
-            dataset.write_partition(spec.dataset, data.trace_row, data.tables, overwrite=spec.force)
-            result.status = "partitioned"
+            _job_sqlite(spec, spec.path, result, direct)
     except TraceforgeError as exc:
         result.error_code, result.message = exc.code, exc.message
     except FileNotFoundError as exc:
@@ -240,18 +252,47 @@ def run_job(spec: JobSpec) -> JobResult:
     return result
 
 
+def _job_sqlite(spec: JobSpec, export: str, result: JobResult, direct: Store | None) -> None:
+    from . import dataset
+    from .ingest import check_input, fingerprint_file, read_trace, trace_id_from_fingerprint, write_trace
+    from .store import Store
+
+    check_input(export)
+    result.fingerprint = fingerprint_file(export)
+    result.trace_id = trace_id_from_fingerprint(result.fingerprint)
+    if not spec.force and result.fingerprint in spec.known:
+        result.status = "stored"
+        return
+    if direct is not None:
+        if not spec.force and direct.has_fingerprint(result.fingerprint):
+            result.status = "stored"  # a duplicate earlier in this batch
+            return
+        data = read_trace(export, threads=_job_threads(spec), source_path=spec.path)
+        outcome = write_trace(direct, data, force=spec.force)
+        result.status = "loaded" if outcome.status == "ingested" else "stored"
+        result.kernel_count = outcome.kernel_count
+        return
+    if not spec.force and dataset.has_partition(spec.dataset, result.trace_id):
+        result.status = "cached"
+        return
+    data = read_trace(export, threads=_job_threads(spec), source_path=spec.path)
+    with Store(":memory:") as memory:
+        write_trace(memory, data, force=True)
+        dataset.export_trace(memory.con, spec.dataset, result.trace_id, overwrite=spec.force)
+    result.status = "partitioned"
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
 def _job_threads(spec: JobSpec) -> int:
     if spec.threads > 0:
         return spec.threads
-    if spec.threads_by_host:
-        try:
-            from distributed import get_worker
-
-            host = _host_of(get_worker().address)
-            slots = dict(spec.threads_by_host).get(host, 1)
-            return max(1, available_cores() // max(1, slots))
-        except (ImportError, ValueError):
-            pass
+    address = _dask_worker_address() if spec.threads_by_host else None
+    if address is not None:
+        slots = dict(spec.threads_by_host).get(_host_of(address), 1)
+        return max(1, available_cores() // max(1, slots))
     return 0
 
 
@@ -259,12 +300,20 @@ def _worker_identity() -> tuple[str, int]:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    address = _dask_worker_address()
+    return (address or f"pid {os.getpid()}"), peak
+
+
+def _dask_worker_address() -> str | None:
+    """Return the address of the Dask worker running this task; None outside Dask (never imports it)."""
+    if "distributed" not in sys.modules:
+        return None
     try:
         from distributed import get_worker
 
-        return get_worker().address, peak
+        return str(get_worker().address)
     except (ImportError, ValueError):
-        return f"pid {os.getpid()}", peak
+        return None
 
 
 def _host_of(address: str) -> str:
@@ -286,13 +335,20 @@ def available_cores() -> int:
 
 
 class _InProcess:
-    """``--mode none``: the jobs run one after the other in this process."""
+    """``--mode none``: the jobs run one after the other in this process.
+
+    Without an ``--output`` dataset there is no one to hand partitions to, so each trace is written straight
+    into the store (one transaction, as a plain ingest) instead of through Parquet.
+    """
 
     workers = 1
 
+    def __init__(self, direct: Store | None) -> None:
+        self.direct = direct
+
     def results(self, specs: Sequence[JobSpec]) -> Iterator[JobResult]:
         for spec in specs:
-            yield run_job(spec)
+            yield run_job(spec, direct=self.direct)
 
     def close(self) -> None:
         pass
@@ -315,6 +371,13 @@ class _ProcessPool:
         attempts: dict[str, int] = {}
         while pending:
             with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+                try:
+                    pool.submit(_ping).result()
+                except BrokenProcessPool as exc:
+                    # Not a file's fault: no worker could even start (e.g. __main__ cannot be re-imported).
+                    raise BatchError(
+                        "the worker processes could not start; try --mode none (see the log above for why)"
+                    ) from exc
                 futures = {pool.submit(run_job, spec): spec for spec in pending}
                 pending = []
                 try:
@@ -480,6 +543,7 @@ def run_batch(
     scheduler: str | None = None,
     output: str | os.PathLike[str] | None = None,
     force: bool = False,
+    threads: int | None = None,
     on_start: Callable[[int], None] | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
 ) -> BatchReport:
@@ -495,6 +559,7 @@ def run_batch(
         output: a Parquet dataset directory that keeps every trace's partition; None stages partitions
             beside the store and deletes each once loaded.
         force: re-read files whose content is already stored, replacing their rows and partitions.
+        threads: threads of the Rust core per job; None sizes them so jobs x threads = the cores.
         on_start: called once with the number of outcomes to expect.
         on_outcome: called with each outcome as it lands (for progress display).
 
@@ -523,7 +588,7 @@ def run_batch(
     elif mode == "concurrent":
         executor = _ProcessPool(jobs)
     else:
-        executor = _InProcess()
+        executor = _InProcess(None if keep_partitions else store)
     report = BatchReport(mode=mode, workers=executor.workers)
     if on_start is not None:
         on_start(len(expansion.paths) + len(expansion.problems))
@@ -540,9 +605,15 @@ def run_batch(
         known = frozenset(
             str(r[0]) for r in store.con.execute("SELECT fingerprint FROM traces").fetchall() if r[0]
         )
-        threads = max(1, available_cores() // executor.workers) if mode != "dask-futures" else 0
+        # ncu CSV exports are small tables of their own (not traces): the coordinator ingests them directly.
+        for path in [p for p in expansion.paths if p.lower().endswith(".csv")]:
+            emit(_ingest_csv(store, path, force=force))
+        if threads is None:
+            threads = max(1, available_cores() // executor.workers) if mode != "dask-futures" else 0
         specs = [
-            JobSpec(path=p, dataset=root, known=known, force=force, threads=threads) for p in expansion.paths
+            JobSpec(path=p, dataset=root, known=known, force=force, threads=threads)
+            for p in expansion.paths
+            if not p.lower().endswith(".csv")
         ]
         loaded: set[str] = set()
         for result in executor.results(specs):
@@ -574,6 +645,13 @@ def _settle(
         _record_failure(store, result.path, result.fingerprint, error)
         return _outcome(result.path, "failed", result.trace_id, error.message, error, result.seconds)
     assert result.trace_id is not None and result.fingerprint is not None
+    if result.status == "loaded":
+        loaded.add(result.trace_id)
+        store.con.execute("DELETE FROM ingest_failures WHERE path = ?", [result.path])
+        message = f"{result.kernel_count} kernels"
+        return _outcome(
+            result.path, "ingested", result.trace_id, message, None, result.seconds, result.kernel_count
+        )
     stored_as = _stored_source(store, result.fingerprint)
     if stored_as is not None and not (force and result.trace_id not in loaded):
         # Stored before this batch, or earlier in it under another name: same content, same trace.
@@ -586,22 +664,33 @@ def _settle(
         message = f"already stored{same} (trace {result.trace_id})"
         return _outcome(result.path, "skipped", result.trace_id, message, None, result.seconds)
     try:
-        kernels = dataset.load_partition(store, root, result.trace_id, replace=stored_as is not None)
+        kernels = dataset.load_partition(
+            store, root, result.trace_id, replace=stored_as is not None, source_path=result.path
+        )
     except TraceforgeError as exc:
         _record_failure(store, result.path, result.fingerprint, exc)
         return _outcome(result.path, "failed", result.trace_id, exc.message, exc, result.seconds)
     loaded.add(result.trace_id)
     store.con.execute("DELETE FROM ingest_failures WHERE path = ?", [result.path])
-    store.con.execute(
-        "UPDATE traces SET source_path = ? WHERE trace_id = ? AND source_path IS NULL",
-        [result.path, result.trace_id],
-    )
     if not keep:
         dataset.remove_partition(root, result.trace_id)
     note = " (partition from an earlier run)" if result.status == "cached" else ""
     return _outcome(
         result.path, "ingested", result.trace_id, f"{kernels} kernels{note}", None, result.seconds, kernels
     )
+
+
+def _ingest_csv(store: Store, path: str, *, force: bool) -> IngestOutcome:
+    from .ingest import ingest_file
+
+    try:
+        outcome = ingest_file(store, path, force=force)
+    except TraceforgeError as exc:
+        _record_failure(store, path, None, exc)
+        return _outcome(path, "failed", None, exc.message, exc)
+    if outcome.status != "failed":
+        store.con.execute("DELETE FROM ingest_failures WHERE path = ?", [path])
+    return outcome
 
 
 def _stored_source(store: Store, fingerprint: str) -> str | None:
@@ -671,7 +760,7 @@ def _remove_if_empty(root: str) -> None:
     if not base.is_dir():
         return
     for _dirpath, _dirnames, filenames in os.walk(base):
-        if filenames:
+        if any(name.endswith(".parquet") for name in filenames):
             return
     shutil.rmtree(base, ignore_errors=True)
 

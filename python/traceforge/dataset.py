@@ -92,7 +92,7 @@ def repair(root: str | os.PathLike[str]) -> list[str]:
     tmp = root / TMP_DIR
     if tmp.is_dir():
         for entry in tmp.iterdir():
-            if _writer_alive(entry.name):
+            if entry.name.startswith(".") or _writer_alive(entry.name):
                 continue
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(str(entry))
@@ -207,7 +207,12 @@ def export_trace(
 
 
 def load_partition(
-    store: Store, root: str | os.PathLike[str], trace_id: str, *, replace: bool = False
+    store: Store,
+    root: str | os.PathLike[str],
+    trace_id: str,
+    *,
+    replace: bool = False,
+    source_path: str | None = None,
 ) -> int:
     """Copy one trace's partition into the store, in one transaction.
 
@@ -216,6 +221,8 @@ def load_partition(
         root: the dataset directory.
         trace_id: the trace whose partition to load.
         replace: delete the trace's rows already in the store first (a forced re-ingest).
+        source_path: the file this content was read from now (the partition may have been written from
+            another name of the same content, or by an earlier run).
 
     Returns:
         The number of kernel rows loaded.
@@ -225,10 +232,10 @@ def load_partition(
     """
     import duckdb
 
-    if not has_partition(root, trace_id):
-        raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
     try:
-        with store.transaction() as con:
+        with dataset_lock(root), store.transaction() as con:
+            if not has_partition(root, trace_id):
+                raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
             if replace:
                 for table in PARTITION_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
@@ -238,6 +245,12 @@ def load_partition(
                     raise DatasetError(f"partition of trace {trace_id} lacks table {table}", path=str(path))
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet('{_sql_path(path)}')")
             con.execute("UPDATE traces SET ingested_at = now()::TIMESTAMP WHERE trace_id = ?", [trace_id])
+            if source_path is not None:
+                con.execute(
+                    "UPDATE traces SET source_path = $src, export_path = CASE WHEN export_path = source_path "
+                    "THEN $src ELSE export_path END WHERE trace_id = $tid",
+                    {"src": source_path, "tid": trace_id},
+                )
             row = con.execute("SELECT count(*) FROM kernels WHERE trace_id = ?", [trace_id]).fetchone()
     except duckdb.Error as exc:
         raise DatasetError(
@@ -248,8 +261,9 @@ def load_partition(
 
 def remove_partition(root: str | os.PathLike[str], trace_id: str) -> None:
     """Delete one trace's partition (the ``traces`` mark first, so a half-removed one reads as absent)."""
-    for table in reversed(PARTITION_TABLES):
-        shutil.rmtree(partition_dir(root, table, trace_id), ignore_errors=True)
+    with dataset_lock(root):
+        for table in reversed(PARTITION_TABLES):
+            shutil.rmtree(partition_dir(root, table, trace_id), ignore_errors=True)
 
 
 def export_store(
@@ -315,19 +329,39 @@ def _staging(root: str | os.PathLike[str], trace_id: str) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def dataset_lock(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the dataset's lock: publishing, removing and loading partitions never interleave.
+
+    Two jobs given the same content under two names publish the same trace id; without the lock, a loader
+    could see one job's ``traces`` mark while the other is swapping a table directory. The lock is
+    ``flock`` on ``DIR/_tmp/.lock`` (works across processes and hosts sharing the directory over NFSv4).
+    """
+    import fcntl
+
+    lock_path = Path(root) / TMP_DIR / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def _publish(stage: Path, root: str | os.PathLike[str], trace_id: str) -> None:
     """Move a staged partition into the dataset, ``traces`` last."""
-    # An existing complete partition is unpublished first (mark first), so no reader ever sees a
-    # ``traces`` row whose other tables are a mix of the old and new partition.
-    shutil.rmtree(partition_dir(root, "traces", trace_id), ignore_errors=True)
-    for table in PARTITION_TABLES:
-        source = partition_dir(stage, table, trace_id)
-        dest = partition_dir(root, table, trace_id)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            trash = stage / f"old-{table}"
-            os.rename(dest, trash)
-        os.rename(source, dest)
+    with dataset_lock(root):
+        # An existing complete partition is unpublished first (mark first), so no reader ever sees a
+        # ``traces`` row whose other tables are a mix of the old and new partition.
+        shutil.rmtree(partition_dir(root, "traces", trace_id), ignore_errors=True)
+        for table in PARTITION_TABLES:
+            source = partition_dir(stage, table, trace_id)
+            dest = partition_dir(root, table, trace_id)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                os.rename(dest, stage / f"old-{table}")
+            os.rename(source, dest)
 
 
 class _ArrowStream:
@@ -360,7 +394,12 @@ def _writer_alive(tmp_name: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # A killed worker whose parent died too can linger as a zombie nobody reaps (PID 1 in a container).
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _partition_being_written(root: Path, trace_id: str) -> bool:
@@ -398,6 +437,7 @@ __all__ = [
     "partition_dir",
     "partition_file",
     "remove_partition",
+    "dataset_lock",
     "repair",
     "write_partition",
 ]

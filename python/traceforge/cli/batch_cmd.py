@@ -21,12 +21,12 @@ _DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
 
 
 @contextlib.contextmanager
-def _progress(description: str) -> Iterator[Any]:
+def _progress(description: str, *, quiet: bool = False) -> Iterator[Any]:
     """One progress bar on stderr, or a silent stand-in when stderr is not a terminal."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -35,7 +35,7 @@ def _progress(description: str) -> Iterator[Any]:
         TextColumn("{task.fields[note]}"),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
+        disable=quiet or not console.is_terminal,
     )
     with progress:
         task = progress.add_task(description, total=None, note="")
@@ -47,6 +47,8 @@ def ingest_batch(
     paths: Sequence[str],
     *,
     force: bool = False,
+    threads: int = 0,
+    quiet: bool = False,
     jobs: int = 1,
     mode: str | None = None,
     scheduler: str | None = None,
@@ -54,10 +56,16 @@ def ingest_batch(
 ) -> BatchReport:
     """Run ``traceforge ingest`` over files, directories and globs; print the summary; set the exit code.
 
+    Output: one line per file on stdout (unless ``quiet``), one ``traceforge: error:`` line per failure on
+    stderr as it happens, one progress bar on stderr when it is a terminal, and at the end a summary line
+    and, when several files were given, the list of failures again.
+
     Args:
         db: the store path (None: the default store).
         paths: what the user typed.
         force: re-ingest content already stored.
+        threads: Rust core threads per file; 0 sizes them so jobs x threads = the cores.
+        quiet: print only errors and the summary.
         jobs: files processed at once.
         mode: ``none``, ``concurrent`` or ``dask-futures`` (None: by ``jobs``).
         scheduler: Dask scheduler address.
@@ -66,17 +74,26 @@ def ingest_batch(
     Returns:
         The batch report.
     """
+    from rich.console import Console
+
     from ..batch import run_batch
     from ..store import Store
     from . import set_exit_code
 
-    with Store(db) as store, _progress("ingest") as (progress, task):
+    out = Console(soft_wrap=True)
+    with Store(db) as store, _progress("ingesting", quiet=quiet) as (progress, task):
+        err = progress.console
 
         def on_outcome(outcome: Any) -> None:
             progress.update(task, advance=1, note=os.path.basename(outcome.path))
             if outcome.status == "failed":
-                progress.console.print(
-                    f"[red]failed[/red] {outcome.path}: {outcome.message}", highlight=False
+                err.print(f"traceforge: error: {_describe(outcome)}", markup=False, highlight=False)
+            elif not quiet:
+                out.print(
+                    f"{outcome.status:8} {outcome.trace_id}  {outcome.path}  ({outcome.message}, "
+                    f"{outcome.seconds:.2f} s)",
+                    markup=False,
+                    highlight=False,
                 )
 
         report = run_batch(
@@ -87,31 +104,35 @@ def ingest_batch(
             scheduler=scheduler,
             output=output,
             force=force,
+            threads=threads or None,
             on_start=lambda total: progress.update(task, total=total),
             on_outcome=on_outcome,
         )
-    _print_ingest_summary(report)
-    if report.failures:
+    failed = report.count("failed")
+    if len(report.outcomes) > 1 or failed:
+        ingested, skipped = report.count("ingested"), report.count("skipped")
+        rate = len(report.outcomes) / report.seconds if report.seconds > 0 else 0.0
+        click.echo(
+            f"{ingested} ingested, {skipped} skipped, {failed} failed in {report.seconds:.1f} s "
+            f"({rate:.1f} files/s; mode {report.mode}, {report.workers} worker(s))",
+            err=bool(failed),
+        )
+    if failed and len(report.outcomes) > 1:
+        click.echo(f"failed files ({failed}, also in the ingest_failures table):", err=True)
+        for outcome in report.failures:
+            click.echo(f"  {_describe(outcome)}", err=True)
+        click.echo("fix them and run the same command again: stored files are skipped", err=True)
+    if failed:
         set_exit_code(1)
     return report
 
 
-def _print_ingest_summary(report: BatchReport) -> None:
-    ingested, skipped, failed = report.count("ingested"), report.count("skipped"), report.count("failed")
-    rate = (ingested + skipped + failed) / report.seconds if report.seconds > 0 else 0.0
-    click.echo(
-        f"{ingested} ingested, {skipped} skipped (already stored), {failed} failed "
-        f"in {report.seconds:.1f} s ({rate:.1f} files/s, mode {report.mode}, {report.workers} worker(s))"
-    )
-    for outcome in report.failures:
-        code = getattr(outcome.error, "code", "error")
-        click.echo(f"traceforge: error: {outcome.path}: {outcome.message} [{code}]", err=True)
-    if report.failures:
-        click.echo(
-            f"traceforge: {failed} file(s) failed; see the ingest_failures table "
-            "(fix them and run the same command again: stored files are skipped)",
-            err=True,
-        )
+def _describe(outcome: Any) -> str:
+    """Format a failed outcome as ``path: message [code]``."""
+    error = outcome.error
+    text = str(error) if error is not None else f"{outcome.path}: {outcome.message}"
+    code = getattr(error, "code", None)
+    return f"{text} [{code}]" if code else text
 
 
 @click.command("reanalyze")

@@ -101,9 +101,19 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Expansion:
 
     for raw in inputs:
         item = os.fspath(raw)
-        if os.path.isdir(item):
+        if os.path.isdir(item) and item.rstrip(os.sep).endswith(EXPORT_SUFFIXES):
+            # ``run.sqlite/`` named on the command line: the user meant a file, not a folder of them.
+            result.problems.append((item, NotAnExportError("is a directory, not an nsys export", path=item)))
+        elif os.path.isdir(item):
+            found = 0
             for path in _walk_exports(item, result.problems):
                 add(path)
+                found += 1
+            if not found:
+                suffixes = ", ".join(EXPORT_SUFFIXES)
+                result.problems.append(
+                    (item, InputNotFoundError(f"no {suffixes} file in this directory", path=item))
+                )
         elif os.path.isfile(item):
             add(item)
         elif os.path.islink(item):

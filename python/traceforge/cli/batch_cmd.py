@@ -56,9 +56,9 @@ def ingest_batch(
 ) -> BatchReport:
     """Run ``traceforge ingest`` over files, directories and globs; print the summary; set the exit code.
 
-    Output: one line per file on stdout (unless ``quiet``), one ``traceforge: error:`` line per failure on
-    stderr as it happens, one progress bar on stderr when it is a terminal, and at the end a summary line
-    and, when several files were given, the list of failures again.
+    Output: one line per stored or skipped file on stdout as it lands (unless ``quiet``), one progress bar
+    on stderr when it is a terminal, and at the end one ``traceforge: error:`` line per failed file and a
+    summary line.
 
     Args:
         db: the store path (None: the default store).
@@ -81,14 +81,14 @@ def ingest_batch(
     from . import set_exit_code
 
     out = Console(soft_wrap=True)
+    seen: list[Any] = []
     with Store(db) as store, _progress("ingesting", quiet=quiet) as (progress, task):
-        err = progress.console
 
         def on_outcome(outcome: Any) -> None:
-            progress.update(task, advance=1, note=os.path.basename(outcome.path))
-            if outcome.status == "failed":
-                err.print(f"traceforge: error: {_describe(outcome)}", markup=False, highlight=False)
-            elif not quiet:
+            failed = sum(o.status == "failed" for o in seen) + (outcome.status == "failed")
+            seen.append(outcome)
+            progress.update(task, advance=1, note=f"{failed} failed" if failed else "")
+            if outcome.status != "failed" and not quiet:
                 out.print(
                     f"{outcome.status:8} {outcome.trace_id}  {outcome.path}  ({outcome.message}, "
                     f"{outcome.seconds:.2f} s)",
@@ -109,6 +109,9 @@ def ingest_batch(
             on_outcome=on_outcome,
         )
     failed = report.count("failed")
+    # Failures are listed once, together at the end, where a long batch's user will look for them.
+    for outcome in report.failures:
+        click.echo(f"traceforge: error: {_describe(outcome)}", err=True)
     if len(report.outcomes) > 1 or failed:
         ingested, skipped = report.count("ingested"), report.count("skipped")
         rate = len(report.outcomes) / report.seconds if report.seconds > 0 else 0.0
@@ -118,10 +121,11 @@ def ingest_batch(
             err=bool(failed),
         )
     if failed and len(report.outcomes) > 1:
-        click.echo(f"failed files ({failed}, also in the ingest_failures table):", err=True)
-        for outcome in report.failures:
-            click.echo(f"  {_describe(outcome)}", err=True)
-        click.echo("fix them and run the same command again: stored files are skipped", err=True)
+        click.echo(
+            "the failures are in the ingest_failures table; fix them and run the same command again "
+            "(stored files are skipped)",
+            err=True,
+        )
     if failed:
         set_exit_code(1)
     return report

@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 
-from . import set_exit_code
-
 _db_option = click.option(
     "--db",
     "db",
@@ -25,55 +23,64 @@ _db_option = click.option(
 @click.option("--force", is_flag=True, help="Re-ingest content that is already stored, replacing its rows.")
 @click.option("--threads", default=0, show_default=True, help="Reader threads per file (0 = all cores).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary.")
-def ingest(paths: tuple[str, ...], db: str | None, force: bool, threads: int, quiet: bool) -> None:
+@click.option(
+    "--jobs",
+    "-j",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Files processed at once (worker processes or Dask workers).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["none", "concurrent", "dask-futures"]),
+    default=None,
+    help="Where per-file jobs run: this process, a local process pool, or Dask "
+    "(default: concurrent when --jobs > 1, else none).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Dask scheduler for --mode dask-futures (default: $DASK_SCHEDULER_ADDRESS, else a local "
+    "cluster of --jobs workers).",
+)
+@click.option(
+    "--output",
+    default=None,
+    metavar="DIR",
+    help="Also keep each trace as a hive-partitioned Parquet partition in DIR (see `export`).",
+)
+def ingest(
+    paths: tuple[str, ...],
+    db: str | None,
+    force: bool,
+    threads: int,
+    quiet: bool,
+    jobs: int,
+    mode: str | None,
+    scheduler: str | None,
+    output: str | None,
+) -> None:
     """Ingest nsys exports (.sqlite), reports (.nsys-rep) and ncu CSV exports.
 
     PATHS may be files, directories (searched recursively) or glob patterns. Each trace lands in one
-    transaction; a bad file is reported on one line and the others still land.
+    transaction; a bad file is reported on one line and the others still land. Content already stored is
+    skipped, so an interrupted batch is finished by running the same command again (docs/batch.md).
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from .batch_cmd import ingest_batch
 
-    from ..ingest import expand_paths, ingest_paths
-    from ..store import Store
-
-    files = expand_paths(paths)
-    err = Console(stderr=True, soft_wrap=True)
-    out = Console(soft_wrap=True)
-    with Store(db) as store:
-        progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=quiet or not sys.stderr.isatty(),
-        )
-        with progress:
-            task = progress.add_task("ingesting", total=len(files))
-
-            def done(outcome: Any) -> None:
-                progress.advance(task)
-                if outcome.status == "failed":
-                    err.print(f"traceforge: error: {outcome.message}", markup=False, highlight=False)
-                elif not quiet:
-                    out.print(
-                        f"{outcome.status:8} {outcome.trace_id}  {outcome.path}  ({outcome.message}, "
-                        f"{outcome.seconds:.2f} s)",
-                        markup=False,
-                        highlight=False,
-                    )
-
-            outcomes = ingest_paths(store, files, force=force, threads=threads, on_done=done)
-    failed = sum(o.status == "failed" for o in outcomes)
-    if len(outcomes) > 1 or failed:
-        ingested = sum(o.status == "ingested" for o in outcomes)
-        skipped = sum(o.status == "skipped" for o in outcomes)
-        click.echo(f"{ingested} ingested, {skipped} skipped, {failed} failed", err=bool(failed))
-    if failed:
-        set_exit_code(1)
+    ingest_batch(
+        db,
+        paths,
+        force=force,
+        threads=threads,
+        quiet=quiet,
+        jobs=jobs,
+        mode=mode,
+        scheduler=scheduler,
+        output=output,
+    )
 
 
 def _emit(df: Any, fmt: str) -> None:

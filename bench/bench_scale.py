@@ -102,6 +102,9 @@ def main() -> None:
     ap.add_argument("--baseline-timeout", type=float, default=900.0)
     ap.add_argument("--ingest-timeout", type=float, default=3600.0)
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument(
+        "--baseline-max-kernels", type=float, default=25e6, help="skip the peers above this many kernels"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the generated exports and stores")
     args = ap.parse_args()
 
@@ -146,7 +149,7 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-        if not args.no_baselines:
+        if not args.no_baselines and n <= args.baseline_max_kernels:
             if baselines is not None and hasattr(baselines, "nsys_stats_baseline"):
                 row["nsys"] = run_baseline(baselines.nsys_stats_baseline, export, args.workdir)
             elif nsys:

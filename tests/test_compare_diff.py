@@ -42,7 +42,7 @@ def busy_ns(n: int, rep: int) -> int:
     return 1_000_000 * n + 10_000 * rep * rep  # device busy time grows with N; reps differ
 
 
-def build_sweep_store(path: Path) -> Path:
+def build_sweep_store(path: Path, *, with_traces: bool = True) -> Path:
     """A sweep of N in {1,2,4,8} x 3 repetitions, plus one failed cell at N=8, plus linked traces."""
     from traceforge.runners.results import ensure_tables, insert_rows
     from traceforge.store import Store
@@ -121,7 +121,7 @@ def build_sweep_store(path: Path) -> Path:
         insert_rows(store.con, "runs", runs)
         insert_rows(store.con, "cells", cells)
         insert_rows(store.con, "requests", requests)
-        for trace_id, busy in dms:
+        for trace_id, busy in dms if with_traces else []:
             store.con.execute("INSERT INTO traces (trace_id, kernel_count) VALUES (?, 10)", [trace_id])
             store.con.execute(
                 "INSERT INTO device_metrics (trace_id, device_id, kernel_count, busy_ns, max_concurrency) "

@@ -82,7 +82,8 @@ def table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, css_cl
             cells.append(f"<td{cls}>{html.escape(_fmt(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     cls = f' class="{css_class}"' if css_class else ""
-    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="wide">{table}</div>'
 
 
 def _figure_html(svg: str, caption: str, kind: str) -> str:
@@ -153,7 +154,7 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
         denom = float(total[0]) if total and total[0] else 1.0
         rows = [
             {
-                "name": r[0],
+                "name": r[0] if len(r[0]) <= 160 else r[0][:159] + "…",
                 "count": int(r[1]),
                 "total_ns": int(r[2]),
                 "avg_ns": float(r[3]),
@@ -263,7 +264,8 @@ def build_report(
 
     Args:
         store: an open store.
-        trace_ids: traces to include (ids or unique prefixes); default: the newest ``max_traces`` traces.
+        trace_ids: traces to include (ids or unique prefixes); default: the newest ``max_traces`` traces, or
+            none when only ``run_ids`` are given.
         run_ids: runs whose sweeps to include; default: all runs (none when ``trace_ids`` is given alone).
         window_ms: timeline window ``(start, end)`` in ms from the device's first kernel.
         max_traces: cap on the traces included by default.
@@ -276,6 +278,8 @@ def build_report(
 
     if trace_ids:
         traces = [resolve_trace(store, t) for t in trace_ids]
+    elif run_ids:
+        traces = []  # only the sweeps asked for
     elif _has_table(store, "traces"):
         traces = [
             r[0]
@@ -330,10 +334,10 @@ def write_report(
     Returns:
         The path written.
     """
-    text = build_report(store, trace_ids=trace_ids, run_ids=run_ids, window_ms=window_ms)
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise StoreError("the output directory does not exist", path=output)
+    text = build_report(store, trace_ids=trace_ids, run_ids=run_ids, window_ms=window_ms)
     tmp = f"{output}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -216,7 +216,7 @@ def timeline_figure(
     if mem_bars:
         handles.append(Patch(color="#BBBBBB", label="memcpy/memset"))
     if handles:
-        ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.85)
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if k:
         times, level = concurrency_steps([r[1] for r in k], [r[2] for r in k])
         t = (np.asarray(times) - origin) / 1e6

@@ -1,0 +1,274 @@
+"""The peers traceforge's ingest is measured against, each run as its own subprocess with its peak memory.
+
+* ``nsys_stats_baseline(path)``: Nsight Systems' own
+  ``nsys stats --report gpukernsum,kernexectrace,gpumemtimesum --format csv`` (Debian's nsys 2022.4,
+  ``scripts/install-nsys.sh``) on the export.
+* ``duckdb_sqlite_scanner_baseline(path, db_out)``: DuckDB 1.4.4 with its ``sqlite`` extension
+  (sqlite_scanner) copies kernels, memcpy, memset, CUDA API calls (names resolved) and NVTX events into a
+  DuckDB file, then computes per-device concurrency levels, busy time, max concurrency and gap
+  percentiles in SQL.
+* ``traceforge_ingest(path, db_out)``: ``python -m traceforge ingest`` (every table written to a DuckDB file).
+
+The sqlite extension cannot be downloaded here (``INSTALL sqlite`` needs extensions.duckdb.org); it installs
+offline-friendly from PyPI: ``pip install --target DIR duckdb-ext-sqlite==1.4.4.20260205`` and is loaded from
+its file. ``find_sqlite_extension()`` looks in ``$DUCKDB_SQLITE_EXTENSION`` (the file),
+``$DUCKDB_EXT_DIR`` (a ``--target`` dir), an importable ``duckdb_ext`` package, then
+``/tmp/duckdb-ext-sqlite``.
+
+Every function returns a :class:`Measurement` (wall seconds, peak RSS of the process tree from
+``/usr/bin/time -v``, exit status).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+TIME = "/usr/bin/time"
+
+
+@dataclass
+class Measurement:
+    """One timed subprocess."""
+
+    name: str
+    wall_s: float
+    peak_rss_bytes: int
+    rc: int
+    output: str = ""
+
+
+def timed(
+    name: str,
+    argv: list[str],
+    *,
+    env: Optional[dict[str, str]] = None,
+    cwd: Optional[Path] = None,
+    timeout: float = 3600,
+) -> Measurement:
+    """Run ``argv`` under ``/usr/bin/time -v``: wall time and peak RSS (largest single process, in bytes)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        proc = subprocess.run(
+            [TIME, "-v", "-o", tf.name, *argv],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=cwd,
+            timeout=timeout,
+        )
+        report = open(tf.name).read()
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", report)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
+    seconds = (
+        (int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))) if wall else -1.0
+    )
+    return Measurement(
+        name,
+        seconds,
+        int(rss.group(1)) * 1024 if rss else -1,
+        proc.returncode,
+        (proc.stdout + proc.stderr)[-4000:],
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# nsys stats
+
+
+def find_nsys() -> Optional[str]:
+    """Debian's nsys 2022.4 (``$NSYS`` first)."""
+    for candidate in (os.environ.get("NSYS"), shutil.which("nsys"), "/usr/bin/nsys"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def nsys_stats_baseline(
+    path: str | os.PathLike[str],
+    out_dir: Optional[str | os.PathLike[str]] = None,
+    reports: tuple[str, ...] = ("gpukernsum", "kernexectrace", "gpumemtimesum"),
+) -> Measurement:
+    """Time ``nsys stats --report gpukernsum,kernexectrace,gpumemtimesum --format csv`` on the export.
+
+    nsys reads the file in place (read-only, immutable URI); the CSVs go to a temp dir under ``out_dir``.
+    """
+    nsys = find_nsys()
+    if nsys is None:
+        raise RuntimeError("nsys not found: run scripts/install-nsys.sh")
+    with tempfile.TemporaryDirectory(prefix="nsys-stats-", dir=out_dir) as tmp:
+        m = timed(
+            "nsys stats",
+            [
+                nsys,
+                "stats",
+                "--report",
+                ",".join(reports),
+                "--format",
+                "csv",
+                "--output",
+                os.path.join(tmp, "out"),
+                "--force-overwrite",
+                "true",
+                os.fspath(path),
+            ],
+        )
+        missing = [r for r in reports if not os.path.exists(os.path.join(tmp, f"out_{r}.csv"))]
+    if m.rc == 0 and missing:
+        m.rc = 2
+        m.output += f"\nmissing reports: {missing}"
+    return m
+
+
+# ----------------------------------------------------------------------------------------------------
+# DuckDB + sqlite_scanner
+
+
+def find_sqlite_extension() -> Optional[str]:
+    """Path of ``sqlite_scanner.duckdb_extension`` for DuckDB 1.4.4, or None."""
+    explicit = os.environ.get("DUCKDB_SQLITE_EXTENSION")
+    if explicit and os.path.exists(explicit):
+        return explicit
+    roots = [os.environ.get("DUCKDB_EXT_DIR", ""), "/tmp/duckdb-ext-sqlite"]
+    spec = importlib.util.find_spec("duckdb_ext")
+    if spec is not None and spec.submodule_search_locations:
+        roots += [os.path.dirname(p) for p in spec.submodule_search_locations]
+    for root in roots:
+        if root:
+            hits = glob.glob(
+                os.path.join(root, "**", "v1.4.4", "*", "sqlite_scanner.duckdb_extension"), recursive=True
+            )
+            if hits:
+                return hits[0]
+    return None
+
+
+#: The work the DuckDB baseline does: copy the events (names resolved), then the timeline metrics in SQL.
+DUCKDB_SQL = r"""
+ATTACH '{export}' AS ex (TYPE sqlite, READ_ONLY);
+CREATE TABLE strings AS SELECT id, value FROM ex.StringIds;
+CREATE TABLE kernels AS
+    SELECT k.deviceId AS device_id, k.streamId AS stream_id, (k.globalPid >> 24) & 16777215 AS pid,
+           k.correlationId AS correlation_id, k.start AS start_ns, k."end" AS end_ns,
+           k."end" - k.start AS duration_ns, s.value AS name, k.gridX, k.gridY, k.gridZ, k.blockX, k.blockY,
+           k.blockZ
+    FROM ex.CUPTI_ACTIVITY_KIND_KERNEL k LEFT JOIN strings s ON s.id = k.demangledName;
+CREATE TABLE memcpy AS
+    SELECT deviceId AS device_id, streamId AS stream_id, (globalPid >> 24) & 16777215 AS pid,
+           correlationId AS correlation_id, start AS start_ns, "end" AS end_ns, bytes, copyKind AS copy_kind
+    FROM ex.CUPTI_ACTIVITY_KIND_MEMCPY;
+{memset}
+CREATE TABLE api_calls AS
+    SELECT (r.globalTid >> 24) & 16777215 AS pid, r.globalTid & 16777215 AS tid,
+           r.correlationId AS correlation_id,
+           r.start AS start_ns, r."end" AS end_ns, s.value AS name
+    FROM ex.CUPTI_ACTIVITY_KIND_RUNTIME r LEFT JOIN strings s ON s.id = r.nameId;
+{nvtx}
+CREATE TABLE events AS
+    SELECT device_id, start_ns AS t, 1 AS d FROM kernels WHERE end_ns > start_ns
+    UNION ALL SELECT device_id, end_ns AS t, -1 AS d FROM kernels WHERE end_ns > start_ns;
+CREATE TABLE segments AS
+    SELECT device_id, t, level, lead(t) OVER w - t AS len
+    FROM (SELECT device_id, t, d,
+                 sum(d) OVER (PARTITION BY device_id ORDER BY t, d ROWS UNBOUNDED PRECEDING) AS level
+          FROM events) e
+    WINDOW w AS (PARTITION BY device_id ORDER BY t, d ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING);
+CREATE TABLE concurrency_levels AS
+    SELECT device_id, level, sum(len) AS time_ns FROM segments WHERE level > 0 AND len > 0 GROUP BY ALL;
+CREATE TABLE gaps AS
+    SELECT device_id, t AS start_ns, t + len AS end_ns, len AS duration_ns
+    FROM segments WHERE level = 0 AND len > 0;
+CREATE TABLE device_metrics AS
+    SELECT k.device_id, k.kernel_count, k.kernel_time_ns, k.span_ns, c.busy_ns, c.overlap_ns,
+           c.max_concurrency,
+           g.gap_count, g.gap_total_ns, g.gap_p50_ns, g.gap_p90_ns, g.gap_p99_ns, g.gap_max_ns
+    FROM (SELECT device_id, count(*) AS kernel_count, sum(duration_ns) AS kernel_time_ns,
+                 max(end_ns) - min(start_ns) AS span_ns FROM kernels GROUP BY 1) k
+    LEFT JOIN (SELECT device_id, sum(len) FILTER (level >= 1) AS busy_ns,
+                      sum(len) FILTER (level >= 2) AS overlap_ns,
+                      max(level) AS max_concurrency FROM segments GROUP BY 1) c USING (device_id)
+    LEFT JOIN (SELECT device_id, count(*) AS gap_count, sum(duration_ns) AS gap_total_ns,
+                      quantile_cont(duration_ns, 0.5) AS gap_p50_ns,
+                      quantile_cont(duration_ns, 0.9) AS gap_p90_ns,
+                      quantile_cont(duration_ns, 0.99) AS gap_p99_ns, max(duration_ns) AS gap_max_ns
+               FROM gaps GROUP BY 1) g USING (device_id);
+"""
+
+MEMSET_SQL = """CREATE TABLE memset AS
+    SELECT deviceId AS device_id, streamId AS stream_id, (globalPid >> 24) & 16777215 AS pid,
+           correlationId AS correlation_id, start AS start_ns, "end" AS end_ns, bytes
+    FROM ex.CUPTI_ACTIVITY_KIND_MEMSET;"""
+
+NVTX_SQL = """CREATE TABLE nvtx AS
+    SELECT (n.globalTid >> 24) & 16777215 AS pid, n.globalTid & 16777215 AS tid, n.start AS start_ns,
+           n."end" AS end_ns, n.eventType AS event_type, n.domainId AS domain_id,
+           coalesce(s.value, n.text) AS name
+    FROM ex.NVTX_EVENTS n LEFT JOIN strings s ON s.id = n.textId;"""
+
+_DUCKDB_SCRIPT = """
+import sqlite3, sys, duckdb
+ext, export, db_out = sys.argv[1], sys.argv[2], sys.argv[3]
+tables = {{r[0] for r in sqlite3.connect(f"file:{{export}}?mode=ro", uri=True).execute(
+    "SELECT name FROM sqlite_master WHERE type = 'table'")}}
+sql = {sql!r}.format(
+    export=export.replace("'", "''"),
+    memset={memset!r} if "CUPTI_ACTIVITY_KIND_MEMSET" in tables else "",
+    nvtx={nvtx!r} if "NVTX_EVENTS" in tables else "",
+)
+con = duckdb.connect(db_out)
+con.execute(f"LOAD '{{ext}}'")
+con.execute(sql)
+con.close()
+"""
+
+
+def duckdb_sqlite_scanner_baseline(
+    path: str | os.PathLike[str], db_out: str | os.PathLike[str]
+) -> Measurement:
+    """Time DuckDB + sqlite_scanner doing the copy and the timeline metrics into ``db_out`` (replaced)."""
+    ext = find_sqlite_extension()
+    if ext is None:
+        raise RuntimeError(
+            "DuckDB's sqlite extension not found: pip install --target /tmp/duckdb-ext-sqlite "
+            "duckdb-ext-sqlite==1.4.4.20260205 (INSTALL sqlite needs network)"
+        )
+    for suffix in ("", ".wal"):
+        if os.path.exists(os.fspath(db_out) + suffix):
+            os.unlink(os.fspath(db_out) + suffix)
+    script = _DUCKDB_SCRIPT.format(sql=DUCKDB_SQL, memset=MEMSET_SQL, nvtx=NVTX_SQL)
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as pyf:
+        pyf.write(script)
+    try:
+        return timed(
+            "duckdb sqlite_scanner", [sys.executable, pyf.name, ext, os.fspath(path), os.fspath(db_out)]
+        )
+    finally:
+        os.unlink(pyf.name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# traceforge
+
+
+def traceforge_ingest(path: str | os.PathLike[str], db_out: str | os.PathLike[str]) -> Measurement:
+    """Time ``python -m traceforge ingest --quiet --db db_out path`` (``db_out`` replaced first)."""
+    for suffix in ("", ".wal"):
+        if os.path.exists(os.fspath(db_out) + suffix):
+            os.unlink(os.fspath(db_out) + suffix)
+    return timed(
+        "traceforge ingest",
+        [sys.executable, "-m", "traceforge", "ingest", "--quiet", "--db", os.fspath(db_out), os.fspath(path)],
+        cwd=REPO,
+    )

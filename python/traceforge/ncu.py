@@ -24,10 +24,12 @@ import hashlib
 import io
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputNotFoundError, InputPermissionError, NotAnExportError, TraceforgeError
+from .errors import InputNotFoundError, InputPermissionError, NotAnExportError
+from .ingest import IngestOutcome
 from .runners.results import KEY_CAST_RE, KEY_NAMESPACE_RE, ensure_tables, insert_rows
 
 #: Columns of the raw page that describe the launch rather than a metric.
@@ -50,28 +52,22 @@ _NUMBER = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][+-]?\d+
 
 
 @dataclass
-class IngestOutcome:
-    """What happened to one file given to ``ingest`` (the fields the lead's ``traceforge.ingest`` uses).
+class NcuIngestOutcome(IngestOutcome):
+    """:class:`traceforge.ingest.IngestOutcome` of an ncu CSV, with what the ncu pages add.
 
     Attributes:
-        path: the file as given.
-        status: ``ingested``, ``skipped`` (content already stored) or ``failed``.
         kind: ``ncu-raw`` or ``ncu-details``.
-        rows: rows written.
-        trace_id: the trace linked through ``cell_id`` (None otherwise).
-        error: the error when status is ``failed``.
-        warnings: human-readable notes (e.g. metrics ncu could not read).
+        rows: ``ncu_metrics`` rows written.
+        launches: kernel launches in the file.
+        missing: metric values ncu could not read (stored as NULL, never zero).
+        warnings: human-readable notes, also folded into ``message``.
     """
 
-    path: str
-    status: str = "ingested"
     kind: str = ""
     rows: int = 0
-    trace_id: str | None = None
-    error: TraceforgeError | None = None
-    warnings: list[str] = field(default_factory=list)
-    missing: int = 0
     launches: int = 0
+    missing: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def kernel_name_key(name: str) -> str:
@@ -208,7 +204,9 @@ def _details_rows(path: str, header: list[str], body: list[list[str]]) -> list[d
     return rows
 
 
-def ingest_ncu_csv(store: Any, path: str, *, force: bool = False, cell_id: str | None = None) -> IngestOutcome:
+def ingest_ncu_csv(
+    store: Any, path: str, *, force: bool = False, cell_id: str | None = None
+) -> NcuIngestOutcome:
     """Ingest one ncu CSV export (raw or details page, detected from its content) into ``ncu_metrics``.
 
     Args:
@@ -223,8 +221,9 @@ def ingest_ncu_csv(store: Any, path: str, *, force: bool = False, cell_id: str |
     Raises:
         TraceforgeError: the file cannot be read or is not an ncu export (nothing is written).
     """
+    started = time.perf_counter()
     page, rows, fingerprint = read_ncu_csv(path)
-    outcome = IngestOutcome(path=path, kind=f"ncu-{page}")
+    outcome = NcuIngestOutcome(path=os.path.abspath(path), status="ingested", kind=f"ncu-{page}")
     con = store.con
     ensure_tables(con)
     trace_id = None
@@ -235,7 +234,8 @@ def ingest_ncu_csv(store: Any, path: str, *, force: bool = False, cell_id: str |
     already = con.execute("SELECT count(*) FROM ncu_metrics WHERE source_fingerprint = ?", [fingerprint]).fetchone()
     if already and already[0] and not force:
         outcome.status = "skipped"
-        outcome.warnings.append("same content already ingested (use --force to replace)")
+        outcome.message = "ncu CSV already stored (use --force to replace)"
+        outcome.seconds = time.perf_counter() - started
         return outcome
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
     source = os.path.abspath(path)
@@ -254,4 +254,9 @@ def ingest_ncu_csv(store: Any, path: str, *, force: bool = False, cell_id: str |
         names = sorted({r["metric"] for r in missing})
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         outcome.warnings.append(f"{len(missing)} metric values ncu could not read, stored as NULL: {shown}")
+    outcome.kernel_count = outcome.launches
+    outcome.message = "; ".join(
+        [f"ncu {page} page: {outcome.rows} metric values of {outcome.launches} launches", *outcome.warnings]
+    )
+    outcome.seconds = time.perf_counter() - started
     return outcome

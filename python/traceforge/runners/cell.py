@@ -410,6 +410,14 @@ def run_cell(
             if proc.poll() is not None:
                 break
             now = time.monotonic()
+            if done and wrapper:
+                # The worker finished; nsys/ncu now write their report, which for a million kernels takes
+                # minutes and emits no events: only a generous deadline applies.
+                if now - last_progress > max(600.0, deadline_s):
+                    status, reason = "timeout", "profiler did not finish writing its report; killed"
+                    break
+                time.sleep(0.1)
+                continue
             if now - start > deadline_s:
                 status, reason = "timeout", f"cell exceeded timeout_s = {deadline_s:g} s; killed"
                 break

@@ -23,8 +23,7 @@ from .http_common import RequestFailed
 #: Shape of Llama-3.2-1B (used when model_config names ``preset = "llama-3.2-1b"``).
 LLAMA_32_1B = {
     "model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 4096,
-    "rope_theta": 500000.0, "tie_word_embeddings": True,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": True,
 }
 
 
@@ -72,24 +71,26 @@ class PytorchDirectBackend:
                 cfg = {**LLAMA_32_1B, **cfg}
             model_type = cfg.pop("model_type", "llama")
             config = transformers.AutoConfig.for_model(model_type, **cfg)
-            prev = torch.get_default_dtype()
-            torch.set_default_dtype(self.dtype)
-            try:
-                # Building on the target device avoids initialising a billion weights on the CPU.
-                with torch.device(device):
-                    self.model = transformers.AutoModelForCausalLM.from_config(config)
-            finally:
-                torch.set_default_dtype(prev)
+            # Building on the target device avoids initialising a billion weights on the CPU.
+            with torch.device(device):
+                try:
+                    self.model = transformers.AutoModelForCausalLM.from_config(config, dtype=self.dtype)
+                except TypeError:  # transformers 4.x spells it torch_dtype
+                    self.model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=self.dtype)
         else:
             if not os.path.isdir(model):
                 raise ValueError(f"model: {model!r} is not a local model directory (or give a [model_config])")
             import transformers
 
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype).to(device)
+            try:
+                self.model = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype)
+            except TypeError:
+                self.model = transformers.AutoModelForCausalLM.from_pretrained(model, torch_dtype=self.dtype)
             try:
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
             except Exception:  # noqa: BLE001 - a checkpoint without tokenizer still runs on token ids
                 self.tokenizer = None
+        self.model = self.model.to(device=device, dtype=self.dtype)
         self.model.eval()
         gen = self.model.generation_config
         if gen.pad_token_id is None:

@@ -403,32 +403,42 @@ def _export_and_ingest(spec: Spec, store: Any, nsys: str, report: str) -> tuple[
 
 
 def top_kernels(store: Any, trace_id: str | None, sqlite_path: str, k: int) -> list[tuple[str, str, int]]:
-    """The top-K kernels by total GPU time: ``(name, short_name, total_ns)``.
+    """The top-K kernels by total GPU time that ncu can select: ``(name, short_name, total_ns)``.
 
-    Read from ``kernel_summary`` when the trace was ingested; straight from the export otherwise.
+    Kernels are ranked by ``kernel_summary.total_ns`` (read from the export itself when the trace was not
+    ingested); ncu filters launches by function base name, so names sharing a base name (the many
+    ``elementwise_kernel`` instances) count once, at the rank of their first one.
     """
+    rows: list[tuple[str, str, int]] = []
     if trace_id:
         try:
-            rows = fetch_dicts(store.con, """
-                SELECT ks.name, any_value(k.short_name) AS short_name, sum(ks.total_ns) AS total_ns
-                FROM kernel_summary ks LEFT JOIN kernels k ON k.trace_id = ks.trace_id AND k.name = ks.name
-                WHERE ks.trace_id = ? GROUP BY ks.name ORDER BY total_ns DESC LIMIT ?""", [trace_id, k])
-            if rows:
-                from ..ncu import kernel_short_name
+            found = fetch_dicts(store.con, """
+                SELECT ks.name, sum(ks.total_ns) AS total_ns,
+                       (SELECT any_value(k.short_name) FROM kernels k
+                        WHERE k.trace_id = ks.trace_id AND k.name = ks.name) AS short_name
+                FROM kernel_summary ks WHERE ks.trace_id = ? GROUP BY ks.trace_id, ks.name
+                ORDER BY total_ns DESC LIMIT ?""", [trace_id, 20 * k])
+            from ..ncu import kernel_short_name
 
-                return [(r["name"], r["short_name"] or kernel_short_name(r["name"]), int(r["total_ns"]))
-                        for r in rows]
+            rows = [(r["name"], r["short_name"] or kernel_short_name(r["name"]), int(r["total_ns"])) for r in found]
         except Exception:  # noqa: BLE001 - fall back to reading the export itself
-            pass
-    con = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
-    try:
-        rows2 = con.execute("""
-            SELECT d.value, s.value, SUM(k.end - k.start) AS total FROM CUPTI_ACTIVITY_KIND_KERNEL k
-            JOIN StringIds d ON d.id = k.demangledName JOIN StringIds s ON s.id = k.shortName
-            GROUP BY d.value ORDER BY total DESC LIMIT ?""", [k]).fetchall()
-    finally:
-        con.close()
-    return [(str(a), str(b), int(c)) for a, b, c in rows2]
+            rows = []
+    if not rows:
+        con = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+        try:
+            rows = [(str(a), str(b), int(c)) for a, b, c in con.execute("""
+                SELECT d.value, s.value, SUM(k.end - k.start) AS total FROM CUPTI_ACTIVITY_KIND_KERNEL k
+                JOIN StringIds d ON d.id = k.demangledName JOIN StringIds s ON s.id = k.shortName
+                GROUP BY d.value ORDER BY total DESC LIMIT ?""", [20 * k]).fetchall()]
+        finally:
+            con.close()
+    out: list[tuple[str, str, int]] = []
+    seen: set[str] = set()
+    for name, short, total in rows:
+        if short not in seen:
+            seen.add(short)
+            out.append((name, short, total))
+    return out[:k]
 
 
 def _profile_top_kernels(spec: Spec, store: Any, ncu: str, cell: PlannedCell, cell_id: str, cell_dir: Path,
@@ -442,37 +452,52 @@ def _profile_top_kernels(spec: Spec, store: Any, ncu: str, cell: PlannedCell, ce
         return f"failed: cannot read top kernels: {exc}"
     if not kernels:
         return "failed: the trace has no kernels"
-    shorts = sorted({s for _, s, _ in kernels})
-    base = str(cell_dir / "ncu")
-    wrapper = [ncu, "--clock-control", "none", "--kernel-name-base", "function",
-               "-k", "regex:^(" + "|".join(re.escape(s) for s in shorts) + ")$",
-               "--launch-skip", str(cap.ncu_launch_skip), "--launch-count", str(cap.ncu_launch_count * len(shorts)),
-               "--metrics", ",".join(cap.ncu_metrics), "-o", base, "-f", *cap.ncu_args]
-    outcome = run_cell(spec, cell_dir=cell_dir / "ncu_run", model=cell.model, workload=cell.workload, n=1,
-                       requests_per_agent=cap.ncu_requests, warmup_requests=0, on_request=lambda row: None,
-                       wrapper=wrapper, timeout_s=cap.ncu_timeout_s)
-    rep = base + ".ncu-rep"
-    if not os.path.exists(rep):
-        return f"failed: ncu wrote no report ({outcome.status}: {outcome.reason})"
-    written = []
-    for page in ("raw", "details"):
-        out_csv = f"{base}.{page}.csv"
-        with open(out_csv, "wb") as fh:
-            proc = subprocess.run([ncu, "--import", rep, "--csv", "--page", page], stdout=fh,
-                                  stderr=subprocess.PIPE, timeout=600)
-        if proc.returncode != 0:
-            return f"failed: ncu --import --page {page}: {proc.stderr.decode(errors='replace').strip()[:200]}"
-        written.append(out_csv)
-    try:
-        res = ingest_ncu_csv(store, f"{base}.details.csv", cell_id=cell_id, force=True)
-    except Exception as exc:  # noqa: BLE001 - recorded on the cell
-        return f"failed: ingest of ncu CSV: {exc}"
-    if not cap.keep_reports:
-        os.unlink(rep)
-    note = f"ok: {res.launches} launches of {len(shorts)} kernels ({', '.join(shorts)})"
-    if res.missing:
-        note += f"; {res.missing} metric values unreadable (NULL)"
-    return note
+    shorts = [short for _, short, _ in kernels]
+    notes = []
+    launches = missing = 0
+    for rank, short in enumerate(shorts):
+        # One ncu run per kernel: with one filter for all of them, the most frequent kernel would take every
+        # profiled launch.
+        base = str(cell_dir / f"ncu_k{rank}")
+        wrapper = [ncu, "--clock-control", "none", "--kernel-name-base", "function",
+                   "-k", f"regex:^{re.escape(short)}$", "--launch-skip", str(cap.ncu_launch_skip),
+                   "--launch-count", str(cap.ncu_launch_count), "--metrics", ",".join(cap.ncu_metrics),
+                   "-o", base, "-f", *cap.ncu_args]
+        outcome = run_cell(spec, cell_dir=cell_dir / f"ncu_run_k{rank}", model=cell.model, workload=cell.workload,
+                           n=1, requests_per_agent=cap.ncu_requests, warmup_requests=0,
+                           on_request=lambda row: None, wrapper=wrapper, timeout_s=cap.ncu_timeout_s)
+        rep = base + ".ncu-rep"
+        if not os.path.exists(rep):
+            notes.append(f"{short}: ncu wrote no report ({outcome.status}: {outcome.reason})")
+            continue
+        failed = None
+        for page in ("raw", "details"):
+            with open(f"{base}.{page}.csv", "wb") as fh:
+                proc = subprocess.run([ncu, "--import", rep, "--csv", "--page", page], stdout=fh,
+                                      stderr=subprocess.PIPE, timeout=600)
+            if proc.returncode != 0:
+                failed = f"ncu --import --page {page}: {proc.stderr.decode(errors='replace').strip()[:200]}"
+        if failed:
+            notes.append(f"{short}: {failed}")
+            continue
+        try:
+            res = ingest_ncu_csv(store, f"{base}.details.csv", cell_id=cell_id, force=True)
+        except Exception as exc:  # noqa: BLE001 - recorded on the cell
+            notes.append(f"{short}: ingest of ncu CSV failed: {exc}")
+            continue
+        launches += res.launches
+        missing += res.missing
+        if not res.launches:
+            notes.append(f"{short}: no launch matched after skipping {cap.ncu_launch_skip}")
+        if not cap.keep_reports:
+            os.unlink(rep)
+    head = "ok" if launches and not notes else ("partial" if launches else "failed")
+    text = f"{head}: {launches} launches of {len(shorts)} kernels ({', '.join(shorts)})"
+    if missing:
+        text += f"; {missing} metric values unreadable (NULL)"
+    if notes:
+        text += "; " + "; ".join(notes)
+    return text
 
 
 def iter_runs(con: Any) -> Iterator[dict[str, Any]]:

@@ -38,7 +38,7 @@ CONFIGS = {
 }
 
 
-def build_archive(root: Path, files: int, synth: int, llama: bool) -> int:
+def build_archive(root: Path, files: int, synth: int, llama: bool, synth_kernels: int = 10_000) -> int:
     """Write the archive; returns the number of files."""
     count = 0
     for i in range(files):
@@ -57,7 +57,19 @@ def build_archive(root: Path, files: int, synth: int, llama: bool) -> int:
         dest = root / "synth" / f"synth_{i:03d}.sqlite"
         dest.parent.mkdir(parents=True, exist_ok=True)
         res = subprocess.run(
-            [sys.executable, "-m", "traceforge", "synth", "--output", str(dest), "--seed", str(i)],
+            [
+                sys.executable,
+                "-m",
+                "traceforge",
+                "synth",
+                "--output",
+                str(dest),
+                "--seed",
+                str(i),
+                "--kernels",
+                str(synth_kernels),
+                "--quiet",
+            ],
             capture_output=True,
             text=True,
         )
@@ -105,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=200, help="shifted copies of small_matmul")
     parser.add_argument("--synth", type=int, default=0, help="synthetic exports from `traceforge synth`")
+    parser.add_argument("--synth-kernels", type=int, default=10_000, help="kernels per synthetic export")
     parser.add_argument("--llama", action="store_true", help="add the real 183k-kernel llama export")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -118,7 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tf-bench-batch-") as tmp:
         archive = Path(tmp) / "archive"
         t0 = time.perf_counter()
-        n = build_archive(archive, args.files, args.synth, args.llama)
+        n = build_archive(archive, args.files, args.synth, args.llama, args.synth_kernels)
         size = sum(p.stat().st_size for p in archive.rglob("*") if p.is_file())
         print(
             f"archive: {n} files, {size / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f} s; "

@@ -387,3 +387,33 @@ def test_reanalyze_without_the_files(tmp_path: Path, run_cli) -> None:
     res = run_cli("reanalyze", "--db", db)
     assert res.rc == 0 and "nothing to do" in res.stdout, res
     del files
+
+
+def test_group_load_isolates_a_damaged_partition(tmp_path: Path) -> None:
+    """Partitions are loaded several per transaction; one unreadable partition costs only its own trace."""
+    files = make_archive(tmp_path / "a", 3)
+    root = str(tmp_path / "ds")
+    results = [batch.run_job(batch.JobSpec(path=str(p), dataset=root, threads=1)) for p in files]
+    assert [r.status for r in results] == ["partitioned"] * 3
+    damaged = dataset.partition_file(root, "gaps", results[1].trace_id)
+    damaged.write_bytes(b"PAR1 not really")
+    emitted = []
+    with Store(tmp_path / "s.duckdb") as store:
+        loader = batch._Loader(store, root, keep=True, emit=emitted.append, max_group=10)
+        for result in results:
+            loader.add(result, replace=False)
+        assert emitted == []  # still queued
+        loader.flush()
+        assert sorted((o.path, o.status) for o in emitted) == [
+            (str(files[0]), "ingested"),
+            (str(files[1]), "failed"),
+            (str(files[2]), "ingested"),
+        ]
+        stored = {r[0] for r in store.con.execute("SELECT trace_id FROM traces").fetchall()}
+        assert stored == {results[0].trace_id, results[2].trace_id}
+        assert store.con.execute(
+            "SELECT count(*) FROM gaps WHERE trace_id = ?", [results[1].trace_id]
+        ).fetchone() == (0,)
+        assert store.con.execute("SELECT path, error_code FROM ingest_failures").fetchall() == [
+            (str(files[1]), "dataset")
+        ]

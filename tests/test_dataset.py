@@ -267,3 +267,27 @@ def test_killed_writer_never_leaves_a_half_partition(tmp_path: Path) -> None:
     for table in TRACE_TABLES:
         present = sorted(p.name.split("=")[1] for p in (root / table).iterdir())
         assert present == complete, table
+
+
+def test_group_load_is_all_or_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    ids = ["0000000000000a01", "0000000000000a02", "0000000000000a03"]
+    for trace_id in ids:
+        _write(root, trace_id)
+    with Store(tmp_path / "a.duckdb") as store:
+        counts = dataset.load_partitions(store, root, [(t, f"/archive/{t}.sqlite", False) for t in ids[:2]])
+        assert counts == {ids[0]: 42, ids[1]: 42}
+        assert store.con.execute("SELECT source_path FROM traces ORDER BY 1").fetchall() == [
+            (f"/archive/{ids[0]}.sqlite",),
+            (f"/archive/{ids[1]}.sqlite",),
+        ]
+        (root / "memops" / f"trace_id={ids[2]}" / "data.parquet").unlink()
+        with pytest.raises(dataset.DatasetError, match="lacks table memops"):
+            dataset.load_partitions(store, root, [(ids[0], None, True), (ids[2], None, False)])
+        # the failed group changed nothing: the replaced trace is still there, the other never landed
+        assert store.con.execute(
+            "SELECT trace_id, count(*) FROM kernels GROUP BY 1 ORDER BY 1"
+        ).fetchall() == [
+            (ids[0], 42),
+            (ids[1], 42),
+        ]

@@ -625,13 +625,15 @@ def run_batch(
             for p in expansion.paths
             if not p.lower().endswith(".csv")
         ]
-        loaded: set[str] = set()
+        loader = _Loader(store, root, keep=keep_partitions, emit=emit)
         for result in executor.results(specs):
-            outcome = _settle(store, root, result, force=force, keep=keep_partitions, loaded=loaded)
             if result.worker:
                 peak = report.worker_peak_rss_bytes.get(result.worker, 0)
                 report.worker_peak_rss_bytes[result.worker] = max(peak, result.peak_rss_bytes)
-            emit(outcome)
+            outcome = _settle(store, root, result, force=force, keep=keep_partitions, loader=loader)
+            if outcome is not None:
+                emit(outcome)
+        loader.flush()
     except KeyboardInterrupt as exc:
         raise errors.IngestInterrupted(
             "batch interrupted; traces already loaded are kept, run the same command again to finish"
@@ -644,10 +646,96 @@ def run_batch(
     return report
 
 
+class _Loader:
+    """Loads finished partitions into the store, a group of traces per transaction.
+
+    Small traces finish faster than the coordinator could load them one transaction each; grouping the
+    partitions that finished close together keeps the one writer from becoming the bottleneck. Every trace
+    still lands whole or not at all; a group that fails to load is retried trace by trace so that one bad
+    partition costs only its own trace.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        root: str,
+        *,
+        keep: bool,
+        emit: Callable[[IngestOutcome], None],
+        max_group: int = 32,
+        max_wait_s: float = 1.0,
+    ) -> None:
+        self.store, self.root, self.keep, self.emit = store, root, keep, emit
+        self.max_group, self.max_wait_s = max_group, max_wait_s
+        self.pending: list[tuple[JobResult, bool]] = []
+        self.first_at = 0.0
+        #: trace id -> path of the file whose content was (or is being) loaded in this batch
+        self.loaded: dict[str, str] = {}
+
+    def add(self, result: JobResult, *, replace: bool) -> None:
+        """Queue one partition; load the queue when it is full or its oldest entry has waited long enough."""
+        assert result.trace_id is not None
+        if not self.pending:
+            self.first_at = time.perf_counter()
+        self.pending.append((result, replace))
+        self.loaded[result.trace_id] = result.path
+        if len(self.pending) >= self.max_group or time.perf_counter() - self.first_at >= self.max_wait_s:
+            self.flush()
+
+    def is_pending(self, trace_id: str) -> bool:
+        """Whether this trace's partition is queued and not loaded yet."""
+        return any(result.trace_id == trace_id for result, _ in self.pending)
+
+    def flush(self) -> None:
+        """Load every queued partition."""
+        from . import dataset
+
+        group, self.pending = self.pending, []
+        if not group:
+            return
+        items = [(r.trace_id or "", r.path, replace) for r, replace in group]
+        try:
+            counts = dataset.load_partitions(self.store, self.root, items)
+        except TraceforgeError:
+            if len(group) > 1:
+                for one in group:
+                    self.pending = [one]
+                    self.flush()
+                return
+            result = group[0][0]
+            error = sys.exc_info()[1]
+            assert isinstance(error, TraceforgeError)
+            self.loaded.pop(result.trace_id or "", None)
+            _record_failure(self.store, result.path, result.fingerprint, error)
+            self.emit(_outcome(result.path, "failed", result.trace_id, error.message, error, result.seconds))
+            return
+        self.store.con.execute(
+            "DELETE FROM ingest_failures WHERE path IN (SELECT unnest($paths))",
+            {"paths": [r.path for r, _ in group]},
+        )
+        for result, _replace in group:
+            assert result.trace_id is not None
+            if not self.keep:
+                dataset.remove_partition(self.root, result.trace_id)
+            kernels = counts[result.trace_id]
+            note = " (partition from an earlier run)" if result.status == "cached" else ""
+            self.emit(
+                _outcome(
+                    result.path,
+                    "ingested",
+                    result.trace_id,
+                    f"{kernels} kernels{note}",
+                    None,
+                    result.seconds,
+                    kernels,
+                )
+            )
+
+
 def _settle(
-    store: Store, root: str, result: JobResult, *, force: bool, keep: bool, loaded: set[str]
-) -> IngestOutcome:
-    """Turn one job result into an outcome: load its partition, or record its failure."""
+    store: Store, root: str, result: JobResult, *, force: bool, keep: bool, loader: _Loader
+) -> IngestOutcome | None:
+    """Turn one job result into an outcome, or queue its partition for loading (returns None)."""
     from . import dataset
 
     if result.status == "failed":
@@ -656,38 +744,26 @@ def _settle(
         return _outcome(result.path, "failed", result.trace_id, error.message, error, result.seconds)
     assert result.trace_id is not None and result.fingerprint is not None
     if result.status == "loaded":
-        loaded.add(result.trace_id)
+        loader.loaded[result.trace_id] = result.path
         store.con.execute("DELETE FROM ingest_failures WHERE path = ?", [result.path])
         message = f"{result.kernel_count} kernels"
         return _outcome(
             result.path, "ingested", result.trace_id, message, None, result.seconds, result.kernel_count
         )
-    stored_as = _stored_source(store, result.fingerprint)
-    if stored_as is not None and not (force and result.trace_id not in loaded):
+    in_batch = loader.loaded.get(result.trace_id)
+    stored_as = in_batch or _stored_source(store, result.fingerprint)
+    if stored_as is not None and (in_batch is not None or not force):
         # Stored before this batch, or earlier in it under another name: same content, same trace.
-        if not keep and result.status != "stored":
+        if not keep and result.status != "stored" and not loader.is_pending(result.trace_id):
             dataset.remove_partition(root, result.trace_id)
-        elif keep and not dataset.has_partition(root, result.trace_id):
+        elif keep and in_batch is None and not dataset.has_partition(root, result.trace_id):
             # The store has it but the user's dataset does not: copy it over rather than re-read the file.
             dataset.export_trace(store.con, root, result.trace_id)
         same = "" if os.path.abspath(stored_as) == result.path else f" as {stored_as}"
         message = f"already stored{same} (trace {result.trace_id})"
         return _outcome(result.path, "skipped", result.trace_id, message, None, result.seconds)
-    try:
-        kernels = dataset.load_partition(
-            store, root, result.trace_id, replace=stored_as is not None, source_path=result.path
-        )
-    except TraceforgeError as exc:
-        _record_failure(store, result.path, result.fingerprint, exc)
-        return _outcome(result.path, "failed", result.trace_id, exc.message, exc, result.seconds)
-    loaded.add(result.trace_id)
-    store.con.execute("DELETE FROM ingest_failures WHERE path = ?", [result.path])
-    if not keep:
-        dataset.remove_partition(root, result.trace_id)
-    note = " (partition from an earlier run)" if result.status == "cached" else ""
-    return _outcome(
-        result.path, "ingested", result.trace_id, f"{kernels} kernels{note}", None, result.seconds, kernels
-    )
+    loader.add(result, replace=stored_as is not None)
+    return None
 
 
 def _ingest_csv(store: Store, path: str, *, force: bool) -> IngestOutcome:

@@ -230,33 +230,72 @@ def load_partition(
     Raises:
         DatasetError: the partition is incomplete or unreadable; nothing was written.
     """
+    return load_partitions(store, root, [(trace_id, source_path, replace)])[trace_id]
+
+
+def load_partitions(
+    store: Store, root: str | os.PathLike[str], items: Sequence[tuple[str, str | None, bool]]
+) -> dict[str, int]:
+    """Copy several traces' partitions into the store in one transaction: all of them land, or none.
+
+    One ``INSERT ... SELECT * FROM read_parquet([...])`` per table for the whole group: loading many small
+    traces costs a few statements instead of a few per trace.
+
+    Args:
+        store: the writable store.
+        root: the dataset directory.
+        items: ``(trace_id, source_path, replace)`` per trace, as for :func:`load_partition`.
+
+    Returns:
+        Kernel rows loaded per trace id.
+
+    Raises:
+        DatasetError: a partition is incomplete or unreadable; nothing was written.
+    """
     import duckdb
 
+    ids = [item[0] for item in items]
+    if len(set(ids)) != len(ids):
+        raise DatasetError("the same trace twice in one load", path=str(root))
+    what = f"trace {ids[0]}" if len(ids) == 1 else f"{len(ids)} traces"
     try:
         with dataset_lock(root), store.transaction() as con:
-            if not has_partition(root, trace_id):
-                raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
-            if replace:
-                for table in PARTITION_TABLES:
-                    con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+            for trace_id, _source, replace in items:
+                if not has_partition(root, trace_id):
+                    raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
+                if replace:
+                    for table in PARTITION_TABLES:
+                        con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
             for table in PARTITION_TABLES:
-                path = partition_file(root, table, trace_id)
-                if not path.is_file():
-                    raise DatasetError(f"partition of trace {trace_id} lacks table {table}", path=str(path))
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet('{_sql_path(path)}')")
-            con.execute("UPDATE traces SET ingested_at = now()::TIMESTAMP WHERE trace_id = ?", [trace_id])
-            if source_path is not None:
+                files = [partition_file(root, table, trace_id) for trace_id in ids]
+                for path in files:
+                    if not path.is_file():
+                        raise DatasetError(f"partition lacks table {table}", path=str(path))
                 con.execute(
-                    "UPDATE traces SET source_path = $src, export_path = CASE WHEN export_path = source_path "
-                    "THEN $src ELSE export_path END WHERE trace_id = $tid",
-                    {"src": source_path, "tid": trace_id},
+                    f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet($files, union_by_name = true)",
+                    {"files": [str(path) for path in files]},
                 )
-            row = con.execute("SELECT count(*) FROM kernels WHERE trace_id = ?", [trace_id]).fetchone()
+            con.execute(
+                "UPDATE traces SET ingested_at = now()::TIMESTAMP WHERE trace_id IN (SELECT unnest($ids))",
+                {"ids": ids},
+            )
+            for trace_id, source_path, _replace in items:
+                if source_path is not None:
+                    con.execute(
+                        "UPDATE traces SET source_path = $src, export_path = CASE WHEN export_path = "
+                        "source_path THEN $src ELSE export_path END WHERE trace_id = $tid",
+                        {"src": source_path, "tid": trace_id},
+                    )
+            rows = con.execute(
+                "SELECT trace_id, count(*) FROM kernels WHERE trace_id IN (SELECT unnest($ids)) GROUP BY 1",
+                {"ids": ids},
+            ).fetchall()
     except duckdb.Error as exc:
         raise DatasetError(
-            f"cannot load the partition of trace {trace_id}: {_first_line(exc)}", path=str(root)
+            f"cannot load the partition of {what}: {_first_line(exc)}", path=str(root)
         ) from exc
-    return int(row[0]) if row else 0
+    counts = {str(r[0]): int(r[1]) for r in rows}
+    return {trace_id: counts.get(trace_id, 0) for trace_id in ids}
 
 
 def remove_partition(root: str | os.PathLike[str], trace_id: str) -> None:
@@ -434,6 +473,7 @@ __all__ = [
     "has_partition",
     "list_partitions",
     "load_partition",
+    "load_partitions",
     "partition_dir",
     "partition_file",
     "remove_partition",

@@ -20,7 +20,7 @@ kernels/s on llama1b_n1x6, peak memory a small fraction of the export). It also 
 busy time, max concurrency and gap percentiles equal the DuckDB baseline's, so a fast wrong answer shows.
 
     .venv/bin/python bench/bench_ingest.py                  # both inputs, 3 runs each
-    .venv/bin/python bench/bench_ingest.py --repeat 5 --only llama1b_n1x6
+    .venv/bin/python bench/bench_ingest.py --repeat 5 --only concatenated
 """
 
 from __future__ import annotations
@@ -167,8 +167,14 @@ def main() -> int:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--copies", type=int, default=6)
-    parser.add_argument("--only", choices=["llama1b_n1", "llama1b_n1x6"], action="append")
+    parser.add_argument("--only", choices=["llama1b_n1", "concatenated"], action="append")
     parser.add_argument("--skip", choices=["nsys", "duckdb"], action="append", default=[])
+    parser.add_argument(
+        "--new-nsys-report-names",
+        action="store_true",
+        help="nsys 2024+ report names (cuda_gpu_kern_sum, cuda_kern_exec_trace, cuda_gpu_mem_time_sum); "
+        "$NSYS picks the binary",
+    )
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -178,8 +184,10 @@ def main() -> int:
     print(f"inputs ready in {time.perf_counter() - t0:.1f} s ({args.workdir})", file=sys.stderr)
     inputs = {"llama1b_n1": llama, f"llama1b_n1x{args.copies}": big}
     if args.only:
-        inputs = {k: v for k, v in inputs.items() if k in args.only or k.startswith(tuple(args.only))}
+        keep = {"llama1b_n1" if o == "llama1b_n1" else f"llama1b_n1x{args.copies}" for o in args.only}
+        inputs = {k: v for k, v in inputs.items() if k in keep}
 
+    reports = baselines.NSYS_REPORTS_NEW if args.new_nsys_report_names else baselines.NSYS_REPORTS
     rows = []
     for label, path in inputs.items():
         n_kernels = kernel_count(path)
@@ -192,7 +200,7 @@ def main() -> int:
         for _ in range(args.repeat):  # interleaved, so that load from other users hits all contenders alike
             runs["traceforge"].append(baselines.traceforge_ingest(path, tf_db))
             if "nsys" not in args.skip:
-                runs["nsys stats"].append(baselines.nsys_stats_baseline(path, args.workdir))
+                runs["nsys stats"].append(baselines.nsys_stats_baseline(path, args.workdir, reports))
             if "duckdb" not in args.skip:
                 runs["duckdb"].append(baselines.duckdb_sqlite_scanner_baseline(path, duck_db))
         for name, ms in runs.items():

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import duckdb
 import numpy as np
 import pytest
+
 import reference
 from export_builder import EDGE_CASES
 
@@ -229,8 +230,10 @@ def test_memops_rows(case: Case) -> None:
     )  # fmt: skip
     m = Mismatches(case, "memops")
     if got != expected:
-        m.add(f"{len(got)} rows vs {len(expected)}; first differing: "
-              f"{next((g, e) for g, e in zip(got + [None] * len(expected), expected + [None] * len(got)) if g != e)}")  # fmt: skip
+        pairs = zip(got + [None] * len(expected), expected + [None] * len(got))
+        m.add(
+            f"{len(got)} rows vs {len(expected)}; first differing: {next((g, e) for g, e in pairs if g != e)}"
+        )
     for r in case.rows("SELECT bytes, duration_ns, bandwidth_gbps FROM memops WHERE trace_id = ?"):
         expected_bw = r["bytes"] / r["duration_ns"] if r["duration_ns"] else None
         m.check((r["bytes"], r["duration_ns"]), "bandwidth_gbps", r["bandwidth_gbps"], expected_bw)
@@ -241,8 +244,8 @@ def test_kernel_launches(case: Case) -> None:
     """Per kernel: the launching call's thread and start, and launch_latency_ns = start_ns - api_start_ns."""
     got = sorted(
         (
-            (r["device_id"], r["pid"], -1 if r["correlation_id"] is None else r["correlation_id"], r["start_ns"],
-             r["end_ns"], r["launch_tid"], r["api_start_ns"], r["launch_latency_ns"])
+            (r["device_id"], r["pid"], -1 if r["correlation_id"] is None else r["correlation_id"],
+             r["start_ns"], r["end_ns"], r["launch_tid"], r["api_start_ns"], r["launch_latency_ns"])
             for r in case.rows(
                 "SELECT device_id, pid, correlation_id, start_ns, end_ns, launch_tid, api_start_ns, "
                 "launch_latency_ns FROM kernels WHERE trace_id = ?"
@@ -255,7 +258,8 @@ def test_kernel_launches(case: Case) -> None:
         m.add(f"{len(got)} kernels vs {len(case.ref.launches)} in the export")
     bad = [(g, e) for g, e in zip(got, case.ref.launches) if g != e]
     if bad:
-        m.add(f"{len(bad)} kernels differ in (device, pid, corr, start, end, launch_tid, api_start, latency); "
+        m.add(f"{len(bad)} kernels differ in (device, pid, corr, start, end, launch_tid, api_start, "
+              "latency); "
               f"first: traceforge={bad[0][0]} reference={bad[0][1]}")  # fmt: skip
     m.done()
 

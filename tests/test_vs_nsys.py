@@ -32,6 +32,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pytest
+
 import reference
 from nsys_oracle import MEMOP_NAMES, find_nsys, run_stats, strip_api_version
 
@@ -83,7 +84,7 @@ def _fail(source: dict[str, Any], what: str, problems: list[str]) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # gpukernsum
 
 
@@ -152,7 +153,7 @@ def test_kernel_summary_vs_nsys(source: dict[str, Any], request: pytest.FixtureR
     _fail(source, "kernel_summary vs gpukernsum", _compare_kernel_summary(source, ours, "traceforge"))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # gpumemtimesum / gpumemsizesum
 
 
@@ -213,7 +214,7 @@ def test_device_memcpy_totals_vs_nsys(source: dict[str, Any], request: pytest.Fi
     _fail(source, "device_metrics memcpy/memset totals", problems)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # nvtxgpuproj
 
 
@@ -259,7 +260,7 @@ def test_nvtx_projection_vs_nsys(source: dict[str, Any], request: pytest.Fixture
     _fail(source, "nvtx_projection vs nvtxgpuproj", _compare_nvtx(source, ours, "traceforge"))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # kernexectrace / kernexecsum: launch latency
 
 
@@ -324,7 +325,8 @@ def test_launch_latency_vs_nsys(source: dict[str, Any], request: pytest.FixtureR
         for q in (50, 90, 99):
             expected = float(np.percentile(lat, q))
             if not _close(m[f"launch_latency_p{q}_ns"], expected, 1e-6 * max(1.0, abs(expected))):
-                problems.append(f"device {dev} launch_latency_p{q}_ns: traceforge={m[f'launch_latency_p{q}_ns']} "
+                got = m[f"launch_latency_p{q}_ns"]
+                problems.append(f"device {dev} launch_latency_p{q}_ns: traceforge={got} "
                                 f"nsys-derived={expected}")  # fmt: skip
 
     # kernexecsum: kernels per (pid, tid, device, API, kernel name), and the mean latency where defined.
@@ -344,7 +346,8 @@ def test_launch_latency_vs_nsys(source: dict[str, Any], request: pytest.FixtureR
         lat = groups.get(key)
         if lat is None or len(lat) != r["Count"]:
             problems.append(
-                f"kernexecsum {key[3]}/{key[4][:40]!r}: traceforge {len(lat or [])} kernels, nsys {r['Count']}"
+                f"kernexecsum {key[3]}/{key[4][:40]!r}: traceforge {len(lat or [])} kernels, "
+                f"nsys {r['Count']}"
             )  # noqa: E501
             continue
         if r["QCount"] == r["Count"]:

@@ -30,60 +30,41 @@ pub fn thread_key(global_tid: i64) -> i64 {
     }
 }
 
-/// `(pid << 40) | correlationId`: correlation ids are unique only within a process.
-#[inline]
-pub fn launch_key(pid: i64, correlation: i64) -> i64 {
-    if pid == NULL_I64 || correlation == NULL_I64 {
-        NULL_I64
-    } else {
-        (pid << 40) | (correlation & 0xFF_FFFF_FFFF)
-    }
-}
+pub use crate::export::events::launch_key;
 
 /// Which API call launched each GPU operation (kernels first, then memops).
 struct LaunchState {
-    /// (launch key, op index) sorted, for matching API rows.
-    index: Vec<(i64, u32)>,
+    /// Op indices with a launch key, sorted by key, for matching API rows.
+    order: Vec<u32>,
     thread: Vec<i64>,
     api_start: Vec<i64>,
-    api_name: Vec<i64>,
-    launch: Vec<i64>,
+    api_name: Vec<i32>,
     done: bool,
+}
+
+#[inline]
+fn key_of(ops: &GpuOps, op: u32) -> i64 {
+    let nk = ops.kernels.len();
+    let op = op as usize;
+    if op < nk {
+        ops.kernels.launch[op]
+    } else {
+        ops.memops.launch[op - nk]
+    }
 }
 
 impl LaunchState {
     fn new(ops: &GpuOps) -> Self {
-        let k = &ops.kernels;
-        let m = &ops.memops;
-        let n = k.len() + m.len();
-        let mut index = Vec::with_capacity(n);
-        for i in 0..k.len() {
-            let key = launch_key(decode_global_id(k.global_pid[i]).0, k.correlation[i]);
-            if key != NULL_I64 {
-                index.push((key, i as u32));
-            }
-        }
-        for i in 0..m.len() {
-            let key = launch_key(decode_global_id(m.global_pid[i]).0, m.correlation[i]);
-            if key != NULL_I64 {
-                index.push((key, (k.len() + i) as u32));
-            }
-        }
-        index.sort_unstable();
-        LaunchState {
-            index,
-            thread: vec![NULL_I64; n],
-            api_start: vec![NULL_I64; n],
-            api_name: vec![NULL_I64; n],
-            launch: vec![NULL_I64; n],
-            done: false,
-        }
+        let n = ops.kernels.len() + ops.memops.len();
+        let mut order: Vec<u32> = (0..n as u32).filter(|&op| key_of(ops, op) != NULL_I64).collect();
+        order.sort_unstable_by_key(|&op| key_of(ops, op));
+        LaunchState { order, thread: vec![NULL_I64; n], api_start: vec![NULL_I64; n], api_name: vec![-1; n], done: false }
     }
 
     /// Record the launching call of every GPU op this chunk's rows launched; runtime rows come first,
     /// so a driver row never overrides the runtime call that wraps it.
-    fn absorb(&mut self, chunk: &ApiChunk) {
-        if self.index.is_empty() {
+    fn absorb(&mut self, ops: &GpuOps, chunk: &ApiChunk) {
+        if self.order.is_empty() {
             return;
         }
         for r in 0..chunk.len() {
@@ -92,17 +73,16 @@ impl LaunchState {
             if key == NULL_I64 {
                 continue;
             }
-            let lo = self.index.partition_point(|e| e.0 < key);
-            for &(k, op) in &self.index[lo..] {
-                if k != key {
+            let lo = self.order.partition_point(|&op| key_of(ops, op) < key);
+            for &op in &self.order[lo..] {
+                if key_of(ops, op) != key {
                     break;
                 }
                 let op = op as usize;
                 if self.api_start[op] == NULL_I64 {
                     self.api_start[op] = chunk.start[r];
                     self.thread[op] = thread_key(gtid);
-                    self.api_name[op] = chunk.name_id[r];
-                    self.launch[op] = key;
+                    self.api_name[op] = i32::try_from(chunk.name_id[r]).unwrap_or(-1);
                 }
             }
         }
@@ -218,6 +198,8 @@ pub struct Trace {
     pub ops: GpuOps,
     pub nvtx_events: NvtxEvents,
     pub sync: SyncEvents,
+    /// Select expressions of every stored kernel column (the `kernels` table re-reads them).
+    kernel_exprs: Vec<String>,
     pub cancel: Arc<AtomicBool>,
     threads: usize,
     launches: Mutex<LaunchState>,
@@ -234,6 +216,7 @@ impl Trace {
         let caps = Capabilities::probe(&file, &conn)?;
         let strings = StringTable::load(&file, &conn, caps.has_table("StringIds"))?;
         let target = events::read_target_info(&file, &caps, &conn, &strings)?;
+        let kernel_exprs = events::kernel_exprs(&file, &caps)?;
         let ops = events::read_gpu_ops(&file, &caps, threads, &cancel)?;
         let nvtx_events = events::read_nvtx(&file, &caps, threads, &cancel)?;
         let sync = events::read_sync(&file, &caps, threads, &cancel)?;
@@ -250,6 +233,7 @@ impl Trace {
             ops,
             nvtx_events,
             sync,
+            kernel_exprs,
             cancel,
             threads,
             launches,
@@ -296,7 +280,7 @@ impl Trace {
             match rx.recv() {
                 Ok(Ok((api, cols))) => {
                     let chunk = ApiChunk::from_columns(api, cols);
-                    trace.lock().absorb(&chunk);
+                    trace.lock().absorb(&trace.ops, &chunk);
                     trace.api_rows.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     Some(api_batch(&chunk, &trace.strings))
                 }
@@ -347,7 +331,6 @@ impl Trace {
         let k = &self.ops.kernels;
         let m = &self.ops.memops;
         let nk = k.len();
-        let names: Vec<u32> = k.name_id.iter().map(|&id| id.clamp(0, u32::MAX as i64) as u32).collect();
         let kernels = KernelsView {
             ops: OpsView {
                 device: &k.device,
@@ -356,9 +339,9 @@ impl Trace {
                 end: &k.end,
                 thread: &state.thread[..nk],
                 api_start: &state.api_start[..nk],
-                launch: &state.launch[..nk],
+                launch: &k.launch,
             },
-            name: &names,
+            name: &k.name_id,
         };
         let memops = MemopsView {
             ops: OpsView {
@@ -368,7 +351,7 @@ impl Trace {
                 end: &m.end,
                 thread: &state.thread[nk..],
                 api_start: &state.api_start[nk..],
-                launch: &state.launch[nk..],
+                launch: &m.launch,
             },
             op: &m.op,
             copy_kind: &m.copy_kind,
@@ -397,6 +380,53 @@ impl Trace {
         }
     }
 
+    /// The `kernels` table: every stored kernel column re-read from the export in rowid order (the
+    /// same order as the compact read), joined by position with the launch matches.
+    fn kernels_stream(self: &Arc<Self>) -> Result<BatchStream> {
+        let schema = kernels_batch(self, &vec![Vec::new(); events::KERNEL_COLUMNS.len()], 0).map_err(arrow_err)?.schema();
+        let (tx, rx) = sync_channel::<Result<IntColumns>>(self.threads * 2);
+        let producer = Arc::clone(self);
+        std::thread::spawn(move || {
+            crate::export::scan::stream_table_ordered(
+                &producer.file,
+                crate::export::probe::KERNEL_TABLE,
+                &producer.kernel_exprs,
+                producer.threads,
+                &producer.cancel,
+                tx,
+            );
+        });
+        let trace = Arc::clone(self);
+        let mut offset = 0usize;
+        let mut failed = false;
+        let iter = std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            match rx.recv() {
+                Ok(Ok(cols)) => {
+                    let n = cols.first().map_or(0, Vec::len);
+                    if offset + n > trace.ops.kernels.len() {
+                        failed = true;
+                        return Some(Err(ArrowError::ExternalError(Box::new(Error::Corrupt {
+                            path: trace.file.path.clone(),
+                            reason: "kernel table changed while it was being read".into(),
+                        }))));
+                    }
+                    let b = kernels_batch(&trace, &cols, offset);
+                    offset += n;
+                    Some(b)
+                }
+                Ok(Err(e)) => {
+                    failed = true;
+                    Some(Err(ArrowError::ExternalError(Box::new(e))))
+                }
+                Err(_) => None,
+            }
+        });
+        Ok(BatchStream::new(schema, Box::new(iter)))
+    }
+
     /// Names of the tables [`Trace::table`] can emit, in the order they should be written.
     pub const TABLES: [&'static str; 14] = [
         "devices",
@@ -423,7 +453,7 @@ impl Trace {
             Ok(BatchStream::from_batches(b.map_err(arrow_err)?, Vec::new()))
         };
         match name {
-            "kernels" => BatchStream::chunked(self.ops.kernels.len(), move |r| kernels_batch(&t, r)).map_err(arrow_err),
+            "kernels" => self.kernels_stream(),
             "memops" => BatchStream::chunked(self.ops.memops.len(), move |r| memops_batch(&t, r)).map_err(arrow_err),
             "devices" => one(devices_batch(self)),
             "processes" => one(processes_batch(&self.target)),
@@ -472,38 +502,40 @@ fn api_batch(c: &ApiChunk, strings: &StringTable) -> std::result::Result<RecordB
     ])
 }
 
-fn kernels_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<RecordBatch, ArrowError> {
-    let k = &t.ops.kernels;
+/// One `kernels` batch from re-read columns ([`events::KERNEL_COLUMNS`] order) at kernel `offset`.
+fn kernels_batch(t: &Trace, c: &IntColumns, offset: usize) -> std::result::Result<RecordBatch, ArrowError> {
+    let n = c.first().map_or(0, Vec::len);
+    let r = offset..offset + n;
     let st = t.lock();
-    let s = |v: &Vec<i64>| int_col(v[r.clone()].iter().copied());
     let launch_tid = int_col(st.thread[r.clone()].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
-    let launch_api = dict_col(st.api_name[r.clone()].iter().copied(), |id| t.strings.get(id));
+    let launch_api = dict_col(st.api_name[r.clone()].iter().map(|&id| i64::from(id)), |id| t.strings.get(id));
     let api_start = int_col(st.api_start[r.clone()].iter().copied());
     let latency = int_col(
-        r.clone().map(|i| if st.api_start[i] == NULL_I64 { NULL_I64 } else { k.start[i] - st.api_start[i] }),
+        (0..n).map(|i| if st.api_start[offset + i] == NULL_I64 { NULL_I64 } else { c[0][i] - st.api_start[offset + i] }),
     );
     drop(st);
+    let col = |i: usize| int_col(c[i].iter().copied());
     batch(vec![
-        ("device_id", s(&k.device)),
-        ("context_id", s(&k.context)),
-        ("stream_id", s(&k.stream)),
-        ("pid", int_col(k.global_pid[r.clone()].iter().map(|&g| decode_global_id(g).0))),
-        ("correlation_id", s(&k.correlation)),
-        ("start_ns", s(&k.start)),
-        ("end_ns", s(&k.end)),
-        ("duration_ns", int_col(r.clone().map(|i| k.end[i] - k.start[i]))),
-        ("name", dict_col(k.name_id[r.clone()].iter().copied(), |id| t.strings.get(id))),
-        ("short_name", dict_col(k.short_name_id[r.clone()].iter().copied(), |id| t.strings.get(id))),
-        ("grid_x", s(&k.grid[0])),
-        ("grid_y", s(&k.grid[1])),
-        ("grid_z", s(&k.grid[2])),
-        ("block_x", s(&k.block[0])),
-        ("block_y", s(&k.block[1])),
-        ("block_z", s(&k.block[2])),
-        ("registers_per_thread", s(&k.registers)),
-        ("static_shared_bytes", s(&k.static_smem)),
-        ("dynamic_shared_bytes", s(&k.dynamic_smem)),
-        ("graph_node_id", s(&k.graph_node)),
+        ("device_id", col(2)),
+        ("context_id", col(3)),
+        ("stream_id", col(4)),
+        ("pid", int_col(c[6].iter().map(|&g| decode_global_id(g).0))),
+        ("correlation_id", col(5)),
+        ("start_ns", col(0)),
+        ("end_ns", col(1)),
+        ("duration_ns", int_col(c[0].iter().zip(&c[1]).map(|(s, e)| e - s))),
+        ("name", dict_col(c[7].iter().copied(), |id| t.strings.get(id))),
+        ("short_name", dict_col(c[8].iter().copied(), |id| t.strings.get(id))),
+        ("grid_x", col(9)),
+        ("grid_y", col(10)),
+        ("grid_z", col(11)),
+        ("block_x", col(12)),
+        ("block_y", col(13)),
+        ("block_z", col(14)),
+        ("registers_per_thread", col(15)),
+        ("static_shared_bytes", col(16)),
+        ("dynamic_shared_bytes", col(17)),
+        ("graph_node_id", col(18)),
         ("launch_tid", launch_tid),
         ("launch_api", launch_api),
         ("api_start_ns", api_start),
@@ -520,8 +552,8 @@ fn memops_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<Rec
     drop(st);
     let s = |v: &Vec<i64>| int_col(v[r.clone()].iter().copied());
     batch(vec![
-        ("device_id", s(&m.device)),
-        ("stream_id", s(&m.stream)),
+        ("device_id", int_col(m.device[r.clone()].iter().map(|&v| i64::from(v)))),
+        ("stream_id", int_col(m.stream[r.clone()].iter().map(|&v| i64::from(v)))),
         ("pid", int_col(m.global_pid[r.clone()].iter().map(|&g| decode_global_id(g).0))),
         ("correlation_id", s(&m.correlation)),
         ("start_ns", s(&m.start)),
@@ -549,7 +581,7 @@ fn memops_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<Rec
 
 fn devices_batch(t: &Trace) -> std::result::Result<RecordBatch, ArrowError> {
     let mut gpus = t.target.gpus.clone();
-    let mut seen: Vec<i64> = t.ops.kernels.device.iter().chain(&t.ops.memops.device).copied().collect();
+    let mut seen: Vec<i64> = t.ops.kernels.device.iter().chain(&t.ops.memops.device).map(|&d| i64::from(d)).collect();
     seen.sort_unstable();
     seen.dedup();
     for d in seen {

@@ -5,7 +5,7 @@ use rusqlite::types::ValueRef;
 
 use super::open::ExportFile;
 use super::probe::{self, Capabilities};
-use super::scan::{scan_table, IntColumns};
+use super::scan::{scan_chunks, scan_table, IntColumns};
 use super::NULL_I64;
 use crate::error::{Error, Result};
 
@@ -17,24 +17,17 @@ fn take(cols: &mut IntColumns, i: usize) -> Vec<i64> {
     std::mem::take(&mut cols[i])
 }
 
-/// Kernels, column-major. Launch columns are filled by the launch matcher (NULL until then).
+/// Kernels as the metrics need them: compact, column-major. The other kernel columns are re-read
+/// from the export when the `kernels` table is emitted, so a 25M-kernel trace costs ~36 bytes a kernel.
 #[derive(Debug, Default, Clone)]
 pub struct Kernels {
     pub start: Vec<i64>,
     pub end: Vec<i64>,
-    pub device: Vec<i64>,
-    pub context: Vec<i64>,
-    pub stream: Vec<i64>,
-    pub correlation: Vec<i64>,
-    pub global_pid: Vec<i64>,
-    pub name_id: Vec<i64>,
-    pub short_name_id: Vec<i64>,
-    pub grid: [Vec<i64>; 3],
-    pub block: [Vec<i64>; 3],
-    pub registers: Vec<i64>,
-    pub static_smem: Vec<i64>,
-    pub dynamic_smem: Vec<i64>,
-    pub graph_node: Vec<i64>,
+    pub device: Vec<i32>,
+    pub stream: Vec<i32>,
+    pub name_id: Vec<u32>,
+    /// Launch key `(pid << 40) | correlationId`, or NULL.
+    pub launch: Vec<i64>,
 }
 
 impl Kernels {
@@ -52,12 +45,14 @@ pub struct Memops {
     pub op: Vec<u8>,
     pub start: Vec<i64>,
     pub end: Vec<i64>,
-    pub device: Vec<i64>,
-    pub stream: Vec<i64>,
+    pub device: Vec<i32>,
+    pub stream: Vec<i32>,
     pub correlation: Vec<i64>,
     pub global_pid: Vec<i64>,
     pub bytes: Vec<i64>,
     pub copy_kind: Vec<i64>,
+    /// Launch key `(pid << 40) | correlationId`, or NULL.
+    pub launch: Vec<i64>,
 }
 
 impl Memops {
@@ -74,6 +69,22 @@ impl Memops {
 pub struct GpuOps {
     pub kernels: Kernels,
     pub memops: Memops,
+}
+
+/// `(pid << 40) | correlationId`: correlation ids are unique only within a process.
+#[inline]
+pub fn launch_key(pid: i64, correlation: i64) -> i64 {
+    if pid == NULL_I64 || correlation == NULL_I64 {
+        NULL_I64
+    } else {
+        (pid << 40) | (correlation & 0xFF_FFFF_FFFF)
+    }
+}
+
+/// A device or stream id as i32 (nsys ids are small; NULL and out-of-range become -1).
+#[inline]
+fn small_id(v: i64) -> i32 {
+    i32::try_from(v).unwrap_or(-1)
 }
 
 /// CUPTI memcpy kind ids (ENUM_CUDA_MEMCPY_OPER) as the short labels traceforge stores.
@@ -96,14 +107,15 @@ pub fn copy_kind_label(kind: i64) -> &'static str {
     }
 }
 
-const KERNEL_COLUMNS: [&str; 19] = [
+/// Every kernel column traceforge stores, in the order `kernel_exprs` selects them.
+pub const KERNEL_COLUMNS: [&str; 19] = [
     "start", "end", "deviceId", "contextId", "streamId", "correlationId", "globalPid", "demangledName", "shortName",
     "gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ", "registersPerThread", "staticSharedMemory",
     "dynamicSharedMemory", "graphNodeId",
 ];
 
-/// Read kernels, memcpy and memset.
-pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<GpuOps> {
+/// Select expressions for [`KERNEL_COLUMNS`] in this export (NULL for absent columns).
+pub fn kernel_exprs(file: &ExportFile, caps: &Capabilities) -> Result<Vec<String>> {
     let t = probe::KERNEL_TABLE;
     if !caps.has_table(t) {
         return Err(Error::MissingTable {
@@ -122,24 +134,40 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
     if !caps.has_column(t, "shortName") {
         kexprs[8] = kexprs[7].clone();
     }
-    let (mut c, _) = scan_table(file, t, &kexprs, &[], threads, cancel)?;
-    let kernels = Kernels {
+    Ok(kexprs)
+}
+
+/// Read kernels (compact), memcpy and memset.
+pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<GpuOps> {
+    let t = probe::KERNEL_TABLE;
+    let all = kernel_exprs(file, caps)?;
+    // start, end, deviceId, streamId, correlationId, globalPid, demangledName
+    let wanted: Vec<String> = [0usize, 1, 2, 4, 5, 6, 7].iter().map(|&i| all[i].clone()).collect();
+    let parts = scan_chunks(file, t, &wanted, &[], threads, cancel, |mut c, _| Kernels {
+        device: c[2].iter().map(|&v| small_id(v)).collect(),
+        stream: c[3].iter().map(|&v| small_id(v)).collect(),
+        name_id: c[6].iter().map(|&v| u32::try_from(v).unwrap_or(u32::MAX)).collect(),
+        launch: c[5].iter().zip(&c[4]).map(|(&g, &corr)| launch_key(super::decode_global_id(g).0, corr)).collect(),
         start: take(&mut c, 0),
         end: take(&mut c, 1),
-        device: take(&mut c, 2),
-        context: take(&mut c, 3),
-        stream: take(&mut c, 4),
-        correlation: take(&mut c, 5),
-        global_pid: take(&mut c, 6),
-        name_id: take(&mut c, 7),
-        short_name_id: take(&mut c, 8),
-        grid: [take(&mut c, 9), take(&mut c, 10), take(&mut c, 11)],
-        block: [take(&mut c, 12), take(&mut c, 13), take(&mut c, 14)],
-        registers: take(&mut c, 15),
-        static_smem: take(&mut c, 16),
-        dynamic_smem: take(&mut c, 17),
-        graph_node: take(&mut c, 18),
+    })?;
+    let total: usize = parts.iter().map(Kernels::len).sum();
+    let mut kernels = Kernels {
+        start: Vec::with_capacity(total),
+        end: Vec::with_capacity(total),
+        device: Vec::with_capacity(total),
+        stream: Vec::with_capacity(total),
+        name_id: Vec::with_capacity(total),
+        launch: Vec::with_capacity(total),
     };
+    for p in parts {
+        kernels.start.extend(p.start);
+        kernels.end.extend(p.end);
+        kernels.device.extend(p.device);
+        kernels.stream.extend(p.stream);
+        kernels.name_id.extend(p.name_id);
+        kernels.launch.extend(p.launch);
+    }
     let mut memops = Memops::default();
     for (op, table) in [(0u8, probe::MEMCPY_TABLE), (1u8, probe::MEMSET_TABLE)] {
         if !caps.has_table(table) {
@@ -152,8 +180,9 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
         memops.op.extend(std::iter::repeat_n(op, n));
         memops.start.extend(take(&mut c, 0));
         memops.end.extend(take(&mut c, 1));
-        memops.device.extend(take(&mut c, 2));
-        memops.stream.extend(take(&mut c, 3));
+        memops.device.extend(c[2].iter().map(|&v| small_id(v)));
+        memops.stream.extend(c[3].iter().map(|&v| small_id(v)));
+        memops.launch.extend(c[5].iter().zip(&c[4]).map(|(&g, &corr)| launch_key(super::decode_global_id(g).0, corr)));
         memops.correlation.extend(take(&mut c, 4));
         memops.global_pid.extend(take(&mut c, 5));
         memops.bytes.extend(take(&mut c, 6));

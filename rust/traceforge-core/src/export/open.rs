@@ -63,9 +63,10 @@ impl ExportFile {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| self.sqlite_error(e))?;
-        // Large page cache per connection would multiply by thread count; keep SQLite's default small cache
-        // and let the OS page cache do the work. mmap avoids copying pages into SQLite's cache at all.
-        let _ = conn.pragma_update(None, "mmap_size", 1i64 << 40);
+        // No mmap: mapped pages of a multi-GB export would count in the process's resident set. A small
+        // page cache per connection (8 MiB) and the OS page cache do the work; scans read each page once.
+        let _ = conn.pragma_update(None, "mmap_size", 0i64);
+        let _ = conn.pragma_update(None, "cache_size", -8192i64);
         Ok(conn)
     }
 

@@ -77,21 +77,22 @@ fn read_slice(
     Ok((cols, texts))
 }
 
-/// Read a whole table into memory with `threads` workers, preserving rowid order.
-pub fn scan_table(
+/// Read a whole table with `threads` workers, mapping each rowid chunk with `map` as soon as it is read
+/// (so a compact form replaces the raw i64 columns chunk by chunk); results come back in rowid order.
+pub fn scan_chunks<T: Send>(
     file: &ExportFile,
     table: &str,
     exprs: &[String],
     text_exprs: &[String],
     threads: usize,
     cancel: &AtomicBool,
-) -> Result<(IntColumns, TextColumns)> {
+    map: impl Fn(IntColumns, TextColumns) -> T + Sync,
+) -> Result<Vec<T>> {
     let Some((lo, hi)) = rowid_bounds(file, table)? else {
-        return Ok((vec![Vec::new(); exprs.len()], vec![Vec::new(); text_exprs.len()]));
+        return Ok(Vec::new());
     };
     let ranges = split_range(lo, hi);
-    let results: Vec<Mutex<Option<(IntColumns, TextColumns)>>> =
-        ranges.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<T>>> = ranges.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
@@ -113,7 +114,7 @@ pub fn scan_table(
                         return;
                     }
                     match read_slice(file, &conn, table, exprs, text_exprs, ranges[i].0, ranges[i].1) {
-                        Ok(r) => *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r),
+                        Ok((cols, texts)) => *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(map(cols, texts)),
                         Err(e) => {
                             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                             return;
@@ -129,17 +130,26 @@ pub fn scan_table(
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
+    Ok(results.into_iter().filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())).collect())
+}
+
+/// Read a whole table into memory with `threads` workers, preserving rowid order.
+pub fn scan_table(
+    file: &ExportFile,
+    table: &str,
+    exprs: &[String],
+    text_exprs: &[String],
+    threads: usize,
+    cancel: &AtomicBool,
+) -> Result<(IntColumns, TextColumns)> {
+    let parts = scan_chunks(file, table, exprs, text_exprs, threads, cancel, |c, t| (c, t))?;
     let mut cols: IntColumns = vec![Vec::new(); exprs.len()];
-    let mut texts: Vec<Vec<Option<String>>> = vec![Vec::new(); text_exprs.len()];
-    let total: usize = results
-        .iter()
-        .map(|m| m.lock().map(|g| g.as_ref().map_or(0, |r| r.0.first().map_or(0, Vec::len))).unwrap_or(0))
-        .sum();
+    let mut texts: TextColumns = vec![Vec::new(); text_exprs.len()];
+    let total: usize = parts.iter().map(|p| p.0.first().map_or(0, Vec::len)).sum();
     for c in cols.iter_mut() {
         c.reserve_exact(total);
     }
-    for slot in results {
-        let Some((part, part_texts)) = slot.into_inner().unwrap_or_else(|p| p.into_inner()) else { continue };
+    for (part, part_texts) in parts {
         for (dst, src) in cols.iter_mut().zip(part) {
             dst.extend_from_slice(&src);
         }
@@ -148,6 +158,83 @@ pub fn scan_table(
         }
     }
     Ok((cols, texts))
+}
+
+/// Stream a table's chunks in rowid order through `sink`, read by `threads` workers (bounded memory:
+/// workers block once a few chunks wait for the consumer).
+pub fn stream_table_ordered(
+    file: &ExportFile,
+    table: &str,
+    exprs: &[String],
+    threads: usize,
+    cancel: &AtomicBool,
+    sink: SyncSender<Result<IntColumns>>,
+) {
+    let bounds = match rowid_bounds(file, table) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = sink.send(Err(e));
+            return;
+        }
+    };
+    let Some((lo, hi)) = bounds else { return };
+    let ranges = split_range(lo, hi);
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<IntColumns>)>(threads.max(1) * 2);
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, ranges.len().max(1)) {
+            let tx = tx.clone();
+            let ranges = &ranges;
+            let next = &next;
+            s.spawn(move || {
+                let conn = match file.connect() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send((usize::MAX, Err(e)));
+                        return;
+                    }
+                };
+                loop {
+                    if cancel.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= ranges.len() {
+                        return;
+                    }
+                    let item = read_slice(file, &conn, table, exprs, &[], ranges[i].0, ranges[i].1).map(|(c, _)| c);
+                    let failed = item.is_err();
+                    if tx.send((i, item)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = std::collections::BTreeMap::new();
+        let mut want = 0usize;
+        // Consuming `rx` here drops it on return, so workers blocked on `send` wake up and stop.
+        for (i, item) in rx {
+            if item.is_err() {
+                let _ = sink.send(item);
+                cancel_consumers(&next, ranges.len());
+                return;
+            }
+            pending.insert(i, item);
+            while let Some(item) = pending.remove(&want) {
+                want += 1;
+                if sink.send(item).is_err() {
+                    cancel_consumers(&next, ranges.len());
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Make workers stop picking chunks (the consumer went away or an error was reported).
+fn cancel_consumers(next: &AtomicUsize, len: usize) {
+    next.store(len, Ordering::Relaxed);
 }
 
 /// Stream a table's rows to `sink` in chunks (any order), with `threads` workers and bounded memory.

@@ -15,8 +15,8 @@ use percentile::percentile_sorted;
 /// all three are [`NULL_I64`] when no API call matched.
 #[derive(Debug, Clone, Copy)]
 pub struct OpsView<'a> {
-    pub device: &'a [i64],
-    pub stream: &'a [i64],
+    pub device: &'a [i32],
+    pub stream: &'a [i32],
     pub start: &'a [i64],
     pub end: &'a [i64],
     pub thread: &'a [i64],
@@ -195,7 +195,7 @@ fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow) -> swee
     row.launch_latency_p50_ns = percentile_sorted(&latencies, 0.50);
     row.launch_latency_p90_ns = percentile_sorted(&latencies, 0.90);
     row.launch_latency_p99_ns = percentile_sorted(&latencies, 0.99);
-    let mut streams: Vec<i64> = members.iter().map(|&i| k.stream[i as usize]).collect();
+    let mut streams: Vec<i32> = members.iter().map(|&i| k.stream[i as usize]).collect();
     streams.sort_unstable();
     streams.dedup();
     row.stream_count = streams.len() as i64;
@@ -228,19 +228,19 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     // Per device.
     let k_by_dev = group_by(k.len(), |i| k.device[i]);
     let m_by_dev = group_by(m.len(), |i| m.device[i]);
-    let mut devices: Vec<i64> = k_by_dev.iter().map(|g| g.0).chain(m_by_dev.iter().map(|g| g.0)).collect();
+    let mut devices: Vec<i32> = k_by_dev.iter().map(|g| g.0).chain(m_by_dev.iter().map(|g| g.0)).collect();
     devices.sort_unstable();
     devices.dedup();
     for dev in devices {
-        let mut row = MetricRow { device: dev, ..Default::default() };
+        let mut row = MetricRow { device: dev.into(), ..Default::default() };
         if let Some((_, members)) = k_by_dev.iter().find(|g| g.0 == dev) {
             let sw = kernel_metrics(k, members, &mut row);
             for (level, &t) in sw.level_time.iter().enumerate().skip(1) {
                 if t > 0 {
-                    out.concurrency_levels.push((dev, level as i64, t));
+                    out.concurrency_levels.push((dev.into(), level as i64, t));
                 }
             }
-            out.gaps.extend(sw.gaps.iter().map(|&(s, e)| (dev, s, e)));
+            out.gaps.extend(sw.gaps.iter().map(|&(s, e)| (i64::from(dev), s, e)));
         }
         if let Some((_, members)) = m_by_dev.iter().find(|g| g.0 == dev) {
             add_memops(memops, members, &mut row);
@@ -251,11 +251,11 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     // Per (device, stream).
     let k_by_stream = group_by(k.len(), |i| (k.device[i], k.stream[i]));
     let m_by_stream = group_by(m.len(), |i| (m.device[i], m.stream[i]));
-    let mut streams: Vec<(i64, i64)> = k_by_stream.iter().map(|g| g.0).chain(m_by_stream.iter().map(|g| g.0)).collect();
+    let mut streams: Vec<(i32, i32)> = k_by_stream.iter().map(|g| g.0).chain(m_by_stream.iter().map(|g| g.0)).collect();
     streams.sort_unstable();
     streams.dedup();
     for key in streams {
-        let mut row = MetricRow { device: key.0, stream: Some(key.1), ..Default::default() };
+        let mut row = MetricRow { device: key.0.into(), stream: Some(key.1.into()), ..Default::default() };
         if let Ok(pos) = k_by_stream.binary_search_by_key(&key, |g| g.0) {
             kernel_metrics(k, &k_by_stream[pos].1, &mut row);
         }
@@ -274,9 +274,9 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
         let total: i64 = d.iter().sum();
         let mean = total as f64 / n as f64;
         let var = if n > 1 { d.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
-        let dev_total = device_time.iter().find(|x| x.0 == dev).map_or(0, |x| x.1);
+        let dev_total = device_time.iter().find(|x| x.0 == i64::from(dev)).map_or(0, |x| x.1);
         out.kernel_summary.push(KernelSummaryRow {
-            device: dev,
+            device: dev.into(),
             name,
             count: n,
             total_ns: total,
@@ -297,7 +297,7 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
         let total: i64 = d.iter().sum();
         let bytes: i64 = members.iter().map(|&i| memops.bytes[i as usize]).filter(|&b| b != NULL_I64).sum();
         out.memop_summary.push(MemopSummaryRow {
-            device: dev,
+            device: dev.into(),
             op,
             copy_kind: kind,
             count: d.len() as i64,

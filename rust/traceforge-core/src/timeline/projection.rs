@@ -177,15 +177,16 @@ mod tests {
         let thread = [7, 7, 7, 7, 8];
         let api = [10, 10, 10, 30, 15];
         let launch = [1, 1, 1, 2, 3];
-        let dev = [0; 5];
+        let dev = [0i32; 5];
         let names = [0u32; 5];
         let k = KernelsView {
             ops: OpsView { device: &dev, stream: &dev, start: &start, end: &end, thread: &thread, api_start: &api, launch: &launch },
             name: &names,
         };
         let empty: [i64; 0] = [];
+        let empty32: [i32; 0] = [];
         let m = MemopsView {
-            ops: OpsView { device: &empty, stream: &empty, start: &empty, end: &empty, thread: &empty, api_start: &empty, launch: &empty },
+            ops: OpsView { device: &empty32, stream: &empty32, start: &empty, end: &empty, thread: &empty, api_start: &empty, launch: &empty },
             op: &[],
             copy_kind: &empty,
             bytes: &empty,

@@ -6,11 +6,11 @@ DuckDB allows one writer, so the expensive per-file work runs elsewhere and only
   content is already stored, otherwise reads it with the Rust core and writes the trace as one hive partition
   of a Parquet dataset (:mod:`traceforge.dataset`): a staging dataset beside the store, or the user's
   ``--output`` dataset;
-* the **coordinator** (:func:`run_batch`, in the calling process) loads each finished partition into the
-  store in one transaction per trace, records each failure with its reason in ``ingest_failures``, and never
-  lets one file stop the others.
+* the **coordinator** (:func:`run_batch`, in the calling process) loads the finished partitions into the
+  store (those that finish close together share one transaction; each trace lands whole or not at all),
+  records each failure with its reason in ``ingest_failures``, and never lets one file stop the others.
 
-Every trace is one transaction and one partition, so a batch killed at any point and started again does the
+Every trace lands atomically and is one partition, so a batch killed at any point and started again does the
 rest without duplicates: stored fingerprints are skipped, and partitions finished by the killed run are loaded
 without reading their file again. Execution modes follow the vocabulary of nsys recipes: ``none`` (in this
 process), ``concurrent`` (a local process pool), ``dask-futures`` (a Dask cluster: ``--scheduler ADDRESS``,

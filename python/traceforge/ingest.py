@@ -136,7 +136,8 @@ def _insert_stream(con: Any, table: str, stream: Any, trace_id: str, with_metric
     tf_stream = stream  # noqa: F841
     extra = ", ?::INTEGER AS metric_version" if with_metric_version else ""
     params: list[Any] = [trace_id] + ([METRIC_VERSION] if with_metric_version else [])
-    con.execute(f"INSERT INTO {table} BY NAME SELECT ?::VARCHAR AS trace_id{extra}, * FROM tf_stream", params)
+    select = f"SELECT ?::VARCHAR AS trace_id{extra}, * FROM tf_stream"
+    con.execute(f"INSERT INTO {table} BY NAME {select}", params)
 
 
 def delete_trace_rows(con: Any, trace_id: str) -> None:
@@ -151,7 +152,10 @@ def write_trace(store: Store, data: TraceData, *, force: bool = False) -> Ingest
     existing = store.has_fingerprint(data.fingerprint)
     if existing and not force:
         return IngestOutcome(
-            data.source_path, "skipped", existing, f"already stored as trace {existing} (use --force to re-ingest)"
+            data.source_path,
+            "skipped",
+            existing,
+            f"already stored as trace {existing} (use --force to re-ingest)",
         )
     handle = data.handle
     with store.transaction() as con:

@@ -74,8 +74,9 @@ def export_to_sqlite(report: str, out_dir: str, *, timeout_s: float = 3600) -> s
     written_by = report_version(report)
     if nsys is None:
         raise NsysNotFoundError(
-            "a .nsys-rep needs `nsys export`, and no nsys was found (set $NSYS, put nsys on PATH, or give the "
-            "exported .sqlite instead)" + (f"; the report was written by nsys {written_by}" if written_by else ""),
+            "a .nsys-rep needs `nsys export`, and no nsys was found (set $NSYS, put nsys on PATH, or "
+            "give the exported .sqlite instead)"
+            + (f"; the report was written by nsys {written_by}" if written_by else ""),
             path=report,
         )
     out = str(Path(out_dir) / (Path(report).stem + ".sqlite"))
@@ -83,7 +84,8 @@ def export_to_sqlite(report: str, out_dir: str, *, timeout_s: float = 3600) -> s
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
-        raise NsysNotFoundError(f"`nsys export` did not finish within {timeout_s:.0f} s", path=report) from exc
+        message = f"`nsys export` did not finish within {timeout_s:.0f} s"
+        raise NsysNotFoundError(message, path=report) from exc
     except OSError as exc:
         raise NsysNotFoundError(f"cannot run {nsys}: {exc.strerror}", path=report) from exc
     if proc.returncode != 0 or not os.path.exists(out):
@@ -91,8 +93,8 @@ def export_to_sqlite(report: str, out_dir: str, *, timeout_s: float = 3600) -> s
         detail = " ".join((proc.stderr or proc.stdout or "").split())[:300]
         if written_by and written_by.split(".")[:2] != installed.split(".")[:2]:
             reason = (
-                f"the installed nsys {installed} ({nsys}) cannot export this report written by nsys {written_by}; "
-                f"install nsys {written_by} or newer, or export it where it was captured"
+                f"the installed nsys {installed} ({nsys}) cannot export this report written by nsys "
+                f"{written_by}; install nsys {written_by} or newer, or export it where it was captured"
             )
         else:
             reason = f"`nsys export` failed (nsys {installed} at {nsys})"

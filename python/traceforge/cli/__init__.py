@@ -14,7 +14,7 @@ import click
 
 #: subcommand name -> "module:function" (relative to traceforge.cli), loaded on first use.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("core_cmds:ingest", "Ingest nsys exports (.sqlite/.nsys-rep) and ncu CSV files into the store."),
+    "ingest": ("core_cmds:ingest", "Ingest nsys exports (.sqlite/.nsys-rep) and ncu CSV files."),
     "sql": ("core_cmds:sql", "Run a SQL query against the store."),
     "traces": ("core_cmds:traces", "List the stored traces."),
     "demo": ("demo_cmd:demo", "Ingest the bundled real H100 capture and show its metrics."),
@@ -35,9 +35,11 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported on demand."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every subcommand name, sorted."""
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import the subcommand's module on first use."""
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
@@ -52,6 +54,7 @@ class LazyGroup(click.Group):
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List commands with their one-line help without importing their modules."""
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)

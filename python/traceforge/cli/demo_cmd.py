@@ -49,8 +49,8 @@ def demo(db: str | None) -> None:
             click.echo("\nkernel_summary (top 5 by GPU time):")
             click.echo(
                 tf.sql(
-                    "SELECT left(name, 60) AS name, count, total_ns, round(share, 3) AS share FROM kernel_summary "
-                    "WHERE trace_id = ? ORDER BY total_ns DESC LIMIT 5",
+                    "SELECT left(name, 60) AS name, count, total_ns, round(share, 3) AS share "
+                    "FROM kernel_summary WHERE trace_id = ? ORDER BY total_ns DESC LIMIT 5",
                     [tid],
                 )
             )

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import (
+    CorruptExportError,
     InputNotFoundError,
     InputPermissionError,
     NotAnExportError,
+    StoreError,
     TraceforgeError,
 )
 from .schema import DERIVED_TABLES, METRIC_VERSION, TRACE_TABLES
@@ -157,6 +159,41 @@ def write_trace(store: Store, data: TraceData, *, force: bool = False) -> Ingest
             existing,
             f"already stored as trace {existing} (use --force to re-ingest)",
         )
+    import duckdb
+
+    try:
+        info = _write_tables(store, data, existing)
+    except KeyboardInterrupt:
+        data.handle.cancel()
+        raise
+    except RuntimeError as exc:
+        # DuckDB reports Ctrl-C during a query as a RuntimeError("Query interrupted").
+        data.handle.cancel()
+        if "interrupted" in str(exc).lower():
+            raise KeyboardInterrupt from exc
+        raise
+    except duckdb.Error as exc:
+        data.handle.cancel()
+        text = " ".join(str(exc).split())
+        if "interrupt" in text.lower():
+            raise KeyboardInterrupt from exc
+        if "arrow" in text.lower() or data.trace_row["export_path"] in text:
+            # The Rust reader failed mid-stream (e.g. a page of the export is corrupt).
+            raise CorruptExportError(
+                f"reading the export failed: {text[:300]}", path=data.trace_row["export_path"]
+            ) from exc
+        raise StoreError(f"writing the trace failed: {text[:300]}", path=store.path) from exc
+    return IngestOutcome(
+        data.source_path,
+        "ingested",
+        data.trace_id,
+        f"{info['kernel_count']:,} kernels, {info['api_call_count']:,} API calls",
+        kernel_count=int(info["kernel_count"]),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[str, Any]:
     handle = data.handle
     with store.transaction() as con:
         if existing:
@@ -187,14 +224,7 @@ def write_trace(store: Store, data: TraceData, *, force: bool = False) -> Ingest
         columns = ", ".join(row)
         placeholders = ", ".join("?" for _ in row)
         con.execute(f"INSERT INTO traces ({columns}) VALUES ({placeholders})", list(row.values()))
-    return IngestOutcome(
-        data.source_path,
-        "ingested",
-        data.trace_id,
-        f"{info['kernel_count']:,} kernels, {info['api_call_count']:,} API calls",
-        kernel_count=int(info["kernel_count"]),
-        seconds=time.perf_counter() - started,
-    )
+    return dict(info)
 
 
 def ingest_file(store: Store, path: str, *, force: bool = False, threads: int = 0) -> IngestOutcome:

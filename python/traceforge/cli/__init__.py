@@ -92,15 +92,18 @@ for _param in cli.params:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``traceforge`` script: errors become one line on stderr and a non-zero exit."""
-    from ..errors import TraceforgeError
+    from ..errors import IngestInterrupted, TraceforgeError
 
     try:
         cli.main(args=argv, prog_name="traceforge", standalone_mode=False)
+    except IngestInterrupted as exc:
+        click.echo(f"traceforge: interrupted: {exc}", err=True)
+        return 130
     except click.exceptions.Abort:
         click.echo("traceforge: interrupted", err=True)
         return 130
     except KeyboardInterrupt:
-        click.echo("traceforge: interrupted", err=True)
+        click.echo("traceforge: interrupted (the trace being written was rolled back)", err=True)
         return 130
     except click.ClickException as exc:
         exc.show()

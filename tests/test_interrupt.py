@@ -1,0 +1,55 @@
+"""Ctrl-C during an ingest: exit 130, one line, and the store exactly as before."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+
+def _counts(db: str) -> list[int]:
+    con = duckdb.connect(db, read_only=True)
+    try:
+        return [
+            con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("traces", "kernels", "api_calls")
+        ]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("delay_s", [0.4, 1.2])
+def test_sigint_rolls_back_the_trace_being_written(tmp_path, small_matmul_export, delay_s):
+    db = str(tmp_path / "store.duckdb")
+    big = str(tmp_path / "big.sqlite")
+    subprocess.run(
+        [sys.executable, "-m", "traceforge", "synth", "--out", big, "--kernels", "600000", "--seed", "3"],
+        check=True,
+        capture_output=True,
+    )
+    first = subprocess.run(
+        [sys.executable, "-m", "traceforge", "ingest", str(small_matmul_export), "--db", db],
+        capture_output=True,
+        text=True,
+    )
+    assert first.returncode == 0, first.stderr
+    before = _counts(db)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "traceforge", "ingest", big, "--db", db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the ingest finished before the signal arrived on this machine")
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("traceforge: interrupted")
+    assert "Traceback" not in err
+    assert _counts(db) == before

@@ -4,8 +4,8 @@ Faithful to the public API documents: Ollama's ``/api/generate`` and ``/api/chat
 (``response`` or ``message.content`` pieces, then a final ``"done": true`` object carrying ``total_duration``,
 ``load_duration``, ``prompt_eval_count``, ``prompt_eval_duration``, ``eval_count``, ``eval_duration`` in
 nanoseconds, ``done_reason``); OpenAI's ``/v1/completions`` and ``/v1/chat/completions`` stream Server-Sent
-Events ``data: {json}`` chunks (``choices[].text`` or ``choices[].delta.content``), an optional usage chunk with
-empty ``choices`` when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
+Events ``data: {json}`` chunks (``choices[].text`` or ``choices[].delta.content``), an optional usage chunk
+with empty ``choices`` when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
 
 Behaviour knobs (``mode``): ``ok``, ``slow`` (per-token delay), ``hang`` (accept, then never answer),
 ``stall`` (send a few tokens then stop sending without closing), ``garbage`` (200 with non-protocol bytes),
@@ -25,8 +25,14 @@ from typing import Any
 class FakeServer:
     """A threaded loopback server; use as a context manager; ``url`` is its base URL."""
 
-    def __init__(self, *, mode: str = "ok", token_delay_s: float = 0.005, slots: int = 1000,
-                 models: tuple[str, ...] = ("m",)) -> None:
+    def __init__(
+        self,
+        *,
+        mode: str = "ok",
+        token_delay_s: float = 0.005,
+        slots: int = 1000,
+        models: tuple[str, ...] = ("m",),
+    ) -> None:
         self.mode = mode
         self.token_delay_s = token_delay_s
         self.slots = threading.Semaphore(slots)
@@ -60,7 +66,11 @@ class FakeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Quiet(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # clients killed mid-stream by the watchdog are expected here
+
+        self.httpd = Quiet(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
@@ -97,15 +107,29 @@ class FakeServer:
             self._stop.wait(60)
             return
         if self.mode == "error500":
-            self._json(h, 500, {"error": "llama runner process has terminated: exit status 2"} if ollama
-                       else {"error": {"message": "internal error", "type": "server_error"}})
+            self._json(
+                h,
+                500,
+                {"error": "llama runner process has terminated: exit status 2"}
+                if ollama
+                else {"error": {"message": "internal error", "type": "server_error"}},
+            )
             return
         if self.mode == "unknown_model" or req.get("model") not in self.models:
             if ollama:
                 self._json(h, 404, {"error": f"model '{req.get('model')}' not found"})
             else:
-                self._json(h, 404, {"error": {"message": f"The model `{req.get('model')}` does not exist.",
-                                              "type": "NotFoundError", "code": 404}})
+                self._json(
+                    h,
+                    404,
+                    {
+                        "error": {
+                            "message": f"The model `{req.get('model')}` does not exist.",
+                            "type": "NotFoundError",
+                            "code": 404,
+                        }
+                    },
+                )
             return
         h.send_response(200)
         h.send_header("Content-Type", "application/x-ndjson" if ollama else "text/event-stream")
@@ -133,7 +157,11 @@ class FakeServer:
                 time.sleep(self.token_delay_s)
                 piece = f"tok{i} "
                 if ollama:
-                    obj: dict[str, Any] = {"model": req["model"], "created_at": "2026-11-23T00:00:00Z", "done": False}
+                    obj: dict[str, Any] = {
+                        "model": req["model"],
+                        "created_at": "2026-11-23T00:00:00Z",
+                        "done": False,
+                    }
                     if chat:
                         obj["message"] = {"role": "assistant", "content": piece}
                     else:
@@ -145,16 +173,28 @@ class FakeServer:
                         choice["delta"] = {"content": piece}
                     else:
                         choice["text"] = piece
-                    obj = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": req["model"],
-                           "choices": [choice]}
+                    obj = {
+                        "id": "cmpl-1",
+                        "object": "text_completion",
+                        "created": 0,
+                        "model": req["model"],
+                        "choices": [choice],
+                    }
                     self._chunk(h, b"data: " + json.dumps(obj).encode() + b"\n\n")
             t_end = time.perf_counter_ns()
         if ollama:
-            final: dict[str, Any] = {"model": req["model"], "created_at": "2026-11-23T00:00:00Z", "done": True,
-                                     "done_reason": "length", "total_duration": t_end - t_start,
-                                     "load_duration": 1000, "prompt_eval_count": prompt_tokens,
-                                     "prompt_eval_duration": t_eval - t_start, "eval_count": n,
-                                     "eval_duration": t_end - t_eval}
+            final: dict[str, Any] = {
+                "model": req["model"],
+                "created_at": "2026-11-23T00:00:00Z",
+                "done": True,
+                "done_reason": "length",
+                "total_duration": t_end - t_start,
+                "load_duration": 1000,
+                "prompt_eval_count": prompt_tokens,
+                "prompt_eval_duration": t_eval - t_start,
+                "eval_count": n,
+                "eval_duration": t_end - t_eval,
+            }
             if chat:
                 final["message"] = {"role": "assistant", "content": ""}
             else:
@@ -162,9 +202,18 @@ class FakeServer:
             self._chunk(h, json.dumps(final).encode() + b"\n")
         else:
             if (req.get("stream_options") or {}).get("include_usage"):
-                usage = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": req["model"],
-                         "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
-                                                  "total_tokens": prompt_tokens + n}}
+                usage = {
+                    "id": "cmpl-1",
+                    "object": "text_completion",
+                    "created": 0,
+                    "model": req["model"],
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": n,
+                        "total_tokens": prompt_tokens + n,
+                    },
+                }
                 self._chunk(h, b"data: " + json.dumps(usage).encode() + b"\n\n")
             self._chunk(h, b"data: [DONE]\n\n")
         self._chunk(h, b"")

@@ -48,7 +48,9 @@ def test_raw_page_one_row_per_launch_and_metric(store: Store, tmp_path: Path) ->
     assert out.rows == len(body) * len(metric_cols) and out.launches == len(body) == 18
     got = {
         (lid, m): (v, u)
-        for lid, m, v, u in store.con.execute("SELECT launch_id, metric, value, unit FROM ncu_metrics").fetchall()
+        for lid, m, v, u in store.con.execute(
+            "SELECT launch_id, metric, value, unit FROM ncu_metrics"
+        ).fetchall()
     }
     assert len(got) == out.rows
     for r in body:
@@ -89,7 +91,9 @@ def test_details_page_and_agreement_with_raw(store: Store) -> None:
 
 def test_unreadable_metric_is_null_and_reported(store: Store, tmp_path: Path) -> None:
     rows = list(csv.reader(DETAILS.open()))
-    target = next(i for i, r in enumerate(rows) if r[-3] == "dram__throughput.avg.pct_of_peak_sustained_elapsed")
+    target = next(
+        i for i, r in enumerate(rows) if r[-3] == "dram__throughput.avg.pct_of_peak_sustained_elapsed"
+    )
     rows[target][-1] = "n/a"
     path = tmp_path / "na.details.csv"
     with path.open("w", newline="") as fh:
@@ -104,7 +108,8 @@ def test_unreadable_metric_is_null_and_reported(store: Store, tmp_path: Path) ->
     assert value is None and missing is True and text == "n/a"
     # Aggregates skip the unreadable launch instead of averaging a zero in.
     n = store.con.execute(
-        "SELECT count(value) FROM ncu_metrics WHERE metric = 'dram__throughput.avg.pct_of_peak_sustained_elapsed'"
+        "SELECT count(value) FROM ncu_metrics "
+        "WHERE metric = 'dram__throughput.avg.pct_of_peak_sustained_elapsed'"
     ).fetchone()[0]
     assert n == 17
 
@@ -196,7 +201,9 @@ def test_cli_ingest_dispatches_csv(tmp_path: Path) -> None:
     db = tmp_path / "cli.duckdb"
     proc = subprocess.run(
         [sys.executable, "-m", "traceforge", "ingest", "--db", str(db), str(src)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if "ncu" not in proc.stdout + proc.stderr and proc.returncode != 0:
         pytest.skip(f"traceforge ingest does not dispatch CSV yet: {proc.stderr.strip()[:200]}")

@@ -2,14 +2,16 @@
 
 ``ncu --import REPORT --csv --page raw`` writes a header row, a units row, then one row per kernel launch with
 one column per metric; ``--page details`` writes one row per launch and metric (``Section Name``,
-``Metric Name``, ``Metric Unit``, ``Metric Value``). Both become one ``ncu_metrics`` row per launch and metric.
+``Metric Name``, ``Metric Unit``, ``Metric Value``). Both become one ``ncu_metrics`` row per launch and
+metric.
 ncu prints numbers with thousands separators (``1,056``); a value ncu could not read (``n/a``, empty) is
 stored as NULL with ``missing = TRUE`` and counted in the outcome, never as zero.
 
 Joining with nsys: ncu prints demangled names slightly differently from nsys (it drops some namespace
 qualifiers and the casts on integral template arguments: nsys ``at::native::vectorized_elementwise_kernel<
-(int)4, ...>`` is ncu ``at::vectorized_elementwise_kernel<4, ...>``). ``kernel_name_key`` holds the name reduced
-by :func:`kernel_name_key`, and the SQL macro ``tf_kernel_key(name)`` applies the same reduction to nsys names::
+(int)4, ...>`` is ncu ``at::vectorized_elementwise_kernel<4, ...>``). ``kernel_name_key`` holds the name
+reduced by :func:`kernel_name_key`, and the SQL macro ``tf_kernel_key(name)`` reduces nsys names the same
+way::
 
     SELECT m.metric, avg(m.value), ks.total_ns
     FROM ncu_metrics m JOIN kernel_summary ks ON tf_kernel_key(ks.name) = m.kernel_name_key
@@ -78,7 +80,7 @@ def kernel_name_key(name: str) -> str:
 
 
 def kernel_short_name(name: str) -> str:
-    """The base function name of a demangled kernel name (nsys ``shortName``): ``void a::f<T>(int)`` -> ``f``."""
+    """Return the base function name (nsys ``shortName``): ``void a::f<T>(int)`` -> ``f``."""
     name = name.replace("<unnamed>", "_unnamed_").replace("(anonymous namespace)", "_anonymous_")
     depth = 0
     end = len(name)
@@ -144,7 +146,7 @@ def read_ncu_csv(path: str) -> tuple[str, list[dict[str, Any]], str]:
     table = [r for r in table if r]
     if not table or "ID" not in table[0] or "Kernel Name" not in table[0]:
         raise NotAnExportError(
-            "not an Nsight Compute CSV export (expected the columns \"ID\" and \"Kernel Name\" of "
+            'not an Nsight Compute CSV export (expected the columns "ID" and "Kernel Name" of '
             "`ncu --import REPORT --csv --page raw|details`)",
             path=path,
         )
@@ -160,7 +162,9 @@ def read_ncu_csv(path: str) -> tuple[str, list[dict[str, Any]], str]:
 
 def _identity(path: str, header: list[str], row: list[str], lineno: int) -> dict[str, Any]:
     if len(row) != len(header):
-        raise NotAnExportError(f"line {lineno}: {len(row)} fields where the header has {len(header)}", path=path)
+        raise NotAnExportError(
+            f"line {lineno}: {len(row)} fields where the header has {len(header)}", path=path
+        )
     out: dict[str, Any] = {}
     for col, key in _IDENTITY.items():
         if key is None or col not in header:
@@ -171,7 +175,9 @@ def _identity(path: str, header: list[str], row: list[str], lineno: int) -> dict
         else:
             out[key] = cell
     if out.get("launch_id") is None:
-        raise NotAnExportError(f"line {lineno}: ID {row[header.index('ID')]!r} is not a launch number", path=path)
+        raise NotAnExportError(
+            f"line {lineno}: ID {row[header.index('ID')]!r} is not a launch number", path=path
+        )
     name = out.get("kernel_name") or ""
     out["kernel_short_name"] = kernel_short_name(name)
     out["kernel_name_key"] = kernel_name_key(name)
@@ -181,7 +187,9 @@ def _identity(path: str, header: list[str], row: list[str], lineno: int) -> dict
 def _metric(base: dict[str, Any], metric: str, unit: str, text: str, section: str | None) -> dict[str, Any]:
     value, missing = parse_value(text)
     row = dict(base)
-    row.update(metric=metric, unit=unit or None, value=value, value_text=text, missing=missing, section=section)
+    row.update(
+        metric=metric, unit=unit or None, value=value, value_text=text, missing=missing, section=section
+    )
     return row
 
 
@@ -231,7 +239,9 @@ def ingest_ncu_csv(
         found = con.execute("SELECT trace_id FROM cells WHERE cell_id = ?", [cell_id]).fetchone()
         trace_id = found[0] if found else None
     outcome.trace_id = trace_id
-    already = con.execute("SELECT count(*) FROM ncu_metrics WHERE source_fingerprint = ?", [fingerprint]).fetchone()
+    already = con.execute(
+        "SELECT count(*) FROM ncu_metrics WHERE source_fingerprint = ?", [fingerprint]
+    ).fetchone()
     if already and already[0] and not force:
         outcome.status = "skipped"
         outcome.message = "ncu CSV already stored (use --force to replace)"
@@ -241,7 +251,11 @@ def ingest_ncu_csv(
     source = os.path.abspath(path)
     for row in rows:
         row.update(
-            source_path=source, source_fingerprint=fingerprint, page=page, cell_id=cell_id, trace_id=trace_id,
+            source_path=source,
+            source_fingerprint=fingerprint,
+            page=page,
+            cell_id=cell_id,
+            trace_id=trace_id,
             ingested_at=now,
         )
     with store.transaction():

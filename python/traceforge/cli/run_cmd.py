@@ -12,16 +12,34 @@ from . import set_exit_code
 
 @click.command("run")
 @click.argument("spec_path", metavar="SPEC.toml", type=click.Path(dir_okay=False))
-@click.option("--db", "db", type=click.Path(dir_okay=False), default=None,
-              help="DuckDB store (default: $TRACEFORGE_DB or ./traceforge.duckdb).")
+@click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="DuckDB store (default: $TRACEFORGE_DB or ./traceforge.duckdb).",
+)
 @click.option("--resume", is_flag=True, help="Continue the latest run of this spec, skipping finished cells.")
-@click.option("--retry-failed", is_flag=True, help="With --resume, also re-run failed, hung and timed-out cells.")
-@click.option("--workdir", type=click.Path(file_okay=False), default=None,
-              help="Where cells keep job, log and capture files (default: DB.runs/).")
+@click.option(
+    "--retry-failed", is_flag=True, help="With --resume, also re-run failed, hung and timed-out cells."
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where cells keep job, log and capture files (default: DB.runs/).",
+)
 @click.option("--dry-run", is_flag=True, help="Validate the spec and print the planned cells; run nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def run(spec_path: str, db: str | None, resume: bool, retry_failed: bool, workdir: str | None, dry_run: bool,
-        quiet: bool) -> None:
+def run(
+    spec_path: str,
+    db: str | None,
+    resume: bool,
+    retry_failed: bool,
+    workdir: str | None,
+    dry_run: bool,
+    quiet: bool,
+) -> None:
     """Run the load sweep specified in SPEC.toml and record it in the store."""
     from ..runners.spec import load_spec
     from ..runners.sweep import plan, run_sweep
@@ -29,18 +47,24 @@ def run(spec_path: str, db: str | None, resume: bool, retry_failed: bool, workdi
     spec = load_spec(spec_path)
     if dry_run:
         for cell in plan(spec):
-            skip = next((s for s in spec.skip if s.matches(cell.model, cell.workload, cell.n, cell.repetition)),
-                        None)
-            click.echo(f"{cell.model}\t{cell.workload}\tN={cell.n}\trep={cell.repetition}"
-                       + (f"\tskipped: {skip.reason}" if skip else ""))
+            skip = next(
+                (s for s in spec.skip if s.matches(cell.model, cell.workload, cell.n, cell.repetition)), None
+            )
+            click.echo(
+                f"{cell.model}\t{cell.workload}\tN={cell.n}\trep={cell.repetition}"
+                + (f"\tskipped: {skip.reason}" if skip else "")
+            )
         return
     run_id = run_sweep(spec, db, resume=resume, retry_failed=retry_failed, workdir=workdir, quiet=quiet)
     from ..runners.results import fetch_dicts
     from ..store import Store
 
     with Store(db, read_only=True) as store:
-        counts = fetch_dicts(store.con, "SELECT status, count(*) AS n FROM cells WHERE run_id = ? GROUP BY 1 "
-                             "ORDER BY 1", [run_id])
+        counts = fetch_dicts(
+            store.con,
+            "SELECT status, count(*) AS n FROM cells WHERE run_id = ? GROUP BY 1 ORDER BY 1",
+            [run_id],
+        )
     summary = ", ".join(f"{c['n']} {c['status']}" for c in counts)
     click.echo(f"run {run_id}: {summary}")
     if any(c["status"] in ("failed", "hung", "timeout") for c in counts):
@@ -57,7 +81,9 @@ def _fmt(value: Any) -> str:
 
 @click.command("runs")
 @click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help="DuckDB store.")
-@click.option("--run", "run_id", default=None, help="Show one run's cells and summary (default: the latest run).")
+@click.option(
+    "--run", "run_id", default=None, help="Show one run's cells and summary (default: the latest run)."
+)
 @click.option("--all", "show_all", is_flag=True, help="List every run only.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", help="Output format.")
 def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
@@ -73,18 +99,30 @@ def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
             raise QueryError("no runs in this store (run `traceforge run SPEC.toml` first)")
         if "cell_summary" not in tables:
             ensure_tables(con)  # pragma: no cover - read-only stores made by older versions
-        run_rows = fetch_dicts(con, "SELECT run_id, name, backend, model, status, started_at, finished_at, host "
-                               "FROM runs ORDER BY started_at DESC")
+        run_rows = fetch_dicts(
+            con,
+            "SELECT run_id, name, backend, model, status, started_at, finished_at, host "
+            "FROM runs ORDER BY started_at DESC",
+        )
         if not run_rows:
             raise QueryError("no runs in this store")
         if run_id is None:
             run_id = run_rows[0]["run_id"]
         elif run_id not in {r["run_id"] for r in run_rows}:
             raise QueryError(f"no run with id {run_id!r}")
-        cells = [] if show_all else fetch_dicts(con, """
-            SELECT workload, n, repetition, status, ok_requests, failed_requests, per_agent_tps, aggregate_tps,
+        cells = (
+            []
+            if show_all
+            else fetch_dicts(
+                con,
+                """
+            SELECT workload, n, repetition, status, ok_requests, failed_requests, per_agent_tps,
+                   aggregate_tps,
                    latency_p50_ms, latency_p95_ms, ttft_p50_ms, ttft_p95_ms, trace_id, reason
-            FROM cell_summary WHERE run_id = ? ORDER BY model, workload, n, repetition""", [run_id])
+            FROM cell_summary WHERE run_id = ? ORDER BY model, workload, n, repetition""",
+                [run_id],
+            )
+        )
         summary = [] if show_all else sweep_summary(con, run_id)
     if fmt == "json":
         click.echo(json.dumps({"runs": run_rows, "cells": cells, "summary": summary}, default=str, indent=1))
@@ -102,16 +140,42 @@ def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
     if show_all:
         return
     ctable = Table(title=f"cells of {run_id}")
-    ccols = ("workload", "n", "repetition", "status", "ok_requests", "failed_requests", "per_agent_tps",
-             "aggregate_tps", "latency_p50_ms", "latency_p95_ms", "ttft_p50_ms", "trace_id", "reason")
+    ccols = (
+        "workload",
+        "n",
+        "repetition",
+        "status",
+        "ok_requests",
+        "failed_requests",
+        "per_agent_tps",
+        "aggregate_tps",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "ttft_p50_ms",
+        "trace_id",
+        "reason",
+    )
     for col in ccols:
         ctable.add_column(col, overflow="fold")
     for r in cells:
         ctable.add_row(*(_fmt(r[c]) for c in ccols))
     console.print(ctable)
     stable = Table(title="sweep summary (means over ok cells; comparisons against N=1)")
-    scols = ("model", "workload", "n", "cells", "skipped", "failed", "per_agent_tps", "aggregate_tps",
-             "parallel_efficiency", "degradation", "latency_p95_x", "ttft_p50_ms", "cliff_n")
+    scols = (
+        "model",
+        "workload",
+        "n",
+        "cells",
+        "skipped",
+        "failed",
+        "per_agent_tps",
+        "aggregate_tps",
+        "parallel_efficiency",
+        "degradation",
+        "latency_p95_x",
+        "ttft_p50_ms",
+        "cliff_n",
+    )
     for col in scols:
         stable.add_column(col)
     for r in summary:

@@ -27,9 +27,23 @@ from .spec import Spec, Workload
 
 #: A request row's fields produced by the worker (the sweep adds ids).
 REQUEST_FIELDS = (
-    "agent", "request_index", "status", "error", "start_s", "wall_ms", "ttft_ms", "prompt_tokens",
-    "output_tokens", "tokens_per_s", "decode_tokens_per_s", "eval_count", "eval_duration_ns",
-    "prompt_eval_count", "prompt_eval_duration_ns", "finish_reason", "nvtx_range",
+    "agent",
+    "request_index",
+    "status",
+    "error",
+    "start_s",
+    "wall_ms",
+    "ttft_ms",
+    "prompt_tokens",
+    "output_tokens",
+    "tokens_per_s",
+    "decode_tokens_per_s",
+    "eval_count",
+    "eval_duration_ns",
+    "prompt_eval_count",
+    "prompt_eval_duration_ns",
+    "finish_reason",
+    "nvtx_range",
 )
 
 
@@ -63,18 +77,39 @@ def _make_backend(spec: Spec, model: str) -> Any:
     if spec.backend == "ollama":
         from .ollama import OllamaBackend
 
-        return OllamaBackend(spec.base_url or "", model, api=spec.api, options=spec.options,
-                             temperature=spec.temperature, seed=spec.seed, timeout_s=spec.request_timeout_s)
+        return OllamaBackend(
+            spec.base_url or "",
+            model,
+            api=spec.api,
+            options=spec.options,
+            temperature=spec.temperature,
+            seed=spec.seed,
+            timeout_s=spec.request_timeout_s,
+        )
     if spec.backend == "openai":
         from .openai import OpenAIBackend
 
-        return OpenAIBackend(spec.base_url or "", model, api=spec.api, preset=spec.preset,
-                             temperature=spec.temperature, seed=spec.seed, timeout_s=spec.request_timeout_s,
-                             options=spec.options, api_key_env=spec.api_key_env)
+        return OpenAIBackend(
+            spec.base_url or "",
+            model,
+            api=spec.api,
+            preset=spec.preset,
+            temperature=spec.temperature,
+            seed=spec.seed,
+            timeout_s=spec.request_timeout_s,
+            options=spec.options,
+            api_key_env=spec.api_key_env,
+        )
     from .pytorch_direct import PytorchDirectBackend
 
-    return PytorchDirectBackend(model, model_config=spec.model_config, dtype=spec.dtype, device=spec.device,
-                                seed=spec.seed, stream_per_agent=spec.stream_per_agent)
+    return PytorchDirectBackend(
+        model,
+        model_config=spec.model_config,
+        dtype=spec.dtype,
+        device=spec.device,
+        seed=spec.seed,
+        stream_per_agent=spec.stream_per_agent,
+    )
 
 
 def _prompt_text(workload: Workload) -> str:
@@ -86,8 +121,16 @@ def _prompt_text(workload: Workload) -> str:
     return " ".join((words * (n // len(words) + 1))[:n])
 
 
-def _one_request(backend: Any, spec: Spec, workload: Workload, prompt: Any, agent: int, index: int,
-                 t0_wall: float, progress: Callable[[], None]) -> dict[str, Any]:
+def _one_request(
+    backend: Any,
+    spec: Spec,
+    workload: Workload,
+    prompt: Any,
+    agent: int,
+    index: int,
+    t0_wall: float,
+    progress: Callable[[], None],
+) -> dict[str, Any]:
     from .http_common import RequestFailed
 
     start = time.time()
@@ -101,7 +144,9 @@ def _one_request(backend: Any, spec: Spec, workload: Workload, prompt: Any, agen
         row.update(status="error", error=str(exc), wall_ms=(time.time() - start) * 1000.0)
         return row
     except Exception as exc:  # noqa: BLE001 - any backend bug is this request's error, not the cell's death
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}", wall_ms=(time.time() - start) * 1000.0)
+        row.update(
+            status="error", error=f"{type(exc).__name__}: {exc}", wall_ms=(time.time() - start) * 1000.0
+        )
         return row
     wall_s = res.pop("wall_s")
     ttft_s = res.pop("ttft_s")
@@ -112,14 +157,23 @@ def _one_request(backend: Any, spec: Spec, workload: Workload, prompt: Any, agen
         wall_ms=wall_s * 1000.0,
         ttft_ms=None if ttft_s is None else ttft_s * 1000.0,
         tokens_per_s=out / wall_s if wall_s > 0 else None,
-        decode_tokens_per_s=((out - 1) / (wall_s - ttft_s)) if ttft_s is not None and out > 1 and wall_s > ttft_s
+        decode_tokens_per_s=((out - 1) / (wall_s - ttft_s))
+        if ttft_s is not None and out > 1 and wall_s > ttft_s
         else None,
     )
     return row
 
 
-def _agent_loop(backend: Any, spec: Spec, workload: Workload, prompt: Any, agent: int, requests: int,
-                t0_wall: float, events: _Events) -> None:
+def _agent_loop(
+    backend: Any,
+    spec: Spec,
+    workload: Workload,
+    prompt: Any,
+    agent: int,
+    requests: int,
+    t0_wall: float,
+    events: _Events,
+) -> None:
     for index in range(requests):
         if index and workload.request_interval_s:
             time.sleep(workload.request_interval_s)
@@ -194,8 +248,11 @@ def worker_main(job_path: str) -> int:
         events.emit({"type": "ready", "t": time.time()})
         t0 = time.time()
         threads = [
-            threading.Thread(target=_agent_loop, name=f"agent{a}",
-                             args=(backend, spec, workload, prompt, a, requests, t0, events))
+            threading.Thread(
+                target=_agent_loop,
+                name=f"agent{a}",
+                args=(backend, spec, workload, prompt, a, requests, t0, events),
+            )
             for a in range(n)
         ]
         for t in threads:
@@ -222,8 +279,12 @@ def _run_processes(job: dict[str, Any], spec: Spec, workload: Workload, events: 
         p.join()
     bad = [p for p in procs if p.exitcode != 0]
     if bad:
-        events.emit({"type": "error", "message": f"{len(bad)} agent process(es) exited with "
-                     f"{sorted({p.exitcode for p in bad})}"})
+        events.emit(
+            {
+                "type": "error",
+                "message": f"{len(bad)} agent process(es) exited with {sorted({p.exitcode for p in bad})}",
+            }
+        )
         return 2
     events.emit({"type": "done", "t": time.time()})
     return 0
@@ -323,7 +384,9 @@ def run_cell(
     Args:
         spec: the sweep spec.
         cell_dir: a directory for the job, event and log files.
-        model, workload, n: the cell's coordinates.
+        model: the model the cell runs.
+        workload: the workload's name.
+        n: concurrency (number of agents).
         requests_per_agent: requests each agent sends.
         warmup_requests: requests before timing starts (not recorded).
         on_request: called in this process with each finished request's row, as it arrives.
@@ -340,9 +403,14 @@ def run_cell(
     if events_path.exists():
         events_path.unlink()
     job = {
-        "spec": spec.to_json(), "model": model, "workload": workload, "n": n,
-        "requests_per_agent": requests_per_agent, "warmup_requests": warmup_requests,
-        "events": str(events_path), "sweep_pid": os.getpid(),
+        "spec": spec.to_json(),
+        "model": model,
+        "workload": workload,
+        "n": n,
+        "requests_per_agent": requests_per_agent,
+        "warmup_requests": warmup_requests,
+        "events": str(events_path),
+        "sweep_pid": os.getpid(),
     }
     job_path = cell_dir / "job.json"
     job_path.write_text(json.dumps(job))
@@ -354,8 +422,9 @@ def run_cell(
     deadline_s = timeout_s if timeout_s is not None else spec.timeout_s
     log = open(cell_dir / "worker.log", "wb")  # noqa: SIM115 - closed below, after the child is reaped
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, stdin=subprocess.DEVNULL
+    )
     offset = 0
     pending = b""
     last_progress = start
@@ -423,8 +492,10 @@ def run_cell(
                 break
             if now - last_progress > spec.heartbeat_timeout_s:
                 status = "hung"
-                reason = (f"no progress for {spec.heartbeat_timeout_s:g} s (heartbeat_timeout_s) after "
-                          f"{ok + failed} requests; killed")
+                reason = (
+                    f"no progress for {spec.heartbeat_timeout_s:g} s (heartbeat_timeout_s) after "
+                    f"{ok + failed} requests; killed"
+                )
                 break
             time.sleep(0.1)
     finally:
@@ -451,8 +522,16 @@ def run_cell(
         else:
             status, reason = "ok", None
     report = report_path if report_path and os.path.exists(report_path) else None
-    return CellOutcome(status=status, reason=reason, wall_s=wall, requests_ok=ok, requests_failed=failed,
-                       report_path=report, versions=versions, returncode=proc.returncode)
+    return CellOutcome(
+        status=status,
+        reason=reason,
+        wall_s=wall,
+        requests_ok=ok,
+        requests_failed=failed,
+        report_path=report,
+        versions=versions,
+        returncode=proc.returncode,
+    )
 
 
 def _first_error(events_path: Path) -> str:

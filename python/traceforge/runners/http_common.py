@@ -25,8 +25,9 @@ def _session() -> Any:
 
 
 @contextlib.contextmanager
-def open_stream(url: str, body: dict[str, Any], timeout_s: float,
-                headers: dict[str, str] | None = None) -> Iterator[Any]:
+def open_stream(
+    url: str, body: dict[str, Any], timeout_s: float, headers: dict[str, str] | None = None
+) -> Iterator[Any]:
     """POST ``body`` as JSON and yield the streaming response; network failures become RequestFailed.
 
     ``timeout_s`` bounds the connection and every wait for the next bytes, so a server that stops sending
@@ -35,8 +36,9 @@ def open_stream(url: str, body: dict[str, Any], timeout_s: float,
     import requests
 
     try:
-        resp = _session().post(url, json=body, stream=True, timeout=(min(timeout_s, 10.0), timeout_s),
-                               headers=headers)
+        resp = _session().post(
+            url, json=body, stream=True, timeout=(min(timeout_s, 10.0), timeout_s), headers=headers
+        )
     except requests.exceptions.ConnectionError as exc:
         text = str(exc)
         if "refused" in text.lower():

@@ -17,8 +17,17 @@ from .http_common import RequestFailed, http_error, open_stream
 class OllamaBackend:
     """Client of one Ollama server, shared by the agent threads of a cell."""
 
-    def __init__(self, base_url: str, model: str, *, api: str = "generate", options: dict[str, Any] | None = None,
-                 temperature: float = 0.0, seed: int = 0, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api: str = "generate",
+        options: dict[str, Any] | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        timeout_s: float = 300.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api = api
@@ -33,8 +42,12 @@ class OllamaBackend:
         options.update(self.options)
         if self.api == "chat":
             url = f"{self.base_url}/api/chat"
-            body: dict[str, Any] = {"model": self.model, "stream": True, "options": options,
-                                    "messages": [{"role": "user", "content": prompt}]}
+            body: dict[str, Any] = {
+                "model": self.model,
+                "stream": True,
+                "options": options,
+                "messages": [{"role": "user", "content": prompt}],
+            }
         else:
             url = f"{self.base_url}/api/generate"
             body = {"model": self.model, "prompt": prompt, "stream": True, "options": options}
@@ -51,15 +64,19 @@ class OllamaBackend:
                 try:
                     obj = json.loads(raw)
                 except ValueError as exc:
-                    raise RequestFailed(f"garbage from {url}: line {lineno} is not JSON: {raw[:80]!r}") from exc
+                    raise RequestFailed(
+                        f"garbage from {url}: line {lineno} is not JSON: {raw[:80]!r}"
+                    ) from exc
                 if not isinstance(obj, dict):
                     raise RequestFailed(f"garbage from {url}: line {lineno} is not a JSON object")
                 if "error" in obj:
                     raise RequestFailed(f"ollama error: {obj['error']}")
                 piece = obj.get("message", {}).get("content") if self.api == "chat" else obj.get("response")
                 if piece is None and not obj.get("done"):
-                    raise RequestFailed(f"garbage from {url}: line {lineno} has no "
-                                        f"{'message.content' if self.api == 'chat' else 'response'}")
+                    raise RequestFailed(
+                        f"garbage from {url}: line {lineno} has no "
+                        f"{'message.content' if self.api == 'chat' else 'response'}"
+                    )
                 if piece:
                     chunks += 1
                     if ttft is None:
@@ -70,7 +87,7 @@ class OllamaBackend:
                     break
         wall = time.perf_counter() - t0
         if final is None:
-            raise RequestFailed(f"stream from {url} ended without a final \"done\": true line")
+            raise RequestFailed(f'stream from {url} ended without a final "done": true line')
         output = final.get("eval_count", chunks)
         return {
             "wall_s": wall,

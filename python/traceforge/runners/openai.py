@@ -21,9 +21,19 @@ from .spec import PRESETS
 class OpenAIBackend:
     """Client of one OpenAI-compatible server."""
 
-    def __init__(self, base_url: str, model: str, *, api: str = "completions", preset: str | None = None,
-                 temperature: float = 0.0, seed: int = 0, timeout_s: float = 300.0,
-                 options: dict[str, Any] | None = None, api_key_env: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api: str = "completions",
+        preset: str | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        timeout_s: float = 300.0,
+        options: dict[str, Any] | None = None,
+        api_key_env: str | None = None,
+    ) -> None:
         base = base_url.rstrip("/")
         self.base_url = base[:-3] if base.endswith("/v1") else base
         self.quirks = PRESETS.get(preset or "", {"stream_usage": True, "extra": {}, "min_tokens": False})
@@ -38,8 +48,13 @@ class OpenAIBackend:
 
     def request(self, prompt: str, max_new_tokens: int, progress: Callable[[], None]) -> dict[str, Any]:
         """Send one streaming request; return the request's measurements or raise :class:`RequestFailed`."""
-        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "stream": True,
-                                "temperature": self.temperature, "seed": self.seed}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_new_tokens,
+            "stream": True,
+            "temperature": self.temperature,
+            "seed": self.seed,
+        }
         if self.api == "chat":
             url = f"{self.base_url}/v1/chat/completions"
             body["messages"] = [{"role": "user", "content": prompt}]
@@ -68,7 +83,9 @@ class OpenAIBackend:
                 if not line.startswith("data:"):
                     if line.startswith(("event:", "id:", "retry:")):
                         continue
-                    raise RequestFailed(f"garbage from {url}: line {lineno} is not an SSE data line: {line[:80]!r}")
+                    raise RequestFailed(
+                        f"garbage from {url}: line {lineno} is not an SSE data line: {line[:80]!r}"
+                    )
                 data = line[5:].strip()
                 if data == "[DONE]":
                     done = True
@@ -76,19 +93,27 @@ class OpenAIBackend:
                 try:
                     obj = json.loads(data)
                 except ValueError as exc:
-                    raise RequestFailed(f"garbage from {url}: line {lineno} is not JSON: {data[:80]!r}") from exc
+                    raise RequestFailed(
+                        f"garbage from {url}: line {lineno} is not JSON: {data[:80]!r}"
+                    ) from exc
                 if not isinstance(obj, dict):
                     raise RequestFailed(f"garbage from {url}: line {lineno} is not a JSON object")
                 if "error" in obj:
                     err = obj["error"]
-                    raise RequestFailed(f"server error: {err.get('message', err) if isinstance(err, dict) else err}")
+                    raise RequestFailed(
+                        f"server error: {err.get('message', err) if isinstance(err, dict) else err}"
+                    )
                 if obj.get("usage"):
                     usage = obj["usage"]
                 choices = obj.get("choices")
                 if choices is None:
-                    raise RequestFailed(f"garbage from {url}: line {lineno} has no \"choices\"")
+                    raise RequestFailed(f'garbage from {url}: line {lineno} has no "choices"')
                 for choice in choices:
-                    piece = (choice.get("delta") or {}).get("content") if self.api == "chat" else choice.get("text")
+                    piece = (
+                        (choice.get("delta") or {}).get("content")
+                        if self.api == "chat"
+                        else choice.get("text")
+                    )
                     if piece:
                         chunks += 1
                         if ttft is None:
@@ -98,7 +123,7 @@ class OpenAIBackend:
                         finish = choice["finish_reason"]
         wall = time.perf_counter() - t0
         if not done:
-            raise RequestFailed(f"stream from {url} ended without \"data: [DONE]\"")
+            raise RequestFailed(f'stream from {url} ended without "data: [DONE]"')
         output = usage.get("completion_tokens") if usage else None
         return {
             "wall_s": wall,

@@ -1,10 +1,10 @@
 """pytorch_direct backend: a transformers causal LM in-process, as the studies ran it.
 
-Each request is a greedy ``generate()`` with ``min_new_tokens = max_new_tokens`` (so random weights cannot stop
-early on an end token), timed on the host; time to first token comes from a streamer (``generate`` hands it
-the prompt first, then each new token). Each request is wrapped in an NVTX range ``agent{a}/req{r}`` so an
-ingested trace can be projected per request (``nvtx_projection``). With ``stream_per_agent`` each agent thread
-issues its work on its own CUDA stream instead of the default stream.
+Each request is a greedy ``generate()`` with ``min_new_tokens = max_new_tokens`` (so random weights cannot
+stop early on an end token), timed on the host; time to first token comes from a streamer (``generate``
+hands it the prompt first, then each new token). Each request is wrapped in an NVTX range
+``agent{a}/req{r}`` so an ingested trace can be projected per request (``nvtx_projection``). With
+``stream_per_agent`` each agent thread issues its work on its own CUDA stream instead of the default stream.
 
 The model is a local checkpoint (``model`` = a directory) or, with a ``[model_config]`` table, a real
 architecture with random weights (no download): e.g. a Llama-3.2-1B shape. torch and transformers are
@@ -22,8 +22,14 @@ from .http_common import RequestFailed
 
 #: Shape of Llama-3.2-1B (used when model_config names ``preset = "llama-3.2-1b"``).
 LLAMA_32_1B = {
-    "model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": True,
+    "model_type": "llama",
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "tie_word_embeddings": True,
 }
 
 
@@ -49,8 +55,16 @@ class _Streamer:
 class PytorchDirectBackend:
     """One model shared by the agent threads of a cell (or one per agent process)."""
 
-    def __init__(self, model: str, *, model_config: dict[str, Any], dtype: str = "float16", device: str = "cuda",
-                 seed: int = 0, stream_per_agent: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        model_config: dict[str, Any],
+        dtype: str = "float16",
+        device: str = "cuda",
+        seed: int = 0,
+        stream_per_agent: bool = False,
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -79,7 +93,9 @@ class PytorchDirectBackend:
                     self.model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=self.dtype)
         else:
             if not os.path.isdir(model):
-                raise ValueError(f"model: {model!r} is not a local model directory (or give a [model_config])")
+                raise ValueError(
+                    f"model: {model!r} is not a local model directory (or give a [model_config])"
+                )
             import transformers
 
             try:
@@ -116,8 +132,9 @@ class PytorchDirectBackend:
                 self._streams[agent] = self.torch.cuda.Stream()
             return self._streams[agent]
 
-    def request(self, ids: Any, max_new_tokens: int, progress: Callable[[], None], *, agent: int,
-                index: int) -> dict[str, Any]:
+    def request(
+        self, ids: Any, max_new_tokens: int, progress: Callable[[], None], *, agent: int, index: int
+    ) -> dict[str, Any]:
         """Run one greedy generate of exactly ``max_new_tokens`` tokens."""
         torch = self.torch
         cuda = self.device.startswith("cuda")
@@ -130,8 +147,14 @@ class PytorchDirectBackend:
             with torch.inference_mode():
                 input_ids = ids.to(self.device)
                 mask = torch.ones_like(input_ids)
-                kwargs = {"input_ids": input_ids, "attention_mask": mask, "max_new_tokens": max_new_tokens,
-                          "min_new_tokens": max_new_tokens, "do_sample": False, "streamer": streamer}
+                kwargs = {
+                    "input_ids": input_ids,
+                    "attention_mask": mask,
+                    "max_new_tokens": max_new_tokens,
+                    "min_new_tokens": max_new_tokens,
+                    "do_sample": False,
+                    "streamer": streamer,
+                }
                 if self.stream_per_agent:
                     stream = self._stream(agent)
                     with torch.cuda.stream(stream):
@@ -144,7 +167,9 @@ class PytorchDirectBackend:
         except torch.cuda.OutOfMemoryError as exc:
             raise RequestFailed(f"CUDA out of memory: {str(exc).splitlines()[0]}") from exc
         except RuntimeError as exc:
-            raise RequestFailed(f"generate failed: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+            raise RequestFailed(
+                f"generate failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            ) from exc
         finally:
             if cuda:
                 torch.cuda.nvtx.range_pop()

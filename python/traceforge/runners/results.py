@@ -122,7 +122,9 @@ CELL_STATUSES = ("running", "ok", "failed", "hung", "timeout", "skipped")
 # Regular expressions (RE2 syntax, shared with Python's re) that reduce a demangled kernel name to a key on
 # which nsys and ncu agree: ncu drops some namespace qualifiers (``at::native::`` -> ``at::``) and the casts
 # nsys prints on integral template arguments (``(int)4`` -> ``4``).
-KEY_CAST_RE = r"\((?:unsigned |signed )?(?:int|long|long long|short|char|bool|unsigned|unsigned long)\)(-?[0-9])"
+KEY_CAST_RE = (
+    r"\((?:unsigned |signed )?(?:int|long|long long|short|char|bool|unsigned|unsigned long)\)(-?[0-9])"
+)
 KEY_NAMESPACE_RE = r"(?:[A-Za-z_][A-Za-z0-9_]*|<unnamed>|\(anonymous namespace\))::"
 
 
@@ -220,7 +222,9 @@ def insert_rows(con: Any, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
             for row in rows:
                 fh.write(json.dumps({k: _clean(row.get(k)) for k in cols}, default=str))
                 fh.write("\n")
-        spec = ", ".join(f"{name}: '{'VARCHAR' if typ == 'TIMESTAMP' else typ}'" for name, typ in cols.items())
+        spec = ", ".join(
+            f"{name}: '{'VARCHAR' if typ == 'TIMESTAMP' else typ}'" for name, typ in cols.items()
+        )
         select = ", ".join(f"CAST({n} AS TIMESTAMP)" if t == "TIMESTAMP" else n for n, t in cols.items())
         con.execute(
             f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select} FROM read_json(?, columns={{{spec}}}, "
@@ -276,7 +280,9 @@ def sweep_summary(con: Any, run_id: str | None = None) -> list[dict[str, Any]]:
         base = next((r for r in members if r["n"] == 1 and r["cells"]), None)
         cliff = None
         for row in members:
-            row["parallel_efficiency"] = _ratio(row["aggregate_tps"], base and row["n"] * base["aggregate_tps"])
+            row["parallel_efficiency"] = _ratio(
+                row["aggregate_tps"], base and row["n"] * base["aggregate_tps"]
+            )
             share = _ratio(row["per_agent_tps"], base and base["per_agent_tps"])
             row["degradation"] = None if share is None else 1.0 - share
             row["latency_p95_x"] = _ratio(row["latency_p95_ms"], base and base["latency_p95_ms"])

@@ -37,15 +37,56 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 TOP_LEVEL = {
-    "name", "description", "backend", "model", "base_url", "api", "preset", "api_key_env", "concurrency",
-    "requests_per_agent", "repetitions", "max_new_tokens", "prompt", "prompt_tokens", "workloads",
-    "warmup_requests", "timeout_s", "heartbeat_timeout_s", "request_timeout_s", "kill_grace_s",
-    "agent_mode", "stream_per_agent", "dtype", "device", "model_config", "seed", "temperature", "options",
-    "capture", "skip", "server", "telemetry", "telemetry_hz", "request_interval_s",
+    "name",
+    "description",
+    "backend",
+    "model",
+    "base_url",
+    "api",
+    "preset",
+    "api_key_env",
+    "concurrency",
+    "requests_per_agent",
+    "repetitions",
+    "max_new_tokens",
+    "prompt",
+    "prompt_tokens",
+    "workloads",
+    "warmup_requests",
+    "timeout_s",
+    "heartbeat_timeout_s",
+    "request_timeout_s",
+    "kill_grace_s",
+    "agent_mode",
+    "stream_per_agent",
+    "dtype",
+    "device",
+    "model_config",
+    "seed",
+    "temperature",
+    "options",
+    "capture",
+    "skip",
+    "server",
+    "telemetry",
+    "telemetry_hz",
+    "request_interval_s",
 }
 CAPTURE_KEYS = {
-    "nsys", "ncu", "nsys_path", "ncu_path", "nsys_trace", "nsys_args", "ingest", "ncu_top_k",
-    "ncu_launch_skip", "ncu_launch_count", "ncu_metrics", "ncu_requests", "ncu_timeout_s", "ncu_args",
+    "nsys",
+    "ncu",
+    "nsys_path",
+    "ncu_path",
+    "nsys_trace",
+    "nsys_args",
+    "ingest",
+    "ncu_top_k",
+    "ncu_launch_skip",
+    "ncu_launch_count",
+    "ncu_metrics",
+    "ncu_requests",
+    "ncu_timeout_s",
+    "ncu_args",
     "keep_reports",
 }
 WORKLOAD_KEYS = {"name", "prompt", "prompt_tokens", "max_new_tokens", "request_interval_s"}
@@ -269,8 +310,10 @@ class _Validator:
         models = (model,) if isinstance(model, str) else model
         if not isinstance(models, (list, tuple)) or not models:
             raise self.fail("model", "must be a string or a non-empty list of strings")
-        models = tuple(self.str_(m, f"model[{i}]" if not isinstance(model, str) else "model")
-                       for i, m in enumerate(models))
+        models = tuple(
+            self.str_(m, f"model[{i}]" if not isinstance(model, str) else "model")
+            for i, m in enumerate(models)
+        )
         conc = self.need(d, "concurrency")
         if not isinstance(conc, list) or not conc:
             raise self.fail("concurrency", f"must be a non-empty list of positive integers, got {conc!r}")
@@ -292,23 +335,26 @@ class _Validator:
                 raise self.fail("preset", f"unknown preset {preset!r} (one of: {', '.join(PRESETS)})")
             api = api or "completions"
             if api not in ("completions", "chat"):
-                raise self.fail("api", f"must be \"completions\" or \"chat\" for openai, got {api!r}")
+                raise self.fail("api", f'must be "completions" or "chat" for openai, got {api!r}')
         elif backend == "ollama":
             api = api or "generate"
             if api not in ("generate", "chat"):
-                raise self.fail("api", f"must be \"generate\" or \"chat\" for ollama, got {api!r}")
+                raise self.fail("api", f'must be "generate" or "chat" for ollama, got {api!r}')
             if preset is not None:
                 raise self.fail("preset", "only the openai backend has presets")
         else:
             api = api or "generate"
             if api != "generate":
-                raise self.fail("api", f"pytorch_direct only has \"generate\", got {api!r}")
+                raise self.fail("api", f'pytorch_direct only has "generate", got {api!r}')
             if base_url is not None:
                 raise self.fail("base_url", "pytorch_direct runs in-process and takes no base_url")
         if backend in ("ollama", "openai"):
             if base_url is None:
-                raise self.fail("base_url", "missing (required for the ollama and openai backends, "
-                                "e.g. \"http://127.0.0.1:11434\" for Ollama, \"http://127.0.0.1:8000\" for vLLM)")
+                raise self.fail(
+                    "base_url",
+                    "missing (required for the ollama and openai backends, "
+                    'e.g. "http://127.0.0.1:11434" for Ollama, "http://127.0.0.1:8000" for vLLM)',
+                )
             parsed = urlparse(self.str_(base_url, "base_url"))
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise self.fail("base_url", f"must be an http(s) URL, got {base_url!r}")
@@ -324,7 +370,7 @@ class _Validator:
             kwargs["warmup_requests"] = self.int_(d["warmup_requests"], "warmup_requests", minimum=0)
         if "agent_mode" in d:
             if d["agent_mode"] not in ("threads", "processes"):
-                raise self.fail("agent_mode", f"must be \"threads\" or \"processes\", got {d['agent_mode']!r}")
+                raise self.fail("agent_mode", f'must be "threads" or "processes", got {d["agent_mode"]!r}')
             kwargs["agent_mode"] = d["agent_mode"]
         for key in ("stream_per_agent", "telemetry"):
             if key in d:
@@ -350,16 +396,29 @@ class _Validator:
             kwargs["description"] = str(d["description"])
         capture = self.capture(d.get("capture", {}))
         if capture.nsys and backend != "pytorch_direct" and "server" not in d:
-            raise self.fail("capture.nsys", "a server backend is captured through its server: add a [server] "
-                            "table with the command that starts it")
+            raise self.fail(
+                "capture.nsys",
+                "a server backend is captured through its server: add a [server] "
+                "table with the command that starts it",
+            )
         skip = self.skips(d.get("skip", []), {w.name for w in workloads})
         server = self.server(d["server"]) if "server" in d else None
         if server is not None and backend == "pytorch_direct":
             raise self.fail("server", "pytorch_direct runs in-process and takes no [server]")
         return Spec(
-            name=name, backend=backend, models=models, concurrency=concurrency, requests_per_agent=rpa,
-            workloads=workloads, repetitions=reps, api=api, preset=preset, capture=capture, skip=skip,
-            server=server, **kwargs,
+            name=name,
+            backend=backend,
+            models=models,
+            concurrency=concurrency,
+            requests_per_agent=rpa,
+            workloads=workloads,
+            repetitions=reps,
+            api=api,
+            preset=preset,
+            capture=capture,
+            skip=skip,
+            server=server,
+            **kwargs,
         )
 
     def workloads(self, d: dict[str, Any], top_tokens: int | None) -> tuple[Workload, ...]:
@@ -387,8 +446,9 @@ class _Validator:
             raise self.fail("prompt", "missing (give prompt, prompt_tokens, or a [[workloads]] list)")
         return (self._workload(d, "", "default", top_tokens, interval),)
 
-    def _workload(self, w: dict[str, Any], where: str, name: str, top_tokens: int | None,
-                  interval: float) -> Workload:
+    def _workload(
+        self, w: dict[str, Any], where: str, name: str, top_tokens: int | None, interval: float
+    ) -> Workload:
         if "prompt" in w and "prompt_tokens" in w:
             raise self.fail(where + "prompt", "give prompt or prompt_tokens, not both")
         prompt = self.str_(w["prompt"], where + "prompt") if "prompt" in w else None
@@ -403,8 +463,9 @@ class _Validator:
             raise self.fail(where + "max_new_tokens", "missing (required, here or at the top level)")
         if "request_interval_s" in w and where:
             interval = self.num(w["request_interval_s"], where + "request_interval_s", positive=False)
-        return Workload(name=name, max_new_tokens=tokens, prompt=prompt, prompt_tokens=ptok,
-                        request_interval_s=interval)
+        return Workload(
+            name=name, max_new_tokens=tokens, prompt=prompt, prompt_tokens=ptok, request_interval_s=interval
+        )
 
     def capture(self, c: Any) -> Capture:
         if not isinstance(c, dict):
@@ -417,8 +478,12 @@ class _Validator:
         for key in ("nsys_path", "ncu_path", "nsys_trace"):
             if key in c:
                 kw[key] = self.str_(c[key], f"capture.{key}")
-        for key, minimum in (("ncu_top_k", 1), ("ncu_launch_skip", 0), ("ncu_launch_count", 1),
-                             ("ncu_requests", 1)):
+        for key, minimum in (
+            ("ncu_top_k", 1),
+            ("ncu_launch_skip", 0),
+            ("ncu_launch_count", 1),
+            ("ncu_requests", 1),
+        ):
             if key in c:
                 kw[key] = self.int_(c[key], f"capture.{key}", minimum=minimum)
         if "ncu_timeout_s" in c:
@@ -433,9 +498,13 @@ class _Validator:
                 kw[key] = tuple(vals)
         cap = Capture(**kw)
         if cap.ncu and not cap.nsys:
-            raise self.fail("capture.ncu", "needs capture.nsys = true (the top kernels come from the nsys trace)")
+            raise self.fail(
+                "capture.ncu", "needs capture.nsys = true (the top kernels come from the nsys trace)"
+            )
         if cap.ncu and not cap.ingest:
-            raise self.fail("capture.ncu", "needs capture.ingest = true (top kernels are read from kernel_summary)")
+            raise self.fail(
+                "capture.ncu", "needs capture.ingest = true (top kernels are read from kernel_summary)"
+            )
         return cap
 
     def skips(self, raw: Any, workloads: set[str]) -> tuple[SkipRule, ...]:
@@ -463,7 +532,7 @@ class _Validator:
         self.unknown(s, SERVER_KEYS, "server.")
         cmd = self.need(s, "command", "server.")
         if not isinstance(cmd, list) or not cmd or not all(isinstance(x, str) and x for x in cmd):
-            raise self.fail("server.command", "must be a non-empty list of strings, e.g. [\"ollama\", \"serve\"]")
+            raise self.fail("server.command", 'must be a non-empty list of strings, e.g. ["ollama", "serve"]')
         env = s.get("env", {})
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             raise self.fail("server.env", "must be a table of strings")

@@ -95,7 +95,11 @@ def manifest(spec: Spec, nsys: str | None, ncu: str | None) -> dict[str, Any]:
 
     from .. import __version__
 
-    libs: dict[str, Any] = {"traceforge": __version__, "duckdb": duckdb.__version__, "python": sys.version.split()[0]}
+    libs: dict[str, Any] = {
+        "traceforge": __version__,
+        "duckdb": duckdb.__version__,
+        "python": sys.version.split()[0],
+    }
     try:
         import requests
 
@@ -127,8 +131,13 @@ class _Reporter:
         if not quiet and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), transient=False)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=False,
+            )
             self.progress.start()
             self.task = self.progress.add_task("sweep", total=total)
 
@@ -176,25 +185,41 @@ def run_sweep(
     ncu = _tool(spec.capture.ncu_path, "NCU", "ncu") if spec.capture.ncu else None
     if spec.capture.nsys and not nsys:
         store.close()
-        raise StoreError("capture.nsys = true but no nsys found (set capture.nsys_path or $NSYS)",
-                         path=spec.source_path)
+        raise StoreError(
+            "capture.nsys = true but no nsys found (set capture.nsys_path or $NSYS)", path=spec.source_path
+        )
     if spec.capture.ncu and not ncu:
         store.close()
-        raise StoreError("capture.ncu = true but no ncu found (set capture.ncu_path or $NCU)",
-                         path=spec.source_path)
+        raise StoreError(
+            "capture.ncu = true but no ncu found (set capture.ncu_path or $NCU)", path=spec.source_path
+        )
     run_id = None
     if resume:
-        row = con.execute("SELECT run_id FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1",
-                          [spec.name]).fetchone()
+        row = con.execute(
+            "SELECT run_id FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1", [spec.name]
+        ).fetchone()
         run_id = row[0] if row else None
     if run_id is None:
         run_id = f"{spec.name}-{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         man = manifest(spec, nsys, ncu)
-        insert_rows(con, "runs", [{
-            "run_id": run_id, "name": spec.name, "backend": spec.backend, "model": spec.model,
-            "spec_toml": spec.source_toml, "spec_path": spec.source_path, "started_at": _now(),
-            "status": "running", "host": man["host"], "manifest_json": json.dumps(man),
-        }])
+        insert_rows(
+            con,
+            "runs",
+            [
+                {
+                    "run_id": run_id,
+                    "name": spec.name,
+                    "backend": spec.backend,
+                    "model": spec.model,
+                    "spec_toml": spec.source_toml,
+                    "spec_path": spec.source_path,
+                    "started_at": _now(),
+                    "status": "running",
+                    "host": man["host"],
+                    "manifest_json": json.dumps(man),
+                }
+            ],
+        )
     else:
         con.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", [run_id])
     root = Path(workdir) if workdir else Path(str(store.path) + ".runs")
@@ -217,7 +242,9 @@ def run_sweep(
             signal.signal(signal.SIGTERM, previous)
         reporter.close()
         try:
-            con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, _now(), run_id])
+            con.execute(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, _now(), run_id]
+            )
         finally:
             store.close()
     return run_id
@@ -234,8 +261,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def _one_cell(spec: Spec, store: Any, run_id: str, cell: PlannedCell, index: int, root: Path,
-              nsys: str | None, ncu: str | None, reporter: _Reporter, retry_failed: bool) -> None:
+def _one_cell(
+    spec: Spec,
+    store: Any,
+    run_id: str,
+    cell: PlannedCell,
+    index: int,
+    root: Path,
+    nsys: str | None,
+    ncu: str | None,
+    reporter: _Reporter,
+    retry_failed: bool,
+) -> None:
     con = store.con
     cell_id = cell.cell_id(run_id)
     label = f"{cell.model} {cell.workload} N={cell.n} rep {cell.repetition}"
@@ -250,16 +287,34 @@ def _one_cell(spec: Spec, store: Any, run_id: str, cell: PlannedCell, index: int
                 con.execute(f"DELETE FROM {table} WHERE cell_id = ?", [cell_id])
     workload = next(w for w in spec.workloads if w.name == cell.workload)
     base = {
-        "cell_id": cell_id, "run_id": run_id, "backend": spec.backend, "model": cell.model,
-        "workload": cell.workload, "n": cell.n, "repetition": cell.repetition,
-        "requests_planned": cell.n * spec.requests_per_agent, "max_new_tokens": workload.max_new_tokens,
+        "cell_id": cell_id,
+        "run_id": run_id,
+        "backend": spec.backend,
+        "model": cell.model,
+        "workload": cell.workload,
+        "n": cell.n,
+        "repetition": cell.repetition,
+        "requests_planned": cell.n * spec.requests_per_agent,
+        "max_new_tokens": workload.max_new_tokens,
         "agent_mode": spec.agent_mode,
     }
     rule = next((s for s in spec.skip if s.matches(cell.model, cell.workload, cell.n, cell.repetition)), None)
     if rule is not None:
         now = _now()
-        insert_rows(con, "cells", [{**base, "status": "skipped", "reason": f"skip list: {rule.reason}",
-                                    "started_at": now, "finished_at": now, "requests_planned": 0}])
+        insert_rows(
+            con,
+            "cells",
+            [
+                {
+                    **base,
+                    "status": "skipped",
+                    "reason": f"skip list: {rule.reason}",
+                    "started_at": now,
+                    "finished_at": now,
+                    "requests_planned": 0,
+                }
+            ],
+        )
         reporter.cell(index, label, "skipped", rule.reason)
         return
     insert_rows(con, "cells", [{**base, "status": "running", "started_at": _now()}])
@@ -279,8 +334,9 @@ def _one_cell(spec: Spec, store: Any, run_id: str, cell: PlannedCell, index: int
             flush_telemetry(sampler.drain())
 
     def on_request(row: dict[str, Any]) -> None:
-        row.update(request_id=f"{cell_id}/a{row['agent']}/q{row['request_index']}", cell_id=cell_id,
-                   run_id=run_id)
+        row.update(
+            request_id=f"{cell_id}/a{row['agent']}/q{row['request_index']}", cell_id=cell_id, run_id=run_id
+        )
         insert_rows(con, "requests", [row])
 
     report_base = str(cell_dir / "trace")
@@ -291,10 +347,19 @@ def _one_cell(spec: Spec, store: Any, run_id: str, cell: PlannedCell, index: int
     try:
         if spec.server is not None:
             server = _start_server(spec, cell_dir, nsys if spec.capture.nsys else None, report_base)
-        outcome = run_cell(spec, cell_dir=cell_dir, model=cell.model, workload=cell.workload, n=cell.n,
-                           requests_per_agent=spec.requests_per_agent, warmup_requests=spec.warmup_requests,
-                           on_request=on_request, on_tick=on_tick, wrapper=wrapper,
-                           report_path=report_base + ".nsys-rep")
+        outcome = run_cell(
+            spec,
+            cell_dir=cell_dir,
+            model=cell.model,
+            workload=cell.workload,
+            n=cell.n,
+            requests_per_agent=spec.requests_per_agent,
+            warmup_requests=spec.warmup_requests,
+            on_request=on_request,
+            on_tick=on_tick,
+            wrapper=wrapper,
+            report_path=report_base + ".nsys-rep",
+        )
     except _ServerFailed as exc:
         outcome = CellOutcome(status="failed", reason=str(exc), wall_s=0.0)
     finally:
@@ -304,8 +369,13 @@ def _one_cell(spec: Spec, store: Any, run_id: str, cell: PlannedCell, index: int
             flush_telemetry(sampler.stop())
     report = report_base + ".nsys-rep" if os.path.exists(report_base + ".nsys-rep") else None
     update: dict[str, Any] = {
-        "status": outcome.status, "reason": outcome.reason, "finished_at": _now(), "wall_s": outcome.wall_s,
-        "requests_ok": outcome.requests_ok, "requests_failed": outcome.requests_failed, "trace_path": report,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "finished_at": _now(),
+        "wall_s": outcome.wall_s,
+        "requests_ok": outcome.requests_ok,
+        "requests_failed": outcome.requests_failed,
+        "trace_path": report,
     }
     if outcome.versions:
         _merge_manifest(con, run_id, {"worker": outcome.versions})
@@ -316,9 +386,15 @@ def _one_cell(spec: Spec, store: Any, run_id: str, cell: PlannedCell, index: int
         update["trace_path"] = sqlite_path or report
         if note:
             notes.append(note)
+        # Linked now, so the ncu rows written next inherit the trace id.
+        con.execute(
+            "UPDATE cells SET trace_id = ?, trace_path = ? WHERE cell_id = ?",
+            [trace_id, update["trace_path"], cell_id],
+        )
         if spec.capture.ncu and ncu and sqlite_path:
-            update["ncu_status"] = _profile_top_kernels(spec, store, ncu, cell, cell_id, cell_dir, trace_id,
-                                                        sqlite_path)
+            update["ncu_status"] = _profile_top_kernels(
+                spec, store, ncu, cell, cell_id, cell_dir, trace_id, sqlite_path
+            )
     elif spec.capture.nsys:
         notes.append("nsys wrote no report")
     if notes:
@@ -339,8 +415,20 @@ def _merge_manifest(con: Any, run_id: str, extra: dict[str, Any]) -> None:
 
 
 def _nsys_wrapper(spec: Spec, nsys: str, report_base: str) -> list[str]:
-    return [nsys, "profile", "-t", spec.capture.nsys_trace, "-s", "none", "--cpuctxsw=none",
-            "-o", report_base, "--force-overwrite", "true", *spec.capture.nsys_args]
+    return [
+        nsys,
+        "profile",
+        "-t",
+        spec.capture.nsys_trace,
+        "-s",
+        "none",
+        "--cpuctxsw=none",
+        "-o",
+        report_base,
+        "--force-overwrite",
+        "true",
+        *spec.capture.nsys_args,
+    ]
 
 
 class _ServerFailed(Exception):
@@ -354,15 +442,18 @@ def _start_server(spec: Spec, cell_dir: Path, nsys: str | None, report_base: str
         cmd = [*_nsys_wrapper(spec, nsys, report_base), *cmd]
     env = {**os.environ, **spec.server.env}
     log = open(cell_dir / "server.log", "wb")  # noqa: SIM115 - the child keeps the descriptor
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, stdin=subprocess.DEVNULL
+    )
     log.close()
     url = spec.server.ready_url or spec.base_url or ""
     deadline = time.monotonic() + spec.server.ready_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise _ServerFailed(f"server command exited with status {proc.returncode} before it was ready "
-                                f"(see {cell_dir / 'server.log'})")
+            raise _ServerFailed(
+                f"server command exited with status {proc.returncode} before it was ready "
+                f"(see {cell_dir / 'server.log'})"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - the spec's own URL
                 if resp.status < 500:
@@ -374,12 +465,18 @@ def _start_server(spec: Spec, cell_dir: Path, nsys: str | None, report_base: str
     raise _ServerFailed(f"server not ready at {url} within {spec.server.ready_timeout_s:g} s")
 
 
-def _export_and_ingest(spec: Spec, store: Any, nsys: str, report: str) -> tuple[str | None, str | None, str | None]:
+def _export_and_ingest(
+    spec: Spec, store: Any, nsys: str, report: str
+) -> tuple[str | None, str | None, str | None]:
     """Export an .nsys-rep to SQLite and ingest it; returns (trace_id, sqlite path, note on failure)."""
     sqlite_path = report[: -len(".nsys-rep")] + ".sqlite"
     try:
-        proc = subprocess.run([nsys, "export", "--type", "sqlite", "--force-overwrite", "true", "-o", sqlite_path,
-                               report], capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [nsys, "export", "--type", "sqlite", "--force-overwrite", "true", "-o", sqlite_path, report],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return None, None, f"nsys export failed: {exc}"
     if proc.returncode != 0 or not os.path.exists(sqlite_path):
@@ -412,24 +509,37 @@ def top_kernels(store: Any, trace_id: str | None, sqlite_path: str, k: int) -> l
     rows: list[tuple[str, str, int]] = []
     if trace_id:
         try:
-            found = fetch_dicts(store.con, """
+            found = fetch_dicts(
+                store.con,
+                """
                 SELECT ks.name, sum(ks.total_ns) AS total_ns,
                        (SELECT any_value(k.short_name) FROM kernels k
                         WHERE k.trace_id = ks.trace_id AND k.name = ks.name) AS short_name
                 FROM kernel_summary ks WHERE ks.trace_id = ? GROUP BY ks.trace_id, ks.name
-                ORDER BY total_ns DESC LIMIT ?""", [trace_id, 20 * k])
+                ORDER BY total_ns DESC LIMIT ?""",
+                [trace_id, 20 * k],
+            )
             from ..ncu import kernel_short_name
 
-            rows = [(r["name"], r["short_name"] or kernel_short_name(r["name"]), int(r["total_ns"])) for r in found]
+            rows = [
+                (r["name"], r["short_name"] or kernel_short_name(r["name"]), int(r["total_ns"]))
+                for r in found
+            ]
         except Exception:  # noqa: BLE001 - fall back to reading the export itself
             rows = []
     if not rows:
         con = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
         try:
-            rows = [(str(a), str(b), int(c)) for a, b, c in con.execute("""
+            rows = [
+                (str(a), str(b), int(c))
+                for a, b, c in con.execute(
+                    """
                 SELECT d.value, s.value, SUM(k.end - k.start) AS total FROM CUPTI_ACTIVITY_KIND_KERNEL k
                 JOIN StringIds d ON d.id = k.demangledName JOIN StringIds s ON s.id = k.shortName
-                GROUP BY d.value ORDER BY total DESC LIMIT ?""", [20 * k]).fetchall()]
+                GROUP BY d.value ORDER BY total DESC LIMIT ?""",
+                    [20 * k],
+                ).fetchall()
+            ]
         finally:
             con.close()
     out: list[tuple[str, str, int]] = []
@@ -441,8 +551,16 @@ def top_kernels(store: Any, trace_id: str | None, sqlite_path: str, k: int) -> l
     return out[:k]
 
 
-def _profile_top_kernels(spec: Spec, store: Any, ncu: str, cell: PlannedCell, cell_id: str, cell_dir: Path,
-                         trace_id: str | None, sqlite_path: str) -> str:
+def _profile_top_kernels(
+    spec: Spec,
+    store: Any,
+    ncu: str,
+    cell: PlannedCell,
+    cell_id: str,
+    cell_dir: Path,
+    trace_id: str | None,
+    sqlite_path: str,
+) -> str:
     from ..ncu import ingest_ncu_csv
 
     cap = spec.capture
@@ -459,13 +577,37 @@ def _profile_top_kernels(spec: Spec, store: Any, ncu: str, cell: PlannedCell, ce
         # One ncu run per kernel: with one filter for all of them, the most frequent kernel would take every
         # profiled launch.
         base = str(cell_dir / f"ncu_k{rank}")
-        wrapper = [ncu, "--clock-control", "none", "--kernel-name-base", "function",
-                   "-k", f"regex:^{re.escape(short)}$", "--launch-skip", str(cap.ncu_launch_skip),
-                   "--launch-count", str(cap.ncu_launch_count), "--metrics", ",".join(cap.ncu_metrics),
-                   "-o", base, "-f", *cap.ncu_args]
-        outcome = run_cell(spec, cell_dir=cell_dir / f"ncu_run_k{rank}", model=cell.model, workload=cell.workload,
-                           n=1, requests_per_agent=cap.ncu_requests, warmup_requests=0,
-                           on_request=lambda row: None, wrapper=wrapper, timeout_s=cap.ncu_timeout_s)
+        wrapper = [
+            ncu,
+            "--clock-control",
+            "none",
+            "--kernel-name-base",
+            "function",
+            "-k",
+            f"regex:^{re.escape(short)}$",
+            "--launch-skip",
+            str(cap.ncu_launch_skip),
+            "--launch-count",
+            str(cap.ncu_launch_count),
+            "--metrics",
+            ",".join(cap.ncu_metrics),
+            "-o",
+            base,
+            "-f",
+            *cap.ncu_args,
+        ]
+        outcome = run_cell(
+            spec,
+            cell_dir=cell_dir / f"ncu_run_k{rank}",
+            model=cell.model,
+            workload=cell.workload,
+            n=1,
+            requests_per_agent=cap.ncu_requests,
+            warmup_requests=0,
+            on_request=lambda row: None,
+            wrapper=wrapper,
+            timeout_s=cap.ncu_timeout_s,
+        )
         rep = base + ".ncu-rep"
         if not os.path.exists(rep):
             notes.append(f"{short}: ncu wrote no report ({outcome.status}: {outcome.reason})")
@@ -473,8 +615,12 @@ def _profile_top_kernels(spec: Spec, store: Any, ncu: str, cell: PlannedCell, ce
         failed = None
         for page in ("raw", "details"):
             with open(f"{base}.{page}.csv", "wb") as fh:
-                proc = subprocess.run([ncu, "--import", rep, "--csv", "--page", page], stdout=fh,
-                                      stderr=subprocess.PIPE, timeout=600)
+                proc = subprocess.run(
+                    [ncu, "--import", rep, "--csv", "--page", page],
+                    stdout=fh,
+                    stderr=subprocess.PIPE,
+                    timeout=600,
+                )
             if proc.returncode != 0:
                 failed = f"ncu --import --page {page}: {proc.stderr.decode(errors='replace').strip()[:200]}"
         if failed:
@@ -503,4 +649,3 @@ def _profile_top_kernels(spec: Spec, store: Any, ncu: str, cell: PlannedCell, ce
 def iter_runs(con: Any) -> Iterator[dict[str, Any]]:
     """Stored runs, newest first."""
     yield from fetch_dicts(con, "SELECT * FROM runs ORDER BY started_at DESC")
-

@@ -14,7 +14,7 @@ from typing import Any
 
 def _pynvml() -> Any:
     with warnings.catch_warnings():
-        # The "pynvml" wrapper package warns on import in favour of nvidia-ml-py, which provides the same module.
+        # The "pynvml" wrapper package warns on import in favour of nvidia-ml-py (same module).
         warnings.simplefilter("ignore", FutureWarning)
         import pynvml
     return pynvml
@@ -52,8 +52,9 @@ class TelemetrySampler:
                 self._rows.append({"t_s": 0.0, "available": False, "note": self.note})
             return self
         self.available = True
-        self._thread = threading.Thread(target=self._loop, args=(pynvml, handles), name="traceforge-telemetry",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(pynvml, handles), name="traceforge-telemetry", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -71,18 +72,22 @@ class TelemetrySampler:
                 power = read(pynvml.nvmlDeviceGetPowerUsage, h)
                 util = read(pynvml.nvmlDeviceGetUtilizationRates, h)
                 mem = read(pynvml.nvmlDeviceGetMemoryInfo, h)
-                rows.append({
-                    "t_s": t,
-                    "gpu_index": i,
-                    "power_w": None if power is None else power / 1000.0,
-                    "temperature_c": read(pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU),
-                    "sm_clock_mhz": read(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM),
-                    "mem_clock_mhz": read(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_MEM),
-                    "gpu_util_pct": None if util is None else util.gpu,
-                    "mem_util_pct": None if util is None else util.memory,
-                    "mem_used_bytes": None if mem is None else mem.used,
-                    "available": True,
-                })
+                rows.append(
+                    {
+                        "t_s": t,
+                        "gpu_index": i,
+                        "power_w": None if power is None else power / 1000.0,
+                        "temperature_c": read(
+                            pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU
+                        ),
+                        "sm_clock_mhz": read(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM),
+                        "mem_clock_mhz": read(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_MEM),
+                        "gpu_util_pct": None if util is None else util.gpu,
+                        "mem_util_pct": None if util is None else util.memory,
+                        "mem_used_bytes": None if mem is None else mem.used,
+                        "available": True,
+                    }
+                )
             with self._lock:
                 self._rows.extend(rows)
             self._stop.wait(self.period)
@@ -112,11 +117,19 @@ def gpu_inventory() -> dict[str, Any]:
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(h)
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
-                         "memory_bytes": mem.total})
+            gpus.append(
+                {
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "memory_bytes": mem.total,
+                }
+            )
         driver = pynvml.nvmlSystemGetDriverVersion()
         cuda = pynvml.nvmlSystemGetCudaDriverVersion()
-        return {"gpus": gpus, "driver": driver.decode() if isinstance(driver, bytes) else driver,
-                "cuda_driver": f"{cuda // 1000}.{(cuda % 1000) // 10}"}
+        return {
+            "gpus": gpus,
+            "driver": driver.decode() if isinstance(driver, bytes) else driver,
+            "cuda_driver": f"{cuda // 1000}.{(cuda % 1000) // 10}",
+        }
     except Exception as exc:  # noqa: BLE001 - no NVML: the manifest says why
         return {"gpus": [], "nvml_error": f"{type(exc).__name__}: {exc}"}

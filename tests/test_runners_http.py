@@ -250,3 +250,11 @@ def test_telemetry_and_manifest(tmp_path: Path) -> None:
     if not man["gpus"]:  # CI: no GPU, recorded as unavailable rather than a crash or zeros
         assert len(rows) == 1 and rows[0]["available"] is False and "unavailable" in rows[0]["note"]
         assert rows[0]["power_w"] is None
+
+
+def test_agents_as_processes(tmp_path: Path) -> None:
+    with FakeServer() as srv:
+        _, con = _run(tmp_path, _spec(srv.url, "openai", 'agent_mode = "processes"', concurrency="[3]"))
+    assert con.execute("SELECT status, requests_ok FROM cells").fetchone() == ("ok", 6)
+    agents = sorted(r[0] for r in con.execute("SELECT DISTINCT agent FROM requests").fetchall())
+    assert agents == [0, 1, 2]

@@ -61,19 +61,41 @@ impl LaunchState {
         LaunchState { order, thread: vec![NULL_I64; n], api_start: vec![NULL_I64; n], api_name: vec![-1; n], done: false }
     }
 
+    /// First position in `order` whose key is >= `key`, searching forward from `hint` when possible.
+    fn lower_bound(&self, ops: &GpuOps, key: i64, hint: usize) -> usize {
+        let n = self.order.len();
+        let below = |i: usize| key_of(ops, self.order[i]) < key;
+        if hint >= n || (hint > 0 && !below(hint - 1)) {
+            return self.order.partition_point(|&op| key_of(ops, op) < key);
+        }
+        // Gallop: find a window [hint + step/2, hint + step) that contains the boundary.
+        let mut step = 1usize;
+        let mut lo = hint;
+        while lo + step < n && below(lo + step) {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step).min(n);
+        lo + self.order[lo..hi].partition_point(|&op| key_of(ops, op) < key)
+    }
+
     /// Record the launching call of every GPU op this chunk's rows launched; runtime rows come first,
     /// so a driver row never overrides the runtime call that wraps it.
     fn absorb(&mut self, ops: &GpuOps, chunk: &ApiChunk) {
         if self.order.is_empty() {
             return;
         }
+        // API rows arrive in rowid order, so consecutive keys are usually close: search forward from the
+        // previous hit (galloping) before falling back to a full binary search.
+        let mut hint = 0usize;
         for r in 0..chunk.len() {
             let gtid = chunk.global_tid[r];
             let key = launch_key(decode_global_id(gtid).0, chunk.correlation[r]);
             if key == NULL_I64 {
                 continue;
             }
-            let lo = self.order.partition_point(|&op| key_of(ops, op) < key);
+            let lo = self.lower_bound(ops, key, hint);
+            hint = lo;
             for &op in &self.order[lo..] {
                 if key_of(ops, op) != key {
                     break;

@@ -25,9 +25,12 @@ pub const CHUNK_ROWS: i64 = 1 << 16;
 /// The `[min, max]` rowid range of `table`, or None for an empty table.
 pub fn rowid_bounds(file: &ExportFile, table: &str) -> Result<Option<(i64, i64)>> {
     let conn = file.connect()?;
-    let (lo, hi): (Option<i64>, Option<i64>) = conn
-        .query_row(&format!("SELECT min(rowid), max(rowid) FROM \"{table}\""), [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(|e| file.sqlite_error(e))?;
+    // Two queries: SQLite answers a lone min(rowid) or max(rowid) from the b-tree's edge, but scans the
+    // whole table when both are asked in one SELECT.
+    let edge = |agg: &str| -> Result<Option<i64>> {
+        conn.query_row(&format!("SELECT {agg}(rowid) FROM \"{table}\""), [], |r| r.get(0)).map_err(|e| file.sqlite_error(e))
+    };
+    let (lo, hi) = (edge("min")?, edge("max")?);
     Ok(match (lo, hi) {
         (Some(lo), Some(hi)) => Some((lo, hi)),
         _ => None,

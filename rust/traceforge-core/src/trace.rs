@@ -489,12 +489,17 @@ impl Trace {
                 ("level", int_col(fin.derived.concurrency_levels.iter().map(|x| x.1))),
                 ("time_ns", int_col(fin.derived.concurrency_levels.iter().map(|x| x.2))),
             ])),
-            "gaps" => one(batch(vec![
-                ("device_id", int_col(fin.derived.gaps.iter().map(|x| x.0))),
-                ("start_ns", int_col(fin.derived.gaps.iter().map(|x| x.1))),
-                ("end_ns", int_col(fin.derived.gaps.iter().map(|x| x.2))),
-                ("duration_ns", int_col(fin.derived.gaps.iter().map(|x| x.2 - x.1))),
-            ])),
+            // One gap per kernel boundary at worst: emit in chunks rather than one trace-sized batch.
+            "gaps" => BatchStream::chunked(fin.derived.gaps.len(), move |r| {
+                let gaps = &t.finished.get().expect("finished above").derived.gaps[r];
+                batch(vec![
+                    ("device_id", int_col(gaps.iter().map(|x| x.0))),
+                    ("start_ns", int_col(gaps.iter().map(|x| x.1))),
+                    ("end_ns", int_col(gaps.iter().map(|x| x.2))),
+                    ("duration_ns", int_col(gaps.iter().map(|x| x.2 - x.1))),
+                ])
+            })
+            .map_err(arrow_err),
             "kernel_summary" => one(kernel_summary_batch(&fin.derived.kernel_summary, |id| {
                 self.strings.get(id as i64).map(str::to_string)
             })),

@@ -247,6 +247,8 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
         }
         out.device_metrics.push(row);
     }
+    // Index vectors cost 8 bytes per operation; free each grouping before building the next.
+    drop((k_by_dev, m_by_dev));
 
     // Per (device, stream).
     let k_by_stream = group_by(k.len(), |i| (k.device[i], k.stream[i]));
@@ -264,6 +266,7 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
         }
         out.stream_metrics.push(row);
     }
+    drop((k_by_stream, m_by_stream));
 
     // Kernel summary per (device, name).
     let device_time: Vec<(i64, i64)> = out.device_metrics.iter().map(|r| (r.device, r.kernel_time_ns)).collect();

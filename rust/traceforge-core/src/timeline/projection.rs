@@ -19,17 +19,8 @@ pub struct ProjectionRow {
     pub kernel_time_ns: i64,
 }
 
-/// One API call that launched GPU work.
-#[derive(Debug, Clone, Copy)]
-struct Launch {
-    thread: i64,
-    api_start: i64,
-    ops: i64,
-    kernels: i64,
-    kernel_time: i64,
-    gpu_start: i64,
-    gpu_end: i64,
-}
+/// A matched GPU operation: (thread, api_start, launch key, is_kernel, index).
+type OpRef = (i64, i64, i64, bool, u32);
 
 struct MinMaxTree {
     n: usize,
@@ -38,12 +29,15 @@ struct MinMaxTree {
 }
 
 impl MinMaxTree {
-    fn new(mins: &[i64], maxs: &[i64]) -> Self {
-        let n = mins.len();
+    fn new(mins: impl Iterator<Item = i64>, maxs: impl Iterator<Item = i64>, n: usize) -> Self {
         let mut min = vec![i64::MAX; 2 * n];
         let mut max = vec![i64::MIN; 2 * n];
-        min[n..].copy_from_slice(mins);
-        max[n..].copy_from_slice(maxs);
+        for (slot, v) in min[n..].iter_mut().zip(mins) {
+            *slot = v;
+        }
+        for (slot, v) in max[n..].iter_mut().zip(maxs) {
+            *slot = v;
+        }
         for i in (1..n).rev() {
             min[i] = min[2 * i].min(min[2 * i + 1]);
             max[i] = max[2 * i].max(max[2 * i + 1]);
@@ -73,91 +67,129 @@ impl MinMaxTree {
     }
 }
 
-fn collect_launches(kernels: &KernelsView<'_>, memops: &MemopsView<'_>) -> Vec<Launch> {
-    // (launch key, is_kernel, index) of every matched op, grouped by launch key.
-    let mut keyed: Vec<(i64, bool, u32)> = Vec::new();
+/// Matched GPU operations on threads that have ranges, sorted by (thread, launch start, launch):
+/// the operations of one launch are contiguous, and a thread's launches form one block.
+fn collect_ops(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &RangesView<'_>) -> Vec<OpRef> {
+    let mut threads: Vec<i64> = ranges.thread.to_vec();
+    threads.sort_unstable();
+    threads.dedup();
+    let mut ops: Vec<OpRef> = Vec::new();
     for (view, is_kernel) in [(&kernels.ops, true), (&memops.ops, false)] {
         for i in 0..view.len() {
-            if view.launch[i] != NULL_I64 && view.thread[i] != NULL_I64 {
-                keyed.push((view.launch[i], is_kernel, i as u32));
+            let t = view.thread[i];
+            if view.launch[i] != NULL_I64 && t != NULL_I64 && threads.binary_search(&t).is_ok() {
+                ops.push((t, view.api_start[i], view.launch[i], is_kernel, i as u32));
             }
         }
     }
-    keyed.sort_unstable();
-    let mut launches: Vec<Launch> = Vec::new();
-    let mut prev_key = None;
-    for (key, is_kernel, i) in keyed {
-        let view = if is_kernel { &kernels.ops } else { &memops.ops };
-        let i = i as usize;
-        let (s, e) = (view.start[i], view.end[i]);
-        if prev_key != Some(key) {
-            prev_key = Some(key);
-            launches.push(Launch {
-                thread: view.thread[i],
-                api_start: view.api_start[i],
-                ops: 0,
-                kernels: 0,
-                kernel_time: 0,
-                gpu_start: s,
-                gpu_end: e,
-            });
-        }
-        let l = launches.last_mut().expect("pushed above");
-        l.ops += 1;
-        l.gpu_start = l.gpu_start.min(s);
-        l.gpu_end = l.gpu_end.max(e);
-        if is_kernel {
-            l.kernels += 1;
-            l.kernel_time += e - s;
-        }
-    }
-    launches
+    ops.sort_unstable();
+    ops
 }
 
 /// Project every range of `ranges` onto the GPU work its thread launched inside it.
+///
+/// Each range is two binary searches; its aggregates come from a direct pass over its operations when
+/// the ranges together cover few operations (the usual nesting of a few levels), or from prefix sums and
+/// a min/max tree when they cover many times the trace (many overlapping ranges), so the cost stays
+/// O((operations + ranges) log operations) either way.
 pub fn project(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &RangesView<'_>) -> Vec<ProjectionRow> {
-    let mut launches = collect_launches(kernels, memops);
-    launches.sort_unstable_by_key(|l| (l.thread, l.api_start));
-    let api_start: Vec<i64> = launches.iter().map(|l| l.api_start).collect();
-    let threads: Vec<i64> = launches.iter().map(|l| l.thread).collect();
-    let mut prefix_ops = vec![0i64; launches.len() + 1];
-    let mut prefix_kernels = vec![0i64; launches.len() + 1];
-    let mut prefix_time = vec![0i64; launches.len() + 1];
-    for (i, l) in launches.iter().enumerate() {
-        prefix_ops[i + 1] = prefix_ops[i] + l.ops;
-        prefix_kernels[i + 1] = prefix_kernels[i] + l.kernels;
-        prefix_time[i + 1] = prefix_time[i] + l.kernel_time;
-    }
-    let mins: Vec<i64> = launches.iter().map(|l| l.gpu_start).collect();
-    let maxs: Vec<i64> = launches.iter().map(|l| l.gpu_end).collect();
-    let tree = MinMaxTree::new(&mins, &maxs);
+    project_with(kernels, memops, ranges, 8)
+}
 
-    (0..ranges.start.len())
+/// [`project`] with the direct pass allowed while ranges cover at most `scan_factor` times the operations.
+fn project_with(
+    kernels: &KernelsView<'_>,
+    memops: &MemopsView<'_>,
+    ranges: &RangesView<'_>,
+    scan_factor: usize,
+) -> Vec<ProjectionRow> {
+    let n_ranges = ranges.start.len();
+    if n_ranges == 0 {
+        return Vec::new();
+    }
+    let ops = collect_ops(kernels, memops, ranges);
+    let interval = |&(_, _, _, is_kernel, i): &OpRef| -> (i64, i64) {
+        let v = if is_kernel { &kernels.ops } else { &memops.ops };
+        (v.start[i as usize], v.end[i as usize])
+    };
+    let spans: Vec<(usize, usize)> = (0..n_ranges)
         .map(|r| {
             let (thread, start, end) = (ranges.thread[r], ranges.start[r], ranges.end[r]);
-            // Launches of this thread occupy one contiguous block, sorted by api_start.
-            let t_lo = threads.partition_point(|&t| t < thread);
-            let t_hi = threads.partition_point(|&t| t <= thread);
-            let block = &api_start[t_lo..t_hi];
-            let lo = t_lo + block.partition_point(|&s| s < start);
-            let hi = t_lo + block.partition_point(|&s| s < end);
-            let mut row = ProjectionRow {
-                range: r,
-                gpu_start_ns: None,
-                gpu_end_ns: None,
-                gpu_op_count: 0,
-                launch_count: 0,
-                kernel_count: 0,
-                kernel_time_ns: 0,
-            };
-            if thread != NULL_I64 && end != NULL_I64 && hi > lo {
+            if thread == NULL_I64 || end == NULL_I64 {
+                return (0, 0);
+            }
+            let lo = ops.partition_point(|o| (o.0, o.1) < (thread, start));
+            let hi = ops.partition_point(|o| (o.0, o.1) < (thread, end));
+            (lo, hi.max(lo))
+        })
+        .collect();
+    let covered: usize = spans.iter().map(|s| s.1 - s.0).sum();
+    let empty = |r: usize| ProjectionRow {
+        range: r,
+        gpu_start_ns: None,
+        gpu_end_ns: None,
+        gpu_op_count: 0,
+        launch_count: 0,
+        kernel_count: 0,
+        kernel_time_ns: 0,
+    };
+    let new_launch = |j: usize, lo: usize| j == lo || ops[j].2 != ops[j - 1].2 || ops[j].1 != ops[j - 1].1;
+
+    if covered <= scan_factor * ops.len() + if scan_factor > 0 { 1 << 20 } else { 0 } {
+        return spans
+            .iter()
+            .enumerate()
+            .map(|(r, &(lo, hi))| {
+                let mut row = empty(r);
+                if hi > lo {
+                    let (mut gs, mut ge) = (i64::MAX, i64::MIN);
+                    for (j, op) in ops.iter().enumerate().take(hi).skip(lo) {
+                        let (s, e) = interval(op);
+                        gs = gs.min(s);
+                        ge = ge.max(e);
+                        if new_launch(j, lo) {
+                            row.launch_count += 1;
+                        }
+                        if op.3 {
+                            row.kernel_count += 1;
+                            row.kernel_time_ns += e - s;
+                        }
+                    }
+                    row.gpu_start_ns = Some(gs);
+                    row.gpu_end_ns = Some(ge);
+                    row.gpu_op_count = (hi - lo) as i64;
+                }
+                row
+            })
+            .collect();
+    }
+
+    // Many overlapping ranges: prefix sums over the sorted operations and a min/max tree.
+    let n = ops.len();
+    let mut launches = vec![0i64; n + 1];
+    let mut kernel_count = vec![0i64; n + 1];
+    let mut kernel_time = vec![0i64; n + 1];
+    for j in 0..n {
+        let (s, e) = interval(&ops[j]);
+        launches[j + 1] = launches[j] + i64::from(new_launch(j, 0));
+        kernel_count[j + 1] = kernel_count[j] + i64::from(ops[j].3);
+        kernel_time[j + 1] = kernel_time[j] + if ops[j].3 { e - s } else { 0 };
+    }
+    let tree = MinMaxTree::new(ops.iter().map(|o| interval(o).0), ops.iter().map(|o| interval(o).1), n);
+    spans
+        .iter()
+        .enumerate()
+        .map(|(r, &(lo, hi))| {
+            let mut row = empty(r);
+            if hi > lo {
                 let (gs, ge) = tree.query(lo, hi);
                 row.gpu_start_ns = Some(gs);
                 row.gpu_end_ns = Some(ge);
-                row.launch_count = (hi - lo) as i64;
-                row.gpu_op_count = prefix_ops[hi] - prefix_ops[lo];
-                row.kernel_count = prefix_kernels[hi] - prefix_kernels[lo];
-                row.kernel_time_ns = prefix_time[hi] - prefix_time[lo];
+                row.gpu_op_count = (hi - lo) as i64;
+                // ops[lo] always starts a launch: ops[lo - 1] has an earlier API start or another thread.
+                row.launch_count = launches[hi] - launches[lo];
+                row.kernel_count = kernel_count[hi] - kernel_count[lo];
+                row.kernel_time_ns = kernel_time[hi] - kernel_time[lo];
             }
             row
         })
@@ -201,5 +233,54 @@ mod tests {
         assert_eq!((p[1].launch_count, p[1].gpu_op_count), (1, 3));
         assert_eq!((p[2].launch_count, p[2].gpu_op_count, p[2].gpu_start_ns), (1, 1, Some(150)));
         assert_eq!((p[3].launch_count, p[3].gpu_op_count), (1, 1));
+        assert_eq!(project_with(&k, &m, &r, 0), p, "prefix-sum path agrees with the direct pass");
+    }
+
+    #[test]
+    fn both_paths_agree_on_overlapping_ranges() {
+        let mut x: u64 = 7;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let n = 400;
+        let thread: Vec<i64> = (0..n).map(|_| (next() % 3) as i64).collect();
+        let api: Vec<i64> = (0..n).map(|_| (next() % 1000) as i64).collect();
+        let launch: Vec<i64> = (0..n).map(|i| if i % 5 == 0 { NULL_I64 } else { thread[i] * 10_000 + api[i] }).collect();
+        let start: Vec<i64> = api.iter().map(|a| a + 10 + (next() % 50) as i64).collect();
+        let end: Vec<i64> = start.iter().map(|s| s + 1 + (next() % 30) as i64).collect();
+        let dev = vec![0i32; n];
+        let names = vec![0u32; n];
+        let k = KernelsView {
+            ops: OpsView { device: &dev, stream: &dev, start: &start, end: &end, thread: &thread, api_start: &api, launch: &launch },
+            name: &names,
+        };
+        let empty: [i64; 0] = [];
+        let empty32: [i32; 0] = [];
+        let m = MemopsView {
+            ops: OpsView { device: &empty32, stream: &empty32, start: &empty, end: &empty, thread: &empty, api_start: &empty, launch: &empty },
+            op: &[],
+            copy_kind: &empty,
+            bytes: &empty,
+        };
+        let rt: Vec<i64> = (0..200).map(|_| (next() % 3) as i64).collect();
+        let rs: Vec<i64> = (0..200).map(|_| (next() % 900) as i64).collect();
+        let re: Vec<i64> = rs.iter().map(|s| s + (next() % 400) as i64).collect();
+        let r = RangesView { thread: &rt, start: &rs, end: &re };
+        let direct = project_with(&k, &m, &r, usize::MAX / 2);
+        assert_eq!(project_with(&k, &m, &r, 0), direct);
+        // Brute force: every matched op on the thread whose API call started inside the range.
+        for (i, row) in direct.iter().enumerate() {
+            let inside: Vec<usize> =
+                (0..n).filter(|&j| launch[j] != NULL_I64 && thread[j] == rt[i] && api[j] >= rs[i] && api[j] < re[i]).collect();
+            assert_eq!(row.gpu_op_count, inside.len() as i64);
+            let mut keys: Vec<i64> = inside.iter().map(|&j| launch[j]).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(row.launch_count, keys.len() as i64);
+            assert_eq!(row.gpu_start_ns, inside.iter().map(|&j| start[j]).min());
+        }
     }
 }

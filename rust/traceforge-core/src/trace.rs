@@ -315,7 +315,9 @@ impl Trace {
                         failed = true;
                         return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
                     }
-                    trace.lock().done = true;
+                    let mut state = trace.lock();
+                    state.done = true;
+                    state.order = Vec::new(); // only needed while API rows stream
                     None
                 }
             }

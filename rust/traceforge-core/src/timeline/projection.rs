@@ -4,7 +4,7 @@
 //! inside `[range start, range end)`. Launches (API calls that launched GPU work) are grouped per thread
 //! and sorted by start, so each range is two binary searches plus O(log n) queries on prefix sums and
 //! min/max segment trees, whatever the nesting depth.
-use super::{KernelsView, MemopsView, RangesView};
+use super::{KernelsView, MemopsView, OpsView, RangesView};
 use crate::export::NULL_I64;
 
 /// Projection of one range (index into the [`RangesView`]).
@@ -19,8 +19,43 @@ pub struct ProjectionRow {
     pub kernel_time_ns: i64,
 }
 
-/// A matched GPU operation: (thread, api_start, launch key, is_kernel, index).
-type OpRef = (i64, i64, i64, bool, u32);
+/// A matched GPU operation: its index among kernels then memops (4 bytes, so that a 25M-kernel trace
+/// does not need a 32-byte record per operation).
+type OpRef = u32;
+
+/// Columns of one operation looked up through an [`OpRef`].
+struct OpTable<'a> {
+    kernels: &'a KernelsView<'a>,
+    memops: &'a MemopsView<'a>,
+}
+
+impl OpTable<'_> {
+    #[inline]
+    fn view(&self, op: OpRef) -> (&OpsView<'_>, usize, bool) {
+        let nk = self.kernels.ops.len();
+        let i = op as usize;
+        if i < nk {
+            (&self.kernels.ops, i, true)
+        } else {
+            (&self.memops.ops, i - nk, false)
+        }
+    }
+    /// (thread, api_start, launch key)
+    #[inline]
+    fn key(&self, op: OpRef) -> (i64, i64, i64) {
+        let (v, i, _) = self.view(op);
+        (v.thread[i], v.api_start[i], v.launch[i])
+    }
+    #[inline]
+    fn interval(&self, op: OpRef) -> (i64, i64) {
+        let (v, i, _) = self.view(op);
+        (v.start[i], v.end[i])
+    }
+    #[inline]
+    fn is_kernel(&self, op: OpRef) -> bool {
+        (op as usize) < self.kernels.ops.len()
+    }
+}
 
 struct MinMaxTree {
     n: usize,
@@ -69,20 +104,18 @@ impl MinMaxTree {
 
 /// Matched GPU operations on threads that have ranges, sorted by (thread, launch start, launch):
 /// the operations of one launch are contiguous, and a thread's launches form one block.
-fn collect_ops(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &RangesView<'_>) -> Vec<OpRef> {
+fn collect_ops(t: &OpTable<'_>, ranges: &RangesView<'_>) -> Vec<OpRef> {
     let mut threads: Vec<i64> = ranges.thread.to_vec();
     threads.sort_unstable();
     threads.dedup();
-    let mut ops: Vec<OpRef> = Vec::new();
-    for (view, is_kernel) in [(&kernels.ops, true), (&memops.ops, false)] {
-        for i in 0..view.len() {
-            let t = view.thread[i];
-            if view.launch[i] != NULL_I64 && t != NULL_I64 && threads.binary_search(&t).is_ok() {
-                ops.push((t, view.api_start[i], view.launch[i], is_kernel, i as u32));
-            }
-        }
-    }
-    ops.sort_unstable();
+    let n = t.kernels.ops.len() + t.memops.ops.len();
+    let mut ops: Vec<OpRef> = (0..n as u32)
+        .filter(|&op| {
+            let (thread, _, launch) = t.key(op);
+            launch != NULL_I64 && thread != NULL_I64 && threads.binary_search(&thread).is_ok()
+        })
+        .collect();
+    ops.sort_unstable_by_key(|&op| t.key(op));
     ops
 }
 
@@ -107,19 +140,17 @@ fn project_with(
     if n_ranges == 0 {
         return Vec::new();
     }
-    let ops = collect_ops(kernels, memops, ranges);
-    let interval = |&(_, _, _, is_kernel, i): &OpRef| -> (i64, i64) {
-        let v = if is_kernel { &kernels.ops } else { &memops.ops };
-        (v.start[i as usize], v.end[i as usize])
-    };
+    let t = OpTable { kernels, memops };
+    let ops = collect_ops(&t, ranges);
+    let interval = |op: &OpRef| t.interval(*op);
     let spans: Vec<(usize, usize)> = (0..n_ranges)
         .map(|r| {
             let (thread, start, end) = (ranges.thread[r], ranges.start[r], ranges.end[r]);
             if thread == NULL_I64 || end == NULL_I64 {
                 return (0, 0);
             }
-            let lo = ops.partition_point(|o| (o.0, o.1) < (thread, start));
-            let hi = ops.partition_point(|o| (o.0, o.1) < (thread, end));
+            let lo = ops.partition_point(|&o| (t.key(o).0, t.key(o).1) < (thread, start));
+            let hi = ops.partition_point(|&o| (t.key(o).0, t.key(o).1) < (thread, end));
             (lo, hi.max(lo))
         })
         .collect();
@@ -133,7 +164,7 @@ fn project_with(
         kernel_count: 0,
         kernel_time_ns: 0,
     };
-    let new_launch = |j: usize, lo: usize| j == lo || ops[j].2 != ops[j - 1].2 || ops[j].1 != ops[j - 1].1;
+    let new_launch = |j: usize, lo: usize| j == lo || t.key(ops[j]) != t.key(ops[j - 1]);
 
     if covered <= scan_factor * ops.len() + if scan_factor > 0 { 1 << 20 } else { 0 } {
         return spans
@@ -150,7 +181,7 @@ fn project_with(
                         if new_launch(j, lo) {
                             row.launch_count += 1;
                         }
-                        if op.3 {
+                        if t.is_kernel(*op) {
                             row.kernel_count += 1;
                             row.kernel_time_ns += e - s;
                         }
@@ -172,8 +203,9 @@ fn project_with(
     for j in 0..n {
         let (s, e) = interval(&ops[j]);
         launches[j + 1] = launches[j] + i64::from(new_launch(j, 0));
-        kernel_count[j + 1] = kernel_count[j] + i64::from(ops[j].3);
-        kernel_time[j + 1] = kernel_time[j] + if ops[j].3 { e - s } else { 0 };
+        let is_kernel = t.is_kernel(ops[j]);
+        kernel_count[j + 1] = kernel_count[j] + i64::from(is_kernel);
+        kernel_time[j + 1] = kernel_time[j] + if is_kernel { e - s } else { 0 };
     }
     let tree = MinMaxTree::new(ops.iter().map(|o| interval(o).0), ops.iter().map(|o| interval(o).1), n);
     spans

@@ -50,7 +50,7 @@ class Store:
         # out of order parallelises bulk loads. The memory limit bounds the buffer pool during large
         # ingests (DuckDB spills beyond it) so peak RSS does not grow with the export's size.
         self.con.execute("SET preserve_insertion_order = false")
-        limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "1GB")
+        limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "512MB")
         if limit:
             self.con.execute(f"SET memory_limit = '{limit}'")
 

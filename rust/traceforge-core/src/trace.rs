@@ -16,7 +16,7 @@ use crate::columnar::{batch, dict_col, float_col, int_col, opt_int_col, str_col,
 use crate::error::{Error, Result};
 use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, NvtxEvents, SyncEvents, TargetInfo};
 use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
-use crate::export::scan::{stream_table, IntColumns};
+use crate::export::scan::{stream_table_ordered, IntColumns};
 use crate::export::{decode_global_id, Capabilities, ExportFile, StringTable, NULL_I64};
 use crate::timeline::{self, Derived, KernelsView, MemopsView, OpsView, RangesView};
 
@@ -289,7 +289,7 @@ impl Trace {
                         }
                     }
                 });
-                stream_table(&producer.file, table, &exprs, producer.threads, &producer.cancel, ctx);
+                stream_table_ordered(&producer.file, table, &exprs, producer.threads, &producer.cancel, ctx);
                 let _ = forwarder.join();
             }
         });
@@ -411,7 +411,7 @@ impl Trace {
         let (tx, rx) = sync_channel::<Result<IntColumns>>(self.threads * 2);
         let producer = Arc::clone(self);
         std::thread::spawn(move || {
-            crate::export::scan::stream_table_ordered(
+            stream_table_ordered(
                 &producer.file,
                 crate::export::probe::KERNEL_TABLE,
                 &producer.kernel_exprs,

@@ -240,57 +240,6 @@ fn cancel_consumers(next: &AtomicUsize, len: usize) {
     next.store(len, Ordering::Relaxed);
 }
 
-/// Stream a table's rows to `sink` in chunks (any order), with `threads` workers and bounded memory.
-pub fn stream_table(
-    file: &ExportFile,
-    table: &str,
-    exprs: &[String],
-    threads: usize,
-    cancel: &AtomicBool,
-    sink: SyncSender<Result<IntColumns>>,
-) {
-    let bounds = match rowid_bounds(file, table) {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = sink.send(Err(e));
-            return;
-        }
-    };
-    let Some((lo, hi)) = bounds else { return };
-    let ranges = split_range(lo, hi);
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, ranges.len().max(1)) {
-            let sink = sink.clone();
-            let ranges = &ranges;
-            let next = &next;
-            s.spawn(move || {
-                let conn = match file.connect() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = sink.send(Err(e));
-                        return;
-                    }
-                };
-                loop {
-                    if cancel.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= ranges.len() {
-                        return;
-                    }
-                    let item = read_slice(file, &conn, table, exprs, &[], ranges[i].0, ranges[i].1).map(|(c, _)| c);
-                    let failed = item.is_err();
-                    if sink.send(item).is_err() || failed {
-                        return; // receiver gone (stream dropped) or error reported
-                    }
-                }
-            });
-        }
-    });
-}
-
 fn split_range(lo: i64, hi: i64) -> Vec<(i64, i64)> {
     let mut ranges = Vec::new();
     let mut start = lo;

@@ -56,7 +56,8 @@ fn key_of(ops: &GpuOps, op: u32) -> i64 {
 impl LaunchState {
     fn new(ops: &GpuOps) -> Self {
         let n = ops.kernels.len() + ops.memops.len();
-        let mut order: Vec<u32> = (0..n as u32).filter(|&op| key_of(ops, op) != NULL_I64).collect();
+        let mut order: Vec<u32> = Vec::with_capacity(n);
+        order.extend((0..n as u32).filter(|&op| key_of(ops, op) != NULL_I64));
         order.sort_unstable_by_key(|&op| key_of(ops, op));
         LaunchState { order, thread: vec![NULL_I64; n], api_start: vec![NULL_I64; n], api_name: vec![-1; n], done: false }
     }

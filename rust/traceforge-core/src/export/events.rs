@@ -151,23 +151,26 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
         start: take(&mut c, 0),
         end: take(&mut c, 1),
     })?;
+    // Concatenate one column at a time, freeing each chunk's piece as it is copied, so the peak is the
+    // compact table plus one column rather than twice the table.
+    let mut parts = parts;
     let total: usize = parts.iter().map(Kernels::len).sum();
-    let mut kernels = Kernels {
-        start: Vec::with_capacity(total),
-        end: Vec::with_capacity(total),
-        device: Vec::with_capacity(total),
-        stream: Vec::with_capacity(total),
-        name_id: Vec::with_capacity(total),
-        launch: Vec::with_capacity(total),
-    };
-    for p in parts {
-        kernels.start.extend(p.start);
-        kernels.end.extend(p.end);
-        kernels.device.extend(p.device);
-        kernels.stream.extend(p.stream);
-        kernels.name_id.extend(p.name_id);
-        kernels.launch.extend(p.launch);
+    fn concat<T: Copy>(parts: &mut [Kernels], total: usize, field: impl Fn(&mut Kernels) -> &mut Vec<T>) -> Vec<T> {
+        let mut out = Vec::with_capacity(total);
+        for p in parts.iter_mut() {
+            out.extend_from_slice(field(p));
+            *field(p) = Vec::new();
+        }
+        out
     }
+    let kernels = Kernels {
+        start: concat(&mut parts, total, |p| &mut p.start),
+        end: concat(&mut parts, total, |p| &mut p.end),
+        device: concat(&mut parts, total, |p| &mut p.device),
+        stream: concat(&mut parts, total, |p| &mut p.stream),
+        name_id: concat(&mut parts, total, |p| &mut p.name_id),
+        launch: concat(&mut parts, total, |p| &mut p.launch),
+    };
     let mut memops = Memops::default();
     for (op, table) in [(0u8, probe::MEMCPY_TABLE), (1u8, probe::MEMSET_TABLE)] {
         if !caps.has_table(table) {

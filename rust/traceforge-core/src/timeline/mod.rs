@@ -141,64 +141,81 @@ fn group_by<K: Ord + Copy>(n: usize, key: impl Fn(usize) -> K) -> Vec<(K, Vec<u3
     let mut idx: Vec<u32> = (0..n as u32).collect();
     idx.sort_unstable_by_key(|&i| key(i as usize));
     let mut groups: Vec<(K, Vec<u32>)> = Vec::new();
-    for i in idx {
-        let k = key(i as usize);
-        match groups.last_mut() {
-            Some((gk, members)) if *gk == k => members.push(i),
-            _ => groups.push((k, vec![i])),
+    // Split the sorted index from the back so each group takes its slice and the rest shrinks in place.
+    while let Some(&last) = idx.last() {
+        let k = key(last as usize);
+        let start = idx.partition_point(|&i| key(i as usize) < k);
+        if start == 0 {
+            groups.push((k, std::mem::take(&mut idx)));
+            break;
         }
+        groups.push((k, idx.split_off(start)));
+        idx.shrink_to_fit();
     }
+    groups.reverse();
     groups
 }
 
 /// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels and gaps.
-fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow) -> sweep::Sweep {
-    let mut starts = Vec::with_capacity(members.len());
-    let mut ends = Vec::with_capacity(members.len());
-    let mut latencies = Vec::new();
+fn kernel_metrics(
+    k: &OpsView<'_>,
+    members: &[u32],
+    row: &mut MetricRow,
+    on_gap: impl FnMut(i64, i64),
+) -> sweep::Sweep {
+    // Buffers are allocated one after another and freed as soon as possible: on a 25M-kernel device
+    // each one is hundreds of MB.
     let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut streams: Vec<i32> = Vec::new();
     for &i in members {
         let (s, e) = (k.start[i as usize], k.end[i as usize]);
         row.kernel_count += 1;
         row.kernel_time_ns += e - s;
         first = first.min(s);
         last = last.max(e);
-        if e > s {
-            starts.push(s);
-            ends.push(e);
-        }
-        let api = k.api_start[i as usize];
-        if api != NULL_I64 {
-            latencies.push(s - api);
+        let stream = k.stream[i as usize];
+        if streams.last() != Some(&stream) && !streams.contains(&stream) {
+            streams.push(stream);
         }
     }
+    row.stream_count = streams.len() as i64;
     if row.kernel_count > 0 {
         row.first_start_ns = Some(first);
         row.last_end_ns = Some(last);
         row.span_ns = Some(last - first);
     }
-    let sw = sweep::sweep(&mut starts, &mut ends);
+    let sw = {
+        let nonempty = || members.iter().map(|&i| i as usize).filter(|&i| k.end[i] > k.start[i]);
+        let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).collect();
+        let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).collect();
+        sweep::sweep(&mut starts, &mut ends, on_gap)
+    };
     row.busy_ns = sw.busy_ns;
     row.utilization = row.span_ns.filter(|&s| s > 0).map(|s| sw.busy_ns as f64 / s as f64);
     row.max_concurrency = sw.max_concurrency;
     row.overlap_ns = sw.overlap_ns();
-    let mut gap_lengths: Vec<i64> = sw.gaps.iter().map(|g| g.1 - g.0).collect();
-    gap_lengths.sort_unstable();
-    row.gap_count = gap_lengths.len() as i64;
-    row.gap_total_ns = gap_lengths.iter().sum();
-    row.gap_p50_ns = percentile_sorted(&gap_lengths, 0.50);
-    row.gap_p90_ns = percentile_sorted(&gap_lengths, 0.90);
-    row.gap_p99_ns = percentile_sorted(&gap_lengths, 0.99);
-    row.gap_max_ns = gap_lengths.last().copied();
+    let mut sw = sw;
+    {
+        let mut gap_lengths = std::mem::take(&mut sw.gap_lengths);
+        gap_lengths.sort_unstable();
+        row.gap_count = gap_lengths.len() as i64;
+        row.gap_total_ns = gap_lengths.iter().sum();
+        row.gap_p50_ns = percentile_sorted(&gap_lengths, 0.50);
+        row.gap_p90_ns = percentile_sorted(&gap_lengths, 0.90);
+        row.gap_p99_ns = percentile_sorted(&gap_lengths, 0.99);
+        row.gap_max_ns = gap_lengths.last().copied();
+    }
+    let mut latencies: Vec<i64> = members
+        .iter()
+        .map(|&i| i as usize)
+        .filter(|&i| k.api_start[i] != NULL_I64)
+        .map(|i| k.start[i] - k.api_start[i])
+        .collect();
     latencies.sort_unstable();
     row.launch_matched = latencies.len() as i64;
     row.launch_latency_p50_ns = percentile_sorted(&latencies, 0.50);
     row.launch_latency_p90_ns = percentile_sorted(&latencies, 0.90);
     row.launch_latency_p99_ns = percentile_sorted(&latencies, 0.99);
-    let mut streams: Vec<i32> = members.iter().map(|&i| k.stream[i as usize]).collect();
-    streams.sort_unstable();
-    streams.dedup();
-    row.stream_count = streams.len() as i64;
     sw
 }
 
@@ -234,13 +251,13 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     for dev in devices {
         let mut row = MetricRow { device: dev.into(), ..Default::default() };
         if let Some((_, members)) = k_by_dev.iter().find(|g| g.0 == dev) {
-            let sw = kernel_metrics(k, members, &mut row);
+            let gaps = &mut out.gaps;
+            let sw = kernel_metrics(k, members, &mut row, |s, e| gaps.push((i64::from(dev), s, e)));
             for (level, &t) in sw.level_time.iter().enumerate().skip(1) {
                 if t > 0 {
                     out.concurrency_levels.push((dev.into(), level as i64, t));
                 }
             }
-            out.gaps.extend(sw.gaps.iter().map(|&(s, e)| (i64::from(dev), s, e)));
         }
         if let Some((_, members)) = m_by_dev.iter().find(|g| g.0 == dev) {
             add_memops(memops, members, &mut row);
@@ -259,7 +276,7 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     for key in streams {
         let mut row = MetricRow { device: key.0.into(), stream: Some(key.1.into()), ..Default::default() };
         if let Ok(pos) = k_by_stream.binary_search_by_key(&key, |g| g.0) {
-            kernel_metrics(k, &k_by_stream[pos].1, &mut row);
+            kernel_metrics(k, &k_by_stream[pos].1, &mut row, |_, _| {});
         }
         if let Ok(pos) = m_by_stream.binary_search_by_key(&key, |g| g.0) {
             add_memops(memops, &m_by_stream[pos].1, &mut row);

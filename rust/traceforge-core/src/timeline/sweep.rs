@@ -13,8 +13,9 @@ pub struct Sweep {
     pub max_concurrency: i64,
     /// `level_time[k]` = time with exactly k intervals active (index 0 unused).
     pub level_time: Vec<i64>,
-    /// Idle intervals strictly between consecutive busy periods, in time order.
-    pub gaps: Vec<(i64, i64)>,
+    /// Lengths of the idle intervals strictly between consecutive busy periods, in time order (the
+    /// intervals themselves go to the caller's `on_gap`).
+    pub gap_lengths: Vec<i64>,
 }
 
 impl Sweep {
@@ -25,8 +26,9 @@ impl Sweep {
 }
 
 /// Sweep the intervals `[starts[i], ends[i])`; both slices are sorted in place. Zero-length intervals
-/// must be filtered out by the caller (they are active at no instant).
-pub fn sweep(starts: &mut [i64], ends: &mut [i64]) -> Sweep {
+/// must be filtered out by the caller (they are active at no instant). Each idle gap `(start, end)` is
+/// handed to `on_gap` as it is found, so callers that only need its length store nothing more.
+pub fn sweep(starts: &mut [i64], ends: &mut [i64], mut on_gap: impl FnMut(i64, i64)) -> Sweep {
     debug_assert_eq!(starts.len(), ends.len());
     starts.sort_unstable();
     ends.sort_unstable();
@@ -61,7 +63,8 @@ pub fn sweep(starts: &mut [i64], ends: &mut [i64]) -> Sweep {
             if active == 0 {
                 if let Some(e) = last_busy_end {
                     if t > e {
-                        out.gaps.push((e, t));
+                        out.gap_lengths.push(t - e);
+                        on_gap(e, t);
                     }
                 }
                 busy_start = t;
@@ -93,32 +96,35 @@ mod tests {
         (busy, maxc, levels)
     }
 
-    fn run(intervals: &[(i64, i64)]) -> Sweep {
+    fn run(intervals: &[(i64, i64)]) -> (Sweep, Vec<(i64, i64)>) {
         let mut s: Vec<i64> = intervals.iter().map(|x| x.0).collect();
         let mut e: Vec<i64> = intervals.iter().map(|x| x.1).collect();
-        sweep(&mut s, &mut e)
+        let mut gaps = Vec::new();
+        let sw = sweep(&mut s, &mut e, |a, b| gaps.push((a, b)));
+        (sw, gaps)
     }
 
     #[test]
     fn back_to_back_kernels_do_not_overlap() {
-        let r = run(&[(0, 10), (10, 20)]);
+        let (r, gaps) = run(&[(0, 10), (10, 20)]);
         assert_eq!(r.max_concurrency, 1);
         assert_eq!(r.busy_ns, 20);
-        assert!(r.gaps.is_empty());
+        assert!(gaps.is_empty() && r.gap_lengths.is_empty());
         assert_eq!(r.overlap_ns(), 0);
     }
 
     #[test]
     fn nested_and_equal_intervals() {
         let iv = [(0, 100), (10, 20), (10, 20), (50, 60), (200, 210), (205, 230)];
-        let r = run(&iv);
+        let (r, gaps) = run(&iv);
         let (busy, maxc, levels) = brute(&iv);
         assert_eq!(r.busy_ns, busy);
         assert_eq!(r.max_concurrency, maxc);
         for (k, t) in r.level_time.iter().enumerate().skip(1) {
             assert_eq!(*t, levels[k], "level {k}");
         }
-        assert_eq!(r.gaps, vec![(100, 200)]);
+        assert_eq!(gaps, vec![(100, 200)]);
+        assert_eq!(r.gap_lengths, vec![100]);
     }
 
     #[test]
@@ -137,11 +143,11 @@ mod tests {
                     (s, s + 1 + (next() % 40) as i64)
                 })
                 .collect();
-            let r = run(&iv);
+            let (r, _) = run(&iv);
             let (busy, maxc, levels) = brute(&iv);
             assert_eq!(r.busy_ns, busy);
             assert_eq!(r.max_concurrency, maxc);
-            let idle_inside: i64 = r.gaps.iter().map(|g| g.1 - g.0).sum();
+            let idle_inside: i64 = r.gap_lengths.iter().sum();
             assert_eq!(idle_inside, levels[0]);
         }
     }

@@ -313,23 +313,28 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
     Runs in the caller's transaction if one is open (``reanalyze`` wraps each trace in one); the original
     export is not needed. Rows get the current ``METRIC_VERSION``.
     """
+    import polars as pl
+
     from . import _core
 
     con = store.con
-    kernels = con.sql(
+
+    def fetch(query: str) -> pl.DataFrame:
+        # Read each result to the end before the next query runs: DuckDB 1.5 closes a connection's
+        # pending result when another query starts on it, which would silently empty an open stream.
+        return pl.DataFrame(con.sql(query, params=[trace_id]))
+
+    kernels = fetch(
         "SELECT device_id::BIGINT AS device_id, stream_id, start_ns, end_ns, name, pid, correlation_id, "
-        "launch_tid, api_start_ns FROM kernels WHERE trace_id = $1",
-        params=[trace_id],
+        "launch_tid, api_start_ns FROM kernels WHERE trace_id = $1"
     )
-    memops = con.sql(
+    memops = fetch(
         "SELECT device_id::BIGINT AS device_id, stream_id, op, copy_kind, start_ns, end_ns, bytes, pid, "
-        "correlation_id, launch_tid, api_start_ns FROM memops WHERE trace_id = $1",
-        params=[trace_id],
+        "correlation_id, launch_tid, api_start_ns FROM memops WHERE trace_id = $1"
     )
-    nvtx = con.sql(
+    nvtx = fetch(
         "SELECT pid, tid, start_ns, end_ns, name, domain, kind, level::BIGINT AS level FROM nvtx_ranges "
-        "WHERE trace_id = $1 ORDER BY range_index",
-        params=[trace_id],
+        "WHERE trace_id = $1 ORDER BY range_index"
     )
     tables = _core.rederive(kernels, memops, nvtx)
     for table in DERIVED_TABLES:

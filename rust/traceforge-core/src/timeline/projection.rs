@@ -231,7 +231,13 @@ fn project_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::OpsView;
+
+    const NO_MEMOPS: MemopsView<'static> = MemopsView {
+        ops: OpsView { device: &[], stream: &[], start: &[], end: &[], thread: &[], api_start: &[], launch: &[] },
+        op: &[],
+        copy_kind: &[],
+        bytes: &[],
+    };
 
     #[test]
     fn nested_ranges_and_graph_launches() {
@@ -247,14 +253,7 @@ mod tests {
             ops: OpsView { device: &dev, stream: &dev, start: &start, end: &end, thread: &thread, api_start: &api, launch: &launch },
             name: &names,
         };
-        let empty: [i64; 0] = [];
-        let empty32: [i32; 0] = [];
-        let m = MemopsView {
-            ops: OpsView { device: &empty32, stream: &empty32, start: &empty, end: &empty, thread: &empty, api_start: &empty, launch: &empty },
-            op: &[],
-            copy_kind: &empty,
-            bytes: &empty,
-        };
+        let m = NO_MEMOPS;
         let rt = [7, 7, 8, 7];
         let rs = [0, 5, 0, 30];
         let re = [50, 20, 50, 31];
@@ -289,14 +288,7 @@ mod tests {
             ops: OpsView { device: &dev, stream: &dev, start: &start, end: &end, thread: &thread, api_start: &api, launch: &launch },
             name: &names,
         };
-        let empty: [i64; 0] = [];
-        let empty32: [i32; 0] = [];
-        let m = MemopsView {
-            ops: OpsView { device: &empty32, stream: &empty32, start: &empty, end: &empty, thread: &empty, api_start: &empty, launch: &empty },
-            op: &[],
-            copy_kind: &empty,
-            bytes: &empty,
-        };
+        let m = NO_MEMOPS;
         let rt: Vec<i64> = (0..200).map(|_| (next() % 3) as i64).collect();
         let rs: Vec<i64> = (0..200).map(|_| (next() % 900) as i64).collect();
         let re: Vec<i64> = rs.iter().map(|s| s + (next() % 400) as i64).collect();

@@ -90,7 +90,7 @@ def ingest_batch(
             progress.update(task, advance=1, note=f"{failed} failed" if failed else "")
             if outcome.status != "failed" and not quiet:
                 out.print(
-                    f"{outcome.status:8} {outcome.trace_id}  {outcome.path}  ({outcome.message}, "
+                    f"{outcome.status:8} {outcome.trace_id or '-':16}  {outcome.path}  ({outcome.message}, "
                     f"{outcome.seconds:.2f} s)",
                     markup=False,
                     highlight=False,

@@ -121,7 +121,7 @@ DDL: dict[str, str] = {
     "api_calls": """
         CREATE TABLE IF NOT EXISTS api_calls (
             trace_id VARCHAR, pid BIGINT, tid BIGINT, correlation_id BIGINT, start_ns BIGINT, end_ns BIGINT,
-            duration_ns BIGINT, name VARCHAR, api VARCHAR, return_value BIGINT
+            duration_ns BIGINT, name VARCHAR, api ENUM('runtime', 'driver'), return_value BIGINT
         )""",
     "sync_events": """
         CREATE TABLE IF NOT EXISTS sync_events (

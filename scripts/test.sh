@@ -14,6 +14,7 @@ if [ -f scripts/install-chromium.sh ]; then bash scripts/install-chromium.sh; fi
 MATURIN_PEP517_ARGS="--profile release" "${venv}/bin/python" -m pip install -q -e ".[test]"
 
 "${venv}/bin/python" -m ruff check python tests bench runners
+cargo fmt --all --check
 cargo clippy --release --locked -p traceforge-core -p traceforge-synth --all-targets -- -D warnings
 cargo test --release --locked -p traceforge-core -p traceforge-synth
 "${venv}/bin/python" -m pytest -q "$@"

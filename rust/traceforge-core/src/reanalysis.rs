@@ -11,13 +11,15 @@ use arrow_schema::{ArrowError, DataType};
 
 use crate::columnar::BatchStream;
 use crate::error::{Error, Result};
+use crate::export::events::launch_key;
 use crate::export::NULL_I64;
 use crate::timeline::{self, KernelsView, MemopsView, OpsView, RangesView};
-use crate::export::events::launch_key;
 use crate::trace::{self, NvtxRanges};
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
-    b.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| Error::Invalid(format!("stored table lacks column {name}")))
+    b.column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| Error::Invalid(format!("stored table lacks column {name}")))
 }
 
 fn ints(b: &RecordBatch, name: &str, out: &mut Vec<i64>) -> Result<()> {
@@ -92,7 +94,11 @@ fn arrow(e: ArrowError) -> Error {
 }
 
 /// Derived tables recomputed from stored rows; names as in [`crate::trace::Trace::TABLES`].
-pub fn rederive(kernels: Batches<'_>, memops: Batches<'_>, nvtx: Batches<'_>) -> Result<Vec<(&'static str, BatchStream)>> {
+pub fn rederive(
+    kernels: Batches<'_>,
+    memops: Batches<'_>,
+    nvtx: Batches<'_>,
+) -> Result<Vec<(&'static str, BatchStream)>> {
     let mut k = Ops::default();
     let mut names: Vec<String> = Vec::new();
     let mut name_index: HashMap<String, u32> = HashMap::new();
@@ -138,18 +144,40 @@ pub fn rederive(kernels: Batches<'_>, memops: Batches<'_>, nvtx: Batches<'_>) ->
             })
         })?;
     }
-    r.thread = r.pid.iter().zip(&r.tid).map(|(&p, &t)| if p == NULL_I64 || t == NULL_I64 { NULL_I64 } else { (p << 24) | t }).collect();
+    r.thread = r
+        .pid
+        .iter()
+        .zip(&r.tid)
+        .map(|(&p, &t)| if p == NULL_I64 || t == NULL_I64 { NULL_I64 } else { (p << 24) | t })
+        .collect();
 
     let (k_thread, k_launch) = k.launch_columns();
     let (m_thread, m_launch) = m.launch_columns();
     let narrow = |v: &[i64]| -> Vec<i32> { v.iter().map(|&x| i32::try_from(x).unwrap_or(-1)).collect() };
-    let (k_dev, k_stream, m_dev, m_stream) = (narrow(&k.device), narrow(&k.stream), narrow(&m.device), narrow(&m.stream));
+    let (k_dev, k_stream, m_dev, m_stream) =
+        (narrow(&k.device), narrow(&k.stream), narrow(&m.device), narrow(&m.stream));
     let kv = KernelsView {
-        ops: OpsView { device: &k_dev, stream: &k_stream, start: &k.start, end: &k.end, thread: &k_thread, api_start: &k.api_start, launch: &k_launch },
+        ops: OpsView {
+            device: &k_dev,
+            stream: &k_stream,
+            start: &k.start,
+            end: &k.end,
+            thread: &k_thread,
+            api_start: &k.api_start,
+            launch: &k_launch,
+        },
         name: &k_name,
     };
     let mv = MemopsView {
-        ops: OpsView { device: &m_dev, stream: &m_stream, start: &m.start, end: &m.end, thread: &m_thread, api_start: &m.api_start, launch: &m_launch },
+        ops: OpsView {
+            device: &m_dev,
+            stream: &m_stream,
+            start: &m.start,
+            end: &m.end,
+            thread: &m_thread,
+            api_start: &m.api_start,
+            launch: &m_launch,
+        },
         op: &m_op,
         copy_kind: &m_kind,
         bytes: &m_bytes,

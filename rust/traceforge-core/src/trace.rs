@@ -59,7 +59,13 @@ impl LaunchState {
         let mut order: Vec<u32> = Vec::with_capacity(n);
         order.extend((0..n as u32).filter(|&op| key_of(ops, op) != NULL_I64));
         order.sort_unstable_by_key(|&op| key_of(ops, op));
-        LaunchState { order, thread: vec![NULL_I64; n], api_start: vec![NULL_I64; n], api_name: vec![-1; n], done: false }
+        LaunchState {
+            order,
+            thread: vec![NULL_I64; n],
+            api_start: vec![NULL_I64; n],
+            api_name: vec![-1; n],
+            done: false,
+        }
     }
 
     /// First position in `order` whose key is >= `key`, searching forward from `hint` when possible.
@@ -408,7 +414,8 @@ impl Trace {
     /// The `kernels` table: every stored kernel column re-read from the export in rowid order (the
     /// same order as the compact read), joined by position with the launch matches.
     fn kernels_stream(self: &Arc<Self>) -> Result<BatchStream> {
-        let schema = kernels_batch(self, &vec![Vec::new(); events::KERNEL_COLUMNS.len()], 0).map_err(arrow_err)?.schema();
+        let schema =
+            kernels_batch(self, &vec![Vec::new(); events::KERNEL_COLUMNS.len()], 0).map_err(arrow_err)?.schema();
         let (tx, rx) = sync_channel::<Result<IntColumns>>(self.threads * 2);
         let producer = Arc::clone(self);
         std::thread::spawn(move || {
@@ -540,9 +547,13 @@ fn kernels_batch(t: &Trace, c: &IntColumns, offset: usize) -> std::result::Resul
     let launch_tid = int_col(st.thread[r.clone()].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
     let launch_api = dict_col(st.api_name[r.clone()].iter().map(|&id| i64::from(id)), |id| t.strings.get(id));
     let api_start = int_col(st.api_start[r.clone()].iter().copied());
-    let latency = int_col(
-        (0..n).map(|i| if st.api_start[offset + i] == NULL_I64 { NULL_I64 } else { c[0][i] - st.api_start[offset + i] }),
-    );
+    let latency = int_col((0..n).map(|i| {
+        if st.api_start[offset + i] == NULL_I64 {
+            NULL_I64
+        } else {
+            c[0][i] - st.api_start[offset + i]
+        }
+    }));
     drop(st);
     let col = |i: usize| int_col(c[i].iter().copied());
     batch(vec![
@@ -577,7 +588,8 @@ fn memops_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<Rec
     let m = &t.ops.memops;
     let nk = t.ops.kernels.len();
     let st = t.lock();
-    let launch_tid = int_col(st.thread[nk + r.start..nk + r.end].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
+    let launch_tid =
+        int_col(st.thread[nk + r.start..nk + r.end].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
     let api_start = int_col(st.api_start[nk + r.start..nk + r.end].iter().copied());
     drop(st);
     let s = |v: &Vec<i64>| int_col(v[r.clone()].iter().copied());
@@ -616,7 +628,17 @@ fn devices_batch(t: &Trace) -> std::result::Result<RecordBatch, ArrowError> {
     seen.dedup();
     for d in seen {
         if !gpus.iter().any(|g| g.id == d) {
-            gpus.push(events::GpuInfo { id: d, sm_count: NULL_I64, total_memory: NULL_I64, memory_bandwidth: NULL_I64, clock_rate: NULL_I64, compute_major: NULL_I64, compute_minor: NULL_I64, cuda_device: NULL_I64, ..Default::default() });
+            gpus.push(events::GpuInfo {
+                id: d,
+                sm_count: NULL_I64,
+                total_memory: NULL_I64,
+                memory_bandwidth: NULL_I64,
+                clock_rate: NULL_I64,
+                compute_major: NULL_I64,
+                compute_minor: NULL_I64,
+                cuda_device: NULL_I64,
+                ..Default::default()
+            });
         }
     }
     let cc: Vec<Option<String>> = gpus
@@ -681,7 +703,10 @@ pub fn nvtx_batch(n: &NvtxRanges) -> std::result::Result<RecordBatch, ArrowError
         ("tid", int_col(n.tid.iter().copied())),
         ("start_ns", int_col(n.start.iter().copied())),
         ("end_ns", int_col(n.end.iter().copied())),
-        ("duration_ns", int_col(n.start.iter().zip(&n.end).map(|(&s, &e)| if e == NULL_I64 { NULL_I64 } else { e - s }))),
+        (
+            "duration_ns",
+            int_col(n.start.iter().zip(&n.end).map(|(&s, &e)| if e == NULL_I64 { NULL_I64 } else { e - s })),
+        ),
         ("name", str_col(n.name.iter().map(|s| Some(s.as_str())))),
         ("domain", str_col(n.domain.iter().map(|d| d.as_deref()))),
         ("kind", str_col(n.kind.iter().map(|k| Some(*k)))),
@@ -754,7 +779,10 @@ pub fn memop_summary_batch(rows: &[timeline::MemopSummaryRow]) -> std::result::R
     batch(vec![
         ("device_id", int_col(rows.iter().map(|r| r.device))),
         ("op", str_col(rows.iter().map(|r| Some(if r.op == 0 { "memcpy" } else { "memset" })))),
-        ("copy_kind", str_col(rows.iter().map(|r| Some(if r.op == 0 { copy_kind_label(r.copy_kind) } else { "memset" })))),
+        (
+            "copy_kind",
+            str_col(rows.iter().map(|r| Some(if r.op == 0 { copy_kind_label(r.copy_kind) } else { "memset" }))),
+        ),
         ("count", int_col(rows.iter().map(|r| r.count))),
         ("total_ns", int_col(rows.iter().map(|r| r.total_ns))),
         ("total_bytes", int_col(rows.iter().map(|r| r.total_bytes))),

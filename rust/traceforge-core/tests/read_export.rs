@@ -43,11 +43,18 @@ fn build_export(path: &Path, schema_major: &str, with_kernels: bool) {
         )
         .unwrap();
     }
-    for (id, v) in [(1, "gemm_kernel"), (2, "elementwise"), (3, "cudaLaunchKernel"), (4, "cudaMemcpyAsync"), (5, "request")] {
+    for (id, v) in
+        [(1, "gemm_kernel"), (2, "elementwise"), (3, "cudaLaunchKernel"), (4, "cudaMemcpyAsync"), (5, "request")]
+    {
         c.execute("INSERT INTO StringIds VALUES (?1, ?2)", params![id, v]).unwrap();
     }
-    c.execute("INSERT INTO META_DATA_EXPORT VALUES ('EXPORT_SCHEMA_VERSION_MAJOR', ?1)", params![schema_major]).unwrap();
-    c.execute("INSERT INTO META_DATA_EXPORT VALUES ('EXPORT_SCHEMA_VERSION', ?1)", params![format!("{schema_major}.20.3")]).unwrap();
+    c.execute("INSERT INTO META_DATA_EXPORT VALUES ('EXPORT_SCHEMA_VERSION_MAJOR', ?1)", params![schema_major])
+        .unwrap();
+    c.execute(
+        "INSERT INTO META_DATA_EXPORT VALUES ('EXPORT_SCHEMA_VERSION', ?1)",
+        params![format!("{schema_major}.20.3")],
+    )
+    .unwrap();
     c.execute("INSERT INTO META_DATA_EXPORT VALUES ('EXPORT_PRODUCT_VERSION', '2025.3.2.0')", []).unwrap();
     let tid_a = GPID_A + 1; // thread 101 of pid 100
     let tid_b = GPID_B + 1;
@@ -75,10 +82,14 @@ fn build_export(path: &Path, schema_major: &str, with_kernels: bool) {
             .unwrap();
         }
     }
-    c.execute("INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY VALUES (30, 130, 0, 1, 9, 2, ?1, 1000, 1)", params![GPID_A]).unwrap();
-    // One request range on thread A covering both of A's launches.
-    c.execute("INSERT INTO NVTX_EVENTS (start, end, eventType, globalTid, textId) VALUES (0, 40, 59, ?1, 5)", params![tid_a])
+    c.execute("INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY VALUES (30, 130, 0, 1, 9, 2, ?1, 1000, 1)", params![GPID_A])
         .unwrap();
+    // One request range on thread A covering both of A's launches.
+    c.execute(
+        "INSERT INTO NVTX_EVENTS (start, end, eventType, globalTid, textId) VALUES (0, 40, 59, ?1, 5)",
+        params![tid_a],
+    )
+    .unwrap();
 }
 
 fn open(path: &Path) -> Result<Arc<Trace>, Error> {
@@ -129,7 +140,11 @@ fn api_stream_emits_every_runtime_row() {
 fn bad_inputs_get_typed_errors() {
     assert!(matches!(open(Path::new("/nonexistent/x.sqlite")), Err(Error::NotFound { .. })));
     let text = tmp("not_sqlite.sqlite");
-    std::fs::write(&text, "hello, not a database at all, just text padding ......................................................").unwrap();
+    std::fs::write(
+        &text,
+        "hello, not a database at all, just text padding ......................................................",
+    )
+    .unwrap();
     assert!(matches!(open(&text), Err(Error::NotAnExport { .. })));
     let dir = std::env::temp_dir();
     assert!(matches!(open(&dir), Err(Error::NotAnExport { .. })));

@@ -37,7 +37,11 @@ impl ArrowStream {
 
     /// The Arrow PyCapsule stream protocol; the stream can be consumed once.
     #[pyo3(signature = (requested_schema = None))]
-    fn __arrow_c_stream__<'py>(&self, py: Python<'py>, requested_schema: Option<PyObject>) -> PyResult<Bound<'py, PyCapsule>> {
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<PyObject>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
         let _ = requested_schema; // batches are produced in the store's own schema
         let reader = self
             .reader

@@ -11,7 +11,9 @@ use crate::{run_native, ArrowStream};
 /// Take ownership of the Arrow C stream behind any object implementing `__arrow_c_stream__`.
 fn import_stream(obj: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader> {
     let capsule = obj.call_method0("__arrow_c_stream__")?;
-    let capsule = capsule.downcast::<PyCapsule>().map_err(|_| PyTypeError::new_err("__arrow_c_stream__ did not return a capsule"))?;
+    let capsule = capsule
+        .downcast::<PyCapsule>()
+        .map_err(|_| PyTypeError::new_err("__arrow_c_stream__ did not return a capsule"))?;
     let raw = capsule.pointer() as *mut FFI_ArrowArrayStream;
     // SAFETY: the capsule holds a valid ArrowArrayStream (the protocol's contract); we move it out and
     // leave a released (empty) struct behind, so the capsule's destructor does not release it twice.
@@ -32,9 +34,8 @@ fn rederive<'py>(
     let mut k = import_stream(kernels)?;
     let mut m = import_stream(memops)?;
     let mut n = import_stream(nvtx_ranges)?;
-    let tables = run_native(py, move || -> Result<_, Error> {
-        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n)
-    })?;
+    let tables =
+        run_native(py, move || -> Result<_, Error> { traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n) })?;
     let out = PyDict::new(py);
     for (name, stream) in tables {
         out.set_item(name, ArrowStream::new(Box::new(stream)))?;

@@ -104,7 +104,8 @@ impl TraceHandle {
         d.set_item("trace_start_ns", opt(t.target.trace_start_ns))?;
         d.set_item("trace_end_ns", opt(t.target.trace_end_ns))?;
         d.set_item("gpu_count", t.target.gpus.len())?;
-        let names: Vec<String> = t.target.gpus.iter().map(|g| g.name.clone().unwrap_or_else(|| format!("GPU {}", g.id))).collect();
+        let names: Vec<String> =
+            t.target.gpus.iter().map(|g| g.name.clone().unwrap_or_else(|| format!("GPU {}", g.id))).collect();
         d.set_item("gpus", names.join("; "))?;
         d.set_item("tables_present", t.caps.present_event_tables().join(","))?;
         let c = t.counts();

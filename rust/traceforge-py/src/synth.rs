@@ -17,11 +17,9 @@ use traceforge_synth::{SynthConfig, SynthError, SynthSummary};
 fn to_py_err(py: Python<'_>, err: SynthError) -> PyErr {
     let (class, message, path) = match &err {
         SynthError::InvalidArgument { .. } => ("SynthArgumentError", err.to_string(), None),
-        SynthError::Output { path, message } => (
-            "SynthOutputError",
-            format!("cannot write the export: {message}"),
-            Some(path.display().to_string()),
-        ),
+        SynthError::Output { path, message } => {
+            ("SynthOutputError", format!("cannot write the export: {message}"), Some(path.display().to_string()))
+        }
         SynthError::Exists { path } => (
             "SynthExistsError",
             "already exists (use --force-overwrite / overwrite=True to replace it)".to_string(),
@@ -35,9 +33,7 @@ fn to_py_err(py: Python<'_>, err: SynthError) -> PyErr {
         let cls = module.getattr(class)?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("path", path.clone())?;
-        Ok(PyErr::from_value(
-            cls.call((message.clone(),), Some(&kwargs))?,
-        ))
+        Ok(PyErr::from_value(cls.call((message.clone(),), Some(&kwargs))?))
     };
     build().unwrap_or_else(|e| e)
 }
@@ -69,14 +65,7 @@ fn synthesize<'py>(
     requests: Option<u64>,
     overwrite: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let cfg = SynthConfig {
-        kernels,
-        devices,
-        streams,
-        seed,
-        requests,
-        overwrite,
-    };
+    let cfg = SynthConfig { kernels, devices, streams, seed, requests, overwrite };
     let cancel = Arc::new(AtomicBool::new(false));
     let worker = {
         let cancel = Arc::clone(&cancel);
@@ -103,10 +92,7 @@ fn synthesize<'py>(
     match worker.join() {
         Ok(Ok(summary)) => summary_dict(py, &summary),
         Ok(Err(e)) => Err(to_py_err(py, e)),
-        Err(_) => Err(to_py_err(
-            py,
-            SynthError::Model("internal error in the generator (please report)".into()),
-        )),
+        Err(_) => Err(to_py_err(py, SynthError::Model("internal error in the generator (please report)".into()))),
     }
 }
 

@@ -14,11 +14,7 @@ fn main() {
         overwrite: true,
     };
     let t = std::time::Instant::now();
-    match traceforge_synth::synthesize(
-        std::path::Path::new(&args[1]),
-        &cfg,
-        &AtomicBool::new(false),
-    ) {
+    match traceforge_synth::synthesize(std::path::Path::new(&args[1]), &cfg, &AtomicBool::new(false)) {
         Ok(s) => println!("{s:?} in {:.2} s", t.elapsed().as_secs_f64()),
         Err(e) => {
             eprintln!("error: {e}");

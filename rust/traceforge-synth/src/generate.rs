@@ -36,30 +36,18 @@ const CANCEL_POLL: u64 = 4096;
 const NCCL_PROBABILITY: f64 = 1.0 / 32.0;
 
 fn sql_error(e: rusqlite::Error) -> SynthError {
-    SynthError::Output {
-        path: Default::default(),
-        message: e.to_string(),
-    }
+    SynthError::Output { path: Default::default(), message: e.to_string() }
 }
 
 /// The NCCL all-reduce kernel of multi-device traces. Not fitted: the fitted capture ran on one GPU; its
 /// name, geometry and a 6-60 us duration follow NCCL 2.2x ring/LL all-reduces of small activations.
 fn nccl_kernel(model: &Model) -> Result<(KernelSpec, Dist), SynthError> {
-    let coarse = model
-        .ops
-        .iter()
-        .find_map(|o| o.dur.as_ref())
-        .map(|d| d.probs())
-        .unwrap_or_default();
+    let coarse = model.ops.iter().find_map(|o| o.dur.as_ref()).map(|d| d.probs()).unwrap_or_default();
     let q: Vec<f64> = coarse.iter().map(|p| 6_000.0 + 54_000.0 * p * p).collect();
     let spec = KernelSpec {
         short: "ncclDevKernel_AllReduce_Sum_f16_RING_LL".into(),
-        demangled:
-            "ncclDevKernel_AllReduce_Sum_f16_RING_LL(ncclDevKernelArgsStorage<(unsigned long)4096>)"
-                .into(),
-        mangled: Some(
-            "_Z39ncclDevKernel_AllReduce_Sum_f16_RING_LL24ncclDevKernelArgsStorageILm4096EE".into(),
-        ),
+        demangled: "ncclDevKernel_AllReduce_Sum_f16_RING_LL(ncclDevKernelArgsStorage<(unsigned long)4096>)".into(),
+        mangled: Some("_Z39ncclDevKernel_AllReduce_Sum_f16_RING_LL24ncclDevKernelArgsStorageILm4096EE".into()),
         attrs: [96, 16, 1, 1, 512, 1, 1, 0, 0, 0, 0],
         shmem_executed: Some(0),
         launch_type: 1,
@@ -77,10 +65,7 @@ struct Strings {
 
 impl Strings {
     fn new() -> Self {
-        Strings {
-            ids: HashMap::new(),
-            order: Vec::new(),
-        }
+        Strings { ids: HashMap::new(), order: Vec::new() }
     }
     fn id(&mut self, s: &str) -> i64 {
         if let Some(&i) = self.ids.get(s) {
@@ -110,20 +95,9 @@ struct Writer<'c> {
 }
 
 impl Writer<'_> {
-    fn api(
-        &mut self,
-        start: i64,
-        end: i64,
-        class: i64,
-        gtid: i64,
-        corr: i64,
-        name: i64,
-    ) -> Result<(), SynthError> {
+    fn api(&mut self, start: i64, end: i64, class: i64, gtid: i64, corr: i64, name: i64) -> Result<(), SynthError> {
         self.summary.api_calls += 1;
-        self.runtime
-            .execute(params![start, end, class, gtid, corr, name])
-            .map(|_| ())
-            .map_err(sql_error)
+        self.runtime.execute(params![start, end, class, gtid, corr, name]).map(|_| ()).map_err(sql_error)
     }
 }
 
@@ -159,12 +133,7 @@ fn civil(days: i64) -> (i64, i64, i64) {
 fn iso(epoch_s: i64) -> String {
     let (y, m, d) = civil(epoch_s.div_euclid(86_400));
     let s = epoch_s.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 pub(crate) fn write(
@@ -174,10 +143,7 @@ pub(crate) fn write(
     cancel: &AtomicBool,
 ) -> Result<SynthSummary, SynthError> {
     let model = Model::load()?;
-    let out_err = |e: rusqlite::Error| SynthError::Output {
-        path: tmp.to_path_buf(),
-        message: e.to_string(),
-    };
+    let out_err = |e: rusqlite::Error| SynthError::Output { path: tmp.to_path_buf(), message: e.to_string() };
     let con = Connection::open(tmp).map_err(out_err)?;
     // Durability is pointless for a file that is renamed into place only once complete.
     con.execute_batch(
@@ -272,13 +238,7 @@ fn simulate(
             let tid = pid + 53;
             let gpid = GLOBAL_VID + (pid << 24);
             let streams: Vec<i64> = (0..cfg.streams as i64)
-                .map(|s| {
-                    if s == 0 {
-                        DEFAULT_STREAM
-                    } else {
-                        EXTRA_STREAM_BASE + s - 1
-                    }
-                })
+                .map(|s| if s == 0 { DEFAULT_STREAM } else { EXTRA_STREAM_BASE + s - 1 })
                 .collect();
             let t_cpu = SESSION_START_NS + WARMUP_NS + rng.below(1_000_000) as i64;
             Device {
@@ -301,12 +261,9 @@ fn simulate(
     let mut stop = 0i64;
     let mut ops_done = 0u64;
     for dev in devices.iter_mut() {
-        let share = cfg.kernels / cfg.devices as u64
-            + u64::from((dev.index as u64) < cfg.kernels % cfg.devices as u64);
-        let requests = cfg
-            .requests
-            .unwrap_or_else(|| (share as f64 / model.kernels_per_request).ceil() as u64)
-            .clamp(1, share);
+        let share = cfg.kernels / cfg.devices as u64 + u64::from((dev.index as u64) < cfg.kernels % cfg.devices as u64);
+        let requests =
+            cfg.requests.unwrap_or_else(|| (share as f64 / model.kernels_per_request).ceil() as u64).clamp(1, share);
         for r in 0..requests {
             let quota = share / requests + u64::from(r < share % requests);
             if r > 0 {
@@ -326,31 +283,20 @@ fn simulate(
                 match &op.kind {
                     OpKind::Kernel(spec) => {
                         let (Some(ids), Some(dur)) = (op_ids[i].as_ref(), op.dur.as_ref()) else {
-                            return Err(SynthError::Model(format!(
-                                "kernel operation {i} lacks names or durations"
-                            )));
+                            return Err(SynthError::Model(format!("kernel operation {i} lacks names or durations")));
                         };
                         launch_kernel(&mut w, model, dev, op.api, &api_ids, spec, ids, dur)?;
                         emitted += 1;
-                        if cfg.devices > 1
-                            && emitted < quota
-                            && dev.rng.uniform() < NCCL_PROBABILITY
-                        {
-                            launch_kernel(
-                                &mut w, model, dev, nccl_api, &api_ids, &nccl, &nccl_ids, &nccl_dur,
-                            )?;
+                        if cfg.devices > 1 && emitted < quota && dev.rng.uniform() < NCCL_PROBABILITY {
+                            launch_kernel(&mut w, model, dev, nccl_api, &api_ids, &nccl, &nccl_ids, &nccl_dur)?;
                             emitted += 1;
                         }
                     }
-                    OpKind::Memcpy {
-                        copy_kind,
-                        src_kind,
-                        dst_kind,
-                        bytes,
-                    } => {
-                        let dur = op.dur.as_ref().ok_or_else(|| {
-                            SynthError::Model(format!("memcpy operation {i} lacks durations"))
-                        })?;
+                    OpKind::Memcpy { copy_kind, src_kind, dst_kind, bytes } => {
+                        let dur = op
+                            .dur
+                            .as_ref()
+                            .ok_or_else(|| SynthError::Model(format!("memcpy operation {i} lacks durations")))?;
                         let (start, end, corr, s, nbytes) =
                             launch_memop(&mut w, model, dev, op.api, &api_ids, bytes, dur)?;
                         w.summary.memcpys += 1;
@@ -370,14 +316,11 @@ fn simulate(
                             ])
                             .map_err(sql_error)?;
                     }
-                    OpKind::Memset {
-                        value,
-                        mem_kind,
-                        bytes,
-                    } => {
-                        let dur = op.dur.as_ref().ok_or_else(|| {
-                            SynthError::Model(format!("memset operation {i} lacks durations"))
-                        })?;
+                    OpKind::Memset { value, mem_kind, bytes } => {
+                        let dur = op
+                            .dur
+                            .as_ref()
+                            .ok_or_else(|| SynthError::Model(format!("memset operation {i} lacks durations")))?;
                         let (start, end, corr, s, nbytes) =
                             launch_memop(&mut w, model, dev, op.api, &api_ids, bytes, dur)?;
                         w.summary.memsets += 1;
@@ -407,55 +350,33 @@ fn simulate(
                 synchronize(&mut w, model, dev, sync_api, &api_ids, s, sync_type)?;
             }
             let text = format!("agent{}/req{}", dev.index, r);
-            w.nvtx
-                .execute(params![req_start, dev.t_cpu, text, dev.gtid])
-                .map_err(sql_error)?;
+            w.nvtx.execute(params![req_start, dev.t_cpu, text, dev.gtid]).map_err(sql_error)?;
             w.summary.nvtx_ranges += 1;
         }
-        stop = stop
-            .max(dev.t_cpu)
-            .max(dev.ready.iter().copied().max().unwrap_or(0));
+        stop = stop.max(dev.t_cpu).max(dev.ready.iter().copied().max().unwrap_or(0));
     }
     let stop = stop + 100_000_000;
     w.summary.stop_ns = stop;
 
-    let exec =
-        |sql: &str, p: &[&dyn rusqlite::ToSql]| con.execute(sql, p).map(|_| ()).map_err(sql_error);
+    let exec = |sql: &str, p: &[&dyn rusqlite::ToSql]| con.execute(sql, p).map(|_| ()).map_err(sql_error);
     for (i, s) in strings.order.iter().enumerate() {
         exec("INSERT INTO StringIds VALUES (?, ?)", &[&(i as i64 + 1), s])?;
     }
     let utc_s = UTC_BASE_S + (cfg.seed % 86_400) as i64;
     let utc = iso(utc_s);
-    exec(
-        "INSERT INTO TARGET_INFO_SESSION_START_TIME VALUES (?, ?, ?)",
-        &[&(utc_s * 1_000_000_000), &utc, &utc],
-    )?;
+    exec("INSERT INTO TARGET_INFO_SESSION_START_TIME VALUES (?, ?, ?)", &[&(utc_s * 1_000_000_000), &utc, &utc])?;
     exec(
         "INSERT INTO ANALYSIS_DETAILS VALUES (?, ?, ?, ?)",
-        &[
-            &GLOBAL_VID,
-            &(stop - SESSION_START_NS),
-            &SESSION_START_NS,
-            &stop,
-        ],
+        &[&GLOBAL_VID, &(stop - SESSION_START_NS), &SESSION_START_NS, &stop],
     )?;
     exec(
         "UPDATE META_DATA_CAPTURE SET value = ? WHERE name = 'RUN_DURATION_MS'",
         &[&((stop - SESSION_START_NS) / 1_000_000).to_string()],
     )?;
     for dev in &devices {
-        exec(
-            "INSERT INTO PROCESSES VALUES (?, ?, 'python3')",
-            &[&dev.gpid, &dev.pid],
-        )?;
-        exec(
-            "INSERT INTO ThreadNames VALUES (?, 20, ?)",
-            &[&thread_name, &dev.gtid],
-        )?;
-        exec(
-            "INSERT INTO TARGET_INFO_CUDA_DEVICE VALUES (?, ?, ?)",
-            &[&dev.index, &dev.index, &dev.pid],
-        )?;
+        exec("INSERT INTO PROCESSES VALUES (?, ?, 'python3')", &[&dev.gpid, &dev.pid])?;
+        exec("INSERT INTO ThreadNames VALUES (?, 20, ?)", &[&thread_name, &dev.gtid])?;
+        exec("INSERT INTO TARGET_INFO_CUDA_DEVICE VALUES (?, ?, ?)", &[&dev.index, &dev.index, &dev.pid])?;
         exec(
             "INSERT INTO TARGET_INFO_CUDA_CONTEXT_INFO VALUES (?, 0, 1, ?, ?, ?, 0, 0)",
             &[&DEFAULT_STREAM, &dev.pid, &dev.index, &dev.context],
@@ -468,10 +389,7 @@ fn simulate(
             )?;
         }
         if dev.index > 0 {
-            exec(
-                "INSERT INTO TARGET_INFO_GPU SELECT * FROM TARGET_INFO_GPU WHERE rowid = 1",
-                &[],
-            )?;
+            exec("INSERT INTO TARGET_INFO_GPU SELECT * FROM TARGET_INFO_GPU WHERE rowid = 1", &[])?;
         }
         let mut r = Rng::new(cfg.seed ^ 0x5EED, dev.index as u64 + 1000);
         let (a, b) = (r.next_u64(), r.next_u64());
@@ -488,10 +406,7 @@ fn simulate(
             &[&dev.index, &format!("0000:{:02x}:00.0", 6 + dev.index), &uuid, &(dev.index + 1)],
         )?;
     }
-    let name = abs
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let stem = name.strip_suffix(".sqlite").unwrap_or(&name).to_string();
     let rep = format!("{stem}.nsys-rep");
     let abs_s = abs.to_string_lossy().into_owned();
@@ -526,10 +441,7 @@ fn simulate(
         ("EXPORT_PARAM_TABLES_TO_EXPORT", String::new()),
         ("EXPORT_PARAM_TIMES_TO_EXPORT", String::new()),
         ("EXPORT_CONFIG_TIME_SHIFT", "0".into()),
-        (
-            "EXPORT_TIME",
-            format!("{:.2} sec", w.summary.api_calls as f64 / 2.0e6),
-        ),
+        ("EXPORT_TIME", format!("{:.2} sec", w.summary.api_calls as f64 / 2.0e6)),
     ];
     for (k, v) in &meta {
         exec("INSERT INTO META_DATA_EXPORT VALUES (?, ?)", &[k, v])?;
@@ -555,38 +467,20 @@ fn issue(
     let mut t = dev.t_cpu + model.cpu_gap.draw(&mut dev.rng).max(0);
     for &p in &model.apis[api].prelude {
         let d = model.apis[p].dur.draw(&mut dev.rng).max(1);
-        w.api(
-            t,
-            t + d,
-            model.apis[p].event_class,
-            dev.gtid,
-            dev.corr,
-            api_ids[p],
-        )?;
+        w.api(t, t + d, model.apis[p].event_class, dev.gtid, dev.corr, api_ids[p])?;
         dev.corr += 1;
         t += d + model.prelude_gap.draw(&mut dev.rng).max(0);
     }
     let d = model.apis[api].dur.draw(&mut dev.rng).max(1);
     let corr = dev.corr;
-    w.api(
-        t,
-        t + d,
-        model.apis[api].event_class,
-        dev.gtid,
-        corr,
-        api_ids[api],
-    )?;
+    w.api(t, t + d, model.apis[api].event_class, dev.gtid, corr, api_ids[api])?;
     dev.corr += 1;
     dev.t_cpu = t + d;
     Ok((t, t + d, corr))
 }
 
 fn pick_stream(dev: &mut Device) -> usize {
-    let s = if dev.streams.len() == 1 {
-        0
-    } else {
-        dev.rng.below(dev.streams.len() as u64) as usize
-    };
+    let s = if dev.streams.len() == 1 { 0 } else { dev.rng.below(dev.streams.len() as u64) as usize };
     dev.last_stream = s;
     s
 }
@@ -677,14 +571,7 @@ fn synchronize(
     let end = start.max(dev.ready[s]) + model.sync_tail.draw(&mut dev.rng).max(1);
     let corr = dev.corr;
     dev.corr += 1;
-    w.api(
-        start,
-        end,
-        model.apis[api].event_class,
-        dev.gtid,
-        corr,
-        api_ids[api],
-    )?;
+    w.api(start, end, model.apis[api].event_class, dev.gtid, corr, api_ids[api])?;
     let rec_start = (start + model.sync_lead.draw(&mut dev.rng).max(0)).min(end);
     let rec_end = (end - 150).max(rec_start);
     w.summary.syncs += 1;

@@ -49,14 +49,7 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig {
-            kernels: 10_000,
-            devices: 1,
-            streams: 1,
-            seed: 0,
-            requests: None,
-            overwrite: false,
-        }
+        SynthConfig { kernels: 10_000, devices: 1, streams: 1, seed: 0, requests: None, overwrite: false }
     }
 }
 
@@ -88,61 +81,39 @@ fn invalid(field: &'static str, message: String) -> SynthError {
 /// Check a configuration without writing anything.
 pub fn validate(cfg: &SynthConfig) -> Result<(), SynthError> {
     if cfg.devices == 0 || cfg.devices > MAX_DEVICES {
-        return Err(invalid(
-            "devices",
-            format!("{} is not in 1..={MAX_DEVICES}", cfg.devices),
-        ));
+        return Err(invalid("devices", format!("{} is not in 1..={MAX_DEVICES}", cfg.devices)));
     }
     if cfg.streams == 0 || cfg.streams > MAX_STREAMS {
-        return Err(invalid(
-            "streams",
-            format!("{} is not in 1..={MAX_STREAMS}", cfg.streams),
-        ));
+        return Err(invalid("streams", format!("{} is not in 1..={MAX_STREAMS}", cfg.streams)));
     }
     if cfg.kernels < cfg.devices as u64 || cfg.kernels > MAX_KERNELS {
         return Err(invalid(
             "kernels",
-            format!(
-                "{} is not in {}..={MAX_KERNELS} (at least one per device)",
-                cfg.kernels, cfg.devices
-            ),
+            format!("{} is not in {}..={MAX_KERNELS} (at least one per device)", cfg.kernels, cfg.devices),
         ));
     }
     if let Some(r) = cfg.requests {
         let per_device = cfg.kernels / cfg.devices as u64;
         if r == 0 || r > per_device {
-            return Err(invalid(
-                "requests",
-                format!("{r} is not in 1..={per_device} (kernels per device)"),
-            ));
+            return Err(invalid("requests", format!("{r} is not in 1..={per_device} (kernels per device)")));
         }
     }
     Ok(())
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 fn output_error(path: &Path, message: impl ToString) -> SynthError {
-    SynthError::Output {
-        path: path.to_path_buf(),
-        message: message.to_string(),
-    }
+    SynthError::Output { path: path.to_path_buf(), message: message.to_string() }
 }
 
 /// Write a synthetic export to `path`; `cancel` is polled between batches (set it to stop early).
 ///
 /// Nothing is left at `path` (nor beside it) unless the whole file was written.
-pub fn synthesize(
-    path: &Path,
-    cfg: &SynthConfig,
-    cancel: &AtomicBool,
-) -> Result<SynthSummary, SynthError> {
+pub fn synthesize(path: &Path, cfg: &SynthConfig, cancel: &AtomicBool) -> Result<SynthSummary, SynthError> {
     validate(cfg)?;
     if path.as_os_str().is_empty() {
         return Err(output_error(path, "empty output path"));
@@ -151,26 +122,19 @@ pub fn synthesize(
         return Err(output_error(path, "is a directory"));
     }
     if path.exists() && !cfg.overwrite {
-        return Err(SynthError::Exists {
-            path: path.to_path_buf(),
-        });
+        return Err(SynthError::Exists { path: path.to_path_buf() });
     }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if !parent.is_dir() {
-        return Err(output_error(
-            path,
-            format!("directory {} does not exist", parent.display()),
-        ));
+        return Err(output_error(path, format!("directory {} does not exist", parent.display())));
     }
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
     };
     let tmp = temp_path(path);
     let _ = std::fs::remove_file(&tmp);

@@ -20,11 +20,7 @@ impl Dist {
     /// A distribution from quantile points `q` at probabilities `probs` (same length, ascending).
     pub fn new(probs: std::sync::Arc<Vec<f64>>, q: Vec<f64>) -> Result<Self, SynthError> {
         if probs.len() != q.len() || q.len() < 2 {
-            return Err(SynthError::Model(format!(
-                "{} quantiles for {} probabilities",
-                q.len(),
-                probs.len()
-            )));
+            return Err(SynthError::Model(format!("{} quantiles for {} probabilities", q.len(), probs.len())));
         }
         Ok(Dist { probs, q })
     }
@@ -38,8 +34,7 @@ impl Dist {
     pub fn at(&self, u: f64) -> f64 {
         let p = &self.probs;
         // index of the last grid point <= u
-        let i = match p.binary_search_by(|x| x.partial_cmp(&u).unwrap_or(std::cmp::Ordering::Less))
-        {
+        let i = match p.binary_search_by(|x| x.partial_cmp(&u).unwrap_or(std::cmp::Ordering::Less)) {
             Ok(i) => i.min(p.len() - 2),
             Err(i) => i.saturating_sub(1).min(p.len() - 2),
         };
@@ -54,11 +49,7 @@ impl Dist {
 
     /// Mean of the interpolated quantile function (exact for piecewise-linear quantiles).
     pub fn mean(&self) -> f64 {
-        self.probs
-            .windows(2)
-            .zip(self.q.windows(2))
-            .map(|(p, q)| (p[1] - p[0]) * (q[0] + q[1]) / 2.0)
-            .sum()
+        self.probs.windows(2).zip(self.q.windows(2)).map(|(p, q)| (p[1] - p[0]) * (q[0] + q[1]) / 2.0).sum()
     }
 }
 
@@ -176,18 +167,11 @@ fn err(line: usize, msg: &str) -> SynthError {
 }
 
 fn ints(s: &str, line: usize) -> Result<Vec<f64>, SynthError> {
-    s.split(' ')
-        .map(|v| {
-            v.parse::<i64>()
-                .map(|x| x as f64)
-                .map_err(|_| err(line, "bad quantile"))
-        })
-        .collect()
+    s.split(' ').map(|v| v.parse::<i64>().map(|x| x as f64).map_err(|_| err(line, "bad quantile"))).collect()
 }
 
 fn int(s: &str, line: usize) -> Result<i64, SynthError> {
-    s.parse::<i64>()
-        .map_err(|_| err(line, &format!("bad integer {s:?}")))
+    s.parse::<i64>().map_err(|_| err(line, &format!("bad integer {s:?}")))
 }
 
 impl Model {
@@ -211,12 +195,7 @@ impl Model {
                 continue;
             }
             let f: Vec<&str> = line.split('\t').collect();
-            let grid = |name: &str| {
-                grids
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| err(ln, "grid used before its P record"))
-            };
+            let grid = |name: &str| grids.get(name).cloned().ok_or_else(|| err(ln, "grid used before its P record"));
             match f[0] {
                 "P" if f.len() == 3 => {
                     let probs = f[2]
@@ -228,18 +207,9 @@ impl Model {
                 "D" if f.len() == 3 => {
                     named.insert(f[1], Dist::new(grid("fine")?, ints(f[2], ln)?)?);
                 }
-                "A" if f.len() == 3 => {
-                    api_dur.push((f[1].to_string(), Dist::new(grid("fine")?, ints(f[2], ln)?)?))
-                }
+                "A" if f.len() == 3 => api_dur.push((f[1].to_string(), Dist::new(grid("fine")?, ints(f[2], ln)?)?)),
                 "L" if f.len() == 3 => {
-                    preludes.insert(
-                        f[1],
-                        if f[2] == "-" {
-                            vec![]
-                        } else {
-                            f[2].split(',').collect()
-                        },
-                    );
+                    preludes.insert(f[1], if f[2] == "-" { vec![] } else { f[2].split(',').collect() });
                 }
                 "K" if f.len() == 23 => {
                     let mut attrs = [0i64; 11];
@@ -250,11 +220,7 @@ impl Model {
                     let spec = KernelSpec {
                         short: f[20].to_string(),
                         demangled: f[21].to_string(),
-                        mangled: if f[22] == "-" {
-                            None
-                        } else {
-                            Some(f[22].to_string())
-                        },
+                        mangled: if f[22] == "-" { None } else { Some(f[22].to_string()) },
                         attrs,
                         shmem_executed: opt(int(f[15], ln)?),
                         launch_type: int(f[16], ln)?,
@@ -278,13 +244,7 @@ impl Model {
                         bytes: Dist::new(grid("coarse")?, ints(f[7], ln)?)?,
                     };
                     let dur = Dist::new(grid("coarse")?, ints(f[8], ln)?)?;
-                    raw_ops.push((
-                        int(f[1], ln)? as usize,
-                        f[2],
-                        int(f[3], ln)? as u64,
-                        Some(dur),
-                        kind,
-                    ));
+                    raw_ops.push((int(f[1], ln)? as usize, f[2], int(f[3], ln)? as u64, Some(dur), kind));
                 }
                 "E" if f.len() == 8 => {
                     let kind = OpKind::Memset {
@@ -293,37 +253,16 @@ impl Model {
                         bytes: Dist::new(grid("coarse")?, ints(f[6], ln)?)?,
                     };
                     let dur = Dist::new(grid("coarse")?, ints(f[7], ln)?)?;
-                    raw_ops.push((
-                        int(f[1], ln)? as usize,
-                        f[2],
-                        int(f[3], ln)? as u64,
-                        Some(dur),
-                        kind,
-                    ));
+                    raw_ops.push((int(f[1], ln)? as usize, f[2], int(f[3], ln)? as u64, Some(dur), kind));
                 }
                 "Y" if f.len() == 5 => {
-                    let kind = OpKind::Sync {
-                        sync_type: int(f[4], ln)?,
-                    };
-                    raw_ops.push((
-                        int(f[1], ln)? as usize,
-                        f[2],
-                        int(f[3], ln)? as u64,
-                        None,
-                        kind,
-                    ));
+                    let kind = OpKind::Sync { sync_type: int(f[4], ln)? };
+                    raw_ops.push((int(f[1], ln)? as usize, f[2], int(f[3], ln)? as u64, None, kind));
                 }
-                "T" if f.len() == 4 => edges.push((
-                    int(f[1], ln)? as usize,
-                    int(f[2], ln)? as usize,
-                    int(f[3], ln)? as u64,
-                )),
-                _ => {
-                    return Err(err(
-                        ln,
-                        &format!("unknown record {:?} with {} fields", f[0], f.len()),
-                    ))
+                "T" if f.len() == 4 => {
+                    edges.push((int(f[1], ln)? as usize, int(f[2], ln)? as usize, int(f[3], ln)? as u64))
                 }
+                _ => return Err(err(ln, &format!("unknown record {:?} with {} fields", f[0], f.len()))),
             }
         }
         let mut apis: Vec<Api> = api_dur
@@ -331,12 +270,7 @@ impl Model {
             .map(|(name, dur)| {
                 // Driver API names start with "cu" but not "cuda".
                 let event_class = if name.starts_with("cuda") { 0 } else { 1 };
-                Api {
-                    name,
-                    event_class,
-                    dur,
-                    prelude: vec![],
-                }
+                Api { name, event_class, dur, prelude: vec![] }
             })
             .collect();
         let api_index = |apis: &[Api], name: &str| {
@@ -346,10 +280,7 @@ impl Model {
         };
         for (launch, pre) in &preludes {
             let i = api_index(&apis, launch)?;
-            let p = pre
-                .iter()
-                .map(|n| api_index(&apis, n))
-                .collect::<Result<Vec<_>, _>>()?;
+            let p = pre.iter().map(|n| api_index(&apis, n)).collect::<Result<Vec<_>, _>>()?;
             apis[i].prelude = p;
         }
         raw_ops.sort_by_key(|o| o.0);
@@ -357,12 +288,7 @@ impl Model {
         let mut ops = Vec::with_capacity(raw_ops.len());
         for (i, (id, api, count, dur, kind)) in raw_ops.into_iter().enumerate() {
             index.insert(id, i);
-            ops.push(Op {
-                api: api_index(&apis, api)?,
-                count,
-                dur,
-                kind,
-            });
+            ops.push(Op { api: api_index(&apis, api)?, count, dur, kind });
         }
         if ops.is_empty() {
             return Err(SynthError::Model("no operations".into()));
@@ -370,9 +296,7 @@ impl Model {
         let mut next: Vec<Vec<(usize, u64)>> = vec![Vec::new(); ops.len()];
         for (a, b, n) in edges {
             let (Some(&a), Some(&b)) = (index.get(&a), index.get(&b)) else {
-                return Err(SynthError::Model(format!(
-                    "transition between unknown operations {a} -> {b}"
-                )));
+                return Err(SynthError::Model(format!("transition between unknown operations {a} -> {b}")));
             };
             let total = next[a].last().map_or(0, |e| e.1);
             next[a].push((b, total + n));
@@ -383,11 +307,8 @@ impl Model {
             total += op.count.max(1);
             overall.push(total);
         }
-        let mut take = |name: &str| {
-            named
-                .remove(name)
-                .ok_or_else(|| SynthError::Model(format!("no distribution {name}")))
-        };
+        let mut take =
+            |name: &str| named.remove(name).ok_or_else(|| SynthError::Model(format!("no distribution {name}")));
         Ok(Model {
             cpu_gap: take("cpu_gap")?,
             prelude_gap: take("prelude_gap")?,
@@ -437,22 +358,13 @@ mod tests {
     fn embedded_fit_parses_and_is_consistent() {
         let m = Model::load().unwrap();
         assert!(m.ops.len() > 100, "{} ops", m.ops.len());
-        let kernels: u64 = m
-            .ops
-            .iter()
-            .filter(|o| matches!(o.kind, OpKind::Kernel(_)))
-            .map(|o| o.count)
-            .sum();
+        let kernels: u64 = m.ops.iter().filter(|o| matches!(o.kind, OpKind::Kernel(_))).map(|o| o.count).sum();
         // every kernel of the capture whose configuration also ran in the steady state (all but 458 of 183,594)
         assert_eq!(kernels, 183_136, "kernel count of the fitted capture");
         assert!(m.ops.iter().any(|o| matches!(o.kind, OpKind::Sync { .. })));
         assert!(m.api("cudaLaunchKernel_v7000").is_some());
         // the mean CPU gap of the capture (42.3 us) survives the quantile interpolation within 5 %
-        assert!(
-            (m.cpu_gap.mean() - 42_313.0).abs() / 42_313.0 < 0.05,
-            "{}",
-            m.cpu_gap.mean()
-        );
+        assert!((m.cpu_gap.mean() - 42_313.0).abs() / 42_313.0 < 0.05, "{}", m.cpu_gap.mean());
     }
 
     #[test]

@@ -21,12 +21,7 @@ impl Rng {
     /// A generator for `seed`, decorrelated from other `stream`s of the same seed.
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut st = seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
-        let s = [
-            splitmix(&mut st),
-            splitmix(&mut st),
-            splitmix(&mut st),
-            splitmix(&mut st),
-        ];
+        let s = [splitmix(&mut st), splitmix(&mut st), splitmix(&mut st), splitmix(&mut st)];
         Rng { s }
     }
 

@@ -109,9 +109,25 @@ pub fn copy_kind_label(kind: i64) -> &'static str {
 
 /// Every kernel column traceforge stores, in the order `kernel_exprs` selects them.
 pub const KERNEL_COLUMNS: [&str; 19] = [
-    "start", "end", "deviceId", "contextId", "streamId", "correlationId", "globalPid", "demangledName", "shortName",
-    "gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ", "registersPerThread", "staticSharedMemory",
-    "dynamicSharedMemory", "graphNodeId",
+    "start",
+    "end",
+    "deviceId",
+    "contextId",
+    "streamId",
+    "correlationId",
+    "globalPid",
+    "demangledName",
+    "shortName",
+    "gridX",
+    "gridY",
+    "gridZ",
+    "blockX",
+    "blockY",
+    "blockZ",
+    "registersPerThread",
+    "staticSharedMemory",
+    "dynamicSharedMemory",
+    "graphNodeId",
 ];
 
 /// Select expressions for [`KERNEL_COLUMNS`] in this export (NULL for absent columns).
@@ -373,14 +389,30 @@ pub fn read_target_info(
     conn: &rusqlite::Connection,
     strings: &super::StringTable,
 ) -> Result<TargetInfo> {
-    let mut info = TargetInfo { session_start_utc_ns: NULL_I64, trace_start_ns: NULL_I64, trace_end_ns: NULL_I64, ..Default::default() };
+    let mut info = TargetInfo {
+        session_start_utc_ns: NULL_I64,
+        trace_start_ns: NULL_I64,
+        trace_end_ns: NULL_I64,
+        ..Default::default()
+    };
     let t = "TARGET_INFO_GPU";
     if caps.has_table(t) && caps.has_column(t, "id") {
         let c = |name: &str| caps.column_or_null(t, name);
         let sql = format!(
             "SELECT {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {t} ORDER BY {}",
-            c("id"), c("name"), c("chipName"), c("busLocation"), c("uuid"), c("smCount"), c("totalMemory"),
-            c("memoryBandwidth"), c("clockRate"), c("computeMajor"), c("computeMinor"), c("cuDevice"), c("id")
+            c("id"),
+            c("name"),
+            c("chipName"),
+            c("busLocation"),
+            c("uuid"),
+            c("smCount"),
+            c("totalMemory"),
+            c("memoryBandwidth"),
+            c("clockRate"),
+            c("computeMajor"),
+            c("computeMinor"),
+            c("cuDevice"),
+            c("id")
         );
         for_each_row(file, conn, &sql, |r| {
             info.gpus.push(GpuInfo {
@@ -407,7 +439,10 @@ pub fn read_target_info(
             Ok(())
         })?;
     }
-    if caps.has_table("ThreadNames") && caps.has_column("ThreadNames", "globalTid") && caps.has_column("ThreadNames", "nameId") {
+    if caps.has_table("ThreadNames")
+        && caps.has_column("ThreadNames", "globalTid")
+        && caps.has_column("ThreadNames", "nameId")
+    {
         for_each_row(file, conn, "SELECT globalTid, nameId FROM ThreadNames", |r| {
             let (pid, tid) = super::decode_global_id(int_cell(r.get_ref(0)?));
             let name = strings.get(int_cell(r.get_ref(1)?)).map(str::to_string);

@@ -21,7 +21,10 @@ impl ExportFile {
     pub fn open(path: &Path) -> Result<Self> {
         let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
         if meta.is_dir() {
-            return Err(Error::NotAnExport { path: path.into(), reason: "is a directory, not an nsys SQLite export".into() });
+            return Err(Error::NotAnExport {
+                path: path.into(),
+                reason: "is a directory, not an nsys SQLite export".into(),
+            });
         }
         let mut header = [0u8; 100];
         let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
@@ -29,11 +32,18 @@ impl ExportFile {
         if n < 16 || &header[..16] != SQLITE_MAGIC {
             return Err(Error::NotAnExport {
                 path: path.into(),
-                reason: if n == 0 { "is empty, not an nsys SQLite export".into() } else { "is not a SQLite database (wrong header)".into() },
+                reason: if n == 0 {
+                    "is empty, not an nsys SQLite export".into()
+                } else {
+                    "is not a SQLite database (wrong header)".into()
+                },
             });
         }
         if n < 100 {
-            return Err(Error::Corrupt { path: path.into(), reason: "SQLite file is truncated (incomplete header)".into() });
+            return Err(Error::Corrupt {
+                path: path.into(),
+                reason: "SQLite file is truncated (incomplete header)".into(),
+            });
         }
         // The header records the database size in pages; a shorter file was cut off in transfer.
         let page_size = match u16::from_be_bytes([header[16], header[17]]) {

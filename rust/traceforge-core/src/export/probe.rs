@@ -33,9 +33,8 @@ impl Capabilities {
     /// Probe `conn`; fails with a clear error on a database that is not an nsys export.
     pub fn probe(file: &ExportFile, conn: &Connection) -> Result<Self> {
         let mut caps = Capabilities::default();
-        let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .map_err(|e| file.sqlite_error(e))?;
+        let mut stmt =
+            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").map_err(|e| file.sqlite_error(e))?;
         let names: Vec<String> = stmt
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(|e| file.sqlite_error(e))?
@@ -53,7 +52,10 @@ impl Capabilities {
             caps.tables.insert(name, cols);
         }
         if caps.tables.is_empty() {
-            return Err(Error::NotAnExport { path: file.path.clone(), reason: "SQLite database has no tables: not an nsys export".into() });
+            return Err(Error::NotAnExport {
+                path: file.path.clone(),
+                reason: "SQLite database has no tables: not an nsys export".into(),
+            });
         }
         let looks_like_nsys = caps.has_table("StringIds")
             || caps.has_table("META_DATA_EXPORT")
@@ -66,7 +68,8 @@ impl Capabilities {
             });
         }
         for meta_table in ["META_DATA_EXPORT", "EXPORT_META_DATA"] {
-            if caps.has_table(meta_table) && caps.has_column(meta_table, "name") && caps.has_column(meta_table, "value") {
+            if caps.has_table(meta_table) && caps.has_column(meta_table, "name") && caps.has_column(meta_table, "value")
+            {
                 let mut stmt = conn
                     .prepare(&format!("SELECT name, CAST(value AS TEXT) FROM {meta_table}"))
                     .map_err(|e| file.sqlite_error(e))?;

@@ -28,7 +28,8 @@ pub fn rowid_bounds(file: &ExportFile, table: &str) -> Result<Option<(i64, i64)>
     // Two queries: SQLite answers a lone min(rowid) or max(rowid) from the b-tree's edge, but scans the
     // whole table when both are asked in one SELECT.
     let edge = |agg: &str| -> Result<Option<i64>> {
-        conn.query_row(&format!("SELECT {agg}(rowid) FROM \"{table}\""), [], |r| r.get(0)).map_err(|e| file.sqlite_error(e))
+        conn.query_row(&format!("SELECT {agg}(rowid) FROM \"{table}\""), [], |r| r.get(0))
+            .map_err(|e| file.sqlite_error(e))
     };
     let (lo, hi) = (edge("min")?, edge("max")?);
     Ok(match (lo, hi) {
@@ -117,7 +118,9 @@ pub fn scan_chunks<T: Send>(
                         return;
                     }
                     match read_slice(file, &conn, table, exprs, text_exprs, ranges[i].0, ranges[i].1) {
-                        Ok((cols, texts)) => *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(map(cols, texts)),
+                        Ok((cols, texts)) => {
+                            *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(map(cols, texts))
+                        }
                         Err(e) => {
                             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                             return;

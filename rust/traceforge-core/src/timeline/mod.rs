@@ -157,12 +157,7 @@ fn group_by<K: Ord + Copy>(n: usize, key: impl Fn(usize) -> K) -> Vec<(K, Vec<u3
 }
 
 /// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels and gaps.
-fn kernel_metrics(
-    k: &OpsView<'_>,
-    members: &[u32],
-    row: &mut MetricRow,
-    on_gap: impl FnMut(i64, i64),
-) -> sweep::Sweep {
+fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow, on_gap: impl FnMut(i64, i64)) -> sweep::Sweep {
     // Buffers are allocated one after another and freed as soon as possible: on a 25M-kernel device
     // each one is hundreds of MB.
     let (mut first, mut last) = (i64::MAX, i64::MIN);
@@ -310,9 +305,9 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     }
 
     // Memop summary per (device, op, copy kind).
-    for ((dev, op, kind), members) in
-        group_by(m.len(), |i| (m.device[i], memops.op[i], if memops.op[i] == 0 { memops.copy_kind[i] } else { NULL_I64 }))
-    {
+    for ((dev, op, kind), members) in group_by(m.len(), |i| {
+        (m.device[i], memops.op[i], if memops.op[i] == 0 { memops.copy_kind[i] } else { NULL_I64 })
+    }) {
         let d: Vec<i64> = members.iter().map(|&i| m.end[i as usize] - m.start[i as usize]).collect();
         let total: i64 = d.iter().sum();
         let bytes: i64 = members.iter().map(|&i| memops.bytes[i as usize]).filter(|&b| b != NULL_I64).sum();

@@ -250,7 +250,15 @@ mod tests {
         let dev = [0i32; 5];
         let names = [0u32; 5];
         let k = KernelsView {
-            ops: OpsView { device: &dev, stream: &dev, start: &start, end: &end, thread: &thread, api_start: &api, launch: &launch },
+            ops: OpsView {
+                device: &dev,
+                stream: &dev,
+                start: &start,
+                end: &end,
+                thread: &thread,
+                api_start: &api,
+                launch: &launch,
+            },
             name: &names,
         };
         let m = NO_MEMOPS;
@@ -259,7 +267,10 @@ mod tests {
         let re = [50, 20, 50, 31];
         let r = RangesView { thread: &rt, start: &rs, end: &re };
         let p = project(&k, &m, &r);
-        assert_eq!((p[0].launch_count, p[0].gpu_op_count, p[0].gpu_start_ns, p[0].gpu_end_ns), (2, 4, Some(100), Some(320)));
+        assert_eq!(
+            (p[0].launch_count, p[0].gpu_op_count, p[0].gpu_start_ns, p[0].gpu_end_ns),
+            (2, 4, Some(100), Some(320))
+        );
         assert_eq!(p[0].kernel_time_ns, 10 + 10 + 20 + 20);
         assert_eq!((p[1].launch_count, p[1].gpu_op_count), (1, 3));
         assert_eq!((p[2].launch_count, p[2].gpu_op_count, p[2].gpu_start_ns), (1, 1, Some(150)));
@@ -279,13 +290,22 @@ mod tests {
         let n = 400;
         let thread: Vec<i64> = (0..n).map(|_| (next() % 3) as i64).collect();
         let api: Vec<i64> = (0..n).map(|_| (next() % 1000) as i64).collect();
-        let launch: Vec<i64> = (0..n).map(|i| if i % 5 == 0 { NULL_I64 } else { thread[i] * 10_000 + api[i] }).collect();
+        let launch: Vec<i64> =
+            (0..n).map(|i| if i % 5 == 0 { NULL_I64 } else { thread[i] * 10_000 + api[i] }).collect();
         let start: Vec<i64> = api.iter().map(|a| a + 10 + (next() % 50) as i64).collect();
         let end: Vec<i64> = start.iter().map(|s| s + 1 + (next() % 30) as i64).collect();
         let dev = vec![0i32; n];
         let names = vec![0u32; n];
         let k = KernelsView {
-            ops: OpsView { device: &dev, stream: &dev, start: &start, end: &end, thread: &thread, api_start: &api, launch: &launch },
+            ops: OpsView {
+                device: &dev,
+                stream: &dev,
+                start: &start,
+                end: &end,
+                thread: &thread,
+                api_start: &api,
+                launch: &launch,
+            },
             name: &names,
         };
         let m = NO_MEMOPS;
@@ -297,8 +317,9 @@ mod tests {
         assert_eq!(project_with(&k, &m, &r, 0), direct);
         // Brute force: every matched op on the thread whose API call started inside the range.
         for (i, row) in direct.iter().enumerate() {
-            let inside: Vec<usize> =
-                (0..n).filter(|&j| launch[j] != NULL_I64 && thread[j] == rt[i] && api[j] >= rs[i] && api[j] < re[i]).collect();
+            let inside: Vec<usize> = (0..n)
+                .filter(|&j| launch[j] != NULL_I64 && thread[j] == rt[i] && api[j] >= rs[i] && api[j] < re[i])
+                .collect();
             assert_eq!(row.gpu_op_count, inside.len() as i64);
             let mut keys: Vec<i64> = inside.iter().map(|&j| launch[j]).collect();
             keys.sort_unstable();

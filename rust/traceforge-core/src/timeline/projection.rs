@@ -232,6 +232,22 @@ fn project_with(
 mod tests {
     use super::*;
 
+    /// Kernels on device 0, stream 0, from (start, end, thread, api_start, launch) columns.
+    fn kernels_view<'a>(dev: &'a [i32], names: &'a [u32], c: [&'a [i64]; 5]) -> KernelsView<'a> {
+        KernelsView {
+            ops: OpsView {
+                device: dev,
+                stream: dev,
+                start: c[0],
+                end: c[1],
+                thread: c[2],
+                api_start: c[3],
+                launch: c[4],
+            },
+            name: names,
+        }
+    }
+
     const NO_MEMOPS: MemopsView<'static> = MemopsView {
         ops: OpsView { device: &[], stream: &[], start: &[], end: &[], thread: &[], api_start: &[], launch: &[] },
         op: &[],
@@ -249,18 +265,7 @@ mod tests {
         let launch = [1, 1, 1, 2, 3];
         let dev = [0i32; 5];
         let names = [0u32; 5];
-        let k = KernelsView {
-            ops: OpsView {
-                device: &dev,
-                stream: &dev,
-                start: &start,
-                end: &end,
-                thread: &thread,
-                api_start: &api,
-                launch: &launch,
-            },
-            name: &names,
-        };
+        let k = kernels_view(&dev, &names, [&start, &end, &thread, &api, &launch]);
         let m = NO_MEMOPS;
         let rt = [7, 7, 8, 7];
         let rs = [0, 5, 0, 30];
@@ -296,18 +301,7 @@ mod tests {
         let end: Vec<i64> = start.iter().map(|s| s + 1 + (next() % 30) as i64).collect();
         let dev = vec![0i32; n];
         let names = vec![0u32; n];
-        let k = KernelsView {
-            ops: OpsView {
-                device: &dev,
-                stream: &dev,
-                start: &start,
-                end: &end,
-                thread: &thread,
-                api_start: &api,
-                launch: &launch,
-            },
-            name: &names,
-        };
+        let k = kernels_view(&dev, &names, [&start, &end, &thread, &api, &launch]);
         let m = NO_MEMOPS;
         let rt: Vec<i64> = (0..200).map(|_| (next() % 3) as i64).collect();
         let rs: Vec<i64> = (0..200).map(|_| (next() % 900) as i64).collect();

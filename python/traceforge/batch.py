@@ -277,7 +277,9 @@ def _job_sqlite(spec: JobSpec, export: str, result: JobResult, direct: Store | N
         if not spec.force and direct.has_fingerprint(result.fingerprint):
             result.status = "stored"  # a duplicate earlier in this batch
             return
-        data = read_trace(export, threads=_job_threads(spec), source_path=spec.path)
+        data = read_trace(
+            export, threads=_job_threads(spec), source_path=spec.path, fingerprint=result.fingerprint
+        )
         outcome = write_trace(direct, data, force=spec.force)
         result.status = "loaded" if outcome.status == "ingested" else "stored"
         result.kernel_count = outcome.kernel_count
@@ -285,7 +287,9 @@ def _job_sqlite(spec: JobSpec, export: str, result: JobResult, direct: Store | N
     if not spec.force and dataset.has_partition(spec.dataset, result.trace_id):
         result.status = "cached"
         return
-    data = read_trace(export, threads=_job_threads(spec), source_path=spec.path)
+    data = read_trace(
+        export, threads=_job_threads(spec), source_path=spec.path, fingerprint=result.fingerprint
+    )
     with Store(":memory:") as memory:
         write_trace(memory, data, force=True)
         dataset.export_trace(memory.con, spec.dataset, result.trace_id, overwrite=spec.force)

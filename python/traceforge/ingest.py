@@ -14,7 +14,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import (
@@ -106,12 +105,18 @@ def check_input(path: str) -> None:
         raise InputPermissionError("permission denied", path=path)
 
 
-def read_trace(path: str, *, threads: int = 0, source_path: str | None = None) -> TraceData:
-    """Open one SQLite export with the Rust core (GPU operations read; API calls not yet streamed)."""
+def read_trace(
+    path: str, *, threads: int = 0, source_path: str | None = None, fingerprint: str | None = None
+) -> TraceData:
+    """Open one SQLite export with the Rust core (GPU operations read; API calls not yet streamed).
+
+    Pass ``fingerprint`` when the caller already hashed the file, so a multi-GB export is read once less.
+    """
     from . import _core
 
     check_input(path)
-    fingerprint = fingerprint_file(path)
+    if fingerprint is None:
+        fingerprint = fingerprint_file(path)
     handle = _core.open_trace(path, threads)
     info = dict(handle.info())
     trace_id = trace_id_from_fingerprint(fingerprint)
@@ -249,8 +254,9 @@ def ingest_file(store: Store, path: str, *, force: bool = False, threads: int = 
 
 def _ingest_sqlite(store: Store, path: str, *, force: bool, threads: int, source_path: str) -> IngestOutcome:
     # Skip before reading anything when this content is already stored.
+    fingerprint = fingerprint_file(path)
     if not force:
-        existing = store.has_fingerprint(fingerprint_file(path))
+        existing = store.has_fingerprint(fingerprint)
         if existing:
             return IngestOutcome(
                 os.path.abspath(source_path),
@@ -258,7 +264,7 @@ def _ingest_sqlite(store: Store, path: str, *, force: bool, threads: int, source
                 existing,
                 f"already stored as trace {existing} (use --force to re-ingest)",
             )
-    data = read_trace(path, threads=threads, source_path=source_path)
+    data = read_trace(path, threads=threads, source_path=source_path, fingerprint=fingerprint)
     return write_trace(store, data, force=force)
 
 
@@ -300,11 +306,6 @@ def record_failure(store: Store, path: str, exc: TraceforgeError) -> None:
         )
     except Exception:  # noqa: BLE001 - a read-only or broken store must not hide the file's own error
         pass
-
-
-def source_exists(path: str) -> bool:
-    """True when ``path`` names an existing file (used by batch resume logic)."""
-    return Path(path).is_file()
 
 
 def recompute_metrics(store: Store, trace_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -61,6 +62,17 @@ def open_stream(
         raise RequestFailed(f"stream from {url} failed: {_short(str(exc))}") from exc
     finally:
         resp.close()
+
+
+def parse_json_line(text: str | bytes, url: str, lineno: int) -> dict[str, Any]:
+    """One streamed JSON object (an NDJSON line or an SSE ``data:`` payload), or a clear error."""
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise RequestFailed(f"garbage from {url}: line {lineno} is not JSON: {text[:80]!r}") from exc
+    if not isinstance(obj, dict):
+        raise RequestFailed(f"garbage from {url}: line {lineno} is not a JSON object")
+    return obj
 
 
 def http_error(resp: Any, url: str) -> RequestFailed:

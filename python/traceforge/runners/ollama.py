@@ -7,11 +7,10 @@ wall-clock timings, and ``eval_count`` is the output token count.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
 
-from .http_common import RequestFailed, http_error, open_stream
+from .http_common import RequestFailed, http_error, open_stream, parse_json_line
 
 
 class OllamaBackend:
@@ -61,14 +60,7 @@ class OllamaBackend:
             for lineno, raw in enumerate(resp.iter_lines(), start=1):
                 if not raw:
                     continue
-                try:
-                    obj = json.loads(raw)
-                except ValueError as exc:
-                    raise RequestFailed(
-                        f"garbage from {url}: line {lineno} is not JSON: {raw[:80]!r}"
-                    ) from exc
-                if not isinstance(obj, dict):
-                    raise RequestFailed(f"garbage from {url}: line {lineno} is not a JSON object")
+                obj = parse_json_line(raw, url, lineno)
                 if "error" in obj:
                     raise RequestFailed(f"ollama error: {obj['error']}")
                 piece = obj.get("message", {}).get("content") if self.api == "chat" else obj.get("response")

@@ -9,12 +9,11 @@ number of content chunks (one token each on these servers).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Callable
 
-from .http_common import RequestFailed, http_error, open_stream
+from .http_common import RequestFailed, http_error, open_stream, parse_json_line
 from .spec import PRESETS
 
 
@@ -90,14 +89,7 @@ class OpenAIBackend:
                 if data == "[DONE]":
                     done = True
                     break
-                try:
-                    obj = json.loads(data)
-                except ValueError as exc:
-                    raise RequestFailed(
-                        f"garbage from {url}: line {lineno} is not JSON: {data[:80]!r}"
-                    ) from exc
-                if not isinstance(obj, dict):
-                    raise RequestFailed(f"garbage from {url}: line {lineno} is not a JSON object")
+                obj = parse_json_line(data, url, lineno)
                 if "error" in obj:
                     err = obj["error"]
                     raise RequestFailed(

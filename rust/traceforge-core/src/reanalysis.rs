@@ -182,37 +182,17 @@ pub fn rederive(
         copy_kind: &m_kind,
         bytes: &m_bytes,
     };
-    let projected: Vec<usize> = (0..r.start.len()).filter(|&i| r.kind[i] != "mark" && r.end[i] != NULL_I64).collect();
-    let rt: Vec<i64> = projected.iter().map(|&i| r.thread[i]).collect();
-    let rs: Vec<i64> = projected.iter().map(|&i| r.start[i]).collect();
-    let re: Vec<i64> = projected.iter().map(|&i| r.end[i]).collect();
+    let (projected, [rt, rs, re]) = r.projectable();
     let d = timeline::derive(&kv, &mv, &RangesView { thread: &rt, start: &rs, end: &re });
 
     let one = |b: std::result::Result<RecordBatch, ArrowError>| -> Result<BatchStream> {
         Ok(BatchStream::from_batches(b.map_err(arrow)?, Vec::new()))
     };
-    let levels = &d.concurrency_levels;
-    let gaps = &d.gaps;
     Ok(vec![
         ("device_metrics", one(trace::metrics_batch(&d.device_metrics, false))?),
         ("stream_metrics", one(trace::metrics_batch(&d.stream_metrics, true))?),
-        (
-            "concurrency_levels",
-            one(crate::columnar::batch(vec![
-                ("device_id", crate::columnar::int_col(levels.iter().map(|x| x.0))),
-                ("level", crate::columnar::int_col(levels.iter().map(|x| x.1))),
-                ("time_ns", crate::columnar::int_col(levels.iter().map(|x| x.2))),
-            ]))?,
-        ),
-        (
-            "gaps",
-            one(crate::columnar::batch(vec![
-                ("device_id", crate::columnar::int_col(gaps.iter().map(|x| x.0))),
-                ("start_ns", crate::columnar::int_col(gaps.iter().map(|x| x.1))),
-                ("end_ns", crate::columnar::int_col(gaps.iter().map(|x| x.2))),
-                ("duration_ns", crate::columnar::int_col(gaps.iter().map(|x| x.2 - x.1))),
-            ]))?,
-        ),
+        ("concurrency_levels", one(trace::levels_batch(&d.concurrency_levels))?),
+        ("gaps", one(trace::gaps_batch(&d.gaps))?),
         ("kernel_summary", one(trace::kernel_summary_batch(&d.kernel_summary, |id| names.get(id as usize).cloned()))?),
         ("memop_summary", one(trace::memop_summary_batch(&d.memop_summary))?),
         ("nvtx_projection", one(trace::projection_batch(&d.projection, &r, &projected))?),

@@ -133,6 +133,18 @@ pub struct NvtxRanges {
     pub level: Vec<i64>,
 }
 
+impl NvtxRanges {
+    /// Indices of the ranges NVTX projection applies to (push/pop and start/end ranges with an end),
+    /// with their thread, start and end columns.
+    pub fn projectable(&self) -> (Vec<usize>, [Vec<i64>; 3]) {
+        let idx: Vec<usize> =
+            (0..self.start.len()).filter(|&i| self.kind[i] != "mark" && self.end[i] != NULL_I64).collect();
+        let col = |c: &[i64]| idx.iter().map(|&i| c[i]).collect::<Vec<i64>>();
+        let cols = [col(&self.thread), col(&self.start), col(&self.end)];
+        (idx, cols)
+    }
+}
+
 const NVTX_MARK: i64 = 34;
 const NVTX_PUSH_POP: i64 = 59;
 const NVTX_START_END: i64 = 60;
@@ -286,18 +298,8 @@ impl Trace {
         std::thread::spawn(move || {
             for (api, table) in [(0u8, RUNTIME_TABLE), (1u8, DRIVER_TABLE)] {
                 let Ok(Some(exprs)) = events::api_exprs(&producer.file, &producer.caps, table) else { continue };
-                let (ctx, crx) = sync_channel(producer.threads * 2);
-                let forward_tx = tx.clone();
-                let forwarder = std::thread::spawn(move || {
-                    for item in crx {
-                        let item: Result<IntColumns> = item;
-                        if forward_tx.send(item.map(|c| (api, c))).is_err() {
-                            return;
-                        }
-                    }
-                });
-                stream_table_ordered(&producer.file, table, &exprs, producer.threads, &producer.cancel, ctx);
-                let _ = forwarder.join();
+                let (file, threads, cancel) = (&producer.file, producer.threads, &producer.cancel);
+                stream_table_ordered(file, table, &exprs, threads, cancel, |c| (api, c), tx.clone());
             }
         });
         let trace = Arc::clone(self);
@@ -389,11 +391,7 @@ impl Trace {
             bytes: &m.bytes,
         };
         let nvtx = build_nvtx_ranges(&self.nvtx_events, &self.strings);
-        let projected: Vec<usize> =
-            (0..nvtx.start.len()).filter(|&i| nvtx.kind[i] != "mark" && nvtx.end[i] != NULL_I64).collect();
-        let r_thread: Vec<i64> = projected.iter().map(|&i| nvtx.thread[i]).collect();
-        let r_start: Vec<i64> = projected.iter().map(|&i| nvtx.start[i]).collect();
-        let r_end: Vec<i64> = projected.iter().map(|&i| nvtx.end[i]).collect();
+        let (projected, [r_thread, r_start, r_end]) = nvtx.projectable();
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
         let derived = timeline::derive(&kernels, &memops, &ranges);
         drop(state);
@@ -425,6 +423,7 @@ impl Trace {
                 &producer.kernel_exprs,
                 producer.threads,
                 &producer.cancel,
+                |c| c,
                 tx,
             );
         });
@@ -494,20 +493,10 @@ impl Trace {
             "nvtx_ranges" => one(nvtx_batch(&fin.nvtx)),
             "device_metrics" => one(metrics_batch(&fin.derived.device_metrics, false)),
             "stream_metrics" => one(metrics_batch(&fin.derived.stream_metrics, true)),
-            "concurrency_levels" => one(batch(vec![
-                ("device_id", int_col(fin.derived.concurrency_levels.iter().map(|x| x.0))),
-                ("level", int_col(fin.derived.concurrency_levels.iter().map(|x| x.1))),
-                ("time_ns", int_col(fin.derived.concurrency_levels.iter().map(|x| x.2))),
-            ])),
+            "concurrency_levels" => one(levels_batch(&fin.derived.concurrency_levels)),
             // One gap per kernel boundary at worst: emit in chunks rather than one trace-sized batch.
             "gaps" => BatchStream::chunked(fin.derived.gaps.len(), move |r| {
-                let gaps = &t.finished.get().expect("finished above").derived.gaps[r];
-                batch(vec![
-                    ("device_id", int_col(gaps.iter().map(|x| x.0))),
-                    ("start_ns", int_col(gaps.iter().map(|x| x.1))),
-                    ("end_ns", int_col(gaps.iter().map(|x| x.2))),
-                    ("duration_ns", int_col(gaps.iter().map(|x| x.2 - x.1))),
-                ])
+                gaps_batch(&t.finished.get().expect("finished above").derived.gaps[r])
             })
             .map_err(arrow_err),
             "kernel_summary" => one(kernel_summary_batch(&fin.derived.kernel_summary, |id| {
@@ -692,6 +681,25 @@ fn sync_batch(s: &SyncEvents, t: &TargetInfo) -> std::result::Result<RecordBatch
         ("end_ns", int_col(s.end.iter().copied())),
         ("duration_ns", int_col(s.start.iter().zip(&s.end).map(|(a, b)| b - a))),
         ("sync_type", str_col(labels.iter().map(|l| l.as_deref()))),
+    ])
+}
+
+/// `concurrency_levels` batch from (device, level, time_ns) rows.
+pub fn levels_batch(rows: &[(i64, i64, i64)]) -> std::result::Result<RecordBatch, ArrowError> {
+    batch(vec![
+        ("device_id", int_col(rows.iter().map(|x| x.0))),
+        ("level", int_col(rows.iter().map(|x| x.1))),
+        ("time_ns", int_col(rows.iter().map(|x| x.2))),
+    ])
+}
+
+/// `gaps` batch from (device, start_ns, end_ns) rows.
+pub fn gaps_batch(rows: &[(i64, i64, i64)]) -> std::result::Result<RecordBatch, ArrowError> {
+    batch(vec![
+        ("device_id", int_col(rows.iter().map(|x| x.0))),
+        ("start_ns", int_col(rows.iter().map(|x| x.1))),
+        ("end_ns", int_col(rows.iter().map(|x| x.2))),
+        ("duration_ns", int_col(rows.iter().map(|x| x.2 - x.1))),
     ])
 }
 

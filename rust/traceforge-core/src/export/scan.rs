@@ -168,13 +168,14 @@ pub fn scan_table(
 
 /// Stream a table's chunks in rowid order through `sink`, read by `threads` workers (bounded memory:
 /// workers block once a few chunks wait for the consumer).
-pub fn stream_table_ordered(
+pub fn stream_table_ordered<T>(
     file: &ExportFile,
     table: &str,
     exprs: &[String],
     threads: usize,
     cancel: &AtomicBool,
-    sink: SyncSender<Result<IntColumns>>,
+    wrap: impl Fn(IntColumns) -> T,
+    sink: SyncSender<Result<T>>,
 ) {
     let bounds = match rowid_bounds(file, table) {
         Ok(b) => b,
@@ -222,14 +223,14 @@ pub fn stream_table_ordered(
         // Consuming `rx` here drops it on return, so workers blocked on `send` wake up and stop.
         for (i, item) in rx {
             if item.is_err() {
-                let _ = sink.send(item);
+                let _ = sink.send(item.map(&wrap));
                 cancel_consumers(&next, ranges.len());
                 return;
             }
             pending.insert(i, item);
             while let Some(item) = pending.remove(&want) {
                 want += 1;
-                if sink.send(item).is_err() {
+                if sink.send(item.map(&wrap)).is_err() {
                     cancel_consumers(&next, ranges.len());
                     return;
                 }

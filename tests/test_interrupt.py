@@ -21,15 +21,22 @@ def _counts(db: str) -> list[int]:
         con.close()
 
 
-@pytest.mark.parametrize("delay_s", [0.4, 1.2])
-def test_sigint_rolls_back_the_trace_being_written(tmp_path, small_matmul_export, delay_s):
-    db = str(tmp_path / "store.duckdb")
-    big = str(tmp_path / "big.sqlite")
+@pytest.fixture(scope="module")
+def big_export(tmp_path_factory) -> str:
+    """A synthetic export large enough (2M kernels, several seconds to ingest) to be interrupted midway."""
+    big = str(tmp_path_factory.mktemp("interrupt") / "big.sqlite")
     subprocess.run(
-        [sys.executable, "-m", "traceforge", "synth", "--out", big, "--kernels", "600000", "--seed", "3"],
+        [sys.executable, "-m", "traceforge", "synth", "--out", big, "--kernels", "2000000", "--seed", "3"],
         check=True,
         capture_output=True,
     )
+    return big
+
+
+@pytest.mark.parametrize("delay_s", [0.4, 1.5])
+def test_sigint_rolls_back_the_trace_being_written(tmp_path, small_matmul_export, big_export, delay_s):
+    db = str(tmp_path / "store.duckdb")
+    big = big_export
     first = subprocess.run(
         [sys.executable, "-m", "traceforge", "ingest", str(small_matmul_export), "--db", db],
         capture_output=True,

@@ -35,16 +35,16 @@ def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, sorted, keyed by table name."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        tables = [
-            r[0]
-            for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()
-        ]
+        # Every schema's tables and views (the storage schema's too): nothing may change.
+        tables = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables ORDER BY 1, 2"
+        ).fetchall()
         out = {}
-        for t in tables:
+        for schema, t in tables:
             if t in IGNORED_TABLES:
                 continue
-            rows = con.execute(f'SELECT * FROM "{t}"').fetchall()
-            out[t] = sorted(rows, key=repr)
+            rows = con.execute(f'SELECT * FROM "{schema}"."{t}"').fetchall()
+            out[t if schema == "main" else f"{schema}.{t}"] = sorted(rows, key=repr)
         return out
     finally:
         con.close()

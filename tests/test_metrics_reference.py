@@ -358,3 +358,50 @@ def test_reference_sweep_by_brute_force() -> None:
         busy = [t for t, a in enumerate(active) if a]
         idle_inside = sum(1 for t in range(busy[0], busy[-1] + 1) if not active[t]) if busy else 0
         assert sum(e - s for s, e in result["gaps"]) == idle_inside
+
+
+def _first_difference(got: list[Any], expected: list[Any]) -> Any:
+    pairs = zip(got + [None] * len(expected), expected + [None] * len(got))
+    return next((g, e) for g, e in pairs if g != e)
+
+
+def test_kernel_rows(case: Case) -> None:
+    """Every kernel row of the ``kernels`` view, names and launch shape resolved, equals the export's row."""
+    got = sorted(
+        (
+            (r["device_id"], r["stream_id"], r["pid"], r["correlation_id"], r["start_ns"], r["end_ns"],
+             r["duration_ns"], r["name"], r["short_name"], (r["grid_x"], r["grid_y"], r["grid_z"]),
+             (r["block_x"], r["block_y"], r["block_z"]), r["launch_api"])
+            for r in case.rows("SELECT * FROM kernels WHERE trace_id = ?")
+        ),
+        key=repr,
+    )  # fmt: skip
+    expected = sorted(
+        (
+            (k.device_id, k.stream_id, k.pid, k.correlation_id, k.start, k.end, k.end - k.start, k.name,
+             k.short_name, k.grid, k.block, k.api.name if k.api else None)
+            for k in case.ref.export.kernels
+        ),
+        key=repr,
+    )  # fmt: skip
+    m = Mismatches(case, "kernels")
+    if got != expected:
+        m.add(f"{len(got)} rows vs {len(expected)}; first differing: {_first_difference(got, expected)}")
+    m.done()
+
+
+def test_runtime_api_rows(case: Case) -> None:
+    """Every runtime API row of the ``api_calls`` view, name resolved, equals the export's row."""
+    got = sorted(
+        (r["pid"], r["tid"], r["correlation_id"], r["start_ns"], r["end_ns"], r["duration_ns"],
+         r["name"] or "")
+        for r in case.rows("SELECT * FROM api_calls WHERE trace_id = ? AND api = 'runtime'")
+    )  # fmt: skip
+    expected = sorted(
+        (a.pid, a.tid, a.correlation_id, a.start, a.end, a.end - a.start, a.name)
+        for a in case.ref.export.api_calls
+    )
+    m = Mismatches(case, "api_calls")
+    if got != expected:
+        m.add(f"{len(got)} rows vs {len(expected)}; first differing: {_first_difference(got, expected)}")
+    m.done()

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import TraceforgeError
 from .schema import DDL, TRACE_TABLES
+from .store import delete_trace_rows, load_public_rows
 
 if TYPE_CHECKING:
     import duckdb
@@ -264,15 +265,16 @@ def load_partitions(
                 if not has_partition(root, trace_id):
                     raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
                 if replace:
-                    for table in PARTITION_TABLES:
-                        con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+                    delete_trace_rows(con, trace_id)
             for table in PARTITION_TABLES:
                 files = [partition_file(root, table, trace_id) for trace_id in ids]
                 for path in files:
                     if not path.is_file():
                         raise DatasetError(f"partition lacks table {table}", path=str(path))
-                con.execute(
-                    f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet($files, union_by_name = true)",
+                load_public_rows(
+                    con,
+                    table,
+                    "SELECT * FROM read_parquet($files, union_by_name = true)",
                     {"files": [str(path) for path in files]},
                 )
             con.execute(

@@ -24,8 +24,8 @@ from .errors import (
     StoreError,
     TraceforgeError,
 )
-from .schema import DERIVED_TABLES, METRIC_VERSION, TRACE_TABLES
-from .store import Store
+from .schema import DERIVED_TABLES, METRIC_VERSION, STORAGE_DDL
+from .store import Store, delete_trace_rows, insert_storage_rows
 
 #: Suffixes ``ingest`` accepts when expanding a directory.
 EXPORT_SUFFIXES = (".sqlite", ".nsys-rep", ".csv")
@@ -147,12 +147,6 @@ def _insert_stream(con: Any, table: str, stream: Any, trace_id: str, with_metric
     con.execute(f"INSERT INTO {table} BY NAME {select}", params)
 
 
-def delete_trace_rows(con: Any, trace_id: str) -> None:
-    """Remove every row of one trace (inside the caller's transaction)."""
-    for table in (*TRACE_TABLES, "traces"):
-        con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
-
-
 def write_trace(store: Store, data: TraceData, *, force: bool = False) -> IngestOutcome:
     """Write every table of one trace in one transaction; skip content already stored unless ``force``."""
     started = time.perf_counter()
@@ -203,10 +197,13 @@ def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[s
     with store.transaction() as con:
         if existing:
             delete_trace_rows(con, existing)
-        _insert_stream(con, "api_calls", handle.api_calls(), data.trace_id, False)
+        insert_storage_rows(con, "api_call_rows", handle.api_calls(), data.trace_id)
         handle.finish()
         for table in handle.table_names():
-            _insert_stream(con, table, handle.table(table), data.trace_id, table in DERIVED_TABLES)
+            if table in STORAGE_DDL:
+                insert_storage_rows(con, table, handle.table(table), data.trace_id)
+            else:
+                _insert_stream(con, table, handle.table(table), data.trace_id, table in DERIVED_TABLES)
         info = handle.info()
         row = dict(data.trace_row)
         from . import __version__

@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import QueryError, StoreError
-from .schema import DDL
+from .schema import (
+    DDL,
+    KERNEL_CLASS_COLUMNS,
+    STORAGE_DDL,
+    STORAGE_IDENTITY,
+    STORAGE_SCHEMA,
+    TRACE_KEY_SQL,
+    TRACE_TABLES,
+    VIEW_DDL,
+    trace_key,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -43,7 +53,7 @@ class Store:
             raise StoreError(f"cannot open the database: {_first_line(exc)}", path=self.path) from exc
         self._configure()
         if not read_only:
-            self.ensure_schema(DDL)
+            self._create_schema()
 
     def _configure(self) -> None:
         # Rows of a table have no meaningful order (every query says ORDER BY), and letting DuckDB insert
@@ -53,6 +63,25 @@ class Store:
         limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "512MB")
         if limit:
             self.con.execute(f"SET memory_limit = '{limit}'")
+
+    def _create_schema(self) -> None:
+        """Create the trace schema: plain tables, the storage tables, and the views over them."""
+        import duckdb
+
+        try:
+            with self.transaction() as con:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {STORAGE_SCHEMA}")
+                for statement in STORAGE_DDL.values():
+                    con.execute(statement)
+                for table, statement in DDL.items():
+                    if table not in VIEW_DDL:
+                        con.execute(statement)
+                _upgrade_spelled_out_tables(con)
+                for statement in VIEW_DDL.values():
+                    con.execute(statement)
+        except duckdb.Error as exc:
+            message = f"cannot create the traceforge schema: {_first_line(exc)}"
+            raise StoreError(message, path=self.path) from exc
 
     def ensure_schema(self, ddl: dict[str, str]) -> None:
         """Create the tables in ``ddl`` that do not exist yet (idempotent)."""
@@ -115,3 +144,97 @@ def _to_polars(relation: Any) -> pl.DataFrame:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def delete_trace_rows(con: Any, trace_id: str) -> None:
+    """Remove every row of one trace, storage tables included (inside the caller's transaction)."""
+    for table in (*TRACE_TABLES, "traces"):
+        if table not in VIEW_DDL:
+            con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+    for table in STORAGE_DDL:
+        con.execute(
+            f"DELETE FROM {STORAGE_SCHEMA}.{table} WHERE trace_key = ?::UBIGINT", [trace_key(trace_id)]
+        )
+
+
+def insert_storage_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
+    """Append the core's rows of one storage table (an Arrow stream) for one trace."""
+    # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
+    tf_stream = stream  # noqa: F841
+    identity = STORAGE_IDENTITY[table]
+    values = {"trace_key": "?::UBIGINT AS trace_key", "trace_id": "?::VARCHAR AS trace_id"}
+    params = {"trace_key": trace_key(trace_id), "trace_id": trace_id}
+    select = ", ".join(values[column] for column in identity)
+    con.execute(
+        f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME SELECT {select}, * FROM tf_stream",
+        [params[column] for column in identity],
+    )
+
+
+def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> None:
+    """Insert rows shaped like the public table ``table`` (the query ``source``) into the store.
+
+    For the views ``kernels`` and ``api_calls`` this derives the storage form (classes, name ids, trace
+    keys) in SQL. The traces concerned must have no rows in ``table`` yet. Used to load dataset
+    partitions and to upgrade stores written before the storage tables existed.
+    """
+    if table not in VIEW_DDL:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM ({source})", params)
+        return
+    key = TRACE_KEY_SQL.format("trace_id")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _tf_load AS SELECT {key} AS trace_key, * FROM ({source})", params
+    )
+    try:
+        if table == "kernels":
+            _load_kernels(con)
+        else:
+            _load_api_calls(con)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _tf_load")
+
+
+def _load_kernels(con: Any) -> None:
+    classes = ", ".join(KERNEL_CLASS_COLUMNS)
+    same_class = " AND ".join(f"l.{c} IS NOT DISTINCT FROM c.{c}" for c in KERNEL_CLASS_COLUMNS)
+    con.execute(
+        f"INSERT INTO {STORAGE_SCHEMA}.kernel_classes BY NAME "
+        f"SELECT trace_key, trace_id, {classes}, "
+        f"(row_number() OVER (PARTITION BY trace_key ORDER BY {classes}) - 1)::INTEGER AS kernel_class "
+        f"FROM (SELECT DISTINCT trace_key, trace_id, {classes} FROM _tf_load)"
+    )
+    con.execute(
+        f"INSERT INTO {STORAGE_SCHEMA}.kernel_rows BY NAME "
+        "SELECT l.trace_key, l.device_id, l.context_id, l.stream_id, l.pid, l.correlation_id, l.start_ns, "
+        "l.end_ns, c.kernel_class, l.graph_node_id, l.launch_tid, l.api_start_ns "
+        f"FROM _tf_load l JOIN {STORAGE_SCHEMA}.kernel_classes c "
+        f"ON l.trace_key = c.trace_key AND {same_class}"
+    )
+
+
+def _load_api_calls(con: Any) -> None:
+    con.execute(
+        f"INSERT INTO {STORAGE_SCHEMA}.api_names BY NAME "
+        "SELECT trace_key, trace_id, name, "
+        "(row_number() OVER (PARTITION BY trace_key ORDER BY name) - 1)::INTEGER AS name_id "
+        "FROM (SELECT DISTINCT trace_key, trace_id, name FROM _tf_load)"
+    )
+    con.execute(
+        f"INSERT INTO {STORAGE_SCHEMA}.api_call_rows BY NAME "
+        "SELECT l.trace_key, l.pid, l.tid, l.correlation_id, l.start_ns, l.end_ns, n.name_id, l.api, "
+        f"l.return_value FROM _tf_load l JOIN {STORAGE_SCHEMA}.api_names n "
+        "ON l.trace_key = n.trace_key AND l.name IS NOT DISTINCT FROM n.name"
+    )
+
+
+def _upgrade_spelled_out_tables(con: Any) -> None:
+    """Move ``kernels``/``api_calls`` rows of a store written before the views existed into storage."""
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_type = 'BASE TABLE' AND table_name IN ('kernels', 'api_calls')"
+    ).fetchall()
+    for (table,) in rows:
+        old = f"_tf_spelled_out_{table}"
+        con.execute(f"ALTER TABLE {table} RENAME TO {old}")
+        load_public_rows(con, table, f"SELECT * FROM {old}")
+        con.execute(f"DROP TABLE {old}")

@@ -118,6 +118,44 @@ impl LaunchState {
     }
 }
 
+/// What makes two kernels the same class: every `kernels` column that repeats across launches
+/// (demangled name, short name, grid x/y/z, block x/y/z, registers, static and dynamic shared memory,
+/// launching API), as interned ids and integers.
+type KernelClassKey = [i64; 12];
+
+/// Dense ids for values that repeat millions of times, in first-seen order.
+///
+/// The store keeps one row per distinct value and a 4-byte id per event: DuckDB spends most of an
+/// ingest on strings, and a kernel row spelled out carries ~250 bytes of names.
+struct Interner<K> {
+    ids: ahash::AHashMap<K, u32>,
+    values: Vec<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Interner<K> {
+    fn new() -> Self {
+        Interner { ids: ahash::AHashMap::new(), values: Vec::new() }
+    }
+
+    fn id(&mut self, key: K) -> u32 {
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(key);
+        self.ids.insert(key, id);
+        id
+    }
+}
+
+/// The dictionaries of a trace, complete once the stream that builds each has been read to the end.
+#[derive(Default)]
+struct Dictionaries {
+    kernel_classes: Option<Vec<KernelClassKey>>,
+    /// nsys `StringIds` ids of API names (NULL_I64 for a row without one), indexed by `name_id`.
+    api_names: Option<Vec<i64>>,
+}
+
 /// NVTX ranges and marks with resolved names, sorted by start.
 #[derive(Debug, Default, Clone)]
 pub struct NvtxRanges {
@@ -244,6 +282,7 @@ pub struct Trace {
     pub cancel: Arc<AtomicBool>,
     threads: usize,
     launches: Mutex<LaunchState>,
+    dictionaries: Mutex<Dictionaries>,
     api_rows: std::sync::atomic::AtomicU64,
     finished: OnceLock<Finished>,
 }
@@ -278,6 +317,7 @@ impl Trace {
             cancel,
             threads,
             launches,
+            dictionaries: Default::default(),
             api_rows: Default::default(),
             finished: OnceLock::new(),
         }))
@@ -287,12 +327,16 @@ impl Trace {
         self.launches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn dicts(&self) -> std::sync::MutexGuard<'_, Dictionaries> {
+        self.dictionaries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Stream the runtime then driver API tables as `api_calls` batches, matching launches on the way.
     pub fn api_stream(self: &Arc<Self>) -> Result<BatchStream> {
         if self.lock().done {
             return Err(Error::Invalid("api_calls were already streamed".into()));
         }
-        let schema = api_batch(&ApiChunk::default(), &self.strings).map_err(arrow_err)?.schema();
+        let schema = api_batch(&ApiChunk::default(), &mut Interner::new()).map_err(arrow_err)?.schema();
         let (tx, rx) = sync_channel::<Result<(u8, IntColumns)>>(self.threads * 2);
         let producer = Arc::clone(self);
         std::thread::spawn(move || {
@@ -304,6 +348,7 @@ impl Trace {
         });
         let trace = Arc::clone(self);
         let mut failed = false;
+        let mut names = Interner::new();
         let iter = std::iter::from_fn(move || {
             if failed {
                 return None;
@@ -313,7 +358,7 @@ impl Trace {
                     let chunk = ApiChunk::from_columns(api, cols);
                     trace.lock().absorb(&trace.ops, &chunk);
                     trace.api_rows.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    Some(api_batch(&chunk, &trace.strings))
+                    Some(api_batch(&chunk, &mut names))
                 }
                 Ok(Err(e)) => {
                     failed = true;
@@ -327,6 +372,8 @@ impl Trace {
                     let mut state = trace.lock();
                     state.done = true;
                     state.order = Vec::new(); // only needed while API rows stream
+                    drop(state);
+                    trace.dicts().api_names = Some(std::mem::take(&mut names.values));
                     None
                 }
             }
@@ -409,11 +456,12 @@ impl Trace {
         }
     }
 
-    /// The `kernels` table: every stored kernel column re-read from the export in rowid order (the
-    /// same order as the compact read), joined by position with the launch matches.
+    /// The `kernel_rows` table: every stored kernel column re-read from the export in rowid order (the
+    /// same order as the compact read), joined by position with the launch matches; the repeating
+    /// columns become a `kernel_class` id (see [`Trace::kernel_classes_batch`]).
     fn kernels_stream(self: &Arc<Self>) -> Result<BatchStream> {
-        let schema =
-            kernels_batch(self, &vec![Vec::new(); events::KERNEL_COLUMNS.len()], 0).map_err(arrow_err)?.schema();
+        let empty = vec![Vec::new(); events::KERNEL_COLUMNS.len()];
+        let schema = kernels_batch(self, &empty, 0, &mut Interner::new()).map_err(arrow_err)?.schema();
         let (tx, rx) = sync_channel::<Result<IntColumns>>(self.threads * 2);
         let producer = Arc::clone(self);
         std::thread::spawn(move || {
@@ -430,6 +478,7 @@ impl Trace {
         let trace = Arc::clone(self);
         let mut offset = 0usize;
         let mut failed = false;
+        let mut classes = Interner::new();
         let iter = std::iter::from_fn(move || {
             if failed {
                 return None;
@@ -444,7 +493,7 @@ impl Trace {
                             reason: "kernel table changed while it was being read".into(),
                         }))));
                     }
-                    let b = kernels_batch(&trace, &cols, offset);
+                    let b = kernels_batch(&trace, &cols, offset, &mut classes);
                     offset += n;
                     Some(b)
                 }
@@ -452,18 +501,64 @@ impl Trace {
                     failed = true;
                     Some(Err(ArrowError::ExternalError(Box::new(e))))
                 }
-                Err(_) => None,
+                Err(_) => {
+                    if trace.cancel.load(Ordering::Relaxed) {
+                        failed = true;
+                        return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
+                    }
+                    trace.dicts().kernel_classes = Some(std::mem::take(&mut classes.values));
+                    None
+                }
             }
         });
         Ok(BatchStream::new(schema, Box::new(iter)))
     }
 
+    /// The `kernel_classes` table: one row per `kernel_class` id of `kernel_rows` (read that first).
+    fn kernel_classes_batch(&self) -> Result<std::result::Result<RecordBatch, ArrowError>> {
+        let dicts = self.dicts();
+        let Some(classes) = dicts.kernel_classes.as_ref() else {
+            return Err(Error::Invalid("kernel_classes is complete only after kernel_rows was streamed".into()));
+        };
+        let name = |i: usize| str_col(classes.iter().map(|k| self.strings.get(k[i])));
+        let int = |i: usize| int_col(classes.iter().map(|k| k[i]));
+        Ok(batch(vec![
+            ("kernel_class", int_col(0..classes.len() as i64)),
+            ("name", name(0)),
+            ("short_name", name(1)),
+            ("grid_x", int(2)),
+            ("grid_y", int(3)),
+            ("grid_z", int(4)),
+            ("block_x", int(5)),
+            ("block_y", int(6)),
+            ("block_z", int(7)),
+            ("registers_per_thread", int(8)),
+            ("static_shared_bytes", int(9)),
+            ("dynamic_shared_bytes", int(10)),
+            ("launch_api", name(11)),
+        ]))
+    }
+
+    /// The `api_names` table: one row per `name_id` of the API call stream (read that first).
+    fn api_names_batch(&self) -> Result<std::result::Result<RecordBatch, ArrowError>> {
+        let dicts = self.dicts();
+        let Some(names) = dicts.api_names.as_ref() else {
+            return Err(Error::Invalid("api_names is complete only after api_calls was streamed".into()));
+        };
+        Ok(batch(vec![
+            ("name_id", int_col(0..names.len() as i64)),
+            ("name", str_col(names.iter().map(|&id| self.strings.get(id)))),
+        ]))
+    }
+
     /// Names of the tables [`Trace::table`] can emit, in the order they should be written.
-    pub const TABLES: [&'static str; 14] = [
+    pub const TABLES: [&'static str; 16] = [
         "devices",
         "processes",
         "threads",
-        "kernels",
+        "kernel_rows",
+        "kernel_classes",
+        "api_names",
         "memops",
         "sync_events",
         "nvtx_ranges",
@@ -484,7 +579,9 @@ impl Trace {
             Ok(BatchStream::from_batches(b.map_err(arrow_err)?, Vec::new()))
         };
         match name {
-            "kernels" => self.kernels_stream(),
+            "kernel_rows" => self.kernels_stream(),
+            "kernel_classes" => one(self.kernel_classes_batch()?),
+            "api_names" => one(self.api_names_batch()?),
             "memops" => BatchStream::chunked(self.ops.memops.len(), move |r| memops_batch(&t, r)).map_err(arrow_err),
             "devices" => one(devices_batch(self)),
             "processes" => one(processes_batch(&self.target)),
@@ -513,36 +610,44 @@ fn arrow_err(e: ArrowError) -> Error {
     Error::Invalid(format!("arrow: {e}"))
 }
 
-fn api_batch(c: &ApiChunk, strings: &StringTable) -> std::result::Result<RecordBatch, ArrowError> {
+fn api_batch(c: &ApiChunk, names: &mut Interner<i64>) -> std::result::Result<RecordBatch, ArrowError> {
     let api = if c.api == 0 { "runtime" } else { "driver" };
+    let name_ids: Vec<i64> = c.name_id.iter().map(|&id| i64::from(names.id(id))).collect();
     batch(vec![
         ("pid", int_col(c.global_tid.iter().map(|&g| decode_global_id(g).0))),
         ("tid", int_col(c.global_tid.iter().map(|&g| decode_global_id(g).1))),
         ("correlation_id", int_col(c.correlation.iter().copied())),
         ("start_ns", int_col(c.start.iter().copied())),
         ("end_ns", int_col(c.end.iter().copied())),
-        ("duration_ns", int_col(c.start.iter().zip(&c.end).map(|(s, e)| e - s))),
-        ("name", dict_col(c.name_id.iter().copied(), |id| strings.get(id))),
+        ("name_id", int_col(name_ids.into_iter())),
         ("api", dict_col(c.start.iter().map(|_| 0), |_| Some(api))),
         ("return_value", int_col(c.return_value.iter().copied())),
     ])
 }
 
-/// One `kernels` batch from re-read columns ([`events::KERNEL_COLUMNS`] order) at kernel `offset`.
-fn kernels_batch(t: &Trace, c: &IntColumns, offset: usize) -> std::result::Result<RecordBatch, ArrowError> {
+/// One `kernel_rows` batch from re-read columns ([`events::KERNEL_COLUMNS`] order) at kernel `offset`.
+fn kernels_batch(
+    t: &Trace,
+    c: &IntColumns,
+    offset: usize,
+    classes: &mut Interner<KernelClassKey>,
+) -> std::result::Result<RecordBatch, ArrowError> {
     let n = c.first().map_or(0, Vec::len);
     let r = offset..offset + n;
     let st = t.lock();
     let launch_tid = int_col(st.thread[r.clone()].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
-    let launch_api = dict_col(st.api_name[r.clone()].iter().map(|&id| i64::from(id)), |id| t.strings.get(id));
     let api_start = int_col(st.api_start[r.clone()].iter().copied());
-    let latency = int_col((0..n).map(|i| {
-        if st.api_start[offset + i] == NULL_I64 {
-            NULL_I64
-        } else {
-            c[0][i] - st.api_start[offset + i]
-        }
-    }));
+    let class: Vec<i64> = (0..n)
+        .map(|i| {
+            let launch_api = i64::from(st.api_name[offset + i]);
+            let api = if launch_api < 0 { NULL_I64 } else { launch_api };
+            let key = [
+                c[7][i], c[8][i], c[9][i], c[10][i], c[11][i], c[12][i], c[13][i], c[14][i], c[15][i], c[16][i],
+                c[17][i], api,
+            ];
+            i64::from(classes.id(key))
+        })
+        .collect();
     drop(st);
     let col = |i: usize| int_col(c[i].iter().copied());
     batch(vec![
@@ -553,23 +658,10 @@ fn kernels_batch(t: &Trace, c: &IntColumns, offset: usize) -> std::result::Resul
         ("correlation_id", col(5)),
         ("start_ns", col(0)),
         ("end_ns", col(1)),
-        ("duration_ns", int_col(c[0].iter().zip(&c[1]).map(|(s, e)| e - s))),
-        ("name", dict_col(c[7].iter().copied(), |id| t.strings.get(id))),
-        ("short_name", dict_col(c[8].iter().copied(), |id| t.strings.get(id))),
-        ("grid_x", col(9)),
-        ("grid_y", col(10)),
-        ("grid_z", col(11)),
-        ("block_x", col(12)),
-        ("block_y", col(13)),
-        ("block_z", col(14)),
-        ("registers_per_thread", col(15)),
-        ("static_shared_bytes", col(16)),
-        ("dynamic_shared_bytes", col(17)),
+        ("kernel_class", int_col(class.into_iter())),
         ("graph_node_id", col(18)),
         ("launch_tid", launch_tid),
-        ("launch_api", launch_api),
         ("api_start_ns", api_start),
-        ("launch_latency_ns", latency),
     ])
 }
 

@@ -132,7 +132,7 @@ fn api_stream_emits_every_runtime_row() {
     let rows: usize = t.api_stream().unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 4);
     assert_eq!(t.counts().api_calls, 4);
-    let kernels: usize = t.table("kernels").unwrap().map(|b| b.unwrap().num_rows()).sum();
+    let kernels: usize = t.table("kernel_rows").unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(kernels, 5);
 }
 

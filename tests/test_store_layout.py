@@ -1,0 +1,83 @@
+"""The store's layout: ``kernels`` and ``api_calls`` are views over normalised storage tables.
+
+The views must show exactly the documented columns and types, and a store written before the views
+existed (both tables spelled out row by row) must be upgraded in place without losing or changing a row.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from traceforge.schema import DDL, STORAGE_SCHEMA, VIEW_DDL
+from traceforge.store import Store
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def _rows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[Any, ...]]:
+    return sorted(con.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+
+
+def test_views_have_the_documented_columns_and_types(ingested: Any, small_matmul_export: Path) -> None:
+    db, _trace_id = ingested(small_matmul_export)
+    documented = duckdb.connect()
+    stored = duckdb.connect(str(db), read_only=True)
+    try:
+        for table in VIEW_DDL:
+            documented.execute(DDL[table])
+            assert _columns(stored, table) == _columns(documented, table), table
+            kind = stored.execute(
+                "SELECT table_type FROM information_schema.tables "
+                "WHERE table_schema = 'main' AND table_name = ?",
+                [table],
+            ).fetchone()
+            assert kind == ("VIEW",)
+    finally:
+        documented.close()
+        stored.close()
+
+
+def test_a_store_with_spelled_out_tables_is_upgraded(
+    ingested: Any, small_matmul_export: Path, llama_export: Path, tmp_path: Path
+) -> None:
+    """Rebuild the old layout (every table a base table) from a current store, open it, compare every row."""
+    current = tmp_path / "current.duckdb"
+    shutil.copyfile(ingested(small_matmul_export)[0], current)
+    with Store(current) as store:
+        from traceforge.ingest import ingest_paths
+
+        outcomes = ingest_paths(store, [str(llama_export)])
+        assert [o.status for o in outcomes] == ["ingested"]
+    src = duckdb.connect(str(current), read_only=True)
+    tables = [*DDL]
+    before = {table: _rows(src, table) for table in tables}
+    src.close()
+    assert len(before["kernels"]) > 180_000 and len(before["api_calls"]) > 400_000
+
+    old = tmp_path / "old_layout.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute(f"ATTACH '{current}' AS cur (READ_ONLY)")
+    for table in tables:
+        con.execute(DDL[table])
+        con.execute(f"INSERT INTO {table} SELECT * FROM cur.{table}")
+    con.execute("DETACH cur")
+    assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchone() == (0,)
+    con.close()
+
+    for _ in range(2):  # the second open finds the new layout and changes nothing
+        Store(old).close()
+        con = duckdb.connect(str(old), read_only=True)
+        try:
+            after = {table: _rows(con, table) for table in tables}
+            classes = con.execute(f"SELECT count(*) FROM {STORAGE_SCHEMA}.kernel_classes").fetchone()
+        finally:
+            con.close()
+        for table in tables:
+            assert after[table] == before[table], f"{table} changed in the upgrade"
+        assert classes is not None and 0 < classes[0] < 1000

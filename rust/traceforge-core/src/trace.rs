@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
+use rayon::slice::ParallelSliceMut;
 
 use crate::columnar::{batch, dict_col, float_col, int_col, opt_int_col, str_col, BatchStream};
 use crate::error::{Error, Result};
@@ -58,7 +59,7 @@ impl LaunchState {
         let n = ops.kernels.len() + ops.memops.len();
         let mut order: Vec<u32> = Vec::with_capacity(n);
         order.extend((0..n as u32).filter(|&op| key_of(ops, op) != NULL_I64));
-        order.sort_unstable_by_key(|&op| key_of(ops, op));
+        order.par_sort_unstable_by_key(|&op| key_of(ops, op));
         LaunchState {
             order,
             thread: vec![NULL_I64; n],

@@ -9,6 +9,7 @@ pub mod sweep;
 
 use crate::export::NULL_I64;
 use percentile::percentile_sorted;
+use rayon::slice::ParallelSliceMut;
 
 /// Columns shared by every GPU operation. `thread` is the launching API call's thread key
 /// `(pid << 24) | tid`, `api_start` its start, `launch` the launch key `(pid << 40) | correlationId`;
@@ -137,9 +138,9 @@ pub struct Derived {
 }
 
 /// Indices of `0..n` grouped by `key`, groups in ascending key order.
-fn group_by<K: Ord + Copy>(n: usize, key: impl Fn(usize) -> K) -> Vec<(K, Vec<u32>)> {
+fn group_by<K: Ord + Copy + Send>(n: usize, key: impl Fn(usize) -> K + Sync) -> Vec<(K, Vec<u32>)> {
     let mut idx: Vec<u32> = (0..n as u32).collect();
-    idx.sort_unstable_by_key(|&i| key(i as usize));
+    idx.par_sort_unstable_by_key(|&i| key(i as usize));
     let mut groups: Vec<(K, Vec<u32>)> = Vec::new();
     // Split the sorted index from the back so each group takes its slice and the rest shrinks in place.
     while let Some(&last) = idx.last() {
@@ -192,7 +193,7 @@ fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow, on_gap:
     let mut sw = sw;
     {
         let mut gap_lengths = std::mem::take(&mut sw.gap_lengths);
-        gap_lengths.sort_unstable();
+        gap_lengths.par_sort_unstable();
         row.gap_count = gap_lengths.len() as i64;
         row.gap_total_ns = gap_lengths.iter().sum();
         row.gap_p50_ns = percentile_sorted(&gap_lengths, 0.50);
@@ -206,7 +207,7 @@ fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow, on_gap:
         .filter(|&i| k.api_start[i] != NULL_I64)
         .map(|i| k.start[i] - k.api_start[i])
         .collect();
-    latencies.sort_unstable();
+    latencies.par_sort_unstable();
     row.launch_matched = latencies.len() as i64;
     row.launch_latency_p50_ns = percentile_sorted(&latencies, 0.50);
     row.launch_latency_p90_ns = percentile_sorted(&latencies, 0.90);

@@ -6,6 +6,7 @@
 //! min/max segment trees, whatever the nesting depth.
 use super::{KernelsView, MemopsView, OpsView, RangesView};
 use crate::export::NULL_I64;
+use rayon::slice::ParallelSliceMut;
 
 /// Projection of one range (index into the [`RangesView`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +116,7 @@ fn collect_ops(t: &OpTable<'_>, ranges: &RangesView<'_>) -> Vec<OpRef> {
             launch != NULL_I64 && thread != NULL_I64 && threads.binary_search(&thread).is_ok()
         })
         .collect();
-    ops.sort_unstable_by_key(|&op| t.key(op));
+    ops.par_sort_unstable_by_key(|&op| t.key(op));
     ops
 }
 

@@ -671,12 +671,23 @@ fn cancel_consumers(next: &AtomicUsize, len: usize) {
     next.store(len, Ordering::Relaxed);
 }
 
+/// Most chunks a scan is split into: rowids spread over a huge span (sparse, or a damaged b-tree edge) get
+/// wider chunks rather than a list of ranges too long to allocate.
+const MAX_CHUNKS: i128 = 1 << 16;
+
 fn split_range(lo: i64, hi: i64) -> Vec<(i64, i64)> {
+    let span = i128::from(hi) - i128::from(lo) + 1;
+    let step = i128::from(CHUNK_ROWS).max((span + MAX_CHUNKS - 1) / MAX_CHUNKS);
+    let step = i64::try_from(step).unwrap_or(i64::MAX);
     let mut ranges = Vec::new();
     let mut start = lo;
     while start <= hi {
-        let end = start.saturating_add(CHUNK_ROWS).min(hi.saturating_add(1));
+        let end = start.saturating_add(step).min(hi.saturating_add(1));
         ranges.push((start, end));
+        if end == i64::MAX {
+            // [start, i64::MAX) is the last range expressible with an exclusive end.
+            break;
+        }
         start = end;
     }
     ranges
@@ -684,7 +695,7 @@ fn split_range(lo: i64, hi: i64) -> Vec<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_range;
+    use super::{split_range, MAX_CHUNKS};
 
     #[test]
     fn ranges_cover_every_rowid_once() {
@@ -695,5 +706,13 @@ mod tests {
             assert_eq!(w[0].1, w[1].0);
         }
         assert_eq!(split_range(5, 5), vec![(5, 6)]);
+        // A huge span gets at most MAX_CHUNKS wider ranges, still covering it.
+        let r = split_range(-10, i64::MAX);
+        assert!(r.len() as i128 <= MAX_CHUNKS);
+        assert_eq!((r.first().unwrap().0, r.last().unwrap().1), (-10, i64::MAX));
+        for w in r.windows(2) {
+            assert_eq!(w[0].1, w[1].0);
+        }
+        assert_eq!(split_range(i64::MIN, i64::MAX).len() as i128, MAX_CHUNKS);
     }
 }

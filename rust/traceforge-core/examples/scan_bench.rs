@@ -5,6 +5,7 @@
 //! Scans the kernel table (all `KERNEL_COLUMNS`) and the runtime table (`ApiChunk::COLUMNS`) with 1 and 2
 //! threads each way, after one untimed pass so both readers find the file in the page cache; prints the
 //! best of REPEATS (default 3) runs and checks that both readers saw the same values.
+//! `SCAN_BENCH_ONLY=direct` or `=sqlite` runs one reader alone (for profiling).
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -51,6 +52,11 @@ fn main() {
             let mut reference = None;
             let mut sqlite_secs = f64::NAN;
             for reader in [ScanReader::Sqlite, ScanReader::Direct] {
+                // SCAN_BENCH_ONLY=direct (or sqlite) times one reader alone, e.g. under a profiler.
+                let only = std::env::var("SCAN_BENCH_ONLY").unwrap_or_default();
+                if !only.is_empty() && !format!("{reader:?}").eq_ignore_ascii_case(&only) {
+                    continue;
+                }
                 scan(&file, table, exprs, threads, reader);
                 let mut best = f64::INFINITY;
                 let mut seen = (0, 0);

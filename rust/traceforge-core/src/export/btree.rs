@@ -30,8 +30,17 @@ const INTERIOR_TABLE: u8 = 0x05;
 const LEAF_TABLE: u8 = 0x0D;
 
 /// Decode a SQLite varint at the start of `buf`: the value and its length, or None if `buf` ends first.
-#[inline]
+#[inline(always)]
 pub fn varint(buf: &[u8]) -> Option<(u64, usize)> {
+    let b0 = *buf.first()?;
+    if b0 < 0x80 {
+        return Some((u64::from(b0), 1));
+    }
+    varint_long(buf)
+}
+
+#[inline(never)]
+fn varint_long(buf: &[u8]) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     for i in 0..8 {
         let b = *buf.get(i)?;
@@ -62,25 +71,26 @@ pub fn serial_size(serial: u64) -> Option<u64> {
 }
 
 /// Decode a value of `serial` type from `data`, which holds exactly [`serial_size`] bytes.
-#[inline]
+#[inline(always)]
 pub fn decode_value(serial: u64, data: &[u8]) -> ValueRef<'_> {
-    // Sign-extend a big-endian integer of `data.len()` (1..=8) bytes.
-    fn int(data: &[u8]) -> i64 {
-        let mut v: i64 = if data.first().is_some_and(|b| b & 0x80 != 0) { -1 } else { 0 };
-        for &b in data {
-            v = (v << 8) | i64::from(b);
-        }
-        v
+    // Fixed-width big-endian loads; a short `data` (never produced by the reader) reads as NULL.
+    #[inline(always)]
+    fn be<const N: usize>(data: &[u8]) -> Option<[u8; N]> {
+        data.get(..N)?.try_into().ok()
     }
+    let int = |v: Option<i64>| v.map_or(ValueRef::Null, ValueRef::Integer);
     match serial {
         0 => ValueRef::Null,
-        1..=6 => ValueRef::Integer(int(data)),
-        7 => {
-            let mut bytes = [0u8; 8];
-            let n = data.len().min(8);
-            bytes[..n].copy_from_slice(&data[..n]);
-            ValueRef::Real(f64::from_be_bytes(bytes))
-        }
+        1 => int(be::<1>(data).map(|b| i64::from(b[0] as i8))),
+        2 => int(be::<2>(data).map(|b| i64::from(i16::from_be_bytes(b)))),
+        3 => int(be::<3>(data).map(|b| (i64::from(b[0] as i8) << 16) | (i64::from(b[1]) << 8) | i64::from(b[2]))),
+        4 => int(be::<4>(data).map(|b| i64::from(i32::from_be_bytes(b)))),
+        5 => int(be::<6>(data).map(|b| {
+            (i64::from(i16::from_be_bytes([b[0], b[1]])) << 32)
+                | i64::from(u32::from_be_bytes([b[2], b[3], b[4], b[5]]))
+        })),
+        6 => int(be::<8>(data).map(i64::from_be_bytes)),
+        7 => be::<8>(data).map_or(ValueRef::Null, |b| ValueRef::Real(f64::from_be_bytes(b))),
         8 => ValueRef::Integer(0),
         9 => ValueRef::Integer(1),
         n if n >= 12 && n % 2 == 0 => ValueRef::Blob(data),
@@ -194,19 +204,45 @@ pub struct Row<'a> {
 impl<'a> Row<'a> {
     /// Field `i` of the record, or None when the record has fewer fields (a column added by
     /// `ALTER TABLE ADD COLUMN` after the row was written) or `i` was beyond the fields the scan decoded.
-    #[inline]
+    #[inline(always)]
     pub fn field(&self, i: usize) -> Option<ValueRef<'a>> {
         let f = self.fields.get(i)?;
         // Bounds were checked when the header was decoded; `get` keeps this panic-free regardless.
-        Some(decode_value(f.serial, self.payload.get(f.start..f.end)?))
+        Some(decode_value(f.serial, self.payload.get(f.start as usize..f.end as usize)?))
     }
+
+    /// Field `i` with its common cases told apart without building a [`ValueRef`] (the scans' fast path).
+    #[inline(always)]
+    pub fn stored(&self, i: usize) -> Stored<'a> {
+        let Some(f) = self.fields.get(i) else { return Stored::Missing };
+        let Some(data) = self.payload.get(f.start as usize..f.end as usize) else { return Stored::Null };
+        match f.serial {
+            0 => Stored::Null,
+            1..=6 | 8 | 9 => match decode_value(f.serial, data) {
+                ValueRef::Integer(v) => Stored::Integer(v),
+                _ => Stored::Null,
+            },
+            serial => Stored::Other(decode_value(serial, data)),
+        }
+    }
+}
+
+/// A record field as [`Row::stored`] sees it.
+pub enum Stored<'a> {
+    /// The record ends before this field.
+    Missing,
+    Null,
+    Integer(i64),
+    /// A float, text or blob.
+    Other(ValueRef<'a>),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Field {
     serial: u64,
-    start: usize,
-    end: usize,
+    // Offsets within the payload, which is at most MAX_PAYLOAD bytes.
+    start: u32,
+    end: u32,
 }
 
 /// An interior page on the path from the root to the current leaf.
@@ -511,17 +547,16 @@ impl TableReader {
             spilled.extend_from_slice(&self.leaf[start..start + local]);
             let result = self.spilled_fields(page, rowid, payload_len, first, &mut spilled, want_fields);
             self.spilled = spilled;
-            result?;
-            let row = Row { rowid, payload: &self.spilled, fields: &self.fields };
+            let n = result?;
+            let row = Row { rowid, payload: &self.spilled, fields: &self.fields[..n] };
             on_row(row)
         } else {
             let payload = &self.leaf[start..start + local];
-            let mut fields = std::mem::take(&mut self.fields);
-            let decoded = decode_header(payload, payload_len, want_fields, &mut fields)
-                .map_err(|what| self.corrupt(format!("page {page}: record of rowid {rowid}: {what}")));
-            self.fields = fields;
-            decoded?;
-            let row = Row { rowid, payload: &self.leaf[start..start + local], fields: &self.fields };
+            let n = match decode_header(payload, payload_len, want_fields, &mut self.fields) {
+                Ok(n) => n,
+                Err(what) => return Err(self.corrupt(format!("page {page}: record of rowid {rowid}: {what}"))),
+            };
+            let row = Row { rowid, payload, fields: &self.fields[..n] };
             on_row(row)
         }
     }
@@ -535,19 +570,19 @@ impl TableReader {
         first_overflow: u32,
         spilled: &mut Vec<u8>,
         want_fields: usize,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         self.overflow_seen.clear();
         let mut next = first_overflow;
         let mut page_buf = Vec::new();
         let context =
             |r: &TableReader, what: String| r.corrupt(format!("page {page}: record of rowid {rowid}: {what}"));
         let mut fields = std::mem::take(&mut self.fields);
-        let result = (|| -> Result<()> {
+        let result = (|| -> Result<usize> {
             loop {
                 // Decode with what is gathered so far; a header or field reaching further asks for more.
                 match decode_header_partial(spilled, payload_len, want_fields, &mut fields) {
-                    Ok(None) => return Ok(()),
-                    Ok(Some(need)) => {
+                    Ok(Decoded::Fields(n)) => return Ok(n),
+                    Ok(Decoded::Need(need)) => {
                         while (spilled.len() as u64) < need.min(payload_len) {
                             if next == 0 {
                                 return Err(context(self, "overflow chain ends early".into()));
@@ -572,35 +607,68 @@ impl TableReader {
     }
 }
 
-/// Decode the first `want` field descriptors of a record whose whole payload is `payload`.
+/// Decode the first `want` field descriptors of a record whose whole payload is `payload` into `fields`;
+/// returns how many the record has (up to `want`).
+#[inline]
 fn decode_header(
     payload: &[u8],
     payload_len: u64,
     want: usize,
     fields: &mut Vec<Field>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<usize, String> {
     match decode_header_partial(payload, payload_len, want, fields)? {
-        None => Ok(()),
+        Decoded::Fields(n) => Ok(n),
         // Only possible if the payload slice were shorter than its declared length.
-        Some(_) => Err("record shorter than its declared size".into()),
+        Decoded::Need(_) => Err("record shorter than its declared size".into()),
     }
 }
 
+/// What [`decode_header_partial`] achieved.
+#[derive(Debug, PartialEq, Eq)]
+enum Decoded {
+    /// The first n entries of `fields` describe the record's first fields.
+    Fields(usize),
+    /// The first n bytes of the payload are needed to finish (more than were given).
+    Need(u64),
+}
+
+/// Bytes of serial types below 128 (all a header byte can hold); 0xFF marks the reserved types 10 and 11.
+const SMALL_SERIAL_SIZES: [u8; 128] = {
+    let mut sizes = [0u8; 128];
+    let mut t = 0;
+    while t < 128 {
+        sizes[t] = match t {
+            0 | 8 | 9 => 0,
+            1..=4 => t as u8,
+            5 => 6,
+            6 | 7 => 8,
+            10 | 11 => 0xFF,
+            n => ((n - 12) / 2) as u8,
+        };
+        t += 1;
+    }
+    sizes
+};
+
 /// Decode the first `want` field descriptors of a record of `payload_len` bytes of which `have` is the start.
-/// Returns Some(n) when the first n bytes of the payload are needed to finish (n > have.len()).
+/// `fields` keeps at least `want` entries, so the per-row loop only overwrites them.
+#[inline]
 fn decode_header_partial(
     have: &[u8],
     payload_len: u64,
     want: usize,
     fields: &mut Vec<Field>,
-) -> std::result::Result<Option<u64>, String> {
-    fields.clear();
+) -> std::result::Result<Decoded, String> {
     if want == 0 {
-        return Ok(None);
+        return Ok(Decoded::Fields(0));
     }
+    if fields.len() < want {
+        fields.resize(want, Field::default());
+    }
+    let slots = &mut fields[..want];
     let Some((header_len, n)) = varint(have) else {
         return if (have.len() as u64) < payload_len.min(9) {
-            Ok(Some(payload_len.min(9)))
+            Ok(Decoded::Need(payload_len.min(9)))
         } else {
             Err("truncated header size".into())
         };
@@ -609,26 +677,34 @@ fn decode_header_partial(
         return Err(format!("header size {header_len} does not fit the {payload_len}-byte record"));
     }
     if (have.len() as u64) < header_len {
-        return Ok(Some(header_len));
+        return Ok(Decoded::Need(header_len));
     }
-    let header_len = header_len as usize;
+    let header = &have[..header_len as usize];
     let mut pos = n;
-    let mut data = header_len as u64;
-    while pos < header_len && fields.len() < want {
-        let (serial, used) = varint(&have[pos..header_len]).ok_or("serial type runs past the header")?;
-        pos += used;
-        let size = serial_size(serial).ok_or_else(|| format!("reserved serial type {serial}"))?;
+    let mut data = header_len;
+    let mut count = 0;
+    while pos < header.len() && count < slots.len() {
+        let b = header[pos];
+        let (serial, size) = if b < 0x80 && SMALL_SERIAL_SIZES[b as usize] != 0xFF {
+            pos += 1;
+            (u64::from(b), u64::from(SMALL_SERIAL_SIZES[b as usize]))
+        } else {
+            let (serial, used) = varint(&header[pos..]).ok_or("serial type runs past the header")?;
+            pos += used;
+            (serial, serial_size(serial).ok_or_else(|| format!("reserved serial type {serial}"))?)
+        };
         let end = data + size;
         if end > payload_len {
-            return Err(format!("field {} ends at byte {end}, past the {payload_len}-byte record", fields.len()));
+            return Err(format!("field {count} ends at byte {end}, past the {payload_len}-byte record"));
         }
-        fields.push(Field { serial, start: data as usize, end: end as usize });
+        slots[count] = Field { serial, start: data as u32, end: end as u32 };
+        count += 1;
         data = end;
     }
     if (have.len() as u64) < data {
-        return Ok(Some(data));
+        return Ok(Decoded::Need(data));
     }
-    Ok(None)
+    Ok(Decoded::Fields(count))
 }
 
 impl TableReader {
@@ -768,8 +844,7 @@ mod tests {
         let mut fields = Vec::new();
         // Header of 3 bytes: INTEGER(1 byte), TEXT of 2 bytes; then 0x05 'h' 'i'.
         let rec = [3u8, 1, 17, 5, b'h', b'i'];
-        decode_header(&rec, rec.len() as u64, 5, &mut fields).unwrap();
-        assert_eq!(fields.len(), 2);
+        assert_eq!(decode_header(&rec, rec.len() as u64, 5, &mut fields), Ok(2));
         assert_eq!((fields[1].start, fields[1].end), (4, 6));
         // A field reaching past the record.
         let bad = [3u8, 1, 19, 5, b'h', b'i'];
@@ -781,10 +856,9 @@ mod tests {
         let bad = [2u8, 10];
         assert!(decode_header(&bad, bad.len() as u64, 5, &mut fields).is_err());
         // Only the fields asked for are decoded.
-        decode_header(&rec, rec.len() as u64, 1, &mut fields).unwrap();
-        assert_eq!(fields.len(), 1);
+        assert_eq!(decode_header(&rec, rec.len() as u64, 1, &mut fields), Ok(1));
         // A partial payload asks for more.
-        assert_eq!(decode_header_partial(&rec[..2], rec.len() as u64, 5, &mut fields), Ok(Some(3)));
-        assert_eq!(decode_header_partial(&rec[..4], rec.len() as u64, 5, &mut fields), Ok(Some(6)));
+        assert_eq!(decode_header_partial(&rec[..2], rec.len() as u64, 5, &mut fields), Ok(Decoded::Need(3)));
+        assert_eq!(decode_header_partial(&rec[..4], rec.len() as u64, 5, &mut fields), Ok(Decoded::Need(6)));
     }
 }

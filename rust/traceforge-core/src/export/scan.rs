@@ -17,7 +17,7 @@ use rusqlite::types::ValueRef;
 
 use rusqlite::OptionalExtension;
 
-use super::btree::{Edge, Header, Row, TableReader};
+use super::btree::{Edge, Header, Row, Stored, TableReader};
 use super::open::ExportFile;
 use super::NULL_I64;
 use crate::error::{Error, Result};
@@ -72,7 +72,7 @@ fn sqlite_bounds(file: &ExportFile, conn: &rusqlite::Connection, table: &str) ->
     })
 }
 
-#[inline]
+#[inline(always)]
 fn cell_to_i64(v: ValueRef<'_>) -> i64 {
     match v {
         ValueRef::Integer(i) => i,
@@ -186,7 +186,7 @@ enum DefaultValue {
 }
 
 impl Source {
-    #[inline]
+    #[inline(always)]
     fn value<'a>(&'a self, row: &Row<'a>) -> ValueRef<'a> {
         match self {
             Source::Null => ValueRef::Null,
@@ -207,6 +207,49 @@ impl Source {
     }
 }
 
+/// An integer column's source reduced to what the per-row loop needs; yields exactly
+/// `cell_to_i64(source.value(row))`.
+#[derive(Debug, Clone, Copy)]
+enum IntSlot {
+    Const(i64),
+    Rowid,
+    Field { index: usize, real: bool, missing: i64 },
+}
+
+impl IntSlot {
+    fn of(source: &Source) -> IntSlot {
+        match source {
+            Source::Null => IntSlot::Const(NULL_I64),
+            Source::Rowid => IntSlot::Rowid,
+            Source::Field { index, default, real } => {
+                let missing = match default {
+                    DefaultValue::Null => NULL_I64,
+                    DefaultValue::Integer(i) if *real => *i as f64 as i64,
+                    DefaultValue::Integer(i) => *i,
+                    DefaultValue::Real(f) => *f as i64,
+                    DefaultValue::Text(t) => cell_to_i64(ValueRef::Text(t.as_bytes())),
+                };
+                IntSlot::Field { index: *index, real: *real, missing }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn value(&self, row: &Row<'_>) -> i64 {
+        match *self {
+            IntSlot::Const(v) => v,
+            IntSlot::Rowid => row.rowid,
+            IntSlot::Field { index, real, missing } => match row.stored(index) {
+                Stored::Integer(i) if real => i as f64 as i64,
+                Stored::Integer(i) => i,
+                Stored::Null => NULL_I64,
+                Stored::Missing => missing,
+                Stored::Other(v) => cell_to_i64(v),
+            },
+        }
+    }
+}
+
 /// A scan that reads the table's b-tree directly.
 #[derive(Debug, Clone)]
 struct DirectPlan {
@@ -214,6 +257,8 @@ struct DirectPlan {
     root: u32,
     ints: Vec<Source>,
     texts: Vec<Source>,
+    /// `ints` compiled for the per-row loop.
+    int_slots: Vec<IntSlot>,
     /// Record fields to decode per row: one past the last field any source reads.
     want_fields: usize,
 }
@@ -354,7 +399,8 @@ impl DirectPlan {
             })
             .max()
             .unwrap_or(0);
-        Ok(Ok(DirectPlan { header, root, ints, texts, want_fields }))
+        let int_slots = ints.iter().map(IntSlot::of).collect();
+        Ok(Ok(DirectPlan { header, root, ints, texts, int_slots, want_fields }))
     }
 
     fn read(&self, reader: &mut TableReader, lo: i64, hi: i64) -> Result<(IntColumns, TextColumns)> {
@@ -362,8 +408,8 @@ impl DirectPlan {
         let mut cols: IntColumns = (0..self.ints.len()).map(|_| Vec::with_capacity(expected)).collect();
         let mut texts: TextColumns = vec![Vec::new(); self.texts.len()];
         reader.scan(self.root, lo, hi, self.want_fields, |row| {
-            for (col, src) in cols.iter_mut().zip(&self.ints) {
-                col.push(cell_to_i64(src.value(&row)));
+            for (col, slot) in cols.iter_mut().zip(&self.int_slots) {
+                col.push(slot.value(&row));
             }
             for (col, src) in texts.iter_mut().zip(&self.texts) {
                 col.push(cell_to_text(src.value(&row)));

@@ -197,32 +197,55 @@ fn read_exact_at(path: &Path, file: &File, buf: &mut [u8], offset: u64, what: &s
 /// One row met by a scan: its rowid and the first fields of its record.
 pub struct Row<'a> {
     pub rowid: i64,
-    payload: &'a [u8],
+    /// Bytes ending where the payload's decoded part ends; the payload starts at `base`. The bytes before it
+    /// (page and cell headers) let an integer be loaded as one 8-byte word ending at its last byte.
+    buf: &'a [u8],
+    base: usize,
     fields: &'a [Field],
 }
 
+/// Left-then-arithmetic-right shift that sign-extends a big-endian integer of serial type 1-6 held in the
+/// low bytes of a u64.
+const INT_SHIFT: [u32; 7] = [0, 56, 48, 40, 32, 16, 0];
+
 impl<'a> Row<'a> {
+    #[inline(always)]
+    fn data(&self, f: &Field) -> Option<&'a [u8]> {
+        self.buf.get(self.base + f.start as usize..self.base + f.end as usize)
+    }
+
     /// Field `i` of the record, or None when the record has fewer fields (a column added by
     /// `ALTER TABLE ADD COLUMN` after the row was written) or `i` was beyond the fields the scan decoded.
     #[inline(always)]
     pub fn field(&self, i: usize) -> Option<ValueRef<'a>> {
         let f = self.fields.get(i)?;
         // Bounds were checked when the header was decoded; `get` keeps this panic-free regardless.
-        Some(decode_value(f.serial, self.payload.get(f.start as usize..f.end as usize)?))
+        Some(decode_value(f.serial, self.data(f)?))
     }
 
     /// Field `i` with its common cases told apart without building a [`ValueRef`] (the scans' fast path).
     #[inline(always)]
     pub fn stored(&self, i: usize) -> Stored<'a> {
         let Some(f) = self.fields.get(i) else { return Stored::Missing };
-        let Some(data) = self.payload.get(f.start as usize..f.end as usize) else { return Stored::Null };
         match f.serial {
             0 => Stored::Null,
-            1..=6 | 8 | 9 => match decode_value(f.serial, data) {
-                ValueRef::Integer(v) => Stored::Integer(v),
-                _ => Stored::Null,
-            },
-            serial => Stored::Other(decode_value(serial, data)),
+            serial @ 1..=6 => {
+                let end = self.base + f.end as usize;
+                match self.buf.get(end.wrapping_sub(8)..end).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+                    Some(word) => {
+                        let shift = INT_SHIFT[serial as usize];
+                        Stored::Integer(((u64::from_be_bytes(word) << shift) as i64) >> shift)
+                    }
+                    // Fewer than 8 bytes precede the end (only at the start of an assembled spilled payload).
+                    None => match self.data(f).map(|d| decode_value(serial, d)) {
+                        Some(ValueRef::Integer(v)) => Stored::Integer(v),
+                        _ => Stored::Null,
+                    },
+                }
+            }
+            8 => Stored::Integer(0),
+            9 => Stored::Integer(1),
+            serial => self.data(f).map_or(Stored::Null, |d| Stored::Other(decode_value(serial, d))),
         }
     }
 }
@@ -548,7 +571,7 @@ impl TableReader {
             let result = self.spilled_fields(page, rowid, payload_len, first, &mut spilled, want_fields);
             self.spilled = spilled;
             let n = result?;
-            let row = Row { rowid, payload: &self.spilled, fields: &self.fields[..n] };
+            let row = Row { rowid, buf: &self.spilled, base: 0, fields: &self.fields[..n] };
             on_row(row)
         } else {
             let payload = &self.leaf[start..start + local];
@@ -556,7 +579,7 @@ impl TableReader {
                 Ok(n) => n,
                 Err(what) => return Err(self.corrupt(format!("page {page}: record of rowid {rowid}: {what}"))),
             };
-            let row = Row { rowid, payload, fields: &self.fields[..n] };
+            let row = Row { rowid, buf: &self.leaf[..start + local], base: start, fields: &self.fields[..n] };
             on_row(row)
         }
     }
@@ -693,13 +716,15 @@ fn decode_header_partial(
             pos += used;
             (serial, serial_size(serial).ok_or_else(|| format!("reserved serial type {serial}"))?)
         };
-        let end = data + size;
-        if end > payload_len {
-            return Err(format!("field {count} ends at byte {end}, past the {payload_len}-byte record"));
-        }
+        // Saturating, and checked once after the loop: a record reaching past its end is refused as a
+        // whole, so the truncated offsets of such fields are never used.
+        let end = data.saturating_add(size);
         slots[count] = Field { serial, start: data as u32, end: end as u32 };
         count += 1;
         data = end;
+    }
+    if data > payload_len {
+        return Err(format!("fields end at byte {data}, past the {payload_len}-byte record"));
     }
     if (have.len() as u64) < data {
         return Ok(Decoded::Need(data));

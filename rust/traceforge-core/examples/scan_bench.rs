@@ -3,10 +3,12 @@
 //! `cargo run --release -p traceforge-core --example scan_bench -- EXPORT.sqlite [REPEATS]`
 //!
 //! Scans the kernel table (all `KERNEL_COLUMNS`) and the runtime table (`ApiChunk::COLUMNS`) with 1 and 2
-//! threads each way, after one untimed pass so both readers find the file in the page cache; prints the
-//! best of REPEATS (default 3) runs and checks that both readers saw the same values.
-//! `SCAN_BENCH_ONLY=direct` or `=sqlite` runs one reader alone (for profiling).
-use std::path::PathBuf;
+//! threads each way and prints the best of REPEATS (default 3) runs, checking that both readers saw the same
+//! values. Each case runs in a fresh process after one untimed pass: the column vectors a scan returns are
+//! most of its allocations, and glibc serves them differently (fresh mmap pages or reused heap) depending
+//! on what ran before in the same process, which would otherwise favour whichever reader came second.
+//! `SCAN_BENCH_CASE=TABLE:READER:THREADS` runs one case in this process (for profiling).
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -14,6 +16,8 @@ use traceforge_core::export::events::{self, ApiChunk};
 use traceforge_core::export::probe::{KERNEL_TABLE, RUNTIME_TABLE};
 use traceforge_core::export::scan::{scan_chunks_with, ScanReader};
 use traceforge_core::export::{Capabilities, ExportFile};
+
+const CASE_ENV: &str = "SCAN_BENCH_CASE";
 
 /// Rows and a checksum of every value, so each reader is seen to deliver the same data.
 fn scan(file: &ExportFile, table: &str, exprs: &[String], threads: usize, reader: ScanReader) -> (usize, u64, f64) {
@@ -31,57 +35,87 @@ fn scan(file: &ExportFile, table: &str, exprs: &[String], threads: usize, reader
     (rows, sum, secs)
 }
 
+fn exprs_of(path: &Path, table: &str) -> (ExportFile, Vec<String>) {
+    let file = ExportFile::open(path).unwrap();
+    let conn = file.connect().unwrap();
+    let caps = Capabilities::probe(&file, &conn).unwrap();
+    let exprs = if table == KERNEL_TABLE {
+        events::kernel_exprs(&file, &caps).unwrap()
+    } else {
+        ApiChunk::COLUMNS.iter().map(|c| caps.column_or_null(table, c)).collect()
+    };
+    (file, exprs)
+}
+
+/// Run one case here: prints `rows checksum best_seconds`.
+fn run_case(path: &Path, case: &str, repeats: usize) {
+    let mut parts = case.split(':');
+    let (Some(table), Some(reader), Some(threads)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("{CASE_ENV} is TABLE:READER:THREADS");
+    };
+    let reader = if reader == "direct" { ScanReader::Direct } else { ScanReader::Sqlite };
+    let threads: usize = threads.parse().expect("THREADS is a number");
+    let (file, exprs) = exprs_of(path, table);
+    scan(&file, table, &exprs, threads, reader);
+    let mut best = (0, 0, f64::INFINITY);
+    for _ in 0..repeats {
+        let r = scan(&file, table, &exprs, threads, reader);
+        if r.2 < best.2 {
+            best = r;
+        }
+    }
+    println!("{} {} {} {}", best.0, best.1, best.2, exprs.len());
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = PathBuf::from(args.next().expect("usage: scan_bench EXPORT.sqlite [REPEATS]"));
     let repeats: usize = args.next().map_or(3, |r| r.parse().expect("REPEATS is a number"));
-    let file = ExportFile::open(&path).unwrap();
-    let conn = file.connect().unwrap();
-    let caps = Capabilities::probe(&file, &conn).unwrap();
-    drop(conn);
-    let runtime: Vec<String> = ApiChunk::COLUMNS.iter().map(|c| caps.column_or_null(RUNTIME_TABLE, c)).collect();
-    let cases = [(KERNEL_TABLE, events::kernel_exprs(&file, &caps).unwrap()), (RUNTIME_TABLE, runtime)];
-
+    if let Ok(case) = std::env::var(CASE_ENV) {
+        run_case(&path, &case, repeats);
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
     println!("{}", path.display());
     println!(
-        "{:<28} {:>5} {:>8} {:>9} {:>9} {:>12} {:>8} {:>8}",
+        "{:<28} {:>5} {:>8} {:>8} {:>9} {:>12} {:>8} {:>8}",
         "table", "cols", "reader", "threads", "rows", "rows/s", "s", "speedup"
     );
-    for (table, exprs) in &cases {
+    for table in [KERNEL_TABLE, RUNTIME_TABLE] {
         for threads in [1usize, 2] {
-            let mut reference = None;
-            let mut sqlite_secs = f64::NAN;
-            for reader in [ScanReader::Sqlite, ScanReader::Direct] {
-                // SCAN_BENCH_ONLY=direct (or sqlite) times one reader alone, e.g. under a profiler.
-                let only = std::env::var("SCAN_BENCH_ONLY").unwrap_or_default();
-                if !only.is_empty() && !format!("{reader:?}").eq_ignore_ascii_case(&only) {
-                    continue;
-                }
-                scan(&file, table, exprs, threads, reader);
-                let mut best = f64::INFINITY;
-                let mut seen = (0, 0);
-                for _ in 0..repeats {
-                    let (rows, sum, secs) = scan(&file, table, exprs, threads, reader);
-                    best = best.min(secs);
-                    seen = (rows, sum);
-                }
-                match reference {
-                    None => reference = Some(seen),
-                    Some(r) => assert_eq!(r, seen, "{table}: the readers disagree"),
-                }
-                if reader == ScanReader::Sqlite {
-                    sqlite_secs = best;
-                }
+            let mut sqlite: Option<(usize, u64, f64)> = None;
+            for reader in ["sqlite", "direct"] {
+                let out = std::process::Command::new(&exe)
+                    .arg(&path)
+                    .arg(repeats.to_string())
+                    .env(CASE_ENV, format!("{table}:{reader}:{threads}"))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let line = String::from_utf8_lossy(&out.stdout);
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let (rows, sum, secs, cols): (usize, u64, f64, usize) =
+                    (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap());
+                let speedup = match sqlite {
+                    None => {
+                        sqlite = Some((rows, sum, secs));
+                        1.0
+                    }
+                    Some((r, s, t)) => {
+                        assert_eq!((r, s), (rows, sum), "{table}: the readers disagree");
+                        t / secs
+                    }
+                };
                 println!(
-                    "{:<28} {:>5} {:>8} {:>9} {:>9} {:>12.0} {:>8.3} {:>7.1}x",
+                    "{:<28} {:>5} {:>8} {:>8} {:>9} {:>12.0} {:>8.3} {:>7.1}x",
                     table,
-                    exprs.len(),
-                    format!("{reader:?}").to_lowercase(),
+                    cols,
+                    reader,
                     threads,
-                    seen.0,
-                    seen.0 as f64 / best,
-                    best,
-                    sqlite_secs / best
+                    rows,
+                    rows as f64 / secs,
+                    secs,
+                    speedup
                 );
             }
         }

@@ -422,7 +422,9 @@ fn damaged_real_export_never_panics_or_hangs() {
         eprintln!("skipping: {} not present", src.display());
         return;
     }
-    corrupt_copies(&src, "damaged_small_matmul", 300, 0xC0FFEE);
+    // TRACEFORGE_CORRUPTION_TRIALS raises the count for a one-off stress run.
+    let trials = std::env::var("TRACEFORGE_CORRUPTION_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(300);
+    corrupt_copies(&src, "damaged_small_matmul", trials, 0xC0FFEE);
 
     // Cut short: pages past the end are reported, not read as zeros.
     let bytes = std::fs::read(&src).unwrap();

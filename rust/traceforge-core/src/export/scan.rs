@@ -14,7 +14,6 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 
 use rusqlite::types::ValueRef;
-
 use rusqlite::OptionalExtension;
 
 use super::btree::{Edge, Header, Row, Stored, TableReader};
@@ -255,10 +254,9 @@ impl IntSlot {
 struct DirectPlan {
     header: Header,
     root: u32,
-    ints: Vec<Source>,
-    texts: Vec<Source>,
-    /// `ints` compiled for the per-row loop.
+    /// The integer columns' sources, compiled for the per-row loop.
     int_slots: Vec<IntSlot>,
+    texts: Vec<Source>,
     /// Record fields to decode per row: one past the last field any source reads.
     want_fields: usize,
 }
@@ -400,12 +398,12 @@ impl DirectPlan {
             .max()
             .unwrap_or(0);
         let int_slots = ints.iter().map(IntSlot::of).collect();
-        Ok(Ok(DirectPlan { header, root, ints, texts, int_slots, want_fields }))
+        Ok(Ok(DirectPlan { header, root, int_slots, texts, want_fields }))
     }
 
     fn read(&self, reader: &mut TableReader, lo: i64, hi: i64) -> Result<(IntColumns, TextColumns)> {
         let expected = (i128::from(hi) - i128::from(lo)).clamp(0, i128::from(CHUNK_ROWS)) as usize;
-        let mut cols: IntColumns = (0..self.ints.len()).map(|_| Vec::with_capacity(expected)).collect();
+        let mut cols: IntColumns = (0..self.int_slots.len()).map(|_| Vec::with_capacity(expected)).collect();
         let mut texts: TextColumns = vec![Vec::new(); self.texts.len()];
         reader.scan(self.root, lo, hi, self.want_fields, |row| {
             for (col, slot) in cols.iter_mut().zip(&self.int_slots) {

@@ -4,6 +4,7 @@
 //! ([`probe`]), and tables are read by rowid ranges on several connections in parallel ([`scan`]).
 //! Tables and columns are discovered at run time: a trace without memcpy has no memcpy table, and each
 //! nsys release adds columns, so every reader asks the probe instead of assuming.
+pub mod btree;
 pub mod events;
 pub mod open;
 pub mod probe;

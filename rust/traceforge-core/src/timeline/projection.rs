@@ -167,7 +167,7 @@ fn project_with(
     };
     let new_launch = |j: usize, lo: usize| j == lo || t.key(ops[j]) != t.key(ops[j - 1]);
 
-    if covered <= scan_factor * ops.len() + if scan_factor > 0 { 1 << 20 } else { 0 } {
+    if covered <= scan_factor.saturating_mul(ops.len()).saturating_add(if scan_factor > 0 { 1 << 20 } else { 0 }) {
         return spans
             .iter()
             .enumerate()

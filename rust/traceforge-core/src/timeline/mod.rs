@@ -137,23 +137,41 @@ pub struct Derived {
     pub projection: Vec<projection::ProjectionRow>,
 }
 
-/// Indices of `0..n` grouped by `key`, groups in ascending key order.
-fn group_by<K: Ord + Copy + Send>(n: usize, key: impl Fn(usize) -> K + Sync) -> Vec<(K, Vec<u32>)> {
-    let mut idx: Vec<u32> = (0..n as u32).collect();
-    idx.par_sort_unstable_by_key(|&i| key(i as usize));
+/// Indices of `0..n` grouped by `key`, groups in ascending key order, indices ascending in each group.
+///
+/// Keys are few (devices, streams, kernel names) and rows many, so this buckets in two linear passes
+/// (count, then place) instead of sorting an index: no extra per-row memory beyond the groups themselves.
+fn group_by<K: Ord + Copy + std::hash::Hash>(n: usize, key: impl Fn(usize) -> K) -> Vec<(K, Vec<u32>)> {
+    let mut slots: ahash::AHashMap<K, usize> = ahash::AHashMap::new();
     let mut groups: Vec<(K, Vec<u32>)> = Vec::new();
-    // Split the sorted index from the back so each group takes its slice and the rest shrinks in place.
-    while let Some(&last) = idx.last() {
-        let k = key(last as usize);
-        let start = idx.partition_point(|&i| key(i as usize) < k);
-        if start == 0 {
-            groups.push((k, std::mem::take(&mut idx)));
-            break;
+    let mut counts: Vec<usize> = Vec::new();
+    // Consecutive rows usually share a key (one device, long runs on a stream): skip the hash lookup then.
+    let mut last: Option<(K, usize)> = None;
+    let mut slot_of = |k: K, slots: &mut ahash::AHashMap<K, usize>, counts: &mut Vec<usize>| -> usize {
+        match last {
+            Some((lk, s)) if lk == k => s,
+            _ => {
+                let s = *slots.entry(k).or_insert_with(|| {
+                    counts.push(0);
+                    counts.len() - 1
+                });
+                last = Some((k, s));
+                s
+            }
         }
-        groups.push((k, idx.split_off(start)));
-        idx.shrink_to_fit();
+    };
+    for i in 0..n {
+        let s = slot_of(key(i), &mut slots, &mut counts);
+        counts[s] += 1;
     }
-    groups.reverse();
+    let mut keys: Vec<(K, usize)> = slots.iter().map(|(&k, &s)| (k, s)).collect();
+    keys.sort_unstable_by_key(|x| x.1);
+    groups.extend(keys.iter().map(|&(k, s)| (k, Vec::with_capacity(counts[s]))));
+    for i in 0..n {
+        let s = slot_of(key(i), &mut slots, &mut counts);
+        groups[s].1.push(i as u32);
+    }
+    groups.sort_unstable_by_key(|g| g.0);
     groups
 }
 
@@ -244,6 +262,8 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     let mut devices: Vec<i32> = k_by_dev.iter().map(|g| g.0).chain(m_by_dev.iter().map(|g| g.0)).collect();
     devices.sort_unstable();
     devices.dedup();
+    // Kernel-side metrics of each device: a stream holding all of its device's kernels has the same ones.
+    let mut device_kernel_rows: Vec<MetricRow> = Vec::new();
     for dev in devices {
         let mut row = MetricRow { device: dev.into(), ..Default::default() };
         if let Some((_, members)) = k_by_dev.iter().find(|g| g.0 == dev) {
@@ -255,6 +275,7 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
                 }
             }
         }
+        device_kernel_rows.push(row.clone());
         if let Some((_, members)) = m_by_dev.iter().find(|g| g.0 == dev) {
             add_memops(memops, members, &mut row);
         }
@@ -272,7 +293,16 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     for key in streams {
         let mut row = MetricRow { device: key.0.into(), stream: Some(key.1.into()), ..Default::default() };
         if let Ok(pos) = k_by_stream.binary_search_by_key(&key, |g| g.0) {
-            kernel_metrics(k, &k_by_stream[pos].1, &mut row, |_, _| {});
+            let members = &k_by_stream[pos].1;
+            let device_row = device_kernel_rows.iter().find(|r| r.device == i64::from(key.0));
+            match device_row {
+                Some(d) if d.kernel_count == members.len() as i64 => {
+                    row = MetricRow { stream: Some(key.1.into()), ..d.clone() };
+                }
+                _ => {
+                    kernel_metrics(k, members, &mut row, |_, _| {});
+                }
+            }
         }
         if let Ok(pos) = m_by_stream.binary_search_by_key(&key, |g| g.0) {
             add_memops(memops, &m_by_stream[pos].1, &mut row);

@@ -174,6 +174,9 @@ fn real_exports_read_the_same_both_ways() {
         }
         eprintln!("{}: {rows} rows compared", path.display());
         assert!(rows > 1000);
+        if path.starts_with(tmp_dir()) {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -331,6 +334,11 @@ fn built_exports_read_the_same_both_ways() {
         let auto = read_rows(&file, "deep", &exprs, &[], 0, 3, ScanReader::Auto).unwrap();
         // Rowid 1 (a = 0) was deleted; rowid 2 has a = 7.
         assert_eq!(auto.0[0], vec![8]);
+        std::fs::remove_file(&path).unwrap();
+        // Read-only connections to the WAL-mode file leave its (empty) -wal and -shm behind.
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }
 
@@ -439,6 +447,7 @@ fn damaged_real_export_never_panics_or_hangs() {
         let exprs = vec!["\"start\"".to_string()];
         let err = read_rows(&file, "CUPTI_ACTIVITY_KIND_RUNTIME", &exprs, &[], i64::MIN, i64::MAX, ScanReader::Direct);
         assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
+        std::fs::remove_file(&path).unwrap();
     }
 }
 
@@ -447,4 +456,5 @@ fn damaged_deep_btree_never_panics_or_hangs() {
     let path = tmp("deep_source.sqlite");
     build_corner_cases(&path, 512, 0, false);
     corrupt_copies(&path, "damaged_deep", 150, 7);
+    std::fs::remove_file(&path).unwrap();
 }

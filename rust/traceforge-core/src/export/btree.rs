@@ -333,16 +333,18 @@ impl TableReader {
         Error::Corrupt { path: self.path.clone(), reason }
     }
 
-    fn check_page_number(&self, page: u32, referrer: &str) -> Result<()> {
+    /// Check a page pointer; `referrer` names its holder, built only for the error.
+    fn check_page_number(&self, page: u32, referrer: impl FnOnce() -> String) -> Result<()> {
         if page == 0 || page > self.header.page_count {
             return Err(self.corrupt(format!(
-                "{referrer}: page number {page} is outside the database ({} pages)",
+                "{}: page number {page} is outside the database ({} pages)",
+                referrer(),
                 self.header.page_count
             )));
         }
         let offset = u64::from(page - 1) * self.header.page_size as u64;
         if offset == PENDING_BYTE {
-            return Err(self.corrupt(format!("{referrer}: points to the lock-byte page {page}")));
+            return Err(self.corrupt(format!("{}: points to the lock-byte page {page}", referrer())));
         }
         Ok(())
     }
@@ -398,10 +400,12 @@ impl TableReader {
         Ok((child, key as i64))
     }
 
-    fn visit(&mut self, page: u32, referrer: &str) -> Result<()> {
+    /// Check a child pointer of `parent` (None: the root) and that this scan has not met the page before.
+    fn visit(&mut self, page: u32, parent: Option<u32>) -> Result<()> {
+        let referrer = || parent.map_or_else(|| "table root".to_string(), |p| format!("page {p}"));
         self.check_page_number(page, referrer)?;
         if !self.visited.insert(page) {
-            return Err(self.corrupt(format!("{referrer}: page {page} is reached twice (the b-tree has a cycle)")));
+            return Err(self.corrupt(format!("{}: page {page} is reached twice (the b-tree has a cycle)", referrer())));
         }
         Ok(())
     }
@@ -421,9 +425,8 @@ impl TableReader {
     /// loaded into `self.leaf`, its page number and header.
     fn descend(&mut self, mut page: u32, mut depth: usize, seek: Option<i64>) -> Result<(usize, u32, PageInfo)> {
         loop {
-            let referrer =
-                if depth == 0 { "table root".to_string() } else { format!("page {}", self.frames[depth - 1].page) };
-            self.visit(page, &referrer)?;
+            let parent = depth.checked_sub(1).map(|d| self.frames[d].page);
+            self.visit(page, parent)?;
             let mut buf = std::mem::take(&mut self.leaf);
             let read = self.read_page(page, &mut buf);
             self.leaf = buf;
@@ -610,7 +613,7 @@ impl TableReader {
                             if next == 0 {
                                 return Err(context(self, "overflow chain ends early".into()));
                             }
-                            self.check_page_number(next, &format!("page {page}: overflow chain of rowid {rowid}"))?;
+                            self.check_page_number(next, || format!("page {page}: overflow chain of rowid {rowid}"))?;
                             if !self.overflow_seen.insert(next) {
                                 return Err(context(self, format!("overflow page {next} is reached twice")));
                             }
@@ -737,13 +740,15 @@ impl TableReader {
     pub fn last_rowid(&mut self, root: u32) -> Result<Edge> {
         self.visited.clear();
         let mut page = root;
+        let mut parent = None;
         let mut buf = std::mem::take(&mut self.leaf);
         let result = (|| {
             for depth in 0..MAX_DEPTH {
-                self.visit(page, if depth == 0 { "table root" } else { "right edge" })?;
+                self.visit(page, parent)?;
                 self.read_page(page, &mut buf)?;
                 let info = self.page_info(page, &buf)?;
                 if info.kind == INTERIOR_TABLE {
+                    parent = Some(page);
                     page = info.right;
                     continue;
                 }

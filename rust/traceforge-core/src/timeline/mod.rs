@@ -8,8 +8,7 @@ pub mod projection;
 pub mod sweep;
 
 use crate::export::NULL_I64;
-use percentile::percentile_sorted;
-use rayon::slice::ParallelSliceMut;
+use percentile::percentiles_select;
 
 /// Columns shared by every GPU operation. `thread` is the launching API call's thread key
 /// `(pid << 24) | tid`, `api_start` its start, `launch` the launch key `(pid << 40) | correlationId`;
@@ -175,6 +174,12 @@ fn group_by<K: Ord + Copy + std::hash::Hash>(n: usize, key: impl Fn(usize) -> K)
     groups
 }
 
+/// p50, p90 and p99 of `values` (reordered in place).
+fn percentile_triple(values: &mut [i64]) -> [Option<f64>; 3] {
+    let p = percentiles_select(values, &[0.50, 0.90, 0.99]);
+    [p[0], p[1], p[2]]
+}
+
 /// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels and gaps.
 fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow, on_gap: impl FnMut(i64, i64)) -> sweep::Sweep {
     // Buffers are allocated one after another and freed as soon as possible: on a 25M-kernel device
@@ -211,13 +216,10 @@ fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow, on_gap:
     let mut sw = sw;
     {
         let mut gap_lengths = std::mem::take(&mut sw.gap_lengths);
-        gap_lengths.par_sort_unstable();
         row.gap_count = gap_lengths.len() as i64;
         row.gap_total_ns = gap_lengths.iter().sum();
-        row.gap_p50_ns = percentile_sorted(&gap_lengths, 0.50);
-        row.gap_p90_ns = percentile_sorted(&gap_lengths, 0.90);
-        row.gap_p99_ns = percentile_sorted(&gap_lengths, 0.99);
-        row.gap_max_ns = gap_lengths.last().copied();
+        row.gap_max_ns = gap_lengths.iter().max().copied();
+        [row.gap_p50_ns, row.gap_p90_ns, row.gap_p99_ns] = percentile_triple(&mut gap_lengths);
     }
     let mut latencies: Vec<i64> = members
         .iter()
@@ -225,11 +227,9 @@ fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow, on_gap:
         .filter(|&i| k.api_start[i] != NULL_I64)
         .map(|i| k.start[i] - k.api_start[i])
         .collect();
-    latencies.par_sort_unstable();
     row.launch_matched = latencies.len() as i64;
-    row.launch_latency_p50_ns = percentile_sorted(&latencies, 0.50);
-    row.launch_latency_p90_ns = percentile_sorted(&latencies, 0.90);
-    row.launch_latency_p99_ns = percentile_sorted(&latencies, 0.99);
+    [row.launch_latency_p50_ns, row.launch_latency_p90_ns, row.launch_latency_p99_ns] =
+        percentile_triple(&mut latencies);
     sw
 }
 
@@ -315,7 +315,8 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     let device_time: Vec<(i64, i64)> = out.device_metrics.iter().map(|r| (r.device, r.kernel_time_ns)).collect();
     for ((dev, name), members) in group_by(k.len(), |i| (k.device[i], kernels.name[i])) {
         let mut d: Vec<i64> = members.iter().map(|&i| k.end[i as usize] - k.start[i as usize]).collect();
-        d.sort_unstable();
+        let (min_ns, max_ns) = (d.iter().min().copied().unwrap_or(0), d.iter().max().copied().unwrap_or(0));
+        let median_ns = percentiles_select(&mut d, &[0.5])[0].unwrap_or(0.0);
         let n = d.len() as i64;
         let total: i64 = d.iter().sum();
         let mean = total as f64 / n as f64;
@@ -327,9 +328,9 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
             count: n,
             total_ns: total,
             avg_ns: mean,
-            median_ns: percentile_sorted(&d, 0.5).unwrap_or(0.0),
-            min_ns: d[0],
-            max_ns: d[d.len() - 1],
+            median_ns,
+            min_ns,
+            max_ns,
             stddev_ns: var.sqrt(),
             share: (dev_total > 0).then(|| total as f64 / dev_total as f64),
         });

@@ -59,7 +59,9 @@ impl LaunchState {
         let n = ops.kernels.len() + ops.memops.len();
         let mut order: Vec<u32> = Vec::with_capacity(n);
         order.extend((0..n as u32).filter(|&op| key_of(ops, op) != NULL_I64));
-        order.par_sort_unstable_by_key(|&op| key_of(ops, op));
+        // Kernels then memops, each in export order, which is nearly launch order: a run-adaptive (stable)
+        // sort merges those few runs in about linear time, where an unstable sort would not notice them.
+        order.par_sort_by_key(|&op| key_of(ops, op));
         LaunchState {
             order,
             thread: vec![NULL_I64; n],

@@ -116,7 +116,8 @@ fn collect_ops(t: &OpTable<'_>, ranges: &RangesView<'_>) -> Vec<OpRef> {
             launch != NULL_I64 && thread != NULL_I64 && threads.binary_search(&thread).is_ok()
         })
         .collect();
-    ops.par_sort_unstable_by_key(|&op| t.key(op));
+    // Kernels then memops, each nearly in launch order: a run-adaptive (stable) sort merges the runs.
+    ops.par_sort_by_key(|&op| t.key(op));
     ops
 }
 

@@ -24,7 +24,14 @@ from .errors import (
     StoreError,
     TraceforgeError,
 )
-from .schema import DERIVED_TABLES, METRIC_VERSION, STORAGE_DDL
+from .schema import (
+    DERIVED_STORAGE,
+    DERIVED_TABLES,
+    METRIC_VERSION,
+    STORAGE_DDL,
+    STORAGE_SCHEMA,
+    trace_key,
+)
 from .store import Store, delete_trace_rows, insert_storage_rows
 
 #: Suffixes ``ingest`` accepts when expanding a directory.
@@ -336,6 +343,13 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
     )
     tables = _core.rederive(kernels, memops, nvtx)
     for table in DERIVED_TABLES:
-        con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
-        _insert_stream(con, table, tables[table], trace_id, True)
+        storage = DERIVED_STORAGE.get(table)
+        if storage is None:
+            con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+            _insert_stream(con, table, tables[table], trace_id, True)
+        else:
+            con.execute(
+                f"DELETE FROM {STORAGE_SCHEMA}.{storage} WHERE trace_key = ?::UBIGINT", [trace_key(trace_id)]
+            )
+            insert_storage_rows(con, storage, tables[storage], trace_id)
     con.execute("UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id])

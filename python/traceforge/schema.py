@@ -175,13 +175,13 @@ DDL: dict[str, str] = {
         )""",
 }
 
-# --- Storage behind the two largest tables -------------------------------------------------------------
+# --- Storage behind the three largest tables -----------------------------------------------------------
 #
-# ``kernels`` and ``api_calls`` are views. Their rows are stored normalised in the ``tf_store`` schema: a
-# kernel row keeps a 4-byte ``kernel_class`` id in place of its ~250 bytes of names and launch shape, an
-# API call a ``name_id`` in place of its name, and both a numeric ``trace_key`` in place of the trace id.
-# DuckDB spends most of an ingest on strings, so this stores a trace ~3x faster than the spelled-out
-# rows; the views give back exactly the documented columns, in the documented order and types.
+# ``kernels``, ``api_calls`` and ``gaps`` are views. Their rows are stored normalised in the ``tf_store``
+# schema: a kernel row keeps a 4-byte ``kernel_class`` id in place of its ~250 bytes of names and launch
+# shape, an API call a ``name_id`` in place of its name, and all three a numeric ``trace_key`` in place of
+# the trace id. DuckDB spends most of an ingest on strings, so this stores a trace ~3x faster than the
+# spelled-out rows; the views give back exactly the documented columns, in the documented order and types.
 
 #: Schema holding the storage tables (not part of the public contract: query the views).
 STORAGE_SCHEMA = "tf_store"
@@ -213,6 +213,10 @@ STORAGE_DDL: dict[str, str] = {
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.api_names (
             trace_key UBIGINT, name_id INTEGER, trace_id VARCHAR, name VARCHAR
         )""",
+    "gap_rows": f"""
+        CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.gap_rows (
+            trace_key UBIGINT, device_id INTEGER, start_ns BIGINT, end_ns BIGINT, metric_version INTEGER
+        )""",
 }
 
 #: Which identity columns (``trace_key``, ``trace_id``) each storage table holds.
@@ -221,7 +225,11 @@ STORAGE_IDENTITY: dict[str, tuple[str, ...]] = {
     "kernel_classes": ("trace_key", "trace_id"),
     "api_call_rows": ("trace_key",),
     "api_names": ("trace_key", "trace_id"),
+    "gap_rows": ("trace_key", "metric_version"),
 }
+
+#: The storage table a derived table is written to, where it is not written as itself.
+DERIVED_STORAGE: dict[str, str] = {"gaps": "gap_rows"}
 
 #: Class columns of a kernel: the columns of ``kernels`` that ``kernel_classes`` holds once per trace.
 KERNEL_CLASS_COLUMNS: tuple[str, ...] = (
@@ -258,6 +266,13 @@ VIEW_DDL: dict[str, str] = {
             a.end_ns - a.start_ns AS duration_ns, n.name, a.api, a.return_value
         FROM {STORAGE_SCHEMA}.api_call_rows a
         JOIN {STORAGE_SCHEMA}.api_names n ON a.trace_key = n.trace_key AND a.name_id = n.name_id""",
+    # A gap has no name to carry the trace id: it comes from `traces` (one row per trace).
+    "gaps": f"""
+        CREATE OR REPLACE VIEW gaps AS
+        SELECT t.trace_id, g.device_id, g.start_ns, g.end_ns, g.end_ns - g.start_ns AS duration_ns,
+            g.metric_version
+        FROM {STORAGE_SCHEMA}.gap_rows g
+        JOIN traces t ON g.trace_key = TRY_CAST('0x' || t.trace_id AS UBIGINT)""",
 }
 
 

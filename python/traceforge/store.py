@@ -12,6 +12,7 @@ from .errors import QueryError, StoreError
 from .schema import (
     DDL,
     KERNEL_CLASS_COLUMNS,
+    METRIC_VERSION,
     STORAGE_DDL,
     STORAGE_IDENTITY,
     STORAGE_SCHEMA,
@@ -162,8 +163,12 @@ def insert_storage_rows(con: Any, table: str, stream: Any, trace_id: str) -> Non
     # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
     tf_stream = stream  # noqa: F841
     identity = STORAGE_IDENTITY[table]
-    values = {"trace_key": "?::UBIGINT AS trace_key", "trace_id": "?::VARCHAR AS trace_id"}
-    params = {"trace_key": trace_key(trace_id), "trace_id": trace_id}
+    values = {
+        "trace_key": "?::UBIGINT AS trace_key",
+        "trace_id": "?::VARCHAR AS trace_id",
+        "metric_version": "?::INTEGER AS metric_version",
+    }
+    params = {"trace_key": trace_key(trace_id), "trace_id": trace_id, "metric_version": METRIC_VERSION}
     select = ", ".join(values[column] for column in identity)
     con.execute(
         f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME SELECT {select}, * FROM tf_stream",
@@ -174,8 +179,8 @@ def insert_storage_rows(con: Any, table: str, stream: Any, trace_id: str) -> Non
 def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> None:
     """Insert rows shaped like the public table ``table`` (the query ``source``) into the store.
 
-    For the views ``kernels`` and ``api_calls`` this derives the storage form (classes, name ids, trace
-    keys) in SQL. The traces concerned must have no rows in ``table`` yet. Used to load dataset
+    For the views (``kernels``, ``api_calls``, ``gaps``) this derives the storage form (classes, name ids,
+    trace keys) in SQL. The traces concerned must have no rows in ``table`` yet. Used to load dataset
     partitions and to upgrade stores written before the storage tables existed.
     """
     if table not in VIEW_DDL:
@@ -188,8 +193,13 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
     try:
         if table == "kernels":
             _load_kernels(con)
-        else:
+        elif table == "api_calls":
             _load_api_calls(con)
+        else:
+            con.execute(
+                f"INSERT INTO {STORAGE_SCHEMA}.gap_rows BY NAME "
+                "SELECT trace_key, device_id, start_ns, end_ns, metric_version FROM _tf_load"
+            )
     finally:
         con.execute("DROP TABLE IF EXISTS _tf_load")
 
@@ -228,10 +238,10 @@ def _load_api_calls(con: Any) -> None:
 
 
 def _upgrade_spelled_out_tables(con: Any) -> None:
-    """Move ``kernels``/``api_calls`` rows of a store written before the views existed into storage."""
+    """Move the rows of a store written before the views existed (tables spelled out) into storage."""
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' AND table_name IN ('kernels', 'api_calls')"
+        "AND table_type = 'BASE TABLE' AND table_name IN ('kernels', 'api_calls', 'gaps')"
     ).fetchall()
     for (table,) in rows:
         old = f"_tf_spelled_out_{table}"

@@ -568,7 +568,7 @@ impl Trace {
         "device_metrics",
         "stream_metrics",
         "concurrency_levels",
-        "gaps",
+        "gap_rows",
         "kernel_summary",
         "memop_summary",
         "nvtx_projection",
@@ -595,7 +595,7 @@ impl Trace {
             "stream_metrics" => one(metrics_batch(&fin.derived.stream_metrics, true)),
             "concurrency_levels" => one(levels_batch(&fin.derived.concurrency_levels)),
             // One gap per kernel boundary at worst: emit in chunks rather than one trace-sized batch.
-            "gaps" => BatchStream::chunked(fin.derived.gaps.len(), move |r| {
+            "gap_rows" => BatchStream::chunked(fin.derived.gaps.len(), move |r| {
                 gaps_batch(&t.finished.get().expect("finished above").derived.gaps[r])
             })
             .map_err(arrow_err),
@@ -788,13 +788,12 @@ pub fn levels_batch(rows: &[(i64, i64, i64)]) -> std::result::Result<RecordBatch
     ])
 }
 
-/// `gaps` batch from (device, start_ns, end_ns) rows.
+/// `gap_rows` batch (the storage behind the `gaps` view) from (device, start_ns, end_ns) rows.
 pub fn gaps_batch(rows: &[(i64, i64, i64)]) -> std::result::Result<RecordBatch, ArrowError> {
     batch(vec![
         ("device_id", int_col(rows.iter().map(|x| x.0))),
         ("start_ns", int_col(rows.iter().map(|x| x.1))),
         ("end_ns", int_col(rows.iter().map(|x| x.2))),
-        ("duration_ns", int_col(rows.iter().map(|x| x.2 - x.1))),
     ])
 }
 

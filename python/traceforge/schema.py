@@ -207,11 +207,11 @@ STORAGE_DDL: dict[str, str] = {
     "api_call_rows": f"""
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.api_call_rows (
             trace_key UBIGINT, pid BIGINT, tid BIGINT, correlation_id BIGINT, start_ns BIGINT, end_ns BIGINT,
-            name_id INTEGER, api ENUM('runtime', 'driver'), return_value BIGINT
+            name_id INTEGER, return_value BIGINT
         )""",
     "api_names": f"""
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.api_names (
-            trace_key UBIGINT, name_id INTEGER, trace_id VARCHAR, name VARCHAR
+            trace_key UBIGINT, name_id INTEGER, trace_id VARCHAR, name VARCHAR, api ENUM('runtime', 'driver')
         )""",
     "gap_rows": f"""
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.gap_rows (
@@ -263,7 +263,7 @@ VIEW_DDL: dict[str, str] = {
     "api_calls": f"""
         CREATE OR REPLACE VIEW api_calls AS
         SELECT n.trace_id, a.pid, a.tid, a.correlation_id, a.start_ns, a.end_ns,
-            a.end_ns - a.start_ns AS duration_ns, n.name, a.api, a.return_value
+            a.end_ns - a.start_ns AS duration_ns, n.name, n.api, a.return_value
         FROM {STORAGE_SCHEMA}.api_call_rows a
         JOIN {STORAGE_SCHEMA}.api_names n ON a.trace_key = n.trace_key AND a.name_id = n.name_id""",
     # A gap has no name to carry the trace id: it comes from `traces` (one row per trace).

@@ -225,15 +225,15 @@ def _load_kernels(con: Any) -> None:
 def _load_api_calls(con: Any) -> None:
     con.execute(
         f"INSERT INTO {STORAGE_SCHEMA}.api_names BY NAME "
-        "SELECT trace_key, trace_id, name, "
-        "(row_number() OVER (PARTITION BY trace_key ORDER BY name) - 1)::INTEGER AS name_id "
-        "FROM (SELECT DISTINCT trace_key, trace_id, name FROM _tf_load)"
+        "SELECT trace_key, trace_id, name, api, "
+        "(row_number() OVER (PARTITION BY trace_key ORDER BY name, api) - 1)::INTEGER AS name_id "
+        "FROM (SELECT DISTINCT trace_key, trace_id, name, api FROM _tf_load)"
     )
     con.execute(
         f"INSERT INTO {STORAGE_SCHEMA}.api_call_rows BY NAME "
-        "SELECT l.trace_key, l.pid, l.tid, l.correlation_id, l.start_ns, l.end_ns, n.name_id, l.api, "
-        f"l.return_value FROM _tf_load l JOIN {STORAGE_SCHEMA}.api_names n "
-        "ON l.trace_key = n.trace_key AND l.name IS NOT DISTINCT FROM n.name"
+        "SELECT l.trace_key, l.pid, l.tid, l.correlation_id, l.start_ns, l.end_ns, n.name_id, l.return_value "
+        f"FROM _tf_load l JOIN {STORAGE_SCHEMA}.api_names n ON l.trace_key = n.trace_key "
+        "AND l.name IS NOT DISTINCT FROM n.name AND l.api IS NOT DISTINCT FROM n.api"
     )
 
 

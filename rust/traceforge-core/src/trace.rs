@@ -155,8 +155,8 @@ impl<K: std::hash::Hash + Eq + Copy> Interner<K> {
 #[derive(Default)]
 struct Dictionaries {
     kernel_classes: Option<Vec<KernelClassKey>>,
-    /// nsys `StringIds` ids of API names (NULL_I64 for a row without one), indexed by `name_id`.
-    api_names: Option<Vec<i64>>,
+    /// (nsys `StringIds` id of the name or NULL_I64, 0 = runtime / 1 = driver), indexed by `name_id`.
+    api_names: Option<Vec<(i64, u8)>>,
 }
 
 /// NVTX ranges and marks with resolved names, sorted by start.
@@ -550,7 +550,8 @@ impl Trace {
         };
         Ok(batch(vec![
             ("name_id", int_col(0..names.len() as i64)),
-            ("name", str_col(names.iter().map(|&id| self.strings.get(id)))),
+            ("name", str_col(names.iter().map(|&(id, _)| self.strings.get(id)))),
+            ("api", str_col(names.iter().map(|&(_, api)| Some(api_label(api))))),
         ]))
     }
 
@@ -613,9 +614,17 @@ fn arrow_err(e: ArrowError) -> Error {
     Error::Invalid(format!("arrow: {e}"))
 }
 
-fn api_batch(c: &ApiChunk, names: &mut Interner<i64>) -> std::result::Result<RecordBatch, ArrowError> {
-    let api = if c.api == 0 { "runtime" } else { "driver" };
-    let name_ids: Vec<i64> = c.name_id.iter().map(|&id| i64::from(names.id(id))).collect();
+fn api_label(api: u8) -> &'static str {
+    if api == 0 {
+        "runtime"
+    } else {
+        "driver"
+    }
+}
+
+/// One `api_call_rows` batch: the (name, runtime/driver) pair of a call is its `name_id` in `api_names`.
+fn api_batch(c: &ApiChunk, names: &mut Interner<(i64, u8)>) -> std::result::Result<RecordBatch, ArrowError> {
+    let name_ids: Vec<i64> = c.name_id.iter().map(|&id| i64::from(names.id((id, c.api)))).collect();
     batch(vec![
         ("pid", int_col(c.global_tid.iter().map(|&g| decode_global_id(g).0))),
         ("tid", int_col(c.global_tid.iter().map(|&g| decode_global_id(g).1))),
@@ -623,7 +632,6 @@ fn api_batch(c: &ApiChunk, names: &mut Interner<i64>) -> std::result::Result<Rec
         ("start_ns", int_col(c.start.iter().copied())),
         ("end_ns", int_col(c.end.iter().copied())),
         ("name_id", int_col(name_ids.into_iter())),
-        ("api", dict_col(c.start.iter().map(|_| 0), |_| Some(api))),
         ("return_value", int_col(c.return_value.iter().copied())),
     ])
 }

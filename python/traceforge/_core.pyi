@@ -20,7 +20,8 @@ class TraceHandle:
     def table_names() -> list[str]:
         """Tables ``table`` emits, in write order.
 
-        Public tables, and the storage tables ``kernel_rows``, ``kernel_classes`` and ``api_names`` (each
+        Public tables, and the storage tables ``kernel_rows``, ``kernel_classes``, ``api_call_classes`` and
+        ``gap_rows`` (each
         dictionary after the stream that builds it).
         """
     def cancel(self) -> None: ...

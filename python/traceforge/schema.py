@@ -178,10 +178,11 @@ DDL: dict[str, str] = {
 # --- Storage behind the three largest tables -----------------------------------------------------------
 #
 # ``kernels``, ``api_calls`` and ``gaps`` are views. Their rows are stored normalised in the ``tf_store``
-# schema: a kernel row keeps a 4-byte ``kernel_class`` id in place of its ~250 bytes of names and launch
-# shape, an API call a ``name_id`` in place of its name, and all three a numeric ``trace_key`` in place of
-# the trace id. DuckDB spends most of an ingest on strings, so this stores a trace ~3x faster than the
-# spelled-out rows; the views give back exactly the documented columns, in the documented order and types.
+# schema: a kernel row keeps its times, correlation id and a 4-byte ``kernel_class`` id in place of the
+# columns that repeat across launches (~250 bytes of names, launch shape, device, stream, thread), an API
+# call a ``call_class`` id likewise, and all three a numeric ``trace_key`` in place of the trace id.
+# DuckDB spends most of an ingest on strings and per-value work, so this stores a trace several times
+# faster than the spelled-out rows; the views give back exactly the documented columns, order and types.
 
 #: Schema holding the storage tables (not part of the public contract: query the views).
 STORAGE_SCHEMA = "tf_store"
@@ -193,25 +194,25 @@ TRACE_KEY_SQL = "('0x' || {})::UBIGINT"
 STORAGE_DDL: dict[str, str] = {
     "kernel_rows": f"""
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.kernel_rows (
-            trace_key UBIGINT, device_id INTEGER, context_id BIGINT, stream_id BIGINT, pid BIGINT,
-            correlation_id BIGINT, start_ns BIGINT, end_ns BIGINT, kernel_class INTEGER, graph_node_id BIGINT,
-            launch_tid BIGINT, api_start_ns BIGINT
+            trace_key UBIGINT, correlation_id BIGINT, start_ns BIGINT, end_ns BIGINT, kernel_class INTEGER,
+            api_start_ns BIGINT
         )""",
     "kernel_classes": f"""
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.kernel_classes (
-            trace_key UBIGINT, kernel_class INTEGER, trace_id VARCHAR, name VARCHAR, short_name VARCHAR,
-            grid_x INTEGER, grid_y INTEGER, grid_z INTEGER, block_x INTEGER, block_y INTEGER, block_z INTEGER,
-            registers_per_thread INTEGER, static_shared_bytes BIGINT, dynamic_shared_bytes BIGINT,
+            trace_key UBIGINT, kernel_class INTEGER, trace_id VARCHAR, device_id INTEGER, context_id BIGINT,
+            stream_id BIGINT, pid BIGINT, name VARCHAR, short_name VARCHAR, grid_x INTEGER, grid_y INTEGER,
+            grid_z INTEGER, block_x INTEGER, block_y INTEGER, block_z INTEGER, registers_per_thread INTEGER,
+            static_shared_bytes BIGINT, dynamic_shared_bytes BIGINT, graph_node_id BIGINT, launch_tid BIGINT,
             launch_api VARCHAR
         )""",
     "api_call_rows": f"""
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.api_call_rows (
-            trace_key UBIGINT, pid BIGINT, tid BIGINT, correlation_id BIGINT, start_ns BIGINT, end_ns BIGINT,
-            name_id INTEGER, return_value BIGINT
+            trace_key UBIGINT, correlation_id BIGINT, start_ns BIGINT, end_ns BIGINT, call_class INTEGER
         )""",
-    "api_names": f"""
-        CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.api_names (
-            trace_key UBIGINT, name_id INTEGER, trace_id VARCHAR, name VARCHAR, api ENUM('runtime', 'driver')
+    "api_call_classes": f"""
+        CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.api_call_classes (
+            trace_key UBIGINT, call_class INTEGER, trace_id VARCHAR, pid BIGINT, tid BIGINT, name VARCHAR,
+            api ENUM('runtime', 'driver'), return_value BIGINT
         )""",
     "gap_rows": f"""
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.gap_rows (
@@ -224,15 +225,20 @@ STORAGE_IDENTITY: dict[str, tuple[str, ...]] = {
     "kernel_rows": ("trace_key",),
     "kernel_classes": ("trace_key", "trace_id"),
     "api_call_rows": ("trace_key",),
-    "api_names": ("trace_key", "trace_id"),
+    "api_call_classes": ("trace_key", "trace_id"),
     "gap_rows": ("trace_key", "metric_version"),
 }
 
 #: The storage table a derived table is written to, where it is not written as itself.
 DERIVED_STORAGE: dict[str, str] = {"gaps": "gap_rows"}
 
-#: Class columns of a kernel: the columns of ``kernels`` that ``kernel_classes`` holds once per trace.
+#: Class columns of a kernel: the columns of ``kernels`` that repeat across a trace's launches, held
+#: once per distinct combination in ``kernel_classes``.
 KERNEL_CLASS_COLUMNS: tuple[str, ...] = (
+    "device_id",
+    "context_id",
+    "stream_id",
+    "pid",
     "name",
     "short_name",
     "grid_x",
@@ -244,28 +250,34 @@ KERNEL_CLASS_COLUMNS: tuple[str, ...] = (
     "registers_per_thread",
     "static_shared_bytes",
     "dynamic_shared_bytes",
+    "graph_node_id",
+    "launch_tid",
     "launch_api",
 )
+
+#: Class columns of an API call, held once per distinct combination in ``api_call_classes``.
+API_CLASS_COLUMNS: tuple[str, ...] = ("pid", "tid", "name", "api", "return_value")
 
 #: The public views over the storage tables (same columns, order and types as ``DDL``'s tables).
 VIEW_DDL: dict[str, str] = {
     "kernels": f"""
         CREATE OR REPLACE VIEW kernels AS
-        SELECT c.trace_id, k.device_id, k.context_id, k.stream_id, k.pid, k.correlation_id, k.start_ns,
+        SELECT c.trace_id, c.device_id, c.context_id, c.stream_id, c.pid, k.correlation_id, k.start_ns,
             k.end_ns, k.end_ns - k.start_ns AS duration_ns, c.name, c.short_name,
             c.grid_x, c.grid_y, c.grid_z, c.block_x, c.block_y, c.block_z,
             c.registers_per_thread, c.static_shared_bytes, c.dynamic_shared_bytes,
-            k.graph_node_id, k.launch_tid, c.launch_api, k.api_start_ns,
+            c.graph_node_id, c.launch_tid, c.launch_api, k.api_start_ns,
             k.start_ns - k.api_start_ns AS launch_latency_ns
         FROM {STORAGE_SCHEMA}.kernel_rows k
         JOIN {STORAGE_SCHEMA}.kernel_classes c
             ON k.trace_key = c.trace_key AND k.kernel_class = c.kernel_class""",
     "api_calls": f"""
         CREATE OR REPLACE VIEW api_calls AS
-        SELECT n.trace_id, a.pid, a.tid, a.correlation_id, a.start_ns, a.end_ns,
-            a.end_ns - a.start_ns AS duration_ns, n.name, n.api, a.return_value
+        SELECT c.trace_id, c.pid, c.tid, a.correlation_id, a.start_ns, a.end_ns,
+            a.end_ns - a.start_ns AS duration_ns, c.name, c.api, c.return_value
         FROM {STORAGE_SCHEMA}.api_call_rows a
-        JOIN {STORAGE_SCHEMA}.api_names n ON a.trace_key = n.trace_key AND a.name_id = n.name_id""",
+        JOIN {STORAGE_SCHEMA}.api_call_classes c
+            ON a.trace_key = c.trace_key AND a.call_class = c.call_class""",
     # A gap has no name to carry the trace id: it comes from `traces` (one row per trace).
     "gaps": f"""
         CREATE OR REPLACE VIEW gaps AS

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import QueryError, StoreError
 from .schema import (
+    API_CLASS_COLUMNS,
     DDL,
     KERNEL_CLASS_COLUMNS,
     METRIC_VERSION,
@@ -179,8 +180,8 @@ def insert_storage_rows(con: Any, table: str, stream: Any, trace_id: str) -> Non
 def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> None:
     """Insert rows shaped like the public table ``table`` (the query ``source``) into the store.
 
-    For the views (``kernels``, ``api_calls``, ``gaps``) this derives the storage form (classes, name ids,
-    trace keys) in SQL. The traces concerned must have no rows in ``table`` yet. Used to load dataset
+    For the views (``kernels``, ``api_calls``, ``gaps``) this derives the storage form (class ids, trace
+    keys) in SQL. The traces concerned must have no rows in ``table`` yet. Used to load dataset
     partitions and to upgrade stores written before the storage tables existed.
     """
     if table not in VIEW_DDL:
@@ -204,36 +205,36 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
         con.execute("DROP TABLE IF EXISTS _tf_load")
 
 
-def _load_kernels(con: Any) -> None:
-    classes = ", ".join(KERNEL_CLASS_COLUMNS)
-    same_class = " AND ".join(f"l.{c} IS NOT DISTINCT FROM c.{c}" for c in KERNEL_CLASS_COLUMNS)
+def _load_classes(con: Any, classes: str, class_id: str, columns: tuple[str, ...]) -> None:
+    """Fill a class table from ``_tf_load``: one id per distinct combination of ``columns`` per trace."""
+    listed = ", ".join(columns)
     con.execute(
-        f"INSERT INTO {STORAGE_SCHEMA}.kernel_classes BY NAME "
-        f"SELECT trace_key, trace_id, {classes}, "
-        f"(row_number() OVER (PARTITION BY trace_key ORDER BY {classes}) - 1)::INTEGER AS kernel_class "
-        f"FROM (SELECT DISTINCT trace_key, trace_id, {classes} FROM _tf_load)"
+        f"INSERT INTO {STORAGE_SCHEMA}.{classes} BY NAME SELECT trace_key, trace_id, {listed}, "
+        f"(row_number() OVER (PARTITION BY trace_key ORDER BY {listed}) - 1)::INTEGER AS {class_id} "
+        f"FROM (SELECT DISTINCT trace_key, trace_id, {listed} FROM _tf_load)"
     )
+
+
+def _class_join(classes: str, columns: tuple[str, ...]) -> str:
+    same = " AND ".join(f"l.{c} IS NOT DISTINCT FROM c.{c}" for c in columns)
+    return f"FROM _tf_load l JOIN {STORAGE_SCHEMA}.{classes} c ON l.trace_key = c.trace_key AND {same}"
+
+
+def _load_kernels(con: Any) -> None:
+    _load_classes(con, "kernel_classes", "kernel_class", KERNEL_CLASS_COLUMNS)
     con.execute(
         f"INSERT INTO {STORAGE_SCHEMA}.kernel_rows BY NAME "
-        "SELECT l.trace_key, l.device_id, l.context_id, l.stream_id, l.pid, l.correlation_id, l.start_ns, "
-        "l.end_ns, c.kernel_class, l.graph_node_id, l.launch_tid, l.api_start_ns "
-        f"FROM _tf_load l JOIN {STORAGE_SCHEMA}.kernel_classes c "
-        f"ON l.trace_key = c.trace_key AND {same_class}"
+        "SELECT l.trace_key, l.correlation_id, l.start_ns, l.end_ns, c.kernel_class, l.api_start_ns "
+        + _class_join("kernel_classes", KERNEL_CLASS_COLUMNS)
     )
 
 
 def _load_api_calls(con: Any) -> None:
-    con.execute(
-        f"INSERT INTO {STORAGE_SCHEMA}.api_names BY NAME "
-        "SELECT trace_key, trace_id, name, api, "
-        "(row_number() OVER (PARTITION BY trace_key ORDER BY name, api) - 1)::INTEGER AS name_id "
-        "FROM (SELECT DISTINCT trace_key, trace_id, name, api FROM _tf_load)"
-    )
+    _load_classes(con, "api_call_classes", "call_class", API_CLASS_COLUMNS)
     con.execute(
         f"INSERT INTO {STORAGE_SCHEMA}.api_call_rows BY NAME "
-        "SELECT l.trace_key, l.pid, l.tid, l.correlation_id, l.start_ns, l.end_ns, n.name_id, l.return_value "
-        f"FROM _tf_load l JOIN {STORAGE_SCHEMA}.api_names n ON l.trace_key = n.trace_key "
-        "AND l.name IS NOT DISTINCT FROM n.name AND l.api IS NOT DISTINCT FROM n.api"
+        "SELECT l.trace_key, l.correlation_id, l.start_ns, l.end_ns, c.call_class "
+        + _class_join("api_call_classes", API_CLASS_COLUMNS)
     )
 
 

@@ -121,10 +121,35 @@ impl LaunchState {
     }
 }
 
-/// What makes two kernels the same class: every `kernels` column that repeats across launches
-/// (demangled name, short name, grid x/y/z, block x/y/z, registers, static and dynamic shared memory,
-/// launching API), as interned ids and integers.
-type KernelClassKey = [i64; 12];
+/// What makes two kernels the same class: every `kernels` column that repeats across launches, as
+/// interned ids and integers, in [`KERNEL_CLASS_FIELDS`] order.
+type KernelClassKey = [i64; 18];
+
+/// Columns of `kernel_classes`, in [`KernelClassKey`] order: `(name, kind)` where kind says how the value
+/// is emitted (an interned string or an integer).
+const KERNEL_CLASS_FIELDS: [(&str, bool); 18] = [
+    ("device_id", false),
+    ("context_id", false),
+    ("stream_id", false),
+    ("pid", false),
+    ("name", true),
+    ("short_name", true),
+    ("grid_x", false),
+    ("grid_y", false),
+    ("grid_z", false),
+    ("block_x", false),
+    ("block_y", false),
+    ("block_z", false),
+    ("registers_per_thread", false),
+    ("static_shared_bytes", false),
+    ("dynamic_shared_bytes", false),
+    ("graph_node_id", false),
+    ("launch_tid", false),
+    ("launch_api", true),
+];
+
+/// What makes two API calls the same class: (name id, 0 = runtime / 1 = driver, pid, tid, return value).
+type ApiClassKey = (i64, u8, i64, i64, i64);
 
 /// Dense ids for values that repeat millions of times, in first-seen order.
 ///
@@ -155,8 +180,7 @@ impl<K: std::hash::Hash + Eq + Copy> Interner<K> {
 #[derive(Default)]
 struct Dictionaries {
     kernel_classes: Option<Vec<KernelClassKey>>,
-    /// (nsys `StringIds` id of the name or NULL_I64, 0 = runtime / 1 = driver), indexed by `name_id`.
-    api_names: Option<Vec<(i64, u8)>>,
+    api_classes: Option<Vec<ApiClassKey>>,
 }
 
 /// NVTX ranges and marks with resolved names, sorted by start.
@@ -376,7 +400,7 @@ impl Trace {
                     state.done = true;
                     state.order = Vec::new(); // only needed while API rows stream
                     drop(state);
-                    trace.dicts().api_names = Some(std::mem::take(&mut names.values));
+                    trace.dicts().api_classes = Some(std::mem::take(&mut names.values));
                     None
                 }
             }
@@ -523,35 +547,31 @@ impl Trace {
         let Some(classes) = dicts.kernel_classes.as_ref() else {
             return Err(Error::Invalid("kernel_classes is complete only after kernel_rows was streamed".into()));
         };
-        let name = |i: usize| str_col(classes.iter().map(|k| self.strings.get(k[i])));
-        let int = |i: usize| int_col(classes.iter().map(|k| k[i]));
-        Ok(batch(vec![
-            ("kernel_class", int_col(0..classes.len() as i64)),
-            ("name", name(0)),
-            ("short_name", name(1)),
-            ("grid_x", int(2)),
-            ("grid_y", int(3)),
-            ("grid_z", int(4)),
-            ("block_x", int(5)),
-            ("block_y", int(6)),
-            ("block_z", int(7)),
-            ("registers_per_thread", int(8)),
-            ("static_shared_bytes", int(9)),
-            ("dynamic_shared_bytes", int(10)),
-            ("launch_api", name(11)),
-        ]))
+        let mut columns = vec![("kernel_class", int_col(0..classes.len() as i64))];
+        for (i, &(name, interned)) in KERNEL_CLASS_FIELDS.iter().enumerate() {
+            let column = if interned {
+                str_col(classes.iter().map(|k| self.strings.get(k[i])))
+            } else {
+                int_col(classes.iter().map(|k| k[i]))
+            };
+            columns.push((name, column));
+        }
+        Ok(batch(columns))
     }
 
-    /// The `api_names` table: one row per `name_id` of the API call stream (read that first).
-    fn api_names_batch(&self) -> Result<std::result::Result<RecordBatch, ArrowError>> {
+    /// The `api_call_classes` table: one row per `call_class` id of the API call stream (read that first).
+    fn api_classes_batch(&self) -> Result<std::result::Result<RecordBatch, ArrowError>> {
         let dicts = self.dicts();
-        let Some(names) = dicts.api_names.as_ref() else {
-            return Err(Error::Invalid("api_names is complete only after api_calls was streamed".into()));
+        let Some(classes) = dicts.api_classes.as_ref() else {
+            return Err(Error::Invalid("api_call_classes is complete only after api_calls was streamed".into()));
         };
         Ok(batch(vec![
-            ("name_id", int_col(0..names.len() as i64)),
-            ("name", str_col(names.iter().map(|&(id, _)| self.strings.get(id)))),
-            ("api", str_col(names.iter().map(|&(_, api)| Some(api_label(api))))),
+            ("call_class", int_col(0..classes.len() as i64)),
+            ("pid", int_col(classes.iter().map(|c| c.2))),
+            ("tid", int_col(classes.iter().map(|c| c.3))),
+            ("name", str_col(classes.iter().map(|c| self.strings.get(c.0)))),
+            ("api", str_col(classes.iter().map(|c| Some(api_label(c.1))))),
+            ("return_value", int_col(classes.iter().map(|c| c.4))),
         ]))
     }
 
@@ -562,7 +582,7 @@ impl Trace {
         "threads",
         "kernel_rows",
         "kernel_classes",
-        "api_names",
+        "api_call_classes",
         "memops",
         "sync_events",
         "nvtx_ranges",
@@ -585,7 +605,7 @@ impl Trace {
         match name {
             "kernel_rows" => self.kernels_stream(),
             "kernel_classes" => one(self.kernel_classes_batch()?),
-            "api_names" => one(self.api_names_batch()?),
+            "api_call_classes" => one(self.api_classes_batch()?),
             "memops" => BatchStream::chunked(self.ops.memops.len(), move |r| memops_batch(&t, r)).map_err(arrow_err),
             "devices" => one(devices_batch(self)),
             "processes" => one(processes_batch(&self.target)),
@@ -622,17 +642,20 @@ fn api_label(api: u8) -> &'static str {
     }
 }
 
-/// One `api_call_rows` batch: the (name, runtime/driver) pair of a call is its `name_id` in `api_names`.
-fn api_batch(c: &ApiChunk, names: &mut Interner<(i64, u8)>) -> std::result::Result<RecordBatch, ArrowError> {
-    let name_ids: Vec<i64> = c.name_id.iter().map(|&id| i64::from(names.id((id, c.api)))).collect();
+/// One `api_call_rows` batch: what repeats across calls (name, runtime/driver, pid, tid, return value) is
+/// a `call_class` id into `api_call_classes`.
+fn api_batch(c: &ApiChunk, classes: &mut Interner<ApiClassKey>) -> std::result::Result<RecordBatch, ArrowError> {
+    let ids: Vec<i64> = (0..c.len())
+        .map(|r| {
+            let (pid, tid) = decode_global_id(c.global_tid[r]);
+            i64::from(classes.id((c.name_id[r], c.api, pid, tid, c.return_value[r])))
+        })
+        .collect();
     batch(vec![
-        ("pid", int_col(c.global_tid.iter().map(|&g| decode_global_id(g).0))),
-        ("tid", int_col(c.global_tid.iter().map(|&g| decode_global_id(g).1))),
         ("correlation_id", int_col(c.correlation.iter().copied())),
         ("start_ns", int_col(c.start.iter().copied())),
         ("end_ns", int_col(c.end.iter().copied())),
-        ("name_id", int_col(name_ids.into_iter())),
-        ("return_value", int_col(c.return_value.iter().copied())),
+        ("call_class", int_col(ids.into_iter())),
     ])
 }
 
@@ -644,34 +667,29 @@ fn kernels_batch(
     classes: &mut Interner<KernelClassKey>,
 ) -> std::result::Result<RecordBatch, ArrowError> {
     let n = c.first().map_or(0, Vec::len);
-    let r = offset..offset + n;
     let st = t.lock();
-    let launch_tid = int_col(st.thread[r.clone()].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
-    let api_start = int_col(st.api_start[r.clone()].iter().copied());
     let class: Vec<i64> = (0..n)
         .map(|i| {
-            let launch_api = i64::from(st.api_name[offset + i]);
-            let api = if launch_api < 0 { NULL_I64 } else { launch_api };
+            let thread = st.thread[offset + i];
+            let launch_tid = if thread == NULL_I64 { thread } else { thread & 0xFF_FFFF };
+            let api = i64::from(st.api_name[offset + i]);
+            let launch_api = if api < 0 { NULL_I64 } else { api };
+            let pid = decode_global_id(c[6][i]).0;
             let key = [
-                c[7][i], c[8][i], c[9][i], c[10][i], c[11][i], c[12][i], c[13][i], c[14][i], c[15][i], c[16][i],
-                c[17][i], api,
+                c[2][i], c[3][i], c[4][i], pid, c[7][i], c[8][i], c[9][i], c[10][i], c[11][i], c[12][i], c[13][i],
+                c[14][i], c[15][i], c[16][i], c[17][i], c[18][i], launch_tid, launch_api,
             ];
             i64::from(classes.id(key))
         })
         .collect();
+    let api_start = int_col(st.api_start[offset..offset + n].iter().copied());
     drop(st);
     let col = |i: usize| int_col(c[i].iter().copied());
     batch(vec![
-        ("device_id", col(2)),
-        ("context_id", col(3)),
-        ("stream_id", col(4)),
-        ("pid", int_col(c[6].iter().map(|&g| decode_global_id(g).0))),
         ("correlation_id", col(5)),
         ("start_ns", col(0)),
         ("end_ns", col(1)),
         ("kernel_class", int_col(class.into_iter())),
-        ("graph_node_id", col(18)),
-        ("launch_tid", launch_tid),
         ("api_start_ns", api_start),
     ])
 }

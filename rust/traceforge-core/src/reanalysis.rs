@@ -192,7 +192,7 @@ pub fn rederive(
         ("device_metrics", one(trace::metrics_batch(&d.device_metrics, false))?),
         ("stream_metrics", one(trace::metrics_batch(&d.stream_metrics, true))?),
         ("concurrency_levels", one(trace::levels_batch(&d.concurrency_levels))?),
-        ("gap_rows", one(trace::gaps_batch(&d.gaps))?),
+        ("gap_rows", one(trace::gaps_batch(&d.gaps, 0..d.gaps.len()))?),
         ("kernel_summary", one(trace::kernel_summary_batch(&d.kernel_summary, |id| names.get(id as usize).cloned()))?),
         ("memop_summary", one(trace::memop_summary_batch(&d.memop_summary))?),
         ("nvtx_projection", one(trace::projection_batch(&d.projection, &r, &projected))?),

@@ -310,6 +310,8 @@ pub struct Trace {
     threads: usize,
     launches: Mutex<LaunchState>,
     dictionaries: Mutex<Dictionaries>,
+    /// Gaps from [`Trace::finish`] until `gap_rows` is emitted.
+    gaps: Mutex<Option<timeline::Gaps>>,
     api_rows: std::sync::atomic::AtomicU64,
     finished: OnceLock<Finished>,
 }
@@ -345,6 +347,7 @@ impl Trace {
             threads,
             launches,
             dictionaries: Default::default(),
+            gaps: Default::default(),
             api_rows: Default::default(),
             finished: OnceLock::new(),
         }))
@@ -467,8 +470,9 @@ impl Trace {
         let nvtx = build_nvtx_ranges(&self.nvtx_events, &self.strings);
         let (projected, [r_thread, r_start, r_end]) = nvtx.projectable();
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
-        let derived = timeline::derive(&kernels, &memops, &ranges);
+        let mut derived = timeline::derive(&kernels, &memops, &ranges);
         drop(state);
+        *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
         let _ = self.finished.set(Finished { derived, nvtx, projected });
         Ok(self.finished.get().expect("set above"))
     }
@@ -580,6 +584,7 @@ impl Trace {
         "devices",
         "processes",
         "threads",
+        "gap_rows",
         "kernel_rows",
         "kernel_classes",
         "api_call_classes",
@@ -589,7 +594,6 @@ impl Trace {
         "device_metrics",
         "stream_metrics",
         "concurrency_levels",
-        "gap_rows",
         "kernel_summary",
         "memop_summary",
         "nvtx_projection",
@@ -616,10 +620,14 @@ impl Trace {
             "stream_metrics" => one(metrics_batch(&fin.derived.stream_metrics, true)),
             "concurrency_levels" => one(levels_batch(&fin.derived.concurrency_levels)),
             // One gap per kernel boundary at worst: emit in chunks rather than one trace-sized batch.
-            "gap_rows" => BatchStream::chunked(fin.derived.gaps.len(), move |r| {
-                gaps_batch(&t.finished.get().expect("finished above").derived.gaps[r])
-            })
-            .map_err(arrow_err),
+            // The largest derived table: handed over to its stream, so it is freed once written.
+            "gap_rows" => {
+                let Some(gaps) = self.gaps.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+                    return Err(Error::Invalid("gap_rows was already emitted".into()));
+                };
+                let gaps = Arc::new(gaps);
+                BatchStream::chunked(gaps.len(), move |r| gaps_batch(&gaps, r)).map_err(arrow_err)
+            }
             "kernel_summary" => one(kernel_summary_batch(&fin.derived.kernel_summary, |id| {
                 self.strings.get(id as i64).map(str::to_string)
             })),
@@ -814,12 +822,15 @@ pub fn levels_batch(rows: &[(i64, i64, i64)]) -> std::result::Result<RecordBatch
     ])
 }
 
-/// `gap_rows` batch (the storage behind the `gaps` view) from (device, start_ns, end_ns) rows.
-pub fn gaps_batch(rows: &[(i64, i64, i64)]) -> std::result::Result<RecordBatch, ArrowError> {
+/// `gap_rows` batch (the storage behind the `gaps` view) of the gaps in `range`.
+pub fn gaps_batch(
+    gaps: &timeline::Gaps,
+    range: std::ops::Range<usize>,
+) -> std::result::Result<RecordBatch, ArrowError> {
     batch(vec![
-        ("device_id", int_col(rows.iter().map(|x| x.0))),
-        ("start_ns", int_col(rows.iter().map(|x| x.1))),
-        ("end_ns", int_col(rows.iter().map(|x| x.2))),
+        ("device_id", int_col(gaps.devices(range.clone()))),
+        ("start_ns", int_col(gaps.start[range.clone()].iter().copied())),
+        ("end_ns", int_col(gaps.end[range].iter().copied())),
     ])
 }
 

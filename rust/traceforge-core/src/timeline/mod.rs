@@ -122,6 +122,47 @@ pub struct MemopSummaryRow {
     pub bandwidth_gbps: Option<f64>,
 }
 
+/// Idle gaps of every device: one per kernel boundary at worst, so 16 bytes a gap (the device is stored
+/// once per run of gaps, not per gap).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gaps {
+    /// `(device, end)`: gaps `previous end..end` belong to `device`.
+    pub device_runs: Vec<(i64, usize)>,
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+}
+
+impl Gaps {
+    pub fn push(&mut self, device: i64, start: i64, end: i64) {
+        self.start.push(start);
+        self.end.push(end);
+        match self.device_runs.last_mut() {
+            Some((d, run_end)) if *d == device => *run_end += 1,
+            _ => self.device_runs.push((device, self.start.len())),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+
+    /// The device of each gap in `range`.
+    pub fn devices(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = i64> + '_ {
+        let first = self.device_runs.partition_point(|&(_, end)| end <= range.start);
+        let mut run = first;
+        range.map(move |i| {
+            while self.device_runs[run].1 <= i {
+                run += 1;
+            }
+            self.device_runs[run].0
+        })
+    }
+}
+
 /// Everything derived from one trace.
 #[derive(Debug, Clone, Default)]
 pub struct Derived {
@@ -129,8 +170,7 @@ pub struct Derived {
     pub stream_metrics: Vec<MetricRow>,
     /// (device, level, time_ns)
     pub concurrency_levels: Vec<(i64, i64, i64)>,
-    /// (device, start_ns, end_ns)
-    pub gaps: Vec<(i64, i64, i64)>,
+    pub gaps: Gaps,
     pub kernel_summary: Vec<KernelSummaryRow>,
     pub memop_summary: Vec<MemopSummaryRow>,
     pub projection: Vec<projection::ProjectionRow>,
@@ -268,7 +308,7 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
         let mut row = MetricRow { device: dev.into(), ..Default::default() };
         if let Some((_, members)) = k_by_dev.iter().find(|g| g.0 == dev) {
             let gaps = &mut out.gaps;
-            let sw = kernel_metrics(k, members, &mut row, |s, e| gaps.push((i64::from(dev), s, e)));
+            let sw = kernel_metrics(k, members, &mut row, |s, e| gaps.push(i64::from(dev), s, e));
             for (level, &t) in sw.level_time.iter().enumerate().skip(1) {
                 if t > 0 {
                     out.concurrency_levels.push((dev.into(), level as i64, t));

@@ -13,7 +13,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
 use rayon::slice::ParallelSliceMut;
 
-use crate::columnar::{batch, dict_col, float_col, int_col, opt_int_col, str_col, BatchStream};
+use crate::columnar::{batch, dict_col, float_col, int_col, opt_int_col, str_col, BatchStream, BATCH_ROWS};
 use crate::error::{Error, Result};
 use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, NvtxEvents, SyncEvents, TargetInfo};
 use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
@@ -121,12 +121,12 @@ impl LaunchState {
     }
 }
 
-/// What makes two kernels the same class: every `kernels` column that repeats across launches, as
-/// interned ids and integers, in [`KERNEL_CLASS_FIELDS`] order.
-type KernelClassKey = [i64; 18];
+/// What makes two kernels the same class: every `kernels` column that repeats across launches, i.e. the
+/// kernel's shape (an index into `Kernels::shapes`), launching thread and launching API name.
+type KernelClassKey = (u32, i64, i64);
 
-/// Columns of `kernel_classes`, in [`KernelClassKey`] order: `(name, kind)` where kind says how the value
-/// is emitted (an interned string or an integer).
+/// Columns of `kernel_classes`: the shape's columns, then launch_tid and launch_api, each with whether
+/// the value is an interned string.
 const KERNEL_CLASS_FIELDS: [(&str, bool); 18] = [
     ("device_id", false),
     ("context_id", false),
@@ -304,8 +304,6 @@ pub struct Trace {
     pub ops: GpuOps,
     pub nvtx_events: NvtxEvents,
     pub sync: SyncEvents,
-    /// Select expressions of every stored kernel column (the `kernels` table re-reads them).
-    kernel_exprs: Vec<String>,
     pub cancel: Arc<AtomicBool>,
     threads: usize,
     launches: Mutex<LaunchState>,
@@ -325,7 +323,6 @@ impl Trace {
         let caps = Capabilities::probe(&file, &conn)?;
         let strings = StringTable::load(&file, &conn, caps.has_table("StringIds"))?;
         let target = events::read_target_info(&file, &caps, &conn, &strings)?;
-        let kernel_exprs = events::kernel_exprs(&file, &caps)?;
         let ops = events::read_gpu_ops(&file, &caps, threads, &cancel)?;
         let nvtx_events = events::read_nvtx(&file, &caps, threads, &cancel)?;
         let sync = events::read_sync(&file, &caps, threads, &cancel)?;
@@ -342,7 +339,6 @@ impl Trace {
             ops,
             nvtx_events,
             sync,
-            kernel_exprs,
             cancel,
             threads,
             launches,
@@ -487,60 +483,31 @@ impl Trace {
         }
     }
 
-    /// The `kernel_rows` table: every stored kernel column re-read from the export in rowid order (the
-    /// same order as the compact read), joined by position with the launch matches; the repeating
-    /// columns become a `kernel_class` id (see [`Trace::kernel_classes_batch`]).
+    /// The `kernel_rows` table, built from the kernels held in memory (in export order) and their launch
+    /// matches; the repeating columns become a `kernel_class` id (see [`Trace::kernel_classes_batch`]).
     fn kernels_stream(self: &Arc<Self>) -> Result<BatchStream> {
-        let empty = vec![Vec::new(); events::KERNEL_COLUMNS.len()];
-        let schema = kernels_batch(self, &empty, 0, &mut Interner::new()).map_err(arrow_err)?.schema();
-        let (tx, rx) = sync_channel::<Result<IntColumns>>(self.threads * 2);
-        let producer = Arc::clone(self);
-        std::thread::spawn(move || {
-            stream_table_ordered(
-                &producer.file,
-                crate::export::probe::KERNEL_TABLE,
-                &producer.kernel_exprs,
-                producer.threads,
-                &producer.cancel,
-                |c| c,
-                tx,
-            );
-        });
+        let schema = kernels_batch(self, 0..0, &mut Interner::new()).map_err(arrow_err)?.schema();
         let trace = Arc::clone(self);
-        let mut offset = 0usize;
-        let mut failed = false;
+        let n = self.ops.kernels.len();
+        let mut next = 0usize;
+        let mut done = false;
         let mut classes = Interner::new();
         let iter = std::iter::from_fn(move || {
-            if failed {
+            if done {
                 return None;
             }
-            match rx.recv() {
-                Ok(Ok(cols)) => {
-                    let n = cols.first().map_or(0, Vec::len);
-                    if offset + n > trace.ops.kernels.len() {
-                        failed = true;
-                        return Some(Err(ArrowError::ExternalError(Box::new(Error::Corrupt {
-                            path: trace.file.path.clone(),
-                            reason: "kernel table changed while it was being read".into(),
-                        }))));
-                    }
-                    let b = kernels_batch(&trace, &cols, offset, &mut classes);
-                    offset += n;
-                    Some(b)
-                }
-                Ok(Err(e)) => {
-                    failed = true;
-                    Some(Err(ArrowError::ExternalError(Box::new(e))))
-                }
-                Err(_) => {
-                    if trace.cancel.load(Ordering::Relaxed) {
-                        failed = true;
-                        return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
-                    }
-                    trace.dicts().kernel_classes = Some(std::mem::take(&mut classes.values));
-                    None
-                }
+            if trace.cancel.load(Ordering::Relaxed) {
+                done = true;
+                return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
             }
+            if next >= n {
+                done = true;
+                trace.dicts().kernel_classes = Some(std::mem::take(&mut classes.values));
+                return None;
+            }
+            let rows = next..(next + BATCH_ROWS).min(n);
+            next = rows.end;
+            Some(kernels_batch(&trace, rows, &mut classes))
         });
         Ok(BatchStream::new(schema, Box::new(iter)))
     }
@@ -551,12 +518,18 @@ impl Trace {
         let Some(classes) = dicts.kernel_classes.as_ref() else {
             return Err(Error::Invalid("kernel_classes is complete only after kernel_rows was streamed".into()));
         };
+        let shapes = &self.ops.kernels.shapes;
+        let field = |k: &KernelClassKey, i: usize| match i {
+            16 => k.1,
+            17 => k.2,
+            _ => shapes[k.0 as usize][i],
+        };
         let mut columns = vec![("kernel_class", int_col(0..classes.len() as i64))];
         for (i, &(name, interned)) in KERNEL_CLASS_FIELDS.iter().enumerate() {
             let column = if interned {
-                str_col(classes.iter().map(|k| self.strings.get(k[i])))
+                str_col(classes.iter().map(|k| self.strings.get(field(k, i))))
             } else {
-                int_col(classes.iter().map(|k| k[i]))
+                int_col(classes.iter().map(|k| field(k, i)))
             };
             columns.push((name, column));
         }
@@ -667,36 +640,30 @@ fn api_batch(c: &ApiChunk, classes: &mut Interner<ApiClassKey>) -> std::result::
     ])
 }
 
-/// One `kernel_rows` batch from re-read columns ([`events::KERNEL_COLUMNS`] order) at kernel `offset`.
+/// One `kernel_rows` batch: the kernels in `rows`.
 fn kernels_batch(
     t: &Trace,
-    c: &IntColumns,
-    offset: usize,
+    rows: std::ops::Range<usize>,
     classes: &mut Interner<KernelClassKey>,
 ) -> std::result::Result<RecordBatch, ArrowError> {
-    let n = c.first().map_or(0, Vec::len);
+    let k = &t.ops.kernels;
     let st = t.lock();
-    let class: Vec<i64> = (0..n)
+    let class: Vec<i64> = rows
+        .clone()
         .map(|i| {
-            let thread = st.thread[offset + i];
+            let thread = st.thread[i];
             let launch_tid = if thread == NULL_I64 { thread } else { thread & 0xFF_FFFF };
-            let api = i64::from(st.api_name[offset + i]);
+            let api = i64::from(st.api_name[i]);
             let launch_api = if api < 0 { NULL_I64 } else { api };
-            let pid = decode_global_id(c[6][i]).0;
-            let key = [
-                c[2][i], c[3][i], c[4][i], pid, c[7][i], c[8][i], c[9][i], c[10][i], c[11][i], c[12][i], c[13][i],
-                c[14][i], c[15][i], c[16][i], c[17][i], c[18][i], launch_tid, launch_api,
-            ];
-            i64::from(classes.id(key))
+            i64::from(classes.id((k.shape[i], launch_tid, launch_api)))
         })
         .collect();
-    let api_start = int_col(st.api_start[offset..offset + n].iter().copied());
+    let api_start = int_col(st.api_start[rows.clone()].iter().copied());
     drop(st);
-    let col = |i: usize| int_col(c[i].iter().copied());
     batch(vec![
-        ("correlation_id", col(5)),
-        ("start_ns", col(0)),
-        ("end_ns", col(1)),
+        ("correlation_id", int_col(rows.clone().map(|i| k.correlation(i)))),
+        ("start_ns", int_col(k.start[rows.clone()].iter().copied())),
+        ("end_ns", int_col(k.end[rows].iter().copied())),
         ("kernel_class", int_col(class.into_iter())),
         ("api_start_ns", api_start),
     ])

@@ -17,8 +17,16 @@ fn take(cols: &mut IntColumns, i: usize) -> Vec<i64> {
     std::mem::take(&mut cols[i])
 }
 
-/// Kernels as the metrics need them: compact, column-major. The other kernel columns are re-read
-/// from the export when the `kernels` table is emitted, so a 25M-kernel trace costs ~36 bytes a kernel.
+/// What a kernel shares with other launches of the same kernel on the same stream: every stored column
+/// but its times, correlation id and launching call, in [`SHAPE_COLUMNS`] order (strings as `StringIds`
+/// ids, NULL as [`NULL_I64`]).
+pub type KernelShape = [i64; 16];
+
+/// Positions in [`KERNEL_COLUMNS`] of the columns of a [`KernelShape`] (pid is decoded from globalPid).
+const SHAPE_COLUMNS: [usize; 16] = [2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+
+/// Kernels, compact and column-major: times, ids for the metrics, and a shape id per kernel, so that
+/// the `kernels` table is emitted from memory without reading the export twice (~40 bytes a kernel).
 #[derive(Debug, Default, Clone)]
 pub struct Kernels {
     pub start: Vec<i64>,
@@ -28,6 +36,12 @@ pub struct Kernels {
     pub name_id: Vec<u32>,
     /// Launch key `(pid << 40) | correlationId`, or NULL.
     pub launch: Vec<i64>,
+    /// Index into `shapes`.
+    pub shape: Vec<u32>,
+    /// Distinct shapes, in first-seen order.
+    pub shapes: Vec<KernelShape>,
+    /// Correlation ids the launch key cannot give back (a kernel without a process), by kernel index.
+    pub orphan_correlation: Vec<(u32, i64)>,
 }
 
 impl Kernels {
@@ -36,6 +50,18 @@ impl Kernels {
     }
     pub fn is_empty(&self) -> bool {
         self.start.is_empty()
+    }
+
+    /// The correlation id of kernel `i` (NULL_I64 when the export has none).
+    pub fn correlation(&self, i: usize) -> i64 {
+        let launch = self.launch[i];
+        if launch != NULL_I64 {
+            return launch & 0xFF_FFFF_FFFF;
+        }
+        match self.orphan_correlation.binary_search_by_key(&(i as u32), |x| x.0) {
+            Ok(pos) => self.orphan_correlation[pos].1,
+            Err(_) => NULL_I64,
+        }
     }
 }
 
@@ -156,37 +182,42 @@ pub fn kernel_exprs(file: &ExportFile, caps: &Capabilities) -> Result<Vec<String
 /// Read kernels (compact), memcpy and memset.
 pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<GpuOps> {
     let t = probe::KERNEL_TABLE;
-    let all = kernel_exprs(file, caps)?;
-    // start, end, deviceId, streamId, correlationId, globalPid, demangledName
-    let wanted: Vec<String> = [0usize, 1, 2, 4, 5, 6, 7].iter().map(|&i| all[i].clone()).collect();
-    let parts = scan_chunks(file, t, &wanted, &[], threads, cancel, |mut c, _| Kernels {
-        device: c[2].iter().map(|&v| small_id(v)).collect(),
-        stream: c[3].iter().map(|&v| small_id(v)).collect(),
-        name_id: c[6].iter().map(|&v| u32::try_from(v).unwrap_or(u32::MAX)).collect(),
-        launch: c[5].iter().zip(&c[4]).map(|(&g, &corr)| launch_key(super::decode_global_id(g).0, corr)).collect(),
-        start: take(&mut c, 0),
-        end: take(&mut c, 1),
-    })?;
-    // Concatenate one column at a time, freeing each chunk's piece as it is copied, so the peak is the
-    // compact table plus one column rather than twice the table.
-    let mut parts = parts;
-    let total: usize = parts.iter().map(Kernels::len).sum();
-    fn concat<T: Copy>(parts: &mut [Kernels], total: usize, field: impl Fn(&mut Kernels) -> &mut Vec<T>) -> Vec<T> {
-        let mut out = Vec::with_capacity(total);
-        for p in parts.iter_mut() {
-            out.extend_from_slice(field(p));
-            *field(p) = Vec::new();
+    let kernel_columns = kernel_exprs(file, caps)?;
+    // Each chunk interns its shapes locally (chunks are read in parallel); ids are made global below.
+    let parts = scan_chunks(file, t, &kernel_columns, &[], threads, cancel, |mut c, _| {
+        let n = c.first().map_or(0, Vec::len);
+        let mut ids: ahash::AHashMap<KernelShape, u32> = ahash::AHashMap::new();
+        let mut shapes: Vec<KernelShape> = Vec::new();
+        let mut shape = Vec::with_capacity(n);
+        let mut orphan_correlation = Vec::new();
+        for (i, &correlation) in c[5].iter().enumerate() {
+            let mut key: KernelShape = [0; 16];
+            for (slot, &col) in key.iter_mut().zip(&SHAPE_COLUMNS) {
+                *slot = c[col][i];
+            }
+            key[3] = super::decode_global_id(key[3]).0;
+            let next = shapes.len() as u32;
+            shape.push(*ids.entry(key).or_insert_with(|| {
+                shapes.push(key);
+                next
+            }));
+            if key[3] == NULL_I64 && correlation != NULL_I64 {
+                orphan_correlation.push((i as u32, correlation));
+            }
         }
-        out
-    }
-    let kernels = Kernels {
-        start: concat(&mut parts, total, |p| &mut p.start),
-        end: concat(&mut parts, total, |p| &mut p.end),
-        device: concat(&mut parts, total, |p| &mut p.device),
-        stream: concat(&mut parts, total, |p| &mut p.stream),
-        name_id: concat(&mut parts, total, |p| &mut p.name_id),
-        launch: concat(&mut parts, total, |p| &mut p.launch),
-    };
+        Kernels {
+            device: c[2].iter().map(|&v| small_id(v)).collect(),
+            stream: c[4].iter().map(|&v| small_id(v)).collect(),
+            name_id: c[7].iter().map(|&v| u32::try_from(v).unwrap_or(u32::MAX)).collect(),
+            launch: c[6].iter().zip(&c[5]).map(|(&g, &corr)| launch_key(super::decode_global_id(g).0, corr)).collect(),
+            start: take(&mut c, 0),
+            end: take(&mut c, 1),
+            shape,
+            shapes,
+            orphan_correlation,
+        }
+    })?;
+    let kernels = concat_kernels(parts);
     let mut memops = Memops::default();
     for (op, table) in [(0u8, probe::MEMCPY_TABLE), (1u8, probe::MEMSET_TABLE)] {
         if !caps.has_table(table) {
@@ -208,6 +239,49 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
         memops.copy_kind.extend(take(&mut c, 7));
     }
     Ok(GpuOps { kernels, memops })
+}
+
+/// Join per-chunk kernels in rowid order, renumbering shape ids to one trace-wide list. Columns are
+/// copied one at a time, each chunk's piece freed as it goes, so the peak is the table plus one column.
+fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
+    let total: usize = parts.iter().map(Kernels::len).sum();
+    let mut ids: ahash::AHashMap<KernelShape, u32> = ahash::AHashMap::new();
+    let mut out = Kernels::default();
+    out.shape.reserve_exact(total);
+    let mut offset = 0u32;
+    for p in parts.iter_mut() {
+        let remap: Vec<u32> = p
+            .shapes
+            .iter()
+            .map(|key| {
+                let next = out.shapes.len() as u32;
+                *ids.entry(*key).or_insert_with(|| {
+                    out.shapes.push(*key);
+                    next
+                })
+            })
+            .collect();
+        out.shape.extend(p.shape.iter().map(|&s| remap[s as usize]));
+        out.orphan_correlation.extend(p.orphan_correlation.iter().map(|&(i, c)| (i + offset, c)));
+        offset += p.len() as u32;
+        p.shape = Vec::new();
+        p.shapes = Vec::new();
+    }
+    fn column<T: Copy>(parts: &mut [Kernels], total: usize, field: impl Fn(&mut Kernels) -> &mut Vec<T>) -> Vec<T> {
+        let mut out = Vec::with_capacity(total);
+        for p in parts.iter_mut() {
+            out.extend_from_slice(field(p));
+            *field(p) = Vec::new();
+        }
+        out
+    }
+    out.start = column(&mut parts, total, |p| &mut p.start);
+    out.end = column(&mut parts, total, |p| &mut p.end);
+    out.device = column(&mut parts, total, |p| &mut p.device);
+    out.stream = column(&mut parts, total, |p| &mut p.stream);
+    out.name_id = column(&mut parts, total, |p| &mut p.name_id);
+    out.launch = column(&mut parts, total, |p| &mut p.launch);
+    out
 }
 
 /// A chunk of CUDA API calls (runtime or driver).
@@ -472,4 +546,39 @@ pub fn read_target_info(
         })?;
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(shapes: Vec<KernelShape>, shape: Vec<u32>, launch: Vec<i64>, orphans: Vec<(u32, i64)>) -> Kernels {
+        let n = shape.len();
+        Kernels {
+            start: (0..n as i64).collect(),
+            end: (1..=n as i64).collect(),
+            device: vec![0; n],
+            stream: vec![7; n],
+            name_id: vec![1; n],
+            launch,
+            shape,
+            shapes,
+            orphan_correlation: orphans,
+        }
+    }
+
+    #[test]
+    fn chunks_join_with_one_shape_list_and_correlations_survive() {
+        let (a, b, c) = ([1; 16], [2; 16], [3; 16]);
+        let first =
+            part(vec![a, b], vec![0, 1, 0], vec![launch_key(5, 10), NULL_I64, launch_key(5, 12)], vec![(1, 11)]);
+        // The second chunk saw b first: its local id 0 is the trace's id 1.
+        let second = part(vec![b, c], vec![0, 1], vec![NULL_I64, launch_key(6, 14)], vec![(0, 13)]);
+        let k = concat_kernels(vec![first, second]);
+        assert_eq!(k.shapes, vec![a, b, c]);
+        assert_eq!(k.shape, vec![0, 1, 0, 1, 2]);
+        assert_eq!(k.start, vec![0, 1, 2, 0, 1]);
+        let correlations: Vec<i64> = (0..k.len()).map(|i| k.correlation(i)).collect();
+        assert_eq!(correlations, vec![10, 11, 12, 13, 14]);
+    }
 }

@@ -28,11 +28,10 @@ from .schema import (
     DERIVED_STORAGE,
     DERIVED_TABLES,
     METRIC_VERSION,
-    STORAGE_DDL,
     STORAGE_SCHEMA,
     trace_key,
 )
-from .store import Store, delete_trace_rows, insert_storage_rows
+from .store import Store, delete_trace_rows, insert_trace_rows
 
 #: Suffixes ``ingest`` accepts when expanding a directory.
 EXPORT_SUFFIXES = (".sqlite", ".nsys-rep", ".csv")
@@ -145,15 +144,6 @@ def read_trace(
     return TraceData(trace_id, fingerprint, row["source_path"], row, handle)
 
 
-def _insert_stream(con: Any, table: str, stream: Any, trace_id: str, with_metric_version: bool) -> None:
-    # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
-    tf_stream = stream  # noqa: F841
-    extra = ", ?::INTEGER AS metric_version" if with_metric_version else ""
-    params: list[Any] = [trace_id] + ([METRIC_VERSION] if with_metric_version else [])
-    select = f"SELECT ?::VARCHAR AS trace_id{extra}, * FROM tf_stream"
-    con.execute(f"INSERT INTO {table} BY NAME {select}", params)
-
-
 def write_trace(store: Store, data: TraceData, *, force: bool = False) -> IngestOutcome:
     """Write every table of one trace in one transaction; skip content already stored unless ``force``."""
     started = time.perf_counter()
@@ -204,13 +194,10 @@ def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[s
     with store.transaction() as con:
         if existing:
             delete_trace_rows(con, existing)
-        insert_storage_rows(con, "api_call_rows", handle.api_calls(), data.trace_id)
+        insert_trace_rows(con, "api_call_rows", handle.api_calls(), data.trace_id)
         handle.finish()
         for table in handle.table_names():
-            if table in STORAGE_DDL:
-                insert_storage_rows(con, table, handle.table(table), data.trace_id)
-            else:
-                _insert_stream(con, table, handle.table(table), data.trace_id, table in DERIVED_TABLES)
+            insert_trace_rows(con, table, handle.table(table), data.trace_id)
         info = handle.info()
         row = dict(data.trace_row)
         from . import __version__
@@ -346,10 +333,10 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
         storage = DERIVED_STORAGE.get(table)
         if storage is None:
             con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
-            _insert_stream(con, table, tables[table], trace_id, True)
         else:
             con.execute(
                 f"DELETE FROM {STORAGE_SCHEMA}.{storage} WHERE trace_key = ?::UBIGINT", [trace_key(trace_id)]
             )
-            insert_storage_rows(con, storage, tables[storage], trace_id)
+        written = storage or table
+        insert_trace_rows(con, written, tables[written], trace_id)
     con.execute("UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id])

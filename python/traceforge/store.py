@@ -12,6 +12,7 @@ from .errors import QueryError, StoreError
 from .schema import (
     API_CLASS_COLUMNS,
     DDL,
+    DERIVED_TABLES,
     KERNEL_CLASS_COLUMNS,
     METRIC_VERSION,
     STORAGE_DDL,
@@ -159,11 +160,19 @@ def delete_trace_rows(con: Any, trace_id: str) -> None:
         )
 
 
-def insert_storage_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
-    """Append the core's rows of one storage table (an Arrow stream) for one trace."""
+def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
+    """Append the core's rows of one table (an Arrow stream) for one trace.
+
+    ``table`` is a storage table (``STORAGE_DDL``, in the storage schema) or a public table; the trace's
+    identity columns (trace key, trace id, metric version) are added to the rows as that table needs them.
+    """
     # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
     tf_stream = stream  # noqa: F841
-    identity = STORAGE_IDENTITY[table]
+    if table in STORAGE_DDL:
+        target, identity = f"{STORAGE_SCHEMA}.{table}", STORAGE_IDENTITY[table]
+    else:
+        target = table
+        identity = ("trace_id", "metric_version") if table in DERIVED_TABLES else ("trace_id",)
     values = {
         "trace_key": "?::UBIGINT AS trace_key",
         "trace_id": "?::VARCHAR AS trace_id",
@@ -172,7 +181,7 @@ def insert_storage_rows(con: Any, table: str, stream: Any, trace_id: str) -> Non
     params = {"trace_key": trace_key(trace_id), "trace_id": trace_id, "metric_version": METRIC_VERSION}
     select = ", ".join(values[column] for column in identity)
     con.execute(
-        f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME SELECT {select}, * FROM tf_stream",
+        f"INSERT INTO {target} BY NAME SELECT {select}, * FROM tf_stream",
         [params[column] for column in identity],
     )
 

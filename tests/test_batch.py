@@ -371,8 +371,8 @@ def test_reanalyze_without_the_files(tmp_path: Path, run_cli) -> None:
     before = db_rows(db, "SELECT * FROM device_metrics ORDER BY ALL")
     # simulate rows written by older metric code, then take the exports away
     con = duckdb.connect(str(db))
-    # `gaps` is a view: its rows live in the storage table.
-    for table in ("device_metrics", "tf_store.gap_rows", "kernel_summary", "concurrency_levels"):
+    # `gaps` is a view: its rows live in the storage table, emptied below.
+    for table in ("device_metrics", "kernel_summary", "concurrency_levels"):
         con.execute(f"UPDATE {table} SET metric_version = 0")
     con.execute("UPDATE device_metrics SET busy_ns = -1, utilization = NULL")
     con.execute("DELETE FROM tf_store.gap_rows")

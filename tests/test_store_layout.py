@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from traceforge.schema import DDL, STORAGE_SCHEMA, VIEW_DDL
+from traceforge.schema import DDL, ROW_COLUMN, ROW_FIELDS, STORAGE_SCHEMA, VIEW_DDL
 from traceforge.store import Store
 
 
@@ -81,3 +81,31 @@ def test_a_store_with_spelled_out_tables_is_upgraded(
         for table in tables:
             assert after[table] == before[table], f"{table} changed in the upgrade"
         assert classes is not None and 0 < classes[0] < 1000
+
+
+def test_storage_rows_written_as_plain_columns_are_packed(
+    ingested: Any, small_matmul_export: Path, tmp_path: Path
+) -> None:
+    """A store whose row tables hold plain columns (the layout before ``ROW_COLUMN``) is packed in place."""
+    db = tmp_path / "plain_rows.duckdb"
+    shutil.copyfile(ingested(small_matmul_export)[0], db)
+    con = duckdb.connect(str(db))
+    before = {table: _rows(con, table) for table in VIEW_DDL}
+    for table, fields in ROW_FIELDS.items():
+        columns = ", ".join(f"{ROW_COLUMN}.{name} AS {name}" for name, _kind in fields)
+        con.execute(f"CREATE TABLE {STORAGE_SCHEMA}._plain AS SELECT {columns} FROM {STORAGE_SCHEMA}.{table}")
+        con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{table}")
+        con.execute(f"ALTER TABLE {STORAGE_SCHEMA}._plain RENAME TO {table}")
+    con.close()
+
+    for _ in range(2):  # the second open finds the packed layout and changes nothing
+        Store(db).close()
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            for table in ROW_FIELDS:
+                assert _columns(con, f"{STORAGE_SCHEMA}.{table}")[0][0] == ROW_COLUMN
+            for table in VIEW_DDL:
+                assert _rows(con, table) == before[table], f"{table} changed in the upgrade"
+        finally:
+            con.close()
+    assert sum(len(rows) for rows in before.values()) > 40

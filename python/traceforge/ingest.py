@@ -28,10 +28,8 @@ from .schema import (
     DERIVED_STORAGE,
     DERIVED_TABLES,
     METRIC_VERSION,
-    STORAGE_SCHEMA,
-    trace_key,
 )
-from .store import Store, delete_trace_rows, insert_trace_rows
+from .store import Store, delete_storage_rows, delete_trace_rows, insert_trace_rows
 
 #: Suffixes ``ingest`` accepts when expanding a directory.
 EXPORT_SUFFIXES = (".sqlite", ".nsys-rep", ".csv")
@@ -334,9 +332,7 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
         if storage is None:
             con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
         else:
-            con.execute(
-                f"DELETE FROM {STORAGE_SCHEMA}.{storage} WHERE trace_key = ?::UBIGINT", [trace_key(trace_id)]
-            )
+            delete_storage_rows(con, storage, trace_id)
         written = storage or table
         insert_trace_rows(con, written, tables[written], trace_id)
     con.execute("UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id])

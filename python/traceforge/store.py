@@ -15,12 +15,15 @@ from .schema import (
     DERIVED_TABLES,
     KERNEL_CLASS_COLUMNS,
     METRIC_VERSION,
+    ROW_FIELDS,
     STORAGE_DDL,
     STORAGE_IDENTITY,
     STORAGE_SCHEMA,
     TRACE_KEY_SQL,
     TRACE_TABLES,
     VIEW_DDL,
+    pack_row_fields,
+    storage_trace_key,
     trace_key,
 )
 
@@ -79,6 +82,7 @@ class Store:
                 for table, statement in DDL.items():
                     if table not in VIEW_DDL:
                         con.execute(statement)
+                _upgrade_plain_row_tables(con)
                 _upgrade_spelled_out_tables(con)
                 for statement in VIEW_DDL.values():
                     con.execute(statement)
@@ -155,9 +159,29 @@ def delete_trace_rows(con: Any, trace_id: str) -> None:
         if table not in VIEW_DDL:
             con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
     for table in STORAGE_DDL:
+        delete_storage_rows(con, table, trace_id)
+
+
+def delete_storage_rows(con: Any, table: str, trace_id: str) -> None:
+    """Remove one trace's rows from one storage table."""
+    con.execute(
+        f"DELETE FROM {STORAGE_SCHEMA}.{table} WHERE {storage_trace_key(table)} = ?::UBIGINT",
+        [trace_key(trace_id)],
+    )
+
+
+def insert_storage_rows(con: Any, table: str, source: str, params: Any = None, stream: Any = None) -> None:
+    """Insert the flat rows of the query ``source`` (columns named like the table's) into a storage table.
+
+    ``source`` may read an Arrow stream passed as ``stream`` under the name ``tf_stream``.
+    """
+    tf_stream = stream  # noqa: F841 - read by DuckDB's replacement scan
+    if table in ROW_FIELDS:
         con.execute(
-            f"DELETE FROM {STORAGE_SCHEMA}.{table} WHERE trace_key = ?::UBIGINT", [trace_key(trace_id)]
+            f"INSERT INTO {STORAGE_SCHEMA}.{table} SELECT {pack_row_fields(table)} FROM ({source})", params
         )
+    else:
+        con.execute(f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME {source}", params)
 
 
 def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
@@ -166,12 +190,9 @@ def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
     ``table`` is a storage table (``STORAGE_DDL``, in the storage schema) or a public table; the trace's
     identity columns (trace key, trace id, metric version) are added to the rows as that table needs them.
     """
-    # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
-    tf_stream = stream  # noqa: F841
     if table in STORAGE_DDL:
-        target, identity = f"{STORAGE_SCHEMA}.{table}", STORAGE_IDENTITY[table]
+        identity = STORAGE_IDENTITY[table]
     else:
-        target = table
         identity = ("trace_id", "metric_version") if table in DERIVED_TABLES else ("trace_id",)
     values = {
         "trace_key": "?::UBIGINT AS trace_key",
@@ -179,11 +200,14 @@ def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
         "metric_version": "?::INTEGER AS metric_version",
     }
     params = {"trace_key": trace_key(trace_id), "trace_id": trace_id, "metric_version": METRIC_VERSION}
-    select = ", ".join(values[column] for column in identity)
-    con.execute(
-        f"INSERT INTO {target} BY NAME SELECT {select}, * FROM tf_stream",
-        [params[column] for column in identity],
-    )
+    select = f"SELECT {', '.join(values[column] for column in identity)}, * FROM tf_stream"
+    identity_values = [params[column] for column in identity]
+    if table in STORAGE_DDL:
+        insert_storage_rows(con, table, select, identity_values, stream)
+        return
+    # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
+    tf_stream = stream  # noqa: F841
+    con.execute(f"INSERT INTO {table} BY NAME {select}", identity_values)
 
 
 def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> None:
@@ -206,10 +230,7 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
         elif table == "api_calls":
             _load_api_calls(con)
         else:
-            con.execute(
-                f"INSERT INTO {STORAGE_SCHEMA}.gap_rows BY NAME "
-                "SELECT trace_key, device_id, start_ns, end_ns, metric_version FROM _tf_load"
-            )
+            insert_storage_rows(con, "gap_rows", "SELECT * FROM _tf_load")
     finally:
         con.execute("DROP TABLE IF EXISTS _tf_load")
 
@@ -231,19 +252,21 @@ def _class_join(classes: str, columns: tuple[str, ...]) -> str:
 
 def _load_kernels(con: Any) -> None:
     _load_classes(con, "kernel_classes", "kernel_class", KERNEL_CLASS_COLUMNS)
-    con.execute(
-        f"INSERT INTO {STORAGE_SCHEMA}.kernel_rows BY NAME "
+    insert_storage_rows(
+        con,
+        "kernel_rows",
         "SELECT l.trace_key, l.correlation_id, l.start_ns, l.end_ns, c.kernel_class, l.api_start_ns "
-        + _class_join("kernel_classes", KERNEL_CLASS_COLUMNS)
+        + _class_join("kernel_classes", KERNEL_CLASS_COLUMNS),
     )
 
 
 def _load_api_calls(con: Any) -> None:
     _load_classes(con, "api_call_classes", "call_class", API_CLASS_COLUMNS)
-    con.execute(
-        f"INSERT INTO {STORAGE_SCHEMA}.api_call_rows BY NAME "
+    insert_storage_rows(
+        con,
+        "api_call_rows",
         "SELECT l.trace_key, l.correlation_id, l.start_ns, l.end_ns, c.call_class "
-        + _class_join("api_call_classes", API_CLASS_COLUMNS)
+        + _class_join("api_call_classes", API_CLASS_COLUMNS),
     )
 
 
@@ -258,3 +281,18 @@ def _upgrade_spelled_out_tables(con: Any) -> None:
         con.execute(f"ALTER TABLE {table} RENAME TO {old}")
         load_public_rows(con, table, f"SELECT * FROM {old}")
         con.execute(f"DROP TABLE {old}")
+
+
+def _upgrade_plain_row_tables(con: Any) -> None:
+    """Pack the rows of storage tables written as plain columns (before ``ROW_COLUMN``) into one STRUCT."""
+    rows = con.execute(
+        "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = ? "
+        "AND column_name = 'trace_key' AND table_name IN ('kernel_rows', 'api_call_rows', 'gap_rows')",
+        [STORAGE_SCHEMA],
+    ).fetchall()
+    for (table,) in rows:
+        old = f"_tf_plain_{table}"
+        con.execute(f"ALTER TABLE {STORAGE_SCHEMA}.{table} RENAME TO {old}")
+        con.execute(STORAGE_DDL[table])
+        insert_storage_rows(con, table, f"SELECT * FROM {STORAGE_SCHEMA}.{old}")
+        con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{old}")

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 
 from traceforge.schema import DDL, ROW_COLUMN, ROW_FIELDS, STORAGE_SCHEMA, VIEW_DDL
-from traceforge.store import Store
+from traceforge.store import LAYOUT_TABLE, Store
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
@@ -91,6 +91,7 @@ def test_storage_rows_written_as_plain_columns_are_packed(
     shutil.copyfile(ingested(small_matmul_export)[0], db)
     con = duckdb.connect(str(db))
     before = {table: _rows(con, table) for table in VIEW_DDL}
+    con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{LAYOUT_TABLE}")  # that layout recorded no digest
     for table, fields in ROW_FIELDS.items():
         columns = ", ".join(f"{ROW_COLUMN}.{name} AS {name}" for name, _kind in fields)
         con.execute(f"CREATE TABLE {STORAGE_SCHEMA}._plain AS SELECT {columns} FROM {STORAGE_SCHEMA}.{table}")

@@ -33,7 +33,7 @@ from . import errors
 from .errors import InputNotFoundError, NotAnExportError, TraceforgeError
 
 if TYPE_CHECKING:
-    from .ingest import IngestOutcome
+    from .ingest import IngestOutcome, TraceData
     from .store import Store
 
 #: Execution modes of ``--mode`` (the names nsys recipes use).
@@ -268,6 +268,12 @@ def _job_sqlite(spec: JobSpec, export: str, result: JobResult, direct: Store | N
     from .store import Store
 
     check_input(export)
+    if direct is not None and (spec.force or not direct.has_file_size(os.path.getsize(export))):
+        # No stored trace can hold this content (none has its size): hash the file while reading it.
+        data = read_trace(export, threads=_job_threads(spec), source_path=spec.path)
+        result.fingerprint, result.trace_id = data.fingerprint, data.trace_id
+        _write_direct(direct, data, spec, result)
+        return
     result.fingerprint = fingerprint_file(export)
     result.trace_id = trace_id_from_fingerprint(result.fingerprint)
     if not spec.force and result.fingerprint in spec.known:
@@ -280,9 +286,7 @@ def _job_sqlite(spec: JobSpec, export: str, result: JobResult, direct: Store | N
         data = read_trace(
             export, threads=_job_threads(spec), source_path=spec.path, fingerprint=result.fingerprint
         )
-        outcome = write_trace(direct, data, force=spec.force)
-        result.status = "loaded" if outcome.status == "ingested" else "stored"
-        result.kernel_count = outcome.kernel_count
+        _write_direct(direct, data, spec, result)
         return
     if not spec.force and dataset.has_partition(spec.dataset, result.trace_id):
         result.status = "cached"
@@ -294,6 +298,14 @@ def _job_sqlite(spec: JobSpec, export: str, result: JobResult, direct: Store | N
         write_trace(memory, data, force=True)
         dataset.export_trace(memory.con, spec.dataset, result.trace_id, overwrite=spec.force)
     result.status = "partitioned"
+
+
+def _write_direct(store: Store, data: TraceData, spec: JobSpec, result: JobResult) -> None:
+    from .ingest import write_trace
+
+    outcome = write_trace(store, data, force=spec.force)
+    result.status = "loaded" if outcome.status == "ingested" else "stored"
+    result.kernel_count = outcome.kernel_count
 
 
 def _ping() -> int:

@@ -120,8 +120,15 @@ def read_trace(
 
     check_input(path)
     if fingerprint is None:
-        fingerprint = fingerprint_file(path)
-    handle = _core.open_trace(path, threads)
+        # Hash the file while the core reads it: both are bound by memory bandwidth on different cores.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="traceforge-fingerprint") as pool:
+            hashing = pool.submit(fingerprint_file, path)
+            handle = _core.open_trace(path, threads)
+            fingerprint = hashing.result()
+    else:
+        handle = _core.open_trace(path, threads)
     info = dict(handle.info())
     trace_id = trace_id_from_fingerprint(fingerprint)
     row = {
@@ -242,9 +249,11 @@ def ingest_file(store: Store, path: str, *, force: bool = False, threads: int = 
 
 
 def _ingest_sqlite(store: Store, path: str, *, force: bool, threads: int, source_path: str) -> IngestOutcome:
-    # Skip before reading anything when this content is already stored.
-    fingerprint = fingerprint_file(path)
-    if not force:
+    # Skip before reading anything when this content may already be stored (a stored trace has the same
+    # size); otherwise the file is hashed while it is read.
+    fingerprint = None
+    if not force and store.has_file_size(os.path.getsize(path)):
+        fingerprint = fingerprint_file(path)
         existing = store.has_fingerprint(fingerprint)
         if existing:
             return IngestOutcome(

@@ -23,6 +23,10 @@ _DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
 @contextlib.contextmanager
 def _progress(description: str, *, quiet: bool = False) -> Iterator[Any]:
     """One progress bar on stderr, or a silent stand-in when stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        # Scripts and pipelines see no bar; they should not pay rich's import either.
+        yield _NoProgress(), 0
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -40,6 +44,13 @@ def _progress(description: str, *, quiet: bool = False) -> Iterator[Any]:
     with progress:
         task = progress.add_task(description, total=None, note="")
         yield progress, task
+
+
+class _NoProgress:
+    """Stands in for a rich ``Progress`` when no bar is shown."""
+
+    def update(self, task: Any, **fields: Any) -> None:
+        """Ignore a progress update."""
 
 
 def ingest_batch(
@@ -74,13 +85,10 @@ def ingest_batch(
     Returns:
         The batch report.
     """
-    from rich.console import Console
-
     from ..batch import run_batch
     from ..store import Store
     from . import set_exit_code
 
-    out = Console(soft_wrap=True)
     seen: list[Any] = []
     with Store(db) as store, _progress("ingesting", quiet=quiet) as (progress, task):
 
@@ -89,11 +97,9 @@ def ingest_batch(
             seen.append(outcome)
             progress.update(task, advance=1, note=f"{failed} failed" if failed else "")
             if outcome.status != "failed" and not quiet:
-                out.print(
+                click.echo(
                     f"{outcome.status:8} {outcome.trace_id or '-':16}  {outcome.path}  ({outcome.message}, "
-                    f"{outcome.seconds:.2f} s)",
-                    markup=False,
-                    highlight=False,
+                    f"{outcome.seconds:.2f} s)"
                 )
 
         report = run_batch(

@@ -292,6 +292,23 @@ fn add_memops(m: &MemopsView<'_>, members: &[u32], row: &mut MetricRow) {
 
 /// Compute every derived table of a trace.
 pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &RangesView<'_>) -> Derived {
+    // The three parts read the same columns and write disjoint tables: they run side by side.
+    let ((mut out, (mut kernel_summary, memop_summary)), projection) = rayon::join(
+        || rayon::join(|| device_and_stream_metrics(kernels, memops), || summaries(kernels, memops)),
+        || projection::project(kernels, memops, ranges),
+    );
+    for row in &mut kernel_summary {
+        let device_total = out.device_metrics.iter().find(|d| d.device == row.device).map_or(0, |d| d.kernel_time_ns);
+        row.share = (device_total > 0).then(|| row.total_ns as f64 / device_total as f64);
+    }
+    out.kernel_summary = kernel_summary;
+    out.memop_summary = memop_summary;
+    out.projection = projection;
+    out
+}
+
+/// Device metrics, stream metrics, concurrency levels and gaps.
+fn device_and_stream_metrics(kernels: &KernelsView<'_>, memops: &MemopsView<'_>) -> Derived {
     let mut out = Derived::default();
     let k = &kernels.ops;
     let m = &memops.ops;
@@ -351,8 +368,14 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
     }
     drop((k_by_stream, m_by_stream));
 
+    out
+}
+
+/// Kernel summary per (device, name) and memop summary per (device, op, copy kind); kernel shares unset.
+fn summaries(kernels: &KernelsView<'_>, memops: &MemopsView<'_>) -> (Vec<KernelSummaryRow>, Vec<MemopSummaryRow>) {
     // Kernel summary per (device, name).
-    let device_time: Vec<(i64, i64)> = out.device_metrics.iter().map(|r| (r.device, r.kernel_time_ns)).collect();
+    let (k, m) = (&kernels.ops, &memops.ops);
+    let mut kernel_summary = Vec::new();
     for ((dev, name), members) in group_by(k.len(), |i| (k.device[i], kernels.name[i])) {
         let mut d: Vec<i64> = members.iter().map(|&i| k.end[i as usize] - k.start[i as usize]).collect();
         let (min_ns, max_ns) = (d.iter().min().copied().unwrap_or(0), d.iter().max().copied().unwrap_or(0));
@@ -361,8 +384,7 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
         let total: i64 = d.iter().sum();
         let mean = total as f64 / n as f64;
         let var = if n > 1 { d.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
-        let dev_total = device_time.iter().find(|x| x.0 == i64::from(dev)).map_or(0, |x| x.1);
-        out.kernel_summary.push(KernelSummaryRow {
+        kernel_summary.push(KernelSummaryRow {
             device: dev.into(),
             name,
             count: n,
@@ -372,18 +394,19 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
             min_ns,
             max_ns,
             stddev_ns: var.sqrt(),
-            share: (dev_total > 0).then(|| total as f64 / dev_total as f64),
+            share: None, // set by `derive` from the device's kernel time
         });
     }
 
     // Memop summary per (device, op, copy kind).
+    let mut memop_summary = Vec::new();
     for ((dev, op, kind), members) in group_by(m.len(), |i| {
         (m.device[i], memops.op[i], if memops.op[i] == 0 { memops.copy_kind[i] } else { NULL_I64 })
     }) {
         let d: Vec<i64> = members.iter().map(|&i| m.end[i as usize] - m.start[i as usize]).collect();
         let total: i64 = d.iter().sum();
         let bytes: i64 = members.iter().map(|&i| memops.bytes[i as usize]).filter(|&b| b != NULL_I64).sum();
-        out.memop_summary.push(MemopSummaryRow {
+        memop_summary.push(MemopSummaryRow {
             device: dev.into(),
             op,
             copy_kind: kind,
@@ -396,7 +419,5 @@ pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Range
             bandwidth_gbps: (total > 0).then(|| bytes as f64 / total as f64),
         });
     }
-
-    out.projection = projection::project(kernels, memops, ranges);
-    out
+    (kernel_summary, memop_summary)
 }

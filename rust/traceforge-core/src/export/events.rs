@@ -267,20 +267,30 @@ fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
         p.shape = Vec::new();
         p.shapes = Vec::new();
     }
-    fn column<T: Copy>(parts: &mut [Kernels], total: usize, field: impl Fn(&mut Kernels) -> &mut Vec<T>) -> Vec<T> {
+    // Each column is gathered by its own task (the copies are independent), each part's piece freed as
+    // soon as it is copied so that a column never exists twice in full.
+    fn column<T: Copy + Send>(pieces: Vec<Vec<T>>, total: usize) -> Vec<T> {
         let mut out = Vec::with_capacity(total);
-        for p in parts.iter_mut() {
-            out.extend_from_slice(field(p));
-            *field(p) = Vec::new();
+        for piece in pieces {
+            out.extend_from_slice(&piece);
         }
         out
     }
-    out.start = column(&mut parts, total, |p| &mut p.start);
-    out.end = column(&mut parts, total, |p| &mut p.end);
-    out.device = column(&mut parts, total, |p| &mut p.device);
-    out.stream = column(&mut parts, total, |p| &mut p.stream);
-    out.name_id = column(&mut parts, total, |p| &mut p.name_id);
-    out.launch = column(&mut parts, total, |p| &mut p.launch);
+    fn pieces<T>(parts: &mut [Kernels], field: impl Fn(&mut Kernels) -> &mut Vec<T>) -> Vec<Vec<T>> {
+        parts.iter_mut().map(|p| std::mem::take(field(p))).collect()
+    }
+    let (start, end) = (pieces(&mut parts, |p| &mut p.start), pieces(&mut parts, |p| &mut p.end));
+    let (device, stream) = (pieces(&mut parts, |p| &mut p.device), pieces(&mut parts, |p| &mut p.stream));
+    let (name_id, launch) = (pieces(&mut parts, |p| &mut p.name_id), pieces(&mut parts, |p| &mut p.launch));
+    ((out.start, out.end), ((out.launch, out.name_id), (out.device, out.stream))) = rayon::join(
+        || rayon::join(|| column(start, total), || column(end, total)),
+        || {
+            rayon::join(
+                || rayon::join(|| column(launch, total), || column(name_id, total)),
+                || rayon::join(|| column(device, total), || column(stream, total)),
+            )
+        },
+    );
     out
 }
 

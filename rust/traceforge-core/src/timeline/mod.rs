@@ -220,10 +220,16 @@ fn percentile_triple(values: &mut [i64]) -> [Option<f64>; 3] {
     [p[0], p[1], p[2]]
 }
 
-/// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels and gaps.
-fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow, on_gap: impl FnMut(i64, i64)) -> sweep::Sweep {
-    // Buffers are allocated one after another and freed as soon as possible: on a 25M-kernel device
-    // each one is hundreds of MB.
+/// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels. Gaps go to
+/// `gaps` under the given device when it is Some (a device's gaps are stored), else they are only counted.
+fn kernel_metrics(
+    k: &OpsView<'_>,
+    members: &[u32],
+    row: &mut MetricRow,
+    mut gaps: Option<(&mut Gaps, i64)>,
+) -> sweep::Sweep {
+    // Buffers are allocated one after another and reused or freed as soon as possible: on a 25M-kernel
+    // device each one is hundreds of MB.
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut streams: Vec<i32> = Vec::new();
     for &i in members {
@@ -243,33 +249,44 @@ fn kernel_metrics(k: &OpsView<'_>, members: &[u32], row: &mut MetricRow, on_gap:
         row.last_end_ns = Some(last);
         row.span_ns = Some(last - first);
     }
-    let sw = {
-        let nonempty = || members.iter().map(|&i| i as usize).filter(|&i| k.end[i] > k.start[i]);
-        let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).collect();
-        let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).collect();
-        sweep::sweep(&mut starts, &mut ends, on_gap)
-    };
+    let nonempty = || members.iter().map(|&i| i as usize).filter(|&i| k.end[i] > k.start[i]);
+    let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).collect();
+    let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).collect();
+    let first_gap = gaps.as_ref().map_or(0, |(g, _)| g.len());
+    let mut counted: Vec<i64> = Vec::new();
+    let sw = sweep::sweep(&mut starts, &mut ends, |s, e| match gaps.as_mut() {
+        Some((g, device)) => g.push(*device, s, e),
+        None => counted.push(e - s),
+    });
+    drop(ends);
     row.busy_ns = sw.busy_ns;
     row.utilization = row.span_ns.filter(|&s| s > 0).map(|s| sw.busy_ns as f64 / s as f64);
     row.max_concurrency = sw.max_concurrency;
     row.overlap_ns = sw.overlap_ns();
-    let mut sw = sw;
-    {
-        let mut gap_lengths = std::mem::take(&mut sw.gap_lengths);
-        row.gap_count = gap_lengths.len() as i64;
-        row.gap_total_ns = gap_lengths.iter().sum();
-        row.gap_max_ns = gap_lengths.iter().max().copied();
-        [row.gap_p50_ns, row.gap_p90_ns, row.gap_p99_ns] = percentile_triple(&mut gap_lengths);
-    }
-    let mut latencies: Vec<i64> = members
-        .iter()
-        .map(|&i| i as usize)
-        .filter(|&i| k.api_start[i] != NULL_I64)
-        .map(|i| k.start[i] - k.api_start[i])
-        .collect();
-    row.launch_matched = latencies.len() as i64;
-    [row.launch_latency_p50_ns, row.launch_latency_p90_ns, row.launch_latency_p99_ns] =
-        percentile_triple(&mut latencies);
+    // The starts' buffer (one slot per kernel, more than there are gaps) holds the gap lengths, then the
+    // launch latencies.
+    let mut values = match &gaps {
+        Some((g, _)) => {
+            starts.clear();
+            starts.extend(g.start[first_gap..].iter().zip(&g.end[first_gap..]).map(|(s, e)| e - s));
+            starts
+        }
+        None => counted,
+    };
+    row.gap_count = values.len() as i64;
+    row.gap_total_ns = values.iter().sum();
+    row.gap_max_ns = values.iter().max().copied();
+    [row.gap_p50_ns, row.gap_p90_ns, row.gap_p99_ns] = percentile_triple(&mut values);
+    values.clear();
+    values.extend(
+        members
+            .iter()
+            .map(|&i| i as usize)
+            .filter(|&i| k.api_start[i] != NULL_I64)
+            .map(|i| k.start[i] - k.api_start[i]),
+    );
+    row.launch_matched = values.len() as i64;
+    [row.launch_latency_p50_ns, row.launch_latency_p90_ns, row.launch_latency_p99_ns] = percentile_triple(&mut values);
     sw
 }
 
@@ -338,8 +355,7 @@ fn device_and_stream_metrics(kernels: &KernelsView<'_>, memops: &MemopsView<'_>)
     for dev in devices {
         let mut row = MetricRow { device: dev.into(), ..Default::default() };
         if let Some((_, members)) = k_by_dev.iter().find(|g| g.0 == dev) {
-            let gaps = &mut out.gaps;
-            let sw = kernel_metrics(k, members, &mut row, |s, e| gaps.push(i64::from(dev), s, e));
+            let sw = kernel_metrics(k, members, &mut row, Some((&mut out.gaps, i64::from(dev))));
             for (level, &t) in sw.level_time.iter().enumerate().skip(1) {
                 if t > 0 {
                     out.concurrency_levels.push((dev.into(), level as i64, t));
@@ -371,7 +387,7 @@ fn device_and_stream_metrics(kernels: &KernelsView<'_>, memops: &MemopsView<'_>)
                     row = MetricRow { stream: Some(key.1.into()), ..d.clone() };
                 }
                 _ => {
-                    kernel_metrics(k, members, &mut row, |_, _| {});
+                    kernel_metrics(k, members, &mut row, None);
                 }
             }
         }

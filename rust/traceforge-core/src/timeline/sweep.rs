@@ -15,9 +15,6 @@ pub struct Sweep {
     pub max_concurrency: i64,
     /// `level_time[k]` = time with exactly k intervals active (index 0 unused).
     pub level_time: Vec<i64>,
-    /// Lengths of the idle intervals strictly between consecutive busy periods, in time order (the
-    /// intervals themselves go to the caller's `on_gap`).
-    pub gap_lengths: Vec<i64>,
 }
 
 impl Sweep {
@@ -28,8 +25,8 @@ impl Sweep {
 }
 
 /// Sweep the intervals `[starts[i], ends[i])`; both slices are sorted in place. Zero-length intervals
-/// must be filtered out by the caller (they are active at no instant). Each idle gap `(start, end)` is
-/// handed to `on_gap` as it is found, so callers that only need its length store nothing more.
+/// must be filtered out by the caller (they are active at no instant). Each idle gap `(start, end)` strictly
+/// between busy periods is handed to `on_gap` as it is found, in time order; the sweep stores none.
 pub fn sweep(starts: &mut [i64], ends: &mut [i64], mut on_gap: impl FnMut(i64, i64)) -> Sweep {
     debug_assert_eq!(starts.len(), ends.len());
     // Ingest derives metrics while nothing else runs: the two sorts use every core.
@@ -65,7 +62,6 @@ pub fn sweep(starts: &mut [i64], ends: &mut [i64], mut on_gap: impl FnMut(i64, i
             if active == 0 {
                 if let Some(e) = last_busy_end {
                     if t > e {
-                        out.gap_lengths.push(t - e);
                         on_gap(e, t);
                     }
                 }
@@ -111,7 +107,7 @@ mod tests {
         let (r, gaps) = run(&[(0, 10), (10, 20)]);
         assert_eq!(r.max_concurrency, 1);
         assert_eq!(r.busy_ns, 20);
-        assert!(gaps.is_empty() && r.gap_lengths.is_empty());
+        assert!(gaps.is_empty());
         assert_eq!(r.overlap_ns(), 0);
     }
 
@@ -126,7 +122,6 @@ mod tests {
             assert_eq!(*t, levels[k], "level {k}");
         }
         assert_eq!(gaps, vec![(100, 200)]);
-        assert_eq!(r.gap_lengths, vec![100]);
     }
 
     #[test]
@@ -145,11 +140,11 @@ mod tests {
                     (s, s + 1 + (next() % 40) as i64)
                 })
                 .collect();
-            let (r, _) = run(&iv);
+            let (r, gaps) = run(&iv);
             let (busy, maxc, levels) = brute(&iv);
             assert_eq!(r.busy_ns, busy);
             assert_eq!(r.max_concurrency, maxc);
-            let idle_inside: i64 = r.gap_lengths.iter().sum();
+            let idle_inside: i64 = gaps.iter().map(|(a, b)| b - a).sum();
             assert_eq!(idle_inside, levels[0]);
         }
     }

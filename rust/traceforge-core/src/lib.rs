@@ -7,6 +7,7 @@ pub mod columnar;
 pub mod error;
 pub mod export;
 pub mod fingerprint;
+pub mod memory;
 pub mod reanalysis;
 pub mod timeline;
 pub mod trace;

@@ -399,6 +399,7 @@ impl Trace {
                     state.done = true;
                     state.order = Vec::new(); // only needed while API rows stream
                     drop(state);
+                    crate::memory::release_free_memory(); // the API chunks' columns
                     trace.dicts().api_classes = Some(std::mem::take(&mut names.values));
                     None
                 }
@@ -468,6 +469,7 @@ impl Trace {
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
         let mut derived = timeline::derive(&kernels, &memops, &ranges);
         drop(state);
+        crate::memory::release_free_memory(); // the working buffers of the metrics
         *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
         let _ = self.finished.set(Finished { derived, nvtx, projected });
         Ok(self.finished.get().expect("set above"))

@@ -218,6 +218,7 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
         }
     })?;
     let kernels = concat_kernels(parts);
+    crate::memory::release_free_memory(); // the chunks' pieces
     let mut memops = Memops::default();
     for (op, table) in [(0u8, probe::MEMCPY_TABLE), (1u8, probe::MEMSET_TABLE)] {
         if !caps.has_table(table) {

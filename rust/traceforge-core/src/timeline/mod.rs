@@ -214,6 +214,16 @@ fn group_by<K: Ord + Copy + std::hash::Hash>(n: usize, key: impl Fn(usize) -> K)
     groups
 }
 
+/// Whether `values` never decrease.
+fn ascending(values: impl Iterator<Item = i64>) -> bool {
+    let mut previous = i64::MIN;
+    values.into_iter().all(|v| {
+        let ok = v >= previous;
+        previous = v;
+        ok
+    })
+}
+
 /// p50, p90 and p99 of `values` (reordered in place).
 fn percentile_triple(values: &mut [i64]) -> [Option<f64>; 3] {
     let p = percentiles_select(values, &[0.50, 0.90, 0.99]);
@@ -250,29 +260,36 @@ fn kernel_metrics(
         row.span_ns = Some(last - first);
     }
     let nonempty = || members.iter().map(|&i| i as usize).filter(|&i| k.end[i] > k.start[i]);
-    let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).collect();
-    let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).collect();
     let first_gap = gaps.as_ref().map_or(0, |(g, _)| g.len());
     let mut counted: Vec<i64> = Vec::new();
-    let sw = sweep::sweep(&mut starts, &mut ends, |s, e| match gaps.as_mut() {
+    let mut record_gap = |s: i64, e: i64| match gaps.as_mut() {
         Some((g, device)) => g.push(*device, s, e),
         None => counted.push(e - s),
-    });
-    drop(ends);
+    };
+    // Kernels that run one after another come with starts and ends both in order: sweep them where they
+    // lie. Otherwise sort copies (16 bytes a kernel), whose buffer is reused below.
+    let in_order = ascending(nonempty().map(|i| k.start[i])) && ascending(nonempty().map(|i| k.end[i]));
+    let (sw, mut values) = if in_order {
+        let sw = sweep::sweep_sorted(nonempty().map(|i| k.start[i]), nonempty().map(|i| k.end[i]), &mut record_gap);
+        (sw, Vec::new())
+    } else {
+        let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).collect();
+        let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).collect();
+        let sw = sweep::sweep(&mut starts, &mut ends, &mut record_gap);
+        (sw, starts)
+    };
     row.busy_ns = sw.busy_ns;
     row.utilization = row.span_ns.filter(|&s| s > 0).map(|s| sw.busy_ns as f64 / s as f64);
     row.max_concurrency = sw.max_concurrency;
     row.overlap_ns = sw.overlap_ns();
-    // The starts' buffer (one slot per kernel, more than there are gaps) holds the gap lengths, then the
-    // launch latencies.
-    let mut values = match &gaps {
+    // `values` holds the gap lengths, then the launch latencies.
+    match &gaps {
         Some((g, _)) => {
-            starts.clear();
-            starts.extend(g.start[first_gap..].iter().zip(&g.end[first_gap..]).map(|(s, e)| e - s));
-            starts
+            values.clear();
+            values.extend(g.start[first_gap..].iter().zip(&g.end[first_gap..]).map(|(s, e)| e - s));
         }
-        None => counted,
-    };
+        None => values = counted,
+    }
     row.gap_count = values.len() as i64;
     row.gap_total_ns = values.iter().sum();
     row.gap_max_ns = values.iter().max().copied();

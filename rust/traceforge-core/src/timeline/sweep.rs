@@ -27,21 +27,33 @@ impl Sweep {
 /// Sweep the intervals `[starts[i], ends[i])`; both slices are sorted in place. Zero-length intervals
 /// must be filtered out by the caller (they are active at no instant). Each idle gap `(start, end)` strictly
 /// between busy periods is handed to `on_gap` as it is found, in time order; the sweep stores none.
-pub fn sweep(starts: &mut [i64], ends: &mut [i64], mut on_gap: impl FnMut(i64, i64)) -> Sweep {
+pub fn sweep(starts: &mut [i64], ends: &mut [i64], on_gap: impl FnMut(i64, i64)) -> Sweep {
     debug_assert_eq!(starts.len(), ends.len());
     // Ingest derives metrics while nothing else runs: the two sorts use every core.
     rayon::join(|| starts.par_sort_unstable(), || ends.par_sort_unstable());
-    let n = starts.len();
+    sweep_sorted(starts.iter().copied(), ends.iter().copied(), on_gap)
+}
+
+/// [`sweep`] over starts and ends that are already in ascending order (as many of each), so that
+/// callers whose intervals come sorted need not copy them.
+pub fn sweep_sorted(
+    starts: impl Iterator<Item = i64>,
+    ends: impl Iterator<Item = i64>,
+    mut on_gap: impl FnMut(i64, i64),
+) -> Sweep {
+    let mut starts = starts.peekable();
+    let mut ends = ends.peekable();
     let mut out = Sweep { level_time: vec![0; 2], ..Default::default() };
-    let (mut i, mut j) = (0usize, 0usize);
     let mut active: i64 = 0;
     let mut prev_t = 0i64;
     let mut busy_start = 0i64;
     let mut last_busy_end: Option<i64> = None;
-    while j < n {
+    while let Some(&end) = ends.peek() {
         // The k-th smallest end is strictly after the k-th smallest start, so `active` never goes negative.
-        let take_end = i >= n || ends[j] <= starts[i];
-        let t = if take_end { ends[j] } else { starts[i] };
+        let (take_end, t) = match starts.peek() {
+            Some(&start) if start < end => (false, start),
+            _ => (true, end),
+        };
         if active > 0 {
             let level = active as usize;
             if level >= out.level_time.len() {
@@ -51,14 +63,14 @@ pub fn sweep(starts: &mut [i64], ends: &mut [i64], mut on_gap: impl FnMut(i64, i
         }
         prev_t = t;
         if take_end {
-            j += 1;
+            ends.next();
             active -= 1;
             if active == 0 {
                 out.busy_ns += t - busy_start;
                 last_busy_end = Some(t);
             }
         } else {
-            i += 1;
+            starts.next();
             if active == 0 {
                 if let Some(e) = last_busy_end {
                     if t > e {

@@ -256,6 +256,8 @@ def run_job(spec: JobSpec, direct: Store | None = None) -> JobResult:
     except OSError as exc:
         result.error_code, result.message = "io", exc.strerror or str(exc)
     except Exception as exc:  # a bug must cost one file, not the batch
+        if errors.is_interruption(exc):
+            raise KeyboardInterrupt from exc  # Ctrl-C landed inside a DuckDB query
         result.error_code, result.message = "internal", f"{type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - start
     result.worker, result.peak_rss_bytes = _worker_identity()

@@ -86,3 +86,11 @@ class IngestInterrupted(TraceforgeError, KeyboardInterrupt):
     """Ctrl-C during an ingest; nothing of the interrupted trace was written."""
 
     code = "interrupted"
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB reporting that Ctrl-C stopped its query (to be treated as Ctrl-C)."""
+    if type(exc).__name__ == "InterruptException":
+        return True
+    from_duckdb = "duckdb" in type(exc).__module__
+    return from_duckdb and isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import QueryError, StoreError
+from .errors import QueryError, StoreError, is_interruption
 from .schema import (
     API_CLASS_COLUMNS,
     DDL,
@@ -100,6 +100,8 @@ class Store:
                 con.execute(f"CREATE OR REPLACE TABLE {STORAGE_SCHEMA}.{LAYOUT_TABLE} (digest VARCHAR)")
                 con.execute(f"INSERT INTO {STORAGE_SCHEMA}.{LAYOUT_TABLE} VALUES (?)", [digest])
         except duckdb.Error as exc:
+            if is_interruption(exc):
+                raise KeyboardInterrupt from exc
             message = f"cannot create the traceforge schema: {_first_line(exc)}"
             raise StoreError(message, path=self.path) from exc
 

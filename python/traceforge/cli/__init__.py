@@ -92,7 +92,7 @@ for _param in cli.params:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``traceforge`` script: errors become one line on stderr and a non-zero exit."""
-    from ..errors import IngestInterrupted, TraceforgeError
+    from ..errors import IngestInterrupted, TraceforgeError, is_interruption
 
     try:
         cli.main(args=argv, prog_name="traceforge", standalone_mode=False)
@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except Exception as exc:
+        if is_interruption(exc):  # Ctrl-C stopped a DuckDB query: every transaction was rolled back
+            click.echo("traceforge: interrupted (the trace being written was rolled back)", err=True)
+            return 130
+        raise
     return _exit_code
 
 

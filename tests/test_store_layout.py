@@ -110,3 +110,27 @@ def test_storage_rows_written_as_plain_columns_are_packed(
         finally:
             con.close()
     assert sum(len(rows) for rows in before.values()) > 40
+
+
+def test_ingest_lowers_the_buffer_pool_and_gives_it_back(
+    small_matmul_export: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """While a trace lands the pool is ``TRACEFORGE_INGEST_MEMORY_LIMIT``; queries get the store limit back."""
+    from traceforge.ingest import ingest_paths
+
+    monkeypatch.setenv("TRACEFORGE_MEMORY_LIMIT", "300MB")
+    monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "100MB")
+
+    def limit(store: Store) -> str:
+        row = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    with Store(tmp_path / "s.duckdb") as store:
+        configured = limit(store)
+        with store.ingest_memory():
+            during = limit(store)
+        assert [o.status for o in ingest_paths(store, [str(small_matmul_export)])] == ["ingested"]
+        assert limit(store) == configured
+    # DuckDB reports limits in MiB: 300 MB ~ 286 MiB, 100 MB ~ 95 MiB.
+    assert configured.startswith("286") and during.startswith("95"), (configured, during)

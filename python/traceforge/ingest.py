@@ -163,7 +163,8 @@ def write_trace(store: Store, data: TraceData, *, force: bool = False) -> Ingest
     import duckdb
 
     try:
-        info = _write_tables(store, data, existing)
+        with store.ingest_memory():
+            info = _write_tables(store, data, existing)
     except KeyboardInterrupt:
         data.handle.cancel()
         raise

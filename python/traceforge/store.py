@@ -66,9 +66,9 @@ class Store:
         # out of order parallelises bulk loads. The memory limit bounds the buffer pool during large
         # ingests (DuckDB spills beyond it) so peak RSS does not grow with the export's size.
         self.con.execute("SET preserve_insertion_order = false")
-        limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "512MB")
-        if limit:
-            self.con.execute(f"SET memory_limit = '{limit}'")
+        self.memory_limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "512MB")
+        if self.memory_limit:
+            self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
 
     def _create_schema(self) -> None:
         """Create the trace schema: plain tables, the storage tables, and the views over them.
@@ -109,6 +109,28 @@ class Store:
         """Create the tables in ``ddl`` that do not exist yet (idempotent)."""
         for statement in ddl.values():
             self.con.execute(statement)
+
+    @contextlib.contextmanager
+    def ingest_memory(self) -> Iterator[None]:
+        """Hold DuckDB's buffer pool to ``TRACEFORGE_INGEST_MEMORY_LIMIT`` (default 128MB) during an ingest.
+
+        The rows of an ingest are written to the file as they arrive, so DuckDB only caches blocks that are
+        already on disk: the smaller pool costs no time and keeps them from adding to the core's own peak
+        (25M kernels: 2.63 -> 2.41 GB). Queries keep the larger limit. An in-memory store is left alone,
+        since its data lives in that pool.
+        """
+        limit = os.environ.get("TRACEFORGE_INGEST_MEMORY_LIMIT", "128MB")
+        if not limit or self.path == ":memory:":
+            yield
+            return
+        self.con.execute(f"SET memory_limit = '{limit}'")
+        try:
+            yield
+        finally:
+            if self.memory_limit:
+                self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
+            else:
+                self.con.execute("RESET memory_limit")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -115,7 +115,7 @@ def test_storage_rows_written_as_plain_columns_are_packed(
 def test_ingest_lowers_the_buffer_pool_and_gives_it_back(
     small_matmul_export: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    """While a trace lands the pool is ``TRACEFORGE_INGEST_MEMORY_LIMIT``; queries get the store limit back."""
+    """While a trace lands the pool is ``TRACEFORGE_INGEST_MEMORY_LIMIT``; queries get the other limit."""
     from traceforge.ingest import ingest_paths
 
     monkeypatch.setenv("TRACEFORGE_MEMORY_LIMIT", "300MB")

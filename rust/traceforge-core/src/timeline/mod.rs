@@ -483,6 +483,43 @@ mod tests {
     }
 
     #[test]
+    fn kernels_in_order_are_swept_in_place_with_the_same_results() {
+        // Back-to-back kernels with gaps, a zero-length one, and one nested in its predecessor: starts and
+        // ends in order only in the forward listing.
+        let start = vec![0i64, 10, 10, 25, 40, 41, 60];
+        let end = vec![10i64, 20, 10, 30, 50, 45, 70];
+        let n = start.len();
+        let (device, stream) = (vec![0i32; n], vec![0i32; n]);
+        let api_start: Vec<i64> = start.iter().map(|s| s - 3).collect();
+        let (thread, launch) = (vec![NULL_I64; n], vec![NULL_I64; n]);
+        let k = OpsView {
+            device: &device,
+            stream: &stream,
+            start: &start,
+            end: &end,
+            thread: &thread,
+            api_start: &api_start,
+            launch: &launch,
+        };
+        let forward: Vec<u32> = vec![0, 1, 2, 3, 6];
+        let backward: Vec<u32> = forward.iter().rev().copied().collect();
+        let run = |members: &[u32]| {
+            let mut row = MetricRow::default();
+            let mut gaps = Gaps::default();
+            let sw = kernel_metrics(&k, members, &mut row, Some((&mut gaps, 0)));
+            (row, gaps, sw)
+        };
+        let (in_place, gaps, sw) = run(&forward);
+        assert_eq!(run(&backward), (in_place.clone(), gaps.clone(), sw));
+        assert_eq!((in_place.busy_ns, in_place.gap_count, in_place.gap_total_ns), (35, 2, 35));
+        assert_eq!((gaps.start.clone(), gaps.end.clone()), (vec![20, 30], vec![25, 60]));
+        // With the nested kernel the ends are out of order: the copy path, and concurrency 2.
+        let nested: Vec<u32> = vec![3, 4, 5, 6];
+        let (row, _, _) = run(&nested);
+        assert_eq!((row.max_concurrency, row.busy_ns, row.overlap_ns), (2, 25, 4));
+    }
+
+    #[test]
     fn parts_side_by_side_or_in_turn_give_the_same_tables() {
         let mut rng = Lcg(7);
         let n = 5_000;

@@ -53,13 +53,14 @@ class Store:
         self.path = str(Path(path if path is not None else default_db_path()))
         if read_only and not os.path.exists(self.path):
             raise StoreError("no such traceforge database (ingest something first)", path=self.path)
+        existed = os.path.exists(self.path)
         try:
             self.con: duckdb.DuckDBPyConnection = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
             raise StoreError(f"cannot open the database: {_first_line(exc)}", path=self.path) from exc
         self._configure()
         if not read_only:
-            self._create_schema()
+            self._create_schema(new=not existed)
 
     def _configure(self) -> None:
         # Rows of a table have no meaningful order (every query says ORDER BY), and letting DuckDB insert
@@ -70,35 +71,44 @@ class Store:
         if self.memory_limit:
             self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, *, new: bool) -> None:
         """Create the trace schema: plain tables, the storage tables, and the views over them.
 
         A store already holding this version's layout (its DDL's digest is recorded in the store) is left
-        alone, so opening it costs one small query instead of some forty statements.
+        alone, so opening it costs one small query; a store of an earlier layout is upgraded in place.
+        ``new``: the file did not exist, so there is nothing to look up or upgrade.
         """
         import duckdb
 
         digest = layout_digest()
-        try:
-            recorded = self.con.execute(f"SELECT digest FROM {STORAGE_SCHEMA}.{LAYOUT_TABLE}").fetchall()
-        except duckdb.CatalogException:
-            recorded = []
-        if recorded == [(digest,)]:
-            return
+        if not new:
+            try:
+                recorded = self.con.execute(f"SELECT digest FROM {STORAGE_SCHEMA}.{LAYOUT_TABLE}").fetchall()
+            except duckdb.CatalogException:
+                recorded = []
+            if recorded == [(digest,)]:
+                return
+        tables = [statement for table, statement in DDL.items() if table not in VIEW_DDL]
         try:
             with self.transaction() as con:
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {STORAGE_SCHEMA}")
-                for statement in STORAGE_DDL.values():
-                    con.execute(statement)
-                for table, statement in DDL.items():
-                    if table not in VIEW_DDL:
-                        con.execute(statement)
-                _upgrade_plain_row_tables(con)
-                _upgrade_spelled_out_tables(con)
-                for statement in VIEW_DDL.values():
-                    con.execute(statement)
-                con.execute(f"CREATE OR REPLACE TABLE {STORAGE_SCHEMA}.{LAYOUT_TABLE} (digest VARCHAR)")
-                con.execute(f"INSERT INTO {STORAGE_SCHEMA}.{LAYOUT_TABLE} VALUES (?)", [digest])
+                # One script: DuckDB parses and runs it in one call instead of ~30 round trips.
+                con.execute(
+                    ";\n".join(
+                        [f"CREATE SCHEMA IF NOT EXISTS {STORAGE_SCHEMA}", *STORAGE_DDL.values(), *tables]
+                    )
+                )
+                if not new:
+                    _upgrade_plain_row_tables(con)
+                    _upgrade_spelled_out_tables(con)
+                con.execute(
+                    ";\n".join(
+                        [
+                            *VIEW_DDL.values(),
+                            f"CREATE OR REPLACE TABLE {STORAGE_SCHEMA}.{LAYOUT_TABLE} (digest VARCHAR)",
+                            f"INSERT INTO {STORAGE_SCHEMA}.{LAYOUT_TABLE} VALUES ('{digest}')",
+                        ]
+                    )
+                )
         except duckdb.Error as exc:
             if is_interruption(exc):
                 raise KeyboardInterrupt from exc

@@ -8,7 +8,7 @@ pub mod projection;
 pub mod sweep;
 
 use crate::export::NULL_I64;
-use percentile::percentiles_select;
+use percentile::{percentiles_of, percentiles_select};
 
 /// Columns shared by every GPU operation. `thread` is the launching API call's thread key
 /// `(pid << 24) | tid`, `api_start` its start, `launch` the launch key `(pid << 40) | correlationId`;
@@ -224,11 +224,23 @@ fn ascending(values: impl Iterator<Item = i64>) -> bool {
     })
 }
 
-/// p50, p90 and p99 of `values` (reordered in place).
-fn percentile_triple(values: &mut [i64]) -> [Option<f64>; 3] {
-    let p = percentiles_select(values, &[0.50, 0.90, 0.99]);
+/// p50, p90 and p99 of the `count` values `values()` yields. Up to [`COPY_PERCENTILES_MAX`] values they are
+/// selected on a copy (fastest); beyond, searched where they lie ([`percentiles_of`]), so that a 25M-kernel
+/// device does not need a 200 MB copy of its gaps or latencies.
+fn percentile_triple<I: Iterator<Item = i64>>(count: usize, values: impl Fn() -> I) -> [Option<f64>; 3] {
+    let qs = [0.50, 0.90, 0.99];
+    let p = if count <= COPY_PERCENTILES_MAX {
+        let mut copy = Vec::with_capacity(count);
+        copy.extend(values());
+        percentiles_select(&mut copy, &qs)
+    } else {
+        percentiles_of(values, &qs)
+    };
     [p[0], p[1], p[2]]
 }
+
+/// Most values whose percentiles are computed on a copy (see [`percentile_triple`]).
+const COPY_PERCENTILES_MAX: usize = 2_000_000;
 
 /// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels. Gaps go to
 /// `gaps` under the given device when it is Some (a device's gaps are stored), else they are only counted.
@@ -267,44 +279,45 @@ fn kernel_metrics(
         None => counted.push(e - s),
     };
     // Kernels that run one after another come with starts and ends both in order: sweep them where they
-    // lie. Otherwise sort copies (16 bytes a kernel), whose buffer is reused below.
+    // lie. Otherwise sort copies (16 bytes a kernel), freed right after.
     let in_order = ascending(nonempty().map(|i| k.start[i])) && ascending(nonempty().map(|i| k.end[i]));
-    let (sw, mut values) = if in_order {
-        let sw = sweep::sweep_sorted(nonempty().map(|i| k.start[i]), nonempty().map(|i| k.end[i]), &mut record_gap);
-        (sw, Vec::new())
+    let sw = if in_order {
+        sweep::sweep_sorted(nonempty().map(|i| k.start[i]), nonempty().map(|i| k.end[i]), &mut record_gap)
     } else {
         let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).collect();
         let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).collect();
-        let sw = sweep::sweep(&mut starts, &mut ends, &mut record_gap);
-        (sw, starts)
+        sweep::sweep(&mut starts, &mut ends, &mut record_gap)
     };
     row.busy_ns = sw.busy_ns;
     row.utilization = row.span_ns.filter(|&s| s > 0).map(|s| sw.busy_ns as f64 / s as f64);
     row.max_concurrency = sw.max_concurrency;
     row.overlap_ns = sw.overlap_ns();
-    // `values` holds the gap lengths, then the launch latencies.
+    // A device's gaps are read back where they are stored, its latencies where the kernels are: their
+    // percentiles need no copy of either (8 bytes a gap or a kernel).
     match &gaps {
         Some((g, _)) => {
-            values.clear();
-            values.extend(g.start[first_gap..].iter().zip(&g.end[first_gap..]).map(|(s, e)| e - s));
+            let (starts, ends) = (&g.start[first_gap..], &g.end[first_gap..]);
+            gap_metrics(row, || starts.iter().zip(ends).map(|(s, e)| e - s));
         }
-        None => values = counted,
+        None => gap_metrics(row, || counted.iter().copied()),
     }
-    row.gap_count = values.len() as i64;
-    row.gap_total_ns = values.iter().sum();
-    row.gap_max_ns = values.iter().max().copied();
-    [row.gap_p50_ns, row.gap_p90_ns, row.gap_p99_ns] = percentile_triple(&mut values);
-    values.clear();
-    values.extend(
-        members
-            .iter()
-            .map(|&i| i as usize)
-            .filter(|&i| k.api_start[i] != NULL_I64)
-            .map(|i| k.start[i] - k.api_start[i]),
-    );
-    row.launch_matched = values.len() as i64;
-    [row.launch_latency_p50_ns, row.launch_latency_p90_ns, row.launch_latency_p99_ns] = percentile_triple(&mut values);
+    let latencies = || {
+        members.iter().map(|&i| i as usize).filter(|&i| k.api_start[i] != NULL_I64).map(|i| k.start[i] - k.api_start[i])
+    };
+    let matched = latencies().count();
+    row.launch_matched = matched as i64;
+    [row.launch_latency_p50_ns, row.launch_latency_p90_ns, row.launch_latency_p99_ns] =
+        percentile_triple(matched, latencies);
     sw
+}
+
+/// Gap count, total, maximum and percentiles from the gap lengths `lengths()` yields.
+fn gap_metrics<I: Iterator<Item = i64>>(row: &mut MetricRow, lengths: impl Fn() -> I) {
+    let count = lengths().count();
+    row.gap_count = count as i64;
+    row.gap_total_ns = lengths().sum();
+    row.gap_max_ns = lengths().max();
+    [row.gap_p50_ns, row.gap_p90_ns, row.gap_p99_ns] = percentile_triple(count, lengths);
 }
 
 fn add_memops(m: &MemopsView<'_>, members: &[u32], row: &mut MetricRow) {

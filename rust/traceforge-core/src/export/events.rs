@@ -283,17 +283,37 @@ fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
     let (start, end) = (pieces(&mut parts, |p| &mut p.start), pieces(&mut parts, |p| &mut p.end));
     let (device, stream) = (pieces(&mut parts, |p| &mut p.device), pieces(&mut parts, |p| &mut p.stream));
     let (name_id, launch) = (pieces(&mut parts, |p| &mut p.name_id), pieces(&mut parts, |p| &mut p.launch));
-    ((out.start, out.end), ((out.launch, out.name_id), (out.device, out.stream))) = rayon::join(
-        || rayon::join(|| column(start, total), || column(end, total)),
-        || {
-            rayon::join(
-                || rayon::join(|| column(launch, total), || column(name_id, total)),
-                || rayon::join(|| column(device, total), || column(stream, total)),
-            )
-        },
-    );
+    if total <= PARALLEL_GATHER_MAX_ROWS {
+        ((out.start, out.end), ((out.launch, out.name_id), (out.device, out.stream))) = rayon::join(
+            || rayon::join(|| column(start, total), || column(end, total)),
+            || {
+                rayon::join(
+                    || rayon::join(|| column(launch, total), || column(name_id, total)),
+                    || rayon::join(|| column(device, total), || column(stream, total)),
+                )
+            },
+        );
+    } else {
+        // One column at a time, its pieces handed back to the system before the next is built, so that
+        // the kernels exist about once, not twice, at the peak (25M kernels: 1.99 -> ~1.6 GB).
+        crate::memory::release_free_memory();
+        out.start = column(start, total);
+        crate::memory::release_free_memory();
+        out.end = column(end, total);
+        crate::memory::release_free_memory();
+        out.launch = column(launch, total);
+        crate::memory::release_free_memory();
+        out.name_id = column(name_id, total);
+        crate::memory::release_free_memory();
+        out.device = column(device, total);
+        crate::memory::release_free_memory();
+        out.stream = column(stream, total);
+    }
     out
 }
+
+/// Above this many kernels, [`concat_kernels`] gathers the columns one after another (to bound memory).
+const PARALLEL_GATHER_MAX_ROWS: usize = 2_000_000;
 
 /// A chunk of CUDA API calls (runtime or driver).
 #[derive(Debug, Default, Clone)]

@@ -356,7 +356,10 @@ fn derive_with(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Rang
     let ((mut out, (mut kernel_summary, memop_summary)), projection) = if parallel {
         rayon::join(|| rayon::join(device_part, summary_part), projection_part)
     } else {
-        ((device_part(), summary_part()), projection_part())
+        // The projection's buffers go first: the device part ends holding every gap (16 bytes each).
+        let projection = projection_part();
+        let summaries = summary_part();
+        ((device_part(), summaries), projection)
     };
     for row in &mut kernel_summary {
         let device_total = out.device_metrics.iter().find(|d| d.device == row.device).map_or(0, |d| d.kernel_time_ns);

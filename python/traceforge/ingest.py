@@ -120,7 +120,7 @@ def read_trace(
 
     check_input(path)
     if fingerprint is None:
-        # Hash the file while the core reads it: both are bound by memory bandwidth on different cores.
+        # Hash the file while the core reads it, instead of before: the reader leaves part of a core idle.
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1, thread_name_prefix="traceforge-fingerprint") as pool:

@@ -64,8 +64,8 @@ class Store:
 
     def _configure(self) -> None:
         # Rows of a table have no meaningful order (every query says ORDER BY), and letting DuckDB insert
-        # out of order parallelises bulk loads. The memory limit bounds the buffer pool during large
-        # ingests (DuckDB spills beyond it) so peak RSS does not grow with the export's size.
+        # out of order parallelises bulk loads. The memory limit bounds the buffer pool (DuckDB spills
+        # beyond it); an ingest holds it lower still while its trace lands (`ingest_memory`).
         self.con.execute("SET preserve_insertion_order = false")
         self.memory_limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "512MB")
         if self.memory_limit:

@@ -292,8 +292,8 @@ fn kernel_metrics(
     row.utilization = row.span_ns.filter(|&s| s > 0).map(|s| sw.busy_ns as f64 / s as f64);
     row.max_concurrency = sw.max_concurrency;
     row.overlap_ns = sw.overlap_ns();
-    // A device's gaps are read back where they are stored, its latencies where the kernels are: their
-    // percentiles need no copy of either (8 bytes a gap or a kernel).
+    // A device's gaps are read back where they are stored (not kept twice), its latencies computed from
+    // the kernels; a large device's percentiles are then found without copying either (`percentile_triple`).
     match &gaps {
         Some((g, _)) => {
             let (starts, ends) = (&g.start[first_gap..], &g.end[first_gap..]);

@@ -283,7 +283,7 @@ fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
     let (start, end) = (pieces(&mut parts, |p| &mut p.start), pieces(&mut parts, |p| &mut p.end));
     let (device, stream) = (pieces(&mut parts, |p| &mut p.device), pieces(&mut parts, |p| &mut p.stream));
     let (name_id, launch) = (pieces(&mut parts, |p| &mut p.name_id), pieces(&mut parts, |p| &mut p.launch));
-    if total <= PARALLEL_GATHER_MAX_ROWS {
+    if total <= crate::memory::low_memory_above() {
         ((out.start, out.end), ((out.launch, out.name_id), (out.device, out.stream))) = rayon::join(
             || rayon::join(|| column(start, total), || column(end, total)),
             || {
@@ -295,7 +295,7 @@ fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
         );
     } else {
         // One column at a time, its pieces handed back to the system before the next is built, so that
-        // the kernels exist about once, not twice, at the peak (25M kernels: 1.99 -> ~1.6 GB).
+        // the kernels exist about once, not twice, at the peak (25M kernels: 1.99 -> 1.64 GB).
         crate::memory::release_free_memory();
         out.start = column(start, total);
         crate::memory::release_free_memory();
@@ -311,9 +311,6 @@ fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
     }
     out
 }
-
-/// Above this many kernels, [`concat_kernels`] gathers the columns one after another (to bound memory).
-const PARALLEL_GATHER_MAX_ROWS: usize = 2_000_000;
 
 /// A chunk of CUDA API calls (runtime or driver).
 #[derive(Debug, Default, Clone)]

@@ -224,12 +224,12 @@ fn ascending(values: impl Iterator<Item = i64>) -> bool {
     })
 }
 
-/// p50, p90 and p99 of the `count` values `values()` yields. Up to [`COPY_PERCENTILES_MAX`] values they are
-/// selected on a copy (fastest); beyond, searched where they lie ([`percentiles_of`]), so that a 25M-kernel
-/// device does not need a 200 MB copy of its gaps or latencies.
+/// p50, p90 and p99 of the `count` values `values()` yields. Up to [`crate::memory::low_memory_above`]
+/// values they are selected on a copy (fastest); beyond, searched where they lie ([`percentiles_of`]), so
+/// that a 25M-kernel device does not need a 200 MB copy of its gaps or latencies.
 fn percentile_triple<I: Iterator<Item = i64>>(count: usize, values: impl Fn() -> I) -> [Option<f64>; 3] {
     let qs = [0.50, 0.90, 0.99];
-    let p = if count <= COPY_PERCENTILES_MAX {
+    let p = if count <= crate::memory::low_memory_above() {
         let mut copy = Vec::with_capacity(count);
         copy.extend(values());
         percentiles_select(&mut copy, &qs)
@@ -238,9 +238,6 @@ fn percentile_triple<I: Iterator<Item = i64>>(count: usize, values: impl Fn() ->
     };
     [p[0], p[1], p[2]]
 }
-
-/// Most values whose percentiles are computed on a copy (see [`percentile_triple`]).
-const COPY_PERCENTILES_MAX: usize = 2_000_000;
 
 /// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels. Gaps go to
 /// `gaps` under the given device when it is Some (a device's gaps are stored), else they are only counted.
@@ -337,12 +334,10 @@ fn add_memops(m: &MemopsView<'_>, members: &[u32], row: &mut MetricRow) {
     }
 }
 
-/// Above this many GPU operations, [`derive`] computes its parts one after another (to bound memory).
-pub const PARALLEL_DERIVE_MAX_OPS: usize = 2_000_000;
-
 /// Compute every derived table of a trace.
 pub fn derive(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &RangesView<'_>) -> Derived {
-    derive_with(kernels, memops, ranges, kernels.ops.len() + memops.ops.len() <= PARALLEL_DERIVE_MAX_OPS)
+    let low_memory = kernels.ops.len() + memops.ops.len() > crate::memory::low_memory_above();
+    derive_with(kernels, memops, ranges, !low_memory)
 }
 
 /// [`derive`], its parts side by side when `parallel`.

@@ -37,11 +37,18 @@ pub use crate::export::events::launch_key;
 struct LaunchState {
     /// Op indices with a launch key, sorted by key, for matching API rows.
     order: Vec<u32>,
-    thread: Vec<i64>,
+    /// Index into `launchers` of the (thread, API name) that launched each op, or [`NO_LAUNCHER`]: a
+    /// trace has few, so 4 bytes an op instead of 12.
+    launcher: Vec<u32>,
+    /// Distinct (thread key, API name id or -1) pairs.
+    launchers: Vec<(i64, i32)>,
+    launcher_ids: ahash::AHashMap<(i64, i32), u32>,
     api_start: Vec<i64>,
-    api_name: Vec<i32>,
     done: bool,
 }
+
+/// `LaunchState::launcher` of an op no API call launched.
+const NO_LAUNCHER: u32 = u32::MAX;
 
 #[inline]
 fn key_of(ops: &GpuOps, op: u32) -> i64 {
@@ -64,11 +71,26 @@ impl LaunchState {
         order.par_sort_by_key(|&op| key_of(ops, op));
         LaunchState {
             order,
-            thread: vec![NULL_I64; n],
+            launcher: vec![NO_LAUNCHER; n],
+            launchers: Vec::new(),
+            launcher_ids: Default::default(),
             api_start: vec![NULL_I64; n],
-            api_name: vec![-1; n],
             done: false,
         }
+    }
+
+    /// The launching thread key and API name id of op `op` (NULL_I64 and -1 when none matched).
+    #[inline]
+    fn launched_by(&self, op: usize) -> (i64, i32) {
+        match self.launcher[op] {
+            NO_LAUNCHER => (NULL_I64, -1),
+            id => self.launchers[id as usize],
+        }
+    }
+
+    /// The launching thread key of every op, kernels then memops (the metrics' view of the launches).
+    fn threads(&self) -> Vec<i64> {
+        (0..self.launcher.len()).map(|op| self.launched_by(op).0).collect()
     }
 
     /// First position in `order` whose key is >= `key`, searching forward from `hint` when possible.
@@ -113,8 +135,13 @@ impl LaunchState {
                 let op = op as usize;
                 if self.api_start[op] == NULL_I64 {
                     self.api_start[op] = chunk.start[r];
-                    self.thread[op] = thread_key(gtid);
-                    self.api_name[op] = i32::try_from(chunk.name_id[r]).unwrap_or(-1);
+                    let launched_by = (thread_key(gtid), i32::try_from(chunk.name_id[r]).unwrap_or(-1));
+                    let next = self.launchers.len() as u32;
+                    let id = *self.launcher_ids.entry(launched_by).or_insert(next);
+                    if id == next {
+                        self.launchers.push(launched_by);
+                    }
+                    self.launcher[op] = id;
                 }
             }
         }
@@ -438,13 +465,15 @@ impl Trace {
         let k = &self.ops.kernels;
         let m = &self.ops.memops;
         let nk = k.len();
+        // Spelled out per op only while the metrics are derived (the projection groups by thread).
+        let threads = state.threads();
         let kernels = KernelsView {
             ops: OpsView {
                 device: &k.device,
                 stream: &k.stream,
                 start: &k.start,
                 end: &k.end,
-                thread: &state.thread[..nk],
+                thread: &threads[..nk],
                 api_start: &state.api_start[..nk],
                 launch: &k.launch,
             },
@@ -456,7 +485,7 @@ impl Trace {
                 stream: &m.stream,
                 start: &m.start,
                 end: &m.end,
-                thread: &state.thread[nk..],
+                thread: &threads[nk..],
                 api_start: &state.api_start[nk..],
                 launch: &m.launch,
             },
@@ -468,7 +497,7 @@ impl Trace {
         let (projected, [r_thread, r_start, r_end]) = nvtx.projectable();
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
         let mut derived = timeline::derive(&kernels, &memops, &ranges);
-        drop(state);
+        drop((threads, state));
         crate::memory::release_free_memory(); // the working buffers of the metrics
         *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
         let _ = self.finished.set(Finished { derived, nvtx, projected });
@@ -653,9 +682,9 @@ fn kernels_batch(
     let class: Vec<i64> = rows
         .clone()
         .map(|i| {
-            let thread = st.thread[i];
+            let (thread, api) = st.launched_by(i);
             let launch_tid = if thread == NULL_I64 { thread } else { thread & 0xFF_FFFF };
-            let api = i64::from(st.api_name[i]);
+            let api = i64::from(api);
             let launch_api = if api < 0 { NULL_I64 } else { api };
             i64::from(classes.id((k.shape[i], launch_tid, launch_api)))
         })
@@ -675,8 +704,13 @@ fn memops_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<Rec
     let m = &t.ops.memops;
     let nk = t.ops.kernels.len();
     let st = t.lock();
-    let launch_tid =
-        int_col(st.thread[nk + r.start..nk + r.end].iter().map(|&x| if x == NULL_I64 { x } else { x & 0xFF_FFFF }));
+    let launch_tid = int_col((nk + r.start..nk + r.end).map(|op| st.launched_by(op).0).map(|x| {
+        if x == NULL_I64 {
+            x
+        } else {
+            x & 0xFF_FFFF
+        }
+    }));
     let api_start = int_col(st.api_start[nk + r.start..nk + r.end].iter().copied());
     drop(st);
     let s = |v: &Vec<i64>| int_col(v[r.clone()].iter().copied());

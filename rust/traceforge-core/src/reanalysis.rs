@@ -13,7 +13,7 @@ use crate::columnar::BatchStream;
 use crate::error::{Error, Result};
 use crate::export::events::launch_key;
 use crate::export::NULL_I64;
-use crate::timeline::{self, KernelsView, MemopsView, OpsView, RangesView};
+use crate::timeline::{self, KernelsView, MemopsView, OpsView, RangesView, Threads};
 use crate::trace::{self, NvtxRanges};
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
@@ -162,7 +162,7 @@ pub fn rederive(
             stream: &k_stream,
             start: &k.start,
             end: &k.end,
-            thread: &k_thread,
+            thread: Threads::Keys(&k_thread),
             api_start: &k.api_start,
             launch: &k_launch,
         },
@@ -174,7 +174,7 @@ pub fn rederive(
             stream: &m_stream,
             start: &m.start,
             end: &m.end,
-            thread: &m_thread,
+            thread: Threads::Keys(&m_thread),
             api_start: &m.api_start,
             launch: &m_launch,
         },

@@ -19,7 +19,7 @@ use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, NvtxEvents,
 use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
 use crate::export::scan::{stream_table_ordered, IntColumns};
 use crate::export::{decode_global_id, Capabilities, ExportFile, StringTable, NULL_I64};
-use crate::timeline::{self, Derived, KernelsView, MemopsView, OpsView, RangesView};
+use crate::timeline::{self, Derived, KernelsView, MemopsView, OpsView, RangesView, Threads};
 
 /// `(pid << 24) | tid` from a serialized globalTid.
 #[inline]
@@ -47,8 +47,8 @@ struct LaunchState {
     done: bool,
 }
 
-/// `LaunchState::launcher` of an op no API call launched.
-const NO_LAUNCHER: u32 = u32::MAX;
+/// `LaunchState::launcher` of an op no API call launched (the metrics' "no thread" as well).
+const NO_LAUNCHER: u32 = timeline::NO_THREAD;
 
 #[inline]
 fn key_of(ops: &GpuOps, op: u32) -> i64 {
@@ -88,9 +88,9 @@ impl LaunchState {
         }
     }
 
-    /// The launching thread key of every op, kernels then memops (the metrics' view of the launches).
-    fn threads(&self) -> Vec<i64> {
-        (0..self.launcher.len()).map(|op| self.launched_by(op).0).collect()
+    /// The thread key of each launcher, indexed like `launchers` (for [`timeline::Threads::Indexed`]).
+    fn launcher_threads(&self) -> Vec<i64> {
+        self.launchers.iter().map(|l| l.0).collect()
     }
 
     /// First position in `order` whose key is >= `key`, searching forward from `hint` when possible.
@@ -465,15 +465,14 @@ impl Trace {
         let k = &self.ops.kernels;
         let m = &self.ops.memops;
         let nk = k.len();
-        // Spelled out per op only while the metrics are derived (the projection groups by thread).
-        let threads = state.threads();
+        let launcher_threads = state.launcher_threads();
         let kernels = KernelsView {
             ops: OpsView {
                 device: &k.device,
                 stream: &k.stream,
                 start: &k.start,
                 end: &k.end,
-                thread: &threads[..nk],
+                thread: Threads::Indexed { ids: &state.launcher[..nk], keys: &launcher_threads },
                 api_start: &state.api_start[..nk],
                 launch: &k.launch,
             },
@@ -485,7 +484,7 @@ impl Trace {
                 stream: &m.stream,
                 start: &m.start,
                 end: &m.end,
-                thread: &threads[nk..],
+                thread: Threads::Indexed { ids: &state.launcher[nk..], keys: &launcher_threads },
                 api_start: &state.api_start[nk..],
                 launch: &m.launch,
             },
@@ -497,7 +496,7 @@ impl Trace {
         let (projected, [r_thread, r_start, r_end]) = nvtx.projectable();
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
         let mut derived = timeline::derive(&kernels, &memops, &ranges);
-        drop((threads, state));
+        drop(state);
         crate::memory::release_free_memory(); // the working buffers of the metrics
         *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
         let _ = self.finished.set(Finished { derived, nvtx, projected });

@@ -19,9 +19,38 @@ pub struct OpsView<'a> {
     pub stream: &'a [i32],
     pub start: &'a [i64],
     pub end: &'a [i64],
-    pub thread: &'a [i64],
+    pub thread: Threads<'a>,
     pub api_start: &'a [i64],
     pub launch: &'a [i64],
+}
+
+/// The launching thread key of each operation: spelled out, or as an index into the few distinct keys
+/// (how ingest holds them, 4 bytes an operation).
+#[derive(Debug, Clone, Copy)]
+pub enum Threads<'a> {
+    Keys(&'a [i64]),
+    /// `ids[i]` indexes `keys`; [`NO_THREAD`] where no API call matched.
+    Indexed {
+        ids: &'a [u32],
+        keys: &'a [i64],
+    },
+}
+
+/// A [`Threads::Indexed`] id meaning "no launching thread".
+pub const NO_THREAD: u32 = u32::MAX;
+
+impl Threads<'_> {
+    /// Thread key of operation `i` ([`NULL_I64`] when none).
+    #[inline]
+    pub fn get(&self, i: usize) -> i64 {
+        match self {
+            Threads::Keys(keys) => keys[i],
+            Threads::Indexed { ids, keys } => match ids[i] {
+                NO_THREAD => NULL_I64,
+                id => keys[id as usize],
+            },
+        }
+    }
 }
 
 impl OpsView<'_> {
@@ -508,7 +537,7 @@ mod tests {
             stream: &stream,
             start: &start,
             end: &end,
-            thread: &thread,
+            thread: Threads::Keys(&thread),
             api_start: &api_start,
             launch: &launch,
         };
@@ -547,7 +576,7 @@ mod tests {
             stream: &stream,
             start: &start,
             end: &end,
-            thread: &thread,
+            thread: Threads::Keys(&thread),
             api_start: &api_start,
             launch: &launch,
         };
@@ -567,7 +596,7 @@ mod tests {
                 stream: &stream[..m],
                 start: &start[..m],
                 end: &end[..m],
-                thread: &thread[..m],
+                thread: Threads::Keys(&thread[..m]),
                 api_start: &api_start[..m],
                 launch: &launch[..m],
             },
@@ -583,6 +612,20 @@ mod tests {
         let side_by_side = derive_with(&kernels, &memops, &ranges, true);
         let in_turn = derive_with(&kernels, &memops, &ranges, false);
         assert_eq!(side_by_side, in_turn);
+        // Threads held as ids into their distinct keys (as ingest holds them) give the same tables.
+        let mut keys: Vec<i64> = thread.iter().copied().filter(|&t| t != NULL_I64).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let ids: Vec<u32> = thread.iter().map(|&t| keys.binary_search(&t).map_or(NO_THREAD, |i| i as u32)).collect();
+        let indexed_kernels = KernelsView {
+            ops: OpsView { thread: Threads::Indexed { ids: &ids, keys: &keys }, ..kernels.ops },
+            ..kernels
+        };
+        let indexed_memops = MemopsView {
+            ops: OpsView { thread: Threads::Indexed { ids: &ids[..m], keys: &keys }, ..memops.ops },
+            ..memops
+        };
+        assert_eq!(derive_with(&indexed_kernels, &indexed_memops, &ranges, true), side_by_side);
         assert_eq!(side_by_side.device_metrics.len(), 3);
         assert!(side_by_side.kernel_summary.iter().all(|r| r.share.is_some_and(|s| s > 0.0 && s <= 1.0)));
         assert!(side_by_side.projection.iter().any(|r| r.gpu_op_count > 0));

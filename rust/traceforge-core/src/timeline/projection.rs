@@ -4,6 +4,8 @@
 //! inside `[range start, range end)`. Launches (API calls that launched GPU work) are grouped per thread
 //! and sorted by start, so each range is two binary searches plus O(log n) queries on prefix sums and
 //! min/max segment trees, whatever the nesting depth.
+#[cfg(test)]
+use super::Threads;
 use super::{KernelsView, MemopsView, OpsView, RangesView};
 use crate::export::NULL_I64;
 use rayon::slice::ParallelSliceMut;
@@ -45,7 +47,7 @@ impl OpTable<'_> {
     #[inline]
     fn key(&self, op: OpRef) -> (i64, i64, i64) {
         let (v, i, _) = self.view(op);
-        (v.thread[i], v.api_start[i], v.launch[i])
+        (v.thread.get(i), v.api_start[i], v.launch[i])
     }
     #[inline]
     fn interval(&self, op: OpRef) -> (i64, i64) {
@@ -242,7 +244,7 @@ mod tests {
                 stream: dev,
                 start: c[0],
                 end: c[1],
-                thread: c[2],
+                thread: Threads::Keys(c[2]),
                 api_start: c[3],
                 launch: c[4],
             },
@@ -251,7 +253,15 @@ mod tests {
     }
 
     const NO_MEMOPS: MemopsView<'static> = MemopsView {
-        ops: OpsView { device: &[], stream: &[], start: &[], end: &[], thread: &[], api_start: &[], launch: &[] },
+        ops: OpsView {
+            device: &[],
+            stream: &[],
+            start: &[],
+            end: &[],
+            thread: Threads::Keys(&[]),
+            api_start: &[],
+            launch: &[],
+        },
         op: &[],
         copy_kind: &[],
         bytes: &[],

@@ -315,23 +315,20 @@ def _class_join(classes: str, columns: tuple[str, ...]) -> str:
 
 
 def _load_kernels(con: Any) -> None:
-    _load_classes(con, "kernel_classes", "kernel_class", KERNEL_CLASS_COLUMNS)
-    insert_storage_rows(
-        con,
-        "kernel_rows",
-        "SELECT l.trace_key, l.correlation_id, l.start_ns, l.end_ns, c.kernel_class, l.api_start_ns "
-        + _class_join("kernel_classes", KERNEL_CLASS_COLUMNS),
-    )
+    _load_rows_with_classes(con, "kernel_rows", "kernel_classes", "kernel_class", KERNEL_CLASS_COLUMNS)
 
 
 def _load_api_calls(con: Any) -> None:
-    _load_classes(con, "api_call_classes", "call_class", API_CLASS_COLUMNS)
-    insert_storage_rows(
-        con,
-        "api_call_rows",
-        "SELECT l.trace_key, l.correlation_id, l.start_ns, l.end_ns, c.call_class "
-        + _class_join("api_call_classes", API_CLASS_COLUMNS),
-    )
+    _load_rows_with_classes(con, "api_call_rows", "api_call_classes", "call_class", API_CLASS_COLUMNS)
+
+
+def _load_rows_with_classes(
+    con: Any, rows: str, classes: str, class_id: str, columns: tuple[str, ...]
+) -> None:
+    """Fill ``classes`` from ``_tf_load``, then ``rows``: fields from the loaded rows, class ids joined."""
+    _load_classes(con, classes, class_id, columns)
+    fields = ", ".join(f"c.{name}" if name == class_id else f"l.{name}" for name, _kind in ROW_FIELDS[rows])
+    insert_storage_rows(con, rows, f"SELECT {fields} " + _class_join(classes, columns))
 
 
 def _upgrade_spelled_out_tables(con: Any) -> None:

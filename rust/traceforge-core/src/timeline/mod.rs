@@ -339,10 +339,9 @@ fn kernel_metrics(
 
 /// Gap count, total, maximum and percentiles from the gap lengths `lengths()` yields.
 fn gap_metrics<I: Iterator<Item = i64>>(row: &mut MetricRow, lengths: impl Fn() -> I) {
-    let count = lengths().count();
-    row.gap_count = count as i64;
-    row.gap_total_ns = lengths().sum();
-    row.gap_max_ns = lengths().max();
+    let (count, total, max) = lengths()
+        .fold((0usize, 0i64, None), |(n, sum, max), g| (n + 1, sum + g, Some(max.map_or(g, |m: i64| m.max(g)))));
+    (row.gap_count, row.gap_total_ns, row.gap_max_ns) = (count as i64, total, max);
     [row.gap_p50_ns, row.gap_p90_ns, row.gap_p99_ns] = percentile_triple(count, lengths);
 }
 

@@ -1,15 +1,41 @@
 //! Percentiles with linear interpolation between order statistics (numpy's default method).
 
+/// Where quantile `q` of `n` (> 0) sorted values lies: the ranks of the two order statistics around it and
+/// the weight of the upper one (numpy's linear interpolation).
+struct Position {
+    lo: usize,
+    hi: usize,
+    frac: f64,
+}
+
+impl Position {
+    fn of(n: usize, q: f64) -> Position {
+        let h = (n - 1) as f64 * q;
+        let lo = h.floor() as usize;
+        Position { lo, hi: (lo + 1).min(n - 1), frac: h - lo as f64 }
+    }
+
+    /// The quantile, given the value of each order statistic.
+    fn interpolate(&self, value: impl Fn(usize) -> f64) -> f64 {
+        value(self.lo) + self.frac * (value(self.hi) - value(self.lo))
+    }
+}
+
+/// The positions of `qs` among `n` (> 0) values, and every rank they need, ascending and distinct.
+fn positions(n: usize, qs: &[f64]) -> (Vec<Position>, Vec<usize>) {
+    let positions: Vec<Position> = qs.iter().map(|&q| Position::of(n, q)).collect();
+    let mut ranks: Vec<usize> = positions.iter().flat_map(|p| [p.lo, p.hi]).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    (positions, ranks)
+}
+
 /// The `q`-quantile (0..=1) of sorted `values`; None when empty.
 pub fn percentile_sorted(values: &[i64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    let h = (values.len() - 1) as f64 * q;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(values.len() - 1);
-    let frac = h - lo as f64;
-    Some(values[lo] as f64 + frac * (values[hi] as f64 - values[lo] as f64))
+    Some(Position::of(values.len(), q).interpolate(|r| values[r] as f64))
 }
 
 /// The `qs`-quantiles of `values` (reordered in place), as [`percentile_sorted`] would give them on the
@@ -20,28 +46,15 @@ pub fn percentiles_select(values: &mut [i64], qs: &[f64]) -> Vec<Option<f64>> {
         return vec![None; qs.len()];
     }
     let n = values.len();
-    let positions: Vec<(usize, usize, f64)> = qs
-        .iter()
-        .map(|&q| {
-            let h = (n - 1) as f64 * q;
-            let lo = h.floor() as usize;
-            (lo, (lo + 1).min(n - 1), h - lo as f64)
-        })
-        .collect();
-    let mut ranks: Vec<usize> = positions.iter().flat_map(|&(lo, hi, _)| [lo, hi]).collect();
-    ranks.sort_unstable_by(|a, b| b.cmp(a));
-    ranks.dedup();
+    let (positions, ranks) = positions(n, qs);
     let mut bound = n;
-    for &r in &ranks {
+    for &r in ranks.iter().rev() {
         if r < bound {
             values[..bound].select_nth_unstable(r);
             bound = r;
         }
     }
-    positions
-        .iter()
-        .map(|&(lo, hi, frac)| Some(values[lo] as f64 + frac * (values[hi] as f64 - values[lo] as f64)))
-        .collect()
+    positions.iter().map(|p| Some(p.interpolate(|r| values[r] as f64))).collect()
 }
 
 /// The `qs`-quantiles of the values `values()` yields (the same values each call), as
@@ -60,14 +73,7 @@ pub fn percentiles_of<I: Iterator<Item = i64>>(values: impl Fn() -> I, qs: &[f64
     if n == 0 {
         return vec![None; qs.len()];
     }
-    let positions: Vec<(usize, usize, f64)> = qs
-        .iter()
-        .map(|&q| {
-            let h = (n - 1) as f64 * q;
-            let lo = h.floor() as usize;
-            (lo, (lo + 1).min(n - 1), h - lo as f64)
-        })
-        .collect();
+    let (positions, ranks) = positions(n, qs);
     /// One order statistic being searched: the value range `lo..=hi` holds it, `below` values lie under it.
     struct Search {
         rank: usize,
@@ -76,9 +82,6 @@ pub fn percentiles_of<I: Iterator<Item = i64>>(values: impl Fn() -> I, qs: &[f64
         below: usize,
         value: Option<i64>,
     }
-    let mut ranks: Vec<usize> = positions.iter().flat_map(|&(lo, hi, _)| [lo, hi]).collect();
-    ranks.sort_unstable();
-    ranks.dedup();
     let mut searches: Vec<Search> =
         ranks.iter().map(|&rank| Search { rank, lo: min, hi: max, below: 0, value: None }).collect();
     loop {
@@ -116,7 +119,7 @@ pub fn percentiles_of<I: Iterator<Item = i64>>(values: impl Fn() -> I, qs: &[f64
         }
     }
     let value = |rank: usize| searches.iter().find(|s| s.rank == rank).and_then(|s| s.value).unwrap_or(0) as f64;
-    positions.iter().map(|&(lo, hi, frac)| Some(value(lo) + frac * (value(hi) - value(lo)))).collect()
+    positions.iter().map(|p| Some(p.interpolate(value))).collect()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::columnar::BatchStream;
 use crate::error::{Error, Result};
 use crate::export::events::launch_key;
 use crate::export::NULL_I64;
-use crate::timeline::{self, KernelsView, MemopsView, OpsView, RangesView, Threads};
+use crate::timeline::{self, KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 use crate::trace::{self, NvtxRanges};
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
@@ -158,32 +158,33 @@ pub fn rederive(
         (narrow(&k.device), narrow(&k.stream), narrow(&m.device), narrow(&m.stream));
     let kv = KernelsView {
         ops: OpsView {
-            device: &k_dev,
-            stream: &k_stream,
+            device: (&k_dev).into(),
+            stream: (&k_stream).into(),
             start: &k.start,
             end: &k.end,
             thread: Threads::Keys(&k_thread),
             api_start: &k.api_start,
-            launch: &k_launch,
+            launch: LaunchKeys::Plain(&k_launch),
         },
-        name: &k_name,
+        name: (&k_name).into(),
     };
     let mv = MemopsView {
         ops: OpsView {
-            device: &m_dev,
-            stream: &m_stream,
+            device: (&m_dev).into(),
+            stream: (&m_stream).into(),
             start: &m.start,
             end: &m.end,
             thread: Threads::Keys(&m_thread),
             api_start: &m.api_start,
-            launch: &m_launch,
+            launch: LaunchKeys::Plain(&m_launch),
         },
         op: &m_op,
         copy_kind: &m_kind,
         bytes: &m_bytes,
     };
     let (projected, [rt, rs, re]) = r.projectable();
-    let d = timeline::derive(&kv, &mv, &RangesView { thread: &rt, start: &rs, end: &re });
+    let mut d = timeline::derive(&kv, &mv, &RangesView { thread: &rt, start: &rs, end: &re });
+    d.gaps.materialize(&kv.ops);
 
     let one = |b: std::result::Result<RecordBatch, ArrowError>| -> Result<BatchStream> {
         Ok(BatchStream::from_batches(b.map_err(arrow)?, Vec::new()))

@@ -19,7 +19,7 @@ use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, NvtxEvents,
 use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
 use crate::export::scan::{stream_table_ordered, IntColumns};
 use crate::export::{decode_global_id, Capabilities, ExportFile, StringTable, NULL_I64};
-use crate::timeline::{self, Derived, KernelsView, MemopsView, OpsView, RangesView, Threads};
+use crate::timeline::{self, Derived, KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 
 /// `(pid << 24) | tid` from a serialized globalTid.
 #[inline]
@@ -55,7 +55,7 @@ fn key_of(ops: &GpuOps, op: u32) -> i64 {
     let nk = ops.kernels.len();
     let op = op as usize;
     if op < nk {
-        ops.kernels.launch[op]
+        ops.kernels.launch(op)
     } else {
         ops.memops.launch[op - nk]
     }
@@ -468,25 +468,25 @@ impl Trace {
         let launcher_threads = state.launcher_threads();
         let kernels = KernelsView {
             ops: OpsView {
-                device: &k.device,
-                stream: &k.stream,
+                device: k.device(),
+                stream: k.stream(),
                 start: &k.start,
                 end: &k.end,
                 thread: Threads::Indexed { ids: &state.launcher[..nk], keys: &launcher_threads },
                 api_start: &state.api_start[..nk],
-                launch: &k.launch,
+                launch: k.launch_keys(),
             },
-            name: &k.name_id,
+            name: k.name(),
         };
         let memops = MemopsView {
             ops: OpsView {
-                device: &m.device,
-                stream: &m.stream,
+                device: (&m.device).into(),
+                stream: (&m.stream).into(),
                 start: &m.start,
                 end: &m.end,
                 thread: Threads::Indexed { ids: &state.launcher[nk..], keys: &launcher_threads },
                 api_start: &state.api_start[nk..],
-                launch: &m.launch,
+                launch: LaunchKeys::Plain(&m.launch),
             },
             op: &m.op,
             copy_kind: &m.copy_kind,
@@ -540,6 +540,55 @@ impl Trace {
             Some(kernels_batch(&trace, rows, &mut classes))
         });
         Ok(BatchStream::new(schema, Box::new(iter)))
+    }
+
+    /// The `gap_rows` table: the stored gaps, then those of each in-order device found again from the
+    /// kernels, in batches (one gap per kernel boundary at worst, so never one trace-sized batch).
+    fn gaps_stream(self: &Arc<Self>, gaps: timeline::Gaps) -> BatchStream {
+        let schema = gaps_batch(&timeline::Gaps::default(), 0..0).expect("empty gap batch").schema();
+        let trace = Arc::clone(self);
+        let mut stored = 0..gaps.len();
+        let mut in_order = gaps.in_order_devices.clone().into_iter();
+        let mut current: Option<(i32, timeline::InOrderGaps)> = None;
+        let mut interrupted = false;
+        let iter = std::iter::from_fn(move || {
+            if interrupted {
+                return None;
+            }
+            if trace.cancel.load(Ordering::Relaxed) {
+                interrupted = true;
+                return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
+            }
+            if !stored.is_empty() {
+                let rows = stored.start..(stored.start + BATCH_ROWS).min(stored.end);
+                stored.start = rows.end;
+                return Some(gaps_batch(&gaps, rows));
+            }
+            let k = &trace.ops.kernels;
+            loop {
+                let (device, cursor) = match current.as_mut() {
+                    Some(c) => c,
+                    None => current.insert((in_order.next()?, timeline::InOrderGaps::default())),
+                };
+                let (mut starts, mut ends) = (Vec::new(), Vec::new());
+                let more = cursor.advance(&k.start, &k.end, k.device(), *device, BATCH_ROWS, |s, e| {
+                    starts.push(s);
+                    ends.push(e);
+                });
+                let device = i64::from(*device);
+                if !more {
+                    current = None;
+                }
+                if !starts.is_empty() {
+                    return Some(batch(vec![
+                        ("device_id", int_col(std::iter::repeat_n(device, starts.len()))),
+                        ("start_ns", int_col(starts.into_iter())),
+                        ("end_ns", int_col(ends.into_iter())),
+                    ]));
+                }
+            }
+        });
+        BatchStream::new(schema, Box::new(iter))
     }
 
     /// The `kernel_classes` table: one row per `kernel_class` id of `kernel_rows` (read that first).
@@ -628,8 +677,7 @@ impl Trace {
                 let Some(gaps) = self.gaps.lock().unwrap_or_else(|p| p.into_inner()).take() else {
                     return Err(Error::Invalid("gap_rows was already emitted".into()));
                 };
-                let gaps = Arc::new(gaps);
-                BatchStream::chunked(gaps.len(), move |r| gaps_batch(&gaps, r)).map_err(arrow_err)
+                Ok(self.gaps_stream(gaps))
             }
             "kernel_summary" => one(kernel_summary_batch(&fin.derived.kernel_summary, |id| {
                 self.strings.get(id as i64).map(str::to_string)
@@ -743,7 +791,8 @@ fn memops_batch(t: &Trace, r: std::ops::Range<usize>) -> std::result::Result<Rec
 
 fn devices_batch(t: &Trace) -> std::result::Result<RecordBatch, ArrowError> {
     let mut gpus = t.target.gpus.clone();
-    let mut seen: Vec<i64> = t.ops.kernels.device.iter().chain(&t.ops.memops.device).map(|&d| i64::from(d)).collect();
+    let kernels = &t.ops.kernels;
+    let mut seen: Vec<i64> = kernels.shape_device.iter().chain(&t.ops.memops.device).map(|&d| i64::from(d)).collect();
     seen.sort_unstable();
     seen.dedup();
     for d in seen {

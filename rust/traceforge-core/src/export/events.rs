@@ -8,6 +8,7 @@ use super::probe::{self, Capabilities};
 use super::scan::{scan_chunks, scan_table, IntColumns};
 use super::NULL_I64;
 use crate::error::{Error, Result};
+use crate::timeline::{Column, Correlations, LaunchKeys};
 
 fn exprs(caps: &Capabilities, table: &str, columns: &[&str]) -> Vec<String> {
     columns.iter().map(|c| caps.column_or_null(table, c)).collect()
@@ -25,24 +26,33 @@ pub type KernelShape = [i64; 16];
 /// Positions in [`KERNEL_COLUMNS`] of the columns of a [`KernelShape`] (pid is decoded from globalPid).
 const SHAPE_COLUMNS: [usize; 16] = [2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
 
-/// Kernels, compact and column-major: times, ids for the metrics, and a shape id per kernel, so that
-/// the `kernels` table is emitted from memory without reading the export twice (~40 bytes a kernel).
+/// Kernels, compact and column-major: times, correlation id and a shape id per kernel (24 bytes a
+/// kernel), so that the `kernels` table is emitted from memory without reading the export twice. What a
+/// shape fixes (device, stream, name, process) is looked up through the shape id, not held per kernel.
 #[derive(Debug, Default, Clone)]
 pub struct Kernels {
     pub start: Vec<i64>,
     pub end: Vec<i64>,
-    pub device: Vec<i32>,
-    pub stream: Vec<i32>,
-    pub name_id: Vec<u32>,
-    /// Launch key `(pid << 40) | correlationId`, or NULL.
-    pub launch: Vec<i64>,
     /// Index into `shapes`.
     pub shape: Vec<u32>,
+    /// correlationId, or [`Correlations::WIDE`] when NULL or too large (then in `wide_correlation`).
+    pub correlation: Vec<u32>,
+    /// (kernel index, correlationId) of the ids `correlation` cannot hold, by kernel index.
+    pub wide_correlation: Vec<(u32, i64)>,
     /// Distinct shapes, in first-seen order.
     pub shapes: Vec<KernelShape>,
-    /// Correlation ids the launch key cannot give back (a kernel without a process), by kernel index.
-    pub orphan_correlation: Vec<(u32, i64)>,
+    /// Device, stream, name id and pid of each shape (see [`Kernels::index_shapes`]).
+    pub shape_device: Vec<i32>,
+    pub shape_stream: Vec<i32>,
+    pub shape_name: Vec<u32>,
+    pub shape_pid: Vec<i64>,
 }
+
+/// Positions in a [`KernelShape`].
+const SHAPE_DEVICE: usize = 0;
+const SHAPE_STREAM: usize = 2;
+const SHAPE_PID: usize = 3;
+const SHAPE_NAME: usize = 4;
 
 impl Kernels {
     pub fn len(&self) -> usize {
@@ -52,16 +62,44 @@ impl Kernels {
         self.start.is_empty()
     }
 
+    /// Fill the per-shape lookups from `shapes`.
+    pub fn index_shapes(&mut self) {
+        let s = &self.shapes;
+        self.shape_device = s.iter().map(|k| small_id(k[SHAPE_DEVICE])).collect();
+        self.shape_stream = s.iter().map(|k| small_id(k[SHAPE_STREAM])).collect();
+        self.shape_name = s.iter().map(|k| u32::try_from(k[SHAPE_NAME]).unwrap_or(u32::MAX)).collect();
+        self.shape_pid = s.iter().map(|k| k[SHAPE_PID]).collect();
+    }
+
+    pub fn device(&self) -> Column<'_, i32> {
+        Column::Indexed { ids: &self.shape, values: &self.shape_device }
+    }
+    pub fn stream(&self) -> Column<'_, i32> {
+        Column::Indexed { ids: &self.shape, values: &self.shape_stream }
+    }
+    pub fn name(&self) -> Column<'_, u32> {
+        Column::Indexed { ids: &self.shape, values: &self.shape_name }
+    }
+    pub fn correlations(&self) -> Correlations<'_> {
+        Correlations { narrow: &self.correlation, wide: &self.wide_correlation }
+    }
+    pub fn launch_keys(&self) -> LaunchKeys<'_> {
+        LaunchKeys::Composed {
+            pid: Column::Indexed { ids: &self.shape, values: &self.shape_pid },
+            correlation: self.correlations(),
+        }
+    }
+
     /// The correlation id of kernel `i` (NULL_I64 when the export has none).
+    #[inline]
     pub fn correlation(&self, i: usize) -> i64 {
-        let launch = self.launch[i];
-        if launch != NULL_I64 {
-            return launch & 0xFF_FFFF_FFFF;
-        }
-        match self.orphan_correlation.binary_search_by_key(&(i as u32), |x| x.0) {
-            Ok(pos) => self.orphan_correlation[pos].1,
-            Err(_) => NULL_I64,
-        }
+        self.correlations().get(i)
+    }
+
+    /// The launch key of kernel `i` (see [`launch_key`]).
+    #[inline]
+    pub fn launch(&self, i: usize) -> i64 {
+        launch_key(self.shape_pid[self.shape[i] as usize], self.correlation(i))
     }
 }
 
@@ -189,32 +227,37 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
         let mut ids: ahash::AHashMap<KernelShape, u32> = ahash::AHashMap::new();
         let mut shapes: Vec<KernelShape> = Vec::new();
         let mut shape = Vec::with_capacity(n);
-        let mut orphan_correlation = Vec::new();
-        for (i, &correlation) in c[5].iter().enumerate() {
+        let mut correlation = Vec::with_capacity(n);
+        let mut wide_correlation = Vec::new();
+        for (i, &id) in c[5].iter().enumerate() {
             let mut key: KernelShape = [0; 16];
             for (slot, &col) in key.iter_mut().zip(&SHAPE_COLUMNS) {
                 *slot = c[col][i];
             }
-            key[3] = super::decode_global_id(key[3]).0;
+            key[SHAPE_PID] = super::decode_global_id(key[SHAPE_PID]).0;
             let next = shapes.len() as u32;
             shape.push(*ids.entry(key).or_insert_with(|| {
                 shapes.push(key);
                 next
             }));
-            if key[3] == NULL_I64 && correlation != NULL_I64 {
-                orphan_correlation.push((i as u32, correlation));
+            match u32::try_from(id) {
+                Ok(narrow) if narrow != Correlations::WIDE => correlation.push(narrow),
+                _ => {
+                    correlation.push(Correlations::WIDE);
+                    if id != NULL_I64 {
+                        wide_correlation.push((i as u32, id));
+                    }
+                }
             }
         }
         Kernels {
-            device: c[2].iter().map(|&v| small_id(v)).collect(),
-            stream: c[4].iter().map(|&v| small_id(v)).collect(),
-            name_id: c[7].iter().map(|&v| u32::try_from(v).unwrap_or(u32::MAX)).collect(),
-            launch: c[6].iter().zip(&c[5]).map(|(&g, &corr)| launch_key(super::decode_global_id(g).0, corr)).collect(),
             start: take(&mut c, 0),
             end: take(&mut c, 1),
             shape,
+            correlation,
+            wide_correlation,
             shapes,
-            orphan_correlation,
+            ..Default::default()
         }
     })?;
     let kernels = concat_kernels(parts);
@@ -263,11 +306,12 @@ fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
             })
             .collect();
         out.shape.extend(p.shape.iter().map(|&s| remap[s as usize]));
-        out.orphan_correlation.extend(p.orphan_correlation.iter().map(|&(i, c)| (i + offset, c)));
+        out.wide_correlation.extend(p.wide_correlation.iter().map(|&(i, c)| (i + offset, c)));
         offset += p.len() as u32;
         p.shape = Vec::new();
         p.shapes = Vec::new();
     }
+    out.index_shapes();
     // Each column is gathered by its own task (the copies are independent), each part's piece freed as
     // soon as it is copied so that a column never exists twice in full.
     fn column<T: Copy + Send>(pieces: Vec<Vec<T>>, total: usize) -> Vec<T> {
@@ -281,33 +325,19 @@ fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
         parts.iter_mut().map(|p| std::mem::take(field(p))).collect()
     }
     let (start, end) = (pieces(&mut parts, |p| &mut p.start), pieces(&mut parts, |p| &mut p.end));
-    let (device, stream) = (pieces(&mut parts, |p| &mut p.device), pieces(&mut parts, |p| &mut p.stream));
-    let (name_id, launch) = (pieces(&mut parts, |p| &mut p.name_id), pieces(&mut parts, |p| &mut p.launch));
+    let correlation = pieces(&mut parts, |p| &mut p.correlation);
     if total <= crate::memory::low_memory_above() {
-        ((out.start, out.end), ((out.launch, out.name_id), (out.device, out.stream))) = rayon::join(
-            || rayon::join(|| column(start, total), || column(end, total)),
-            || {
-                rayon::join(
-                    || rayon::join(|| column(launch, total), || column(name_id, total)),
-                    || rayon::join(|| column(device, total), || column(stream, total)),
-                )
-            },
-        );
+        ((out.start, out.end), out.correlation) =
+            rayon::join(|| rayon::join(|| column(start, total), || column(end, total)), || column(correlation, total));
     } else {
         // One column at a time, its pieces handed back to the system before the next is built, so that
-        // the kernels exist about once, not twice, at the peak (25M kernels: 1.99 -> 1.64 GB).
+        // the kernels exist about once, not twice, at the peak.
         crate::memory::release_free_memory();
         out.start = column(start, total);
         crate::memory::release_free_memory();
         out.end = column(end, total);
         crate::memory::release_free_memory();
-        out.launch = column(launch, total);
-        crate::memory::release_free_memory();
-        out.name_id = column(name_id, total);
-        crate::memory::release_free_memory();
-        out.device = column(device, total);
-        crate::memory::release_free_memory();
-        out.stream = column(stream, total);
+        out.correlation = column(correlation, total);
     }
     out
 }
@@ -580,33 +610,35 @@ pub fn read_target_info(
 mod tests {
     use super::*;
 
-    fn part(shapes: Vec<KernelShape>, shape: Vec<u32>, launch: Vec<i64>, orphans: Vec<(u32, i64)>) -> Kernels {
+    fn part(shapes: Vec<KernelShape>, shape: Vec<u32>, correlation: Vec<u32>, wide: Vec<(u32, i64)>) -> Kernels {
         let n = shape.len();
         Kernels {
             start: (0..n as i64).collect(),
             end: (1..=n as i64).collect(),
-            device: vec![0; n],
-            stream: vec![7; n],
-            name_id: vec![1; n],
-            launch,
             shape,
+            correlation,
+            wide_correlation: wide,
             shapes,
-            orphan_correlation: orphans,
+            ..Default::default()
         }
     }
 
     #[test]
     fn chunks_join_with_one_shape_list_and_correlations_survive() {
         let (a, b, c) = ([1; 16], [2; 16], [3; 16]);
-        let first =
-            part(vec![a, b], vec![0, 1, 0], vec![launch_key(5, 10), NULL_I64, launch_key(5, 12)], vec![(1, 11)]);
+        const WIDE: u32 = Correlations::WIDE;
+        let first = part(vec![a, b], vec![0, 1, 0], vec![10, WIDE, 12], vec![(1, 1 << 40)]);
         // The second chunk saw b first: its local id 0 is the trace's id 1.
-        let second = part(vec![b, c], vec![0, 1], vec![NULL_I64, launch_key(6, 14)], vec![(0, 13)]);
+        let second = part(vec![b, c], vec![0, 1], vec![WIDE, 14], vec![(0, 1 << 41)]);
         let k = concat_kernels(vec![first, second]);
         assert_eq!(k.shapes, vec![a, b, c]);
         assert_eq!(k.shape, vec![0, 1, 0, 1, 2]);
         assert_eq!(k.start, vec![0, 1, 2, 0, 1]);
         let correlations: Vec<i64> = (0..k.len()).map(|i| k.correlation(i)).collect();
-        assert_eq!(correlations, vec![10, 11, 12, 13, 14]);
+        assert_eq!(correlations, vec![10, 1 << 40, 12, 1 << 41, 14]);
+        // Shapes a, b, c have pids 1, 2, 3 (every slot of a test shape holds its number).
+        assert_eq!(k.device().get(4), 3);
+        assert_eq!(k.launch(0), launch_key(1, 10));
+        assert_eq!(k.launch(4), launch_key(3, 14));
     }
 }

@@ -15,13 +15,99 @@ use percentile::{percentiles_of, percentiles_select};
 /// all three are [`NULL_I64`] when no API call matched.
 #[derive(Debug, Clone, Copy)]
 pub struct OpsView<'a> {
-    pub device: &'a [i32],
-    pub stream: &'a [i32],
+    pub device: Column<'a, i32>,
+    pub stream: Column<'a, i32>,
     pub start: &'a [i64],
     pub end: &'a [i64],
     pub thread: Threads<'a>,
     pub api_start: &'a [i64],
-    pub launch: &'a [i64],
+    pub launch: LaunchKeys<'a>,
+}
+
+/// One value per operation: spelled out, or an id per operation into a few distinct values (how ingest
+/// holds what the kernels of one shape share: device, stream, name and process, 4 bytes a kernel for all).
+#[derive(Debug, Clone, Copy)]
+pub enum Column<'a, T> {
+    Plain(&'a [T]),
+    Indexed { ids: &'a [u32], values: &'a [T] },
+}
+
+impl<T: Copy> Column<'_, T> {
+    #[inline]
+    pub fn get(&self, i: usize) -> T {
+        match self {
+            Column::Plain(values) => values[i],
+            Column::Indexed { ids, values } => values[ids[i] as usize],
+        }
+    }
+}
+
+impl<'a, T> From<&'a [T]> for Column<'a, T> {
+    fn from(values: &'a [T]) -> Self {
+        Column::Plain(values)
+    }
+}
+
+impl<'a, T> From<&'a Vec<T>> for Column<'a, T> {
+    fn from(values: &'a Vec<T>) -> Self {
+        Column::Plain(values)
+    }
+}
+
+/// Correlation ids held in 4 bytes each: [`Correlations::WIDE`] marks an id that is NULL or does not fit,
+/// and then `wide` holds it (by operation index, ascending) unless it is NULL.
+#[derive(Debug, Clone, Copy)]
+pub struct Correlations<'a> {
+    pub narrow: &'a [u32],
+    pub wide: &'a [(u32, i64)],
+}
+
+impl Correlations<'_> {
+    pub const WIDE: u32 = u32::MAX;
+
+    /// The correlation id of operation `i` ([`NULL_I64`] when none).
+    #[inline]
+    pub fn get(&self, i: usize) -> i64 {
+        match self.narrow[i] {
+            Self::WIDE => match self.wide.binary_search_by_key(&(i as u32), |x| x.0) {
+                Ok(pos) => self.wide[pos].1,
+                Err(_) => NULL_I64,
+            },
+            c => i64::from(c),
+        }
+    }
+}
+
+/// The launch key `(pid << 40) | correlationId` of each operation: spelled out, or composed from the
+/// operation's process and correlation id (so ingest holds no 8-byte key per kernel).
+#[derive(Debug, Clone, Copy)]
+pub enum LaunchKeys<'a> {
+    Plain(&'a [i64]),
+    Composed { pid: Column<'a, i64>, correlation: Correlations<'a> },
+}
+
+impl LaunchKeys<'_> {
+    #[inline]
+    pub fn get(&self, i: usize) -> i64 {
+        match self {
+            LaunchKeys::Plain(keys) => keys[i],
+            LaunchKeys::Composed { pid, correlation } => {
+                crate::export::events::launch_key(pid.get(i), correlation.get(i))
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a [i64]> for LaunchKeys<'a> {
+    fn from(keys: &'a [i64]) -> Self {
+        LaunchKeys::Plain(keys)
+    }
+}
+
+impl<'a> From<&'a Vec<i64>> for LaunchKeys<'a> {
+    fn from(keys: &'a Vec<i64>) -> Self {
+        LaunchKeys::Plain(keys)
+    }
 }
 
 /// The launching thread key of each operation: spelled out, or as an index into the few distinct keys
@@ -66,7 +152,7 @@ impl OpsView<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct KernelsView<'a> {
     pub ops: OpsView<'a>,
-    pub name: &'a [u32],
+    pub name: Column<'a, u32>,
 }
 
 /// Memcpy and memset operations.
@@ -151,14 +237,17 @@ pub struct MemopSummaryRow {
     pub bandwidth_gbps: Option<f64>,
 }
 
-/// Idle gaps of every device: one per kernel boundary at worst, so 16 bytes a gap (the device is stored
-/// once per run of gaps, not per gap).
+/// Idle gaps of every device: one per kernel boundary at worst. The gaps of a device whose kernels run
+/// in order are not stored: [`InOrderGaps`] finds them again in one pass when they are written. Other
+/// devices' gaps are stored, 16 bytes a gap (the device is stored once per run of gaps, not per gap).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Gaps {
     /// `(device, end)`: gaps `previous end..end` belong to `device`.
     pub device_runs: Vec<(i64, usize)>,
     pub start: Vec<i64>,
     pub end: Vec<i64>,
+    /// Devices whose gaps are found again by [`InOrderGaps`] instead of stored, ascending.
+    pub in_order_devices: Vec<i32>,
 }
 
 impl Gaps {
@@ -171,6 +260,7 @@ impl Gaps {
         }
     }
 
+    /// Number of stored gaps.
     pub fn len(&self) -> usize {
         self.start.len()
     }
@@ -189,6 +279,61 @@ impl Gaps {
             }
             self.device_runs[run].0
         })
+    }
+
+    /// Store the gaps of the in-order devices too (for callers that emit every gap at once).
+    pub fn materialize(&mut self, kernels: &OpsView<'_>) {
+        for device in std::mem::take(&mut self.in_order_devices) {
+            let mut cursor = InOrderGaps::default();
+            let mut found = Vec::new();
+            cursor.advance(kernels.start, kernels.end, kernels.device, device, usize::MAX, |s, e| found.push((s, e)));
+            for (s, e) in found {
+                self.push(device.into(), s, e);
+            }
+        }
+    }
+}
+
+/// The gaps of one device whose non-empty kernels have starts and ends both ascending in index order,
+/// found by a resumable pass over the kernels: then a gap lies exactly between a kernel's end and the next
+/// kernel's later start, and no sort or buffer is needed.
+#[derive(Debug, Clone, Default)]
+pub struct InOrderGaps {
+    next: usize,
+    previous_end: Option<i64>,
+}
+
+impl InOrderGaps {
+    /// Hand up to `limit` further gaps of `device` to `on_gap`; false once every kernel was passed.
+    pub fn advance(
+        &mut self,
+        start: &[i64],
+        end: &[i64],
+        devices: Column<'_, i32>,
+        device: i32,
+        limit: usize,
+        mut on_gap: impl FnMut(i64, i64),
+    ) -> bool {
+        let mut found = 0usize;
+        while self.next < start.len() {
+            if found >= limit {
+                return true;
+            }
+            let i = self.next;
+            self.next += 1;
+            let (s, e) = (start[i], end[i]);
+            if e <= s || devices.get(i) != device {
+                continue;
+            }
+            if let Some(previous) = self.previous_end {
+                if s > previous {
+                    on_gap(previous, s);
+                    found += 1;
+                }
+            }
+            self.previous_end = Some(e);
+        }
+        false
     }
 }
 
@@ -274,7 +419,7 @@ fn kernel_metrics(
     k: &OpsView<'_>,
     members: &[u32],
     row: &mut MetricRow,
-    mut gaps: Option<(&mut Gaps, i64)>,
+    gaps: Option<(&mut Gaps, i64)>,
 ) -> sweep::Sweep {
     // Buffers are allocated one after another and reused or freed as soon as possible: on a 25M-kernel
     // device each one is hundreds of MB.
@@ -286,7 +431,7 @@ fn kernel_metrics(
         row.kernel_time_ns += e - s;
         first = first.min(s);
         last = last.max(e);
-        let stream = k.stream[i as usize];
+        let stream = k.stream.get(i as usize);
         if streams.last() != Some(&stream) && !streams.contains(&stream) {
             streams.push(stream);
         }
@@ -298,35 +443,51 @@ fn kernel_metrics(
         row.span_ns = Some(last - first);
     }
     let nonempty = || members.iter().map(|&i| i as usize).filter(|&i| k.end[i] > k.start[i]);
-    let first_gap = gaps.as_ref().map_or(0, |(g, _)| g.len());
-    let mut counted: Vec<i64> = Vec::new();
-    let mut record_gap = |s: i64, e: i64| match gaps.as_mut() {
-        Some((g, device)) => g.push(*device, s, e),
-        None => counted.push(e - s),
-    };
     // Kernels that run one after another come with starts and ends both in order: sweep them where they
-    // lie. Otherwise sort copies (16 bytes a kernel), freed right after.
+    // lie, and find their gaps again by a pass instead of storing them (16 bytes a gap). Otherwise sort
+    // copies (16 bytes a kernel), freed right after, and store a device's gaps.
     let in_order = ascending(nonempty().map(|i| k.start[i])) && ascending(nonempty().map(|i| k.end[i]));
     let sw = if in_order {
-        sweep::sweep_sorted(nonempty().map(|i| k.start[i]), nonempty().map(|i| k.end[i]), &mut record_gap)
+        let sw = sweep::sweep_sorted(nonempty().map(|i| k.start[i]), nonempty().map(|i| k.end[i]), |_, _| {});
+        let lengths = || {
+            let mut previous_end: Option<i64> = None;
+            nonempty().filter_map(move |i| {
+                let gap = previous_end.filter(|&e| k.start[i] > e).map(|e| k.start[i] - e);
+                previous_end = Some(k.end[i]);
+                gap
+            })
+        };
+        gap_metrics(row, lengths);
+        if let Some((g, device)) = gaps {
+            g.in_order_devices.push(i32::try_from(device).unwrap_or(-1));
+        }
+        sw
     } else {
         let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).collect();
         let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).collect();
-        sweep::sweep(&mut starts, &mut ends, &mut record_gap)
+        match gaps {
+            Some((g, device)) => {
+                let first_gap = g.len();
+                let sw = sweep::sweep(&mut starts, &mut ends, |s, e| g.push(device, s, e));
+                drop((starts, ends));
+                // A device's gaps are read back where they are stored, not kept twice.
+                let (starts, ends) = (&g.start[first_gap..], &g.end[first_gap..]);
+                gap_metrics(row, || starts.iter().zip(ends).map(|(s, e)| e - s));
+                sw
+            }
+            None => {
+                let mut counted: Vec<i64> = Vec::new();
+                let sw = sweep::sweep(&mut starts, &mut ends, |s, e| counted.push(e - s));
+                drop((starts, ends));
+                gap_metrics(row, || counted.iter().copied());
+                sw
+            }
+        }
     };
     row.busy_ns = sw.busy_ns;
     row.utilization = row.span_ns.filter(|&s| s > 0).map(|s| sw.busy_ns as f64 / s as f64);
     row.max_concurrency = sw.max_concurrency;
     row.overlap_ns = sw.overlap_ns();
-    // A device's gaps are read back where they are stored (not kept twice), its latencies computed from
-    // the kernels; a large device's percentiles are then found without copying either (`percentile_triple`).
-    match &gaps {
-        Some((g, _)) => {
-            let (starts, ends) = (&g.start[first_gap..], &g.end[first_gap..]);
-            gap_metrics(row, || starts.iter().zip(ends).map(|(s, e)| e - s));
-        }
-        None => gap_metrics(row, || counted.iter().copied()),
-    }
     let latencies = || {
         members.iter().map(|&i| i as usize).filter(|&i| k.api_start[i] != NULL_I64).map(|i| k.start[i] - k.api_start[i])
     };
@@ -401,8 +562,8 @@ fn device_and_stream_metrics(kernels: &KernelsView<'_>, memops: &MemopsView<'_>)
     let m = &memops.ops;
 
     // Per device.
-    let k_by_dev = group_by(k.len(), |i| k.device[i]);
-    let m_by_dev = group_by(m.len(), |i| m.device[i]);
+    let k_by_dev = group_by(k.len(), |i| k.device.get(i));
+    let m_by_dev = group_by(m.len(), |i| m.device.get(i));
     let mut devices: Vec<i32> = k_by_dev.iter().map(|g| g.0).chain(m_by_dev.iter().map(|g| g.0)).collect();
     devices.sort_unstable();
     devices.dedup();
@@ -428,8 +589,8 @@ fn device_and_stream_metrics(kernels: &KernelsView<'_>, memops: &MemopsView<'_>)
     drop((k_by_dev, m_by_dev));
 
     // Per (device, stream).
-    let k_by_stream = group_by(k.len(), |i| (k.device[i], k.stream[i]));
-    let m_by_stream = group_by(m.len(), |i| (m.device[i], m.stream[i]));
+    let k_by_stream = group_by(k.len(), |i| (k.device.get(i), k.stream.get(i)));
+    let m_by_stream = group_by(m.len(), |i| (m.device.get(i), m.stream.get(i)));
     let mut streams: Vec<(i32, i32)> = k_by_stream.iter().map(|g| g.0).chain(m_by_stream.iter().map(|g| g.0)).collect();
     streams.sort_unstable();
     streams.dedup();
@@ -462,7 +623,7 @@ fn summaries(kernels: &KernelsView<'_>, memops: &MemopsView<'_>) -> (Vec<KernelS
     // Kernel summary per (device, name).
     let (k, m) = (&kernels.ops, &memops.ops);
     let mut kernel_summary = Vec::new();
-    for ((dev, name), members) in group_by(k.len(), |i| (k.device[i], kernels.name[i])) {
+    for ((dev, name), members) in group_by(k.len(), |i| (k.device.get(i), kernels.name.get(i))) {
         let mut d: Vec<i64> = members.iter().map(|&i| k.end[i as usize] - k.start[i as usize]).collect();
         let (min_ns, max_ns) = (d.iter().min().copied().unwrap_or(0), d.iter().max().copied().unwrap_or(0));
         let median_ns = percentiles_select(&mut d, &[0.5])[0].unwrap_or(0.0);
@@ -487,7 +648,7 @@ fn summaries(kernels: &KernelsView<'_>, memops: &MemopsView<'_>) -> (Vec<KernelS
     // Memop summary per (device, op, copy kind).
     let mut memop_summary = Vec::new();
     for ((dev, op, kind), members) in group_by(m.len(), |i| {
-        (m.device[i], memops.op[i], if memops.op[i] == 0 { memops.copy_kind[i] } else { NULL_I64 })
+        (m.device.get(i), memops.op[i], if memops.op[i] == 0 { memops.copy_kind[i] } else { NULL_I64 })
     }) {
         let d: Vec<i64> = members.iter().map(|&i| m.end[i as usize] - m.start[i as usize]).collect();
         let total: i64 = d.iter().sum();
@@ -528,17 +689,18 @@ mod tests {
         let start = vec![0i64, 10, 10, 25, 40, 41, 60];
         let end = vec![10i64, 20, 10, 30, 50, 45, 70];
         let n = start.len();
-        let (device, stream) = (vec![0i32; n], vec![0i32; n]);
+        // Kernels 4 and 5 are another device's, so that device 0 holds exactly the forward listing.
+        let (device, stream) = (vec![0i32, 0, 0, 0, 1, 1, 0], vec![0i32; n]);
         let api_start: Vec<i64> = start.iter().map(|s| s - 3).collect();
         let (thread, launch) = (vec![NULL_I64; n], vec![NULL_I64; n]);
         let k = OpsView {
-            device: &device,
-            stream: &stream,
+            device: (&device).into(),
+            stream: (&stream).into(),
             start: &start,
             end: &end,
             thread: Threads::Keys(&thread),
             api_start: &api_start,
-            launch: &launch,
+            launch: (&launch).into(),
         };
         let forward: Vec<u32> = vec![0, 1, 2, 3, 6];
         let backward: Vec<u32> = forward.iter().rev().copied().collect();
@@ -546,15 +708,19 @@ mod tests {
             let mut row = MetricRow::default();
             let mut gaps = Gaps::default();
             let sw = kernel_metrics(&k, members, &mut row, Some((&mut gaps, 0)));
-            (row, gaps, sw)
+            let found_again = gaps.in_order_devices == [0];
+            gaps.materialize(&k);
+            (row, gaps, sw, found_again)
         };
-        let (in_place, gaps, sw) = run(&forward);
-        assert_eq!(run(&backward), (in_place.clone(), gaps.clone(), sw));
+        let (in_place, gaps, sw, found_again) = run(&forward);
+        assert!(found_again, "in-order gaps are found again, not stored");
+        let (row, sorted_gaps, sorted_sw, _) = run(&backward);
+        assert_eq!((row, sorted_gaps, sorted_sw), (in_place.clone(), gaps.clone(), sw));
         assert_eq!((in_place.busy_ns, in_place.gap_count, in_place.gap_total_ns), (35, 2, 35));
         assert_eq!((gaps.start.clone(), gaps.end.clone()), (vec![20, 30], vec![25, 60]));
         // With the nested kernel the ends are out of order: the copy path, and concurrency 2.
         let nested: Vec<u32> = vec![3, 4, 5, 6];
-        let (row, _, _) = run(&nested);
+        let (row, _, _, _) = run(&nested);
         assert_eq!((row.max_concurrency, row.busy_ns, row.overlap_ns), (2, 25, 4));
     }
 
@@ -571,15 +737,15 @@ mod tests {
         let launch: Vec<i64> = (0..n as i64).collect();
         let name: Vec<u32> = (0..n).map(|_| rng.next(20) as u32).collect();
         let ops = OpsView {
-            device: &device,
-            stream: &stream,
+            device: (&device).into(),
+            stream: (&stream).into(),
             start: &start,
             end: &end,
             thread: Threads::Keys(&thread),
             api_start: &api_start,
-            launch: &launch,
+            launch: (&launch).into(),
         };
-        let kernels = KernelsView { ops, name: &name };
+        let kernels = KernelsView { ops, name: (&name).into() };
         let m = 300;
         let (op, copy_kind, bytes): (Vec<u8>, Vec<i64>, Vec<i64>) = (0..m)
             .map(|_| (rng.next(2) as u8, rng.next(4) + 1, rng.next(1 << 20)))
@@ -591,13 +757,13 @@ mod tests {
             });
         let memops = MemopsView {
             ops: OpsView {
-                device: &device[..m],
-                stream: &stream[..m],
+                device: (&device[..m]).into(),
+                stream: (&stream[..m]).into(),
                 start: &start[..m],
                 end: &end[..m],
                 thread: Threads::Keys(&thread[..m]),
                 api_start: &api_start[..m],
-                launch: &launch[..m],
+                launch: (&launch[..m]).into(),
             },
             op: &op,
             copy_kind: &copy_kind,

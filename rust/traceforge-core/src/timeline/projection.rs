@@ -47,7 +47,7 @@ impl OpTable<'_> {
     #[inline]
     fn key(&self, op: OpRef) -> (i64, i64, i64) {
         let (v, i, _) = self.view(op);
-        (v.thread.get(i), v.api_start[i], v.launch[i])
+        (v.thread.get(i), v.api_start[i], v.launch.get(i))
     }
     #[inline]
     fn interval(&self, op: OpRef) -> (i64, i64) {
@@ -235,32 +235,33 @@ fn project_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timeline::{Column, LaunchKeys};
 
     /// Kernels on device 0, stream 0, from (start, end, thread, api_start, launch) columns.
     fn kernels_view<'a>(dev: &'a [i32], names: &'a [u32], c: [&'a [i64]; 5]) -> KernelsView<'a> {
         KernelsView {
             ops: OpsView {
-                device: dev,
-                stream: dev,
+                device: dev.into(),
+                stream: dev.into(),
                 start: c[0],
                 end: c[1],
                 thread: Threads::Keys(c[2]),
                 api_start: c[3],
-                launch: c[4],
+                launch: c[4].into(),
             },
-            name: names,
+            name: names.into(),
         }
     }
 
     const NO_MEMOPS: MemopsView<'static> = MemopsView {
         ops: OpsView {
-            device: &[],
-            stream: &[],
+            device: Column::Plain(&[]),
+            stream: Column::Plain(&[]),
             start: &[],
             end: &[],
             thread: Threads::Keys(&[]),
             api_start: &[],
-            launch: &[],
+            launch: LaunchKeys::Plain(&[]),
         },
         op: &[],
         copy_kind: &[],

@@ -122,14 +122,14 @@ class Store:
 
     @contextlib.contextmanager
     def ingest_memory(self) -> Iterator[None]:
-        """Hold DuckDB's buffer pool to ``TRACEFORGE_INGEST_MEMORY_LIMIT`` (default 128MB) during an ingest.
+        """Hold DuckDB's buffer pool to ``TRACEFORGE_INGEST_MEMORY_LIMIT`` (default 64MB) during an ingest.
 
         The rows of an ingest are written to the file as they arrive, so DuckDB only caches blocks that are
         already on disk: the smaller pool costs no time and keeps them from adding to the core's own peak
         (25M kernels: 2.63 -> 2.41 GB). Queries keep the larger limit. An in-memory store is left alone,
         since its data lives in that pool.
         """
-        limit = os.environ.get("TRACEFORGE_INGEST_MEMORY_LIMIT", "128MB")
+        limit = os.environ.get("TRACEFORGE_INGEST_MEMORY_LIMIT", "64MB")
         if not limit or self.path == ":memory:":
             yield
             return

@@ -540,7 +540,8 @@ fn derive_with(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &Rang
     let ((mut out, (mut kernel_summary, memop_summary)), projection) = if parallel {
         rayon::join(|| rayon::join(device_part, summary_part), projection_part)
     } else {
-        // The projection's buffers go first: the device part ends holding every gap (16 bytes each).
+        // The projection's buffers go first: the device part ends holding the gaps of devices whose kernels
+        // run out of order (16 bytes each).
         let projection = projection_part();
         let summaries = summary_part();
         ((device_part(), summaries), projection)

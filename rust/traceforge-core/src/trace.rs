@@ -544,8 +544,8 @@ impl Trace {
 
     /// The `gap_rows` table: the stored gaps, then those of each in-order device found again from the
     /// kernels, in batches (one gap per kernel boundary at worst, so never one trace-sized batch).
-    fn gaps_stream(self: &Arc<Self>, gaps: timeline::Gaps) -> BatchStream {
-        let schema = gaps_batch(&timeline::Gaps::default(), 0..0).expect("empty gap batch").schema();
+    fn gaps_stream(self: &Arc<Self>, gaps: timeline::Gaps) -> Result<BatchStream> {
+        let schema = gaps_batch(&timeline::Gaps::default(), 0..0).map_err(arrow_err)?.schema();
         let trace = Arc::clone(self);
         let mut stored = 0..gaps.len();
         let mut in_order = gaps.in_order_devices.clone().into_iter();
@@ -588,7 +588,7 @@ impl Trace {
                 }
             }
         });
-        BatchStream::new(schema, Box::new(iter))
+        Ok(BatchStream::new(schema, Box::new(iter)))
     }
 
     /// The `kernel_classes` table: one row per `kernel_class` id of `kernel_rows` (read that first).
@@ -677,7 +677,7 @@ impl Trace {
                 let Some(gaps) = self.gaps.lock().unwrap_or_else(|p| p.into_inner()).take() else {
                     return Err(Error::Invalid("gap_rows was already emitted".into()));
                 };
-                Ok(self.gaps_stream(gaps))
+                self.gaps_stream(gaps)
             }
             "kernel_summary" => one(kernel_summary_batch(&fin.derived.kernel_summary, |id| {
                 self.strings.get(id as i64).map(str::to_string)

@@ -520,18 +520,9 @@ impl Trace {
         let trace = Arc::clone(self);
         let n = self.ops.kernels.len();
         let mut next = 0usize;
-        let mut done = false;
         let mut classes = Interner::new();
-        let iter = std::iter::from_fn(move || {
-            if done {
-                return None;
-            }
-            if trace.cancel.load(Ordering::Relaxed) {
-                done = true;
-                return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
-            }
+        let iter = interruptible(Arc::clone(&self.cancel), move || {
             if next >= n {
-                done = true;
                 trace.dicts().kernel_classes = Some(std::mem::take(&mut classes.values));
                 return None;
             }
@@ -544,21 +535,13 @@ impl Trace {
 
     /// The `gap_rows` table: the stored gaps, then those of each in-order device found again from the
     /// kernels, in batches (one gap per kernel boundary at worst, so never one trace-sized batch).
-    fn gaps_stream(self: &Arc<Self>, gaps: timeline::Gaps) -> Result<BatchStream> {
+    fn gaps_stream(self: &Arc<Self>, mut gaps: timeline::Gaps) -> Result<BatchStream> {
         let schema = gaps_batch(&timeline::Gaps::default(), 0..0).map_err(arrow_err)?.schema();
         let trace = Arc::clone(self);
         let mut stored = 0..gaps.len();
-        let mut in_order = gaps.in_order_devices.clone().into_iter();
+        let mut in_order = std::mem::take(&mut gaps.in_order_devices).into_iter();
         let mut current: Option<(i32, timeline::InOrderGaps)> = None;
-        let mut interrupted = false;
-        let iter = std::iter::from_fn(move || {
-            if interrupted {
-                return None;
-            }
-            if trace.cancel.load(Ordering::Relaxed) {
-                interrupted = true;
-                return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
-            }
+        let iter = interruptible(Arc::clone(&self.cancel), move || {
             if !stored.is_empty() {
                 let rows = stored.start..(stored.start + BATCH_ROWS).min(stored.end);
                 stored.start = rows.end;
@@ -687,6 +670,26 @@ impl Trace {
             other => Err(Error::Invalid(format!("unknown table {other}"))),
         }
     }
+}
+
+/// Batches from `next` until it returns None, fused; once `cancel` is set (Ctrl-C), one `Interrupted`
+/// error instead, then nothing.
+fn interruptible(
+    cancel: Arc<AtomicBool>,
+    mut next: impl FnMut() -> Option<std::result::Result<RecordBatch, ArrowError>> + Send + 'static,
+) -> impl Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send + 'static {
+    let mut interrupted = false;
+    std::iter::from_fn(move || {
+        if interrupted {
+            return None;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            interrupted = true;
+            return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
+        }
+        next()
+    })
+    .fuse()
 }
 
 fn arrow_err(e: ArrowError) -> Error {

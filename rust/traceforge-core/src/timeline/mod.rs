@@ -285,11 +285,9 @@ impl Gaps {
     pub fn materialize(&mut self, kernels: &OpsView<'_>) {
         for device in std::mem::take(&mut self.in_order_devices) {
             let mut cursor = InOrderGaps::default();
-            let mut found = Vec::new();
-            cursor.advance(kernels.start, kernels.end, kernels.device, device, usize::MAX, |s, e| found.push((s, e)));
-            for (s, e) in found {
-                self.push(device.into(), s, e);
-            }
+            cursor.advance(kernels.start, kernels.end, kernels.device, device, usize::MAX, |s, e| {
+                self.push(device.into(), s, e)
+            });
         }
     }
 }
@@ -325,15 +323,20 @@ impl InOrderGaps {
             if e <= s || devices.get(i) != device {
                 continue;
             }
-            if let Some(previous) = self.previous_end {
-                if s > previous {
-                    on_gap(previous, s);
-                    found += 1;
-                }
+            if let Some((gap_start, gap_end)) = self.pass(s, e) {
+                on_gap(gap_start, gap_end);
+                found += 1;
             }
-            self.previous_end = Some(e);
         }
         false
+    }
+
+    /// Take the next non-empty kernel `[start, end)` of the device: the gap before it, if there is one.
+    #[inline]
+    pub fn pass(&mut self, start: i64, end: i64) -> Option<(i64, i64)> {
+        let gap = self.previous_end.filter(|&e| start > e).map(|e| (e, start));
+        self.previous_end = Some(end);
+        gap
     }
 }
 
@@ -450,12 +453,8 @@ fn kernel_metrics(
     let sw = if in_order {
         let sw = sweep::sweep_sorted(nonempty().map(|i| k.start[i]), nonempty().map(|i| k.end[i]), |_, _| {});
         let lengths = || {
-            let mut previous_end: Option<i64> = None;
-            nonempty().filter_map(move |i| {
-                let gap = previous_end.filter(|&e| k.start[i] > e).map(|e| k.start[i] - e);
-                previous_end = Some(k.end[i]);
-                gap
-            })
+            let mut cursor = InOrderGaps::default();
+            nonempty().filter_map(move |i| cursor.pass(k.start[i], k.end[i]).map(|(s, e)| e - s))
         };
         gap_metrics(row, lengths);
         if let Some((g, device)) = gaps {
@@ -674,6 +673,27 @@ fn summaries(kernels: &KernelsView<'_>, memops: &MemopsView<'_>) -> (Vec<KernelS
 mod tests {
     use super::*;
 
+    /// Operations from spelled-out columns.
+    fn plain_ops<'a>(
+        device: &'a [i32],
+        stream: &'a [i32],
+        start: &'a [i64],
+        end: &'a [i64],
+        thread: &'a [i64],
+        api_start: &'a [i64],
+        launch: &'a [i64],
+    ) -> OpsView<'a> {
+        OpsView {
+            device: device.into(),
+            stream: stream.into(),
+            start,
+            end,
+            thread: Threads::Keys(thread),
+            api_start,
+            launch: launch.into(),
+        }
+    }
+
     /// A small deterministic generator (no dependency needed for a test's random numbers).
     struct Lcg(u64);
     impl Lcg {
@@ -694,15 +714,7 @@ mod tests {
         let (device, stream) = (vec![0i32, 0, 0, 0, 1, 1, 0], vec![0i32; n]);
         let api_start: Vec<i64> = start.iter().map(|s| s - 3).collect();
         let (thread, launch) = (vec![NULL_I64; n], vec![NULL_I64; n]);
-        let k = OpsView {
-            device: (&device).into(),
-            stream: (&stream).into(),
-            start: &start,
-            end: &end,
-            thread: Threads::Keys(&thread),
-            api_start: &api_start,
-            launch: (&launch).into(),
-        };
+        let k = plain_ops(&device, &stream, &start, &end, &thread, &api_start, &launch);
         let forward: Vec<u32> = vec![0, 1, 2, 3, 6];
         let backward: Vec<u32> = forward.iter().rev().copied().collect();
         let run = |members: &[u32]| {
@@ -737,15 +749,7 @@ mod tests {
         let api_start: Vec<i64> = start.iter().map(|&s| s - rng.next(3_000) - 1).collect();
         let launch: Vec<i64> = (0..n as i64).collect();
         let name: Vec<u32> = (0..n).map(|_| rng.next(20) as u32).collect();
-        let ops = OpsView {
-            device: (&device).into(),
-            stream: (&stream).into(),
-            start: &start,
-            end: &end,
-            thread: Threads::Keys(&thread),
-            api_start: &api_start,
-            launch: (&launch).into(),
-        };
+        let ops = plain_ops(&device, &stream, &start, &end, &thread, &api_start, &launch);
         let kernels = KernelsView { ops, name: (&name).into() };
         let m = 300;
         let (op, copy_kind, bytes): (Vec<u8>, Vec<i64>, Vec<i64>) = (0..m)
@@ -757,15 +761,15 @@ mod tests {
                 (a, b, c)
             });
         let memops = MemopsView {
-            ops: OpsView {
-                device: (&device[..m]).into(),
-                stream: (&stream[..m]).into(),
-                start: &start[..m],
-                end: &end[..m],
-                thread: Threads::Keys(&thread[..m]),
-                api_start: &api_start[..m],
-                launch: (&launch[..m]).into(),
-            },
+            ops: plain_ops(
+                &device[..m],
+                &stream[..m],
+                &start[..m],
+                &end[..m],
+                &thread[..m],
+                &api_start[..m],
+                &launch[..m],
+            ),
             op: &op,
             copy_kind: &copy_kind,
             bytes: &bytes,

@@ -79,3 +79,49 @@ def test_sigint_rolls_back_the_trace_being_written(tmp_path, small_matmul_export
         assert after[0] == before[0] + 1 and _whole_traces(db), (before, after)
     else:
         assert _whole_traces(db)
+
+
+def test_a_cancel_token_stops_reading_an_export(big_export):
+    """A read cancelled before it starts, or from another thread midway, fails with IngestInterrupted."""
+    import threading
+
+    from traceforge import _core
+    from traceforge.errors import IngestInterrupted
+
+    token = _core.CancelToken()
+    token.cancel()
+    with pytest.raises(IngestInterrupted):
+        _core.open_trace(big_export, 1, token)
+
+    started = time.perf_counter()
+    _core.open_trace(big_export, 1)
+    full_s = time.perf_counter() - started
+    token = _core.CancelToken()
+    threading.Timer(full_s / 4, token.cancel).start()
+    with pytest.raises(IngestInterrupted):
+        _core.open_trace(big_export, 1, token)
+    assert token.cancelled
+
+
+def test_stored_content_read_ahead_is_skipped_and_later_files_land(
+    tmp_path, big_export, small_matmul_export, run_cli
+):
+    """`ingest` starts reading its first export while the store opens; content already stored is still
+    skipped (the reading is dropped) and the files after it land."""
+    from traceforge.ingest import ReadAhead
+
+    db = str(tmp_path / "store.duckdb")
+    assert run_cli("ingest", big_export, "--db", db).rc == 0
+    before = _counts(db)
+
+    again = run_cli("ingest", big_export, small_matmul_export, "--db", db)
+    assert again.rc == 0, again.stderr
+    assert again.stdout.splitlines()[0].startswith("skipped"), again.stdout
+    after = _counts(db)
+    assert after[0] == before[0] + 1 and after[1] > before[1]
+    assert _whole_traces(db)
+
+    ahead = ReadAhead(big_export, threads=1)
+    assert ahead.covers(big_export) and not ahead.covers(str(small_matmul_export))
+    ahead.close()
+    assert not ahead.covers(big_export)

@@ -33,7 +33,7 @@ from . import errors
 from .errors import InputNotFoundError, NotAnExportError, TraceforgeError
 
 if TYPE_CHECKING:
-    from .ingest import IngestOutcome, TraceData
+    from .ingest import IngestOutcome, ReadAhead, TraceData
     from .store import Store
 
 #: Execution modes of ``--mode`` (the names nsys recipes use).
@@ -227,13 +227,14 @@ class JobResult:
     kernel_count: int = 0
 
 
-def run_job(spec: JobSpec, direct: Store | None = None) -> JobResult:
+def run_job(spec: JobSpec, direct: Store | None = None, read_ahead: ReadAhead | None = None) -> JobResult:
     """Process one file into one partition; never raises (every failure becomes a ``failed`` result).
 
     The trace is ingested by :func:`traceforge.ingest.write_trace` into a private in-memory DuckDB store (so
     the rows are exactly what a direct ingest stores), then each table's rows are copied out with
     ``COPY ... TO ... (FORMAT parquet)`` into the dataset, published atomically. With ``direct`` (a store
     open in this process), the trace is written into that store instead and no partition is made.
+    ``read_ahead``: an export already being read in this process; used if it is this job's file.
     """
     start = time.perf_counter()
     result = JobResult(path=spec.path, status="failed")
@@ -244,9 +245,9 @@ def run_job(spec: JobSpec, direct: Store | None = None) -> JobResult:
             from .nsysrep import export_to_sqlite
 
             with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
-                _job_sqlite(spec, export_to_sqlite(spec.path, tmp), result, direct)
+                _job_sqlite(spec, export_to_sqlite(spec.path, tmp), result, direct, None)
         else:
-            _job_sqlite(spec, spec.path, result, direct)
+            _job_sqlite(spec, spec.path, result, direct, read_ahead)
     except TraceforgeError as exc:
         result.error_code, result.message = exc.code, exc.message
     except FileNotFoundError as exc:
@@ -264,19 +265,37 @@ def run_job(spec: JobSpec, direct: Store | None = None) -> JobResult:
     return result
 
 
-def _job_sqlite(spec: JobSpec, export: str, result: JobResult, direct: Store | None) -> None:
+def _job_sqlite(
+    spec: JobSpec, export: str, result: JobResult, direct: Store | None, read_ahead: ReadAhead | None
+) -> None:
+    ahead = read_ahead if read_ahead is not None and read_ahead.covers(export) else None
+    try:
+        _job_sqlite_read(spec, export, result, direct, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()  # the content was stored already, or the job failed: stop reading it
+
+
+def _job_sqlite_read(
+    spec: JobSpec, export: str, result: JobResult, direct: Store | None, ahead: ReadAhead | None
+) -> None:
     from . import dataset
     from .ingest import check_input, fingerprint_file, read_trace, trace_id_from_fingerprint, write_trace
     from .store import Store
 
+    def read(fingerprint: str | None) -> TraceData:
+        if ahead is not None:
+            return ahead.take(source_path=spec.path)
+        return read_trace(export, threads=_job_threads(spec), source_path=spec.path, fingerprint=fingerprint)
+
     check_input(export)
     if direct is not None and (spec.force or not direct.has_file_size(os.path.getsize(export))):
         # No stored trace can hold this content (none has its size): hash the file while reading it.
-        data = read_trace(export, threads=_job_threads(spec), source_path=spec.path)
+        data = read(None)
         result.fingerprint, result.trace_id = data.fingerprint, data.trace_id
         _write_direct(direct, data, spec, result)
         return
-    result.fingerprint = fingerprint_file(export)
+    result.fingerprint = ahead.fingerprint() if ahead is not None else fingerprint_file(export)
     result.trace_id = trace_id_from_fingerprint(result.fingerprint)
     if not spec.force and result.fingerprint in spec.known:
         result.status = "stored"
@@ -285,17 +304,12 @@ def _job_sqlite(spec: JobSpec, export: str, result: JobResult, direct: Store | N
         if not spec.force and direct.has_fingerprint(result.fingerprint):
             result.status = "stored"  # a duplicate earlier in this batch
             return
-        data = read_trace(
-            export, threads=_job_threads(spec), source_path=spec.path, fingerprint=result.fingerprint
-        )
-        _write_direct(direct, data, spec, result)
+        _write_direct(direct, read(result.fingerprint), spec, result)
         return
     if not spec.force and dataset.has_partition(spec.dataset, result.trace_id):
         result.status = "cached"
         return
-    data = read_trace(
-        export, threads=_job_threads(spec), source_path=spec.path, fingerprint=result.fingerprint
-    )
+    data = read(result.fingerprint)
     with Store(":memory:") as memory:
         write_trace(memory, data, force=True)
         dataset.export_trace(memory.con, spec.dataset, result.trace_id, overwrite=spec.force)
@@ -371,12 +385,13 @@ class _InProcess:
 
     workers = 1
 
-    def __init__(self, direct: Store | None) -> None:
+    def __init__(self, direct: Store | None, read_ahead: ReadAhead | None = None) -> None:
         self.direct = direct
+        self.read_ahead = read_ahead
 
     def results(self, specs: Sequence[JobSpec]) -> Iterator[JobResult]:
         for spec in specs:
-            yield run_job(spec, direct=self.direct)
+            yield run_job(spec, direct=self.direct, read_ahead=self.read_ahead)
 
     def close(self) -> None:
         pass
@@ -574,6 +589,7 @@ def run_batch(
     threads: int | None = None,
     on_start: Callable[[int], None] | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> BatchReport:
     """Ingest many files: parallel, resumable, skipping stored content; never stops at a bad file.
 
@@ -590,6 +606,8 @@ def run_batch(
         threads: threads of the Rust core per job; None sizes them so jobs x threads = the cores.
         on_start: called once with the number of outcomes to expect.
         on_outcome: called with each outcome as it lands (for progress display).
+        read_ahead: one of the files, already being read in this process (``none`` mode writing straight
+            into the store uses it; it is closed when the batch ends either way).
 
     Returns:
         The report; failures are in it and in ``ingest_failures``, never raised.
@@ -616,7 +634,7 @@ def run_batch(
     elif mode == "concurrent":
         executor = _ProcessPool(jobs)
     else:
-        executor = _InProcess(None if keep_partitions else store)
+        executor = _InProcess(None if keep_partitions else store, read_ahead)
     report = BatchReport(mode=mode, workers=executor.workers)
     if on_start is not None:
         on_start(len(expansion.paths) + len(expansion.problems))
@@ -658,6 +676,8 @@ def run_batch(
         ) from exc
     finally:
         executor.close()
+        if read_ahead is not None:
+            read_ahead.close()
         if not keep_partitions:
             _remove_if_empty(root)
     report.seconds = time.perf_counter() - started

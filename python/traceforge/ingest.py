@@ -129,6 +129,10 @@ def read_trace(
             fingerprint = hashing.result()
     else:
         handle = _core.open_trace(path, threads)
+    return _trace_data(handle, fingerprint, path, source_path)
+
+
+def _trace_data(handle: Any, fingerprint: str, path: str, source_path: str | None) -> TraceData:
     info = dict(handle.info())
     trace_id = trace_id_from_fingerprint(fingerprint)
     row = {
@@ -147,6 +151,54 @@ def read_trace(
         "tables_present": info["tables_present"],
     }
     return TraceData(trace_id, fingerprint, row["source_path"], row, handle)
+
+
+class ReadAhead:
+    """One SQLite export hashed and read on background threads while the caller gets ready to store it.
+
+    The reader and the hash are native and release the GIL, so they overlap the single-threaded start of
+    an ingest (importing DuckDB, opening the store, looking the file up). The caller then either takes the
+    result (:meth:`take`) or drops it (:meth:`close`, which stops the reading); it must do one of the two.
+    """
+
+    def __init__(self, path: str, *, threads: int = 0) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from . import _core
+
+        check_input(path)
+        self.path = path
+        self._key = os.path.realpath(path)
+        self._token = _core.CancelToken()
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="traceforge-read-ahead")
+        self._hashing = self._pool.submit(fingerprint_file, path)
+        self._reading = self._pool.submit(_core.open_trace, path, threads, self._token)
+        self._open = True
+
+    def covers(self, path: str) -> bool:
+        """Whether ``path`` is the file being read (and its result was not taken or dropped yet)."""
+        return self._open and os.path.realpath(path) == self._key
+
+    def fingerprint(self) -> str:
+        """The file's fingerprint (waits for the hash; raises what hashing raised)."""
+        return str(self._hashing.result())
+
+    def take(self, *, source_path: str | None = None) -> TraceData:
+        """The read trace (waits for the reader; raises what reading raised, as ``read_trace`` would)."""
+        try:
+            handle = self._reading.result()
+            fingerprint = self.fingerprint()
+        finally:
+            self._open = False
+            self._pool.shutdown(wait=True)
+        return _trace_data(handle, fingerprint, self.path, source_path)
+
+    def close(self) -> None:
+        """Stop the reading if it is still running and drop its result (no-op once taken)."""
+        if self._open:
+            self._open = False
+            self._token.cancel()
+            self._pool.shutdown(wait=True)
 
 
 def write_trace(store: Store, data: TraceData, *, force: bool = False) -> IngestOutcome:

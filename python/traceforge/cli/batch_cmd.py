@@ -16,6 +16,7 @@ import click
 
 if TYPE_CHECKING:
     from ..batch import BatchReport
+    from ..ingest import ReadAhead
 
 _DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
 
@@ -64,6 +65,7 @@ def ingest_batch(
     mode: str | None = None,
     scheduler: str | None = None,
     output: str | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> BatchReport:
     """Run ``traceforge ingest`` over files, directories and globs; print the summary; set the exit code.
 
@@ -81,6 +83,7 @@ def ingest_batch(
         mode: ``none``, ``concurrent`` or ``dask-futures`` (None: by ``jobs``).
         scheduler: Dask scheduler address.
         output: a Parquet dataset directory that keeps every trace's partition.
+        read_ahead: the first file, already being read (see ``traceforge.ingest.ReadAhead``).
 
     Returns:
         The batch report.
@@ -113,6 +116,7 @@ def ingest_batch(
             threads=threads or None,
             on_start=lambda total: progress.update(task, total=total),
             on_outcome=on_outcome,
+            read_ahead=read_ahead,
         )
     failed = report.count("failed")
     # Failures are listed once, together at the end, where a long batch's user will look for them.

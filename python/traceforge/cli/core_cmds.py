@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -68,19 +69,49 @@ def ingest(
     transaction; a bad file is reported on one line and the others still land. Content already stored is
     skipped, so an interrupted batch is finished by running the same command again (docs/batch.md).
     """
-    from .batch_cmd import ingest_batch
+    read_ahead = _start_read_ahead(paths, threads=threads, jobs=jobs, mode=mode, output=output)
+    try:
+        from .batch_cmd import ingest_batch
 
-    ingest_batch(
-        db,
-        paths,
-        force=force,
-        threads=threads,
-        quiet=quiet,
-        jobs=jobs,
-        mode=mode,
-        scheduler=scheduler,
-        output=output,
-    )
+        ingest_batch(
+            db,
+            paths,
+            force=force,
+            threads=threads,
+            quiet=quiet,
+            jobs=jobs,
+            mode=mode,
+            scheduler=scheduler,
+            output=output,
+            read_ahead=read_ahead,
+        )
+    finally:
+        if read_ahead is not None:
+            read_ahead.close()
+
+
+def _start_read_ahead(
+    paths: tuple[str, ...], *, threads: int, jobs: int, mode: str | None, output: str | None
+) -> Any:
+    """Start reading the first export now, while DuckDB is imported and the store is opened.
+
+    Only where the ingest will read it in this process (one job, straight into the store) and only for a
+    plain ``.sqlite`` file named first; anything else starts nothing and is left to the batch to report.
+    """
+    from ..batch import available_cores, resolve_mode
+    from ..errors import TraceforgeError
+
+    first = paths[0]
+    try:
+        if resolve_mode(mode, jobs) != "none" or output is not None:
+            return None
+    except TraceforgeError:
+        return None
+    if not first.lower().endswith(".sqlite") or not os.path.isfile(first) or not os.access(first, os.R_OK):
+        return None
+    from ..ingest import ReadAhead
+
+    return ReadAhead(first, threads=threads or available_cores())
 
 
 def _emit(df: Any, fmt: str) -> None:

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use arrow_array::RecordBatch;
+use arrow_array::{Int32Array, RecordBatch};
 use arrow_schema::ArrowError;
 use rayon::slice::ParallelSliceMut;
 
-use crate::columnar::{batch, dict_col, float_col, int_col, opt_int_col, str_col, BatchStream, BATCH_ROWS};
+use crate::columnar::{
+    batch, dict_col, float_col, int_col, int_col_owned, opt_int_col, str_col, BatchStream, BATCH_ROWS,
+};
 use crate::error::{Error, Result};
 use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, NvtxEvents, SyncEvents, TargetInfo};
 use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
@@ -185,20 +187,29 @@ type ApiClassKey = (i64, u8, i64, i64, i64);
 struct Interner<K> {
     ids: ahash::AHashMap<K, u32>,
     values: Vec<K>,
+    /// The last key looked up and its id: runs of one key (a thread launching kernel after kernel) are
+    /// the common case, and a comparison is cheaper than a hash.
+    last: Option<(K, u32)>,
 }
 
 impl<K: std::hash::Hash + Eq + Copy> Interner<K> {
     fn new() -> Self {
-        Interner { ids: ahash::AHashMap::new(), values: Vec::new() }
+        Interner { ids: ahash::AHashMap::new(), values: Vec::new(), last: None }
     }
 
+    #[inline]
     fn id(&mut self, key: K) -> u32 {
-        if let Some(&id) = self.ids.get(&key) {
-            return id;
+        if let Some((last, id)) = self.last {
+            if last == key {
+                return id;
+            }
         }
-        let id = self.values.len() as u32;
-        self.values.push(key);
-        self.ids.insert(key, id);
+        let next = self.values.len() as u32;
+        let id = *self.ids.entry(key).or_insert(next);
+        if id == next {
+            self.values.push(key);
+        }
+        self.last = Some((key, id));
         id
     }
 }
@@ -389,7 +400,7 @@ impl Trace {
         if self.lock().done {
             return Err(Error::Invalid("api_calls were already streamed".into()));
         }
-        let schema = api_batch(&ApiChunk::default(), &mut Interner::new()).map_err(arrow_err)?.schema();
+        let schema = api_batch(ApiChunk::default(), &mut Interner::new()).map_err(arrow_err)?.schema();
         let (tx, rx) = sync_channel::<Result<(u8, IntColumns)>>(self.threads * 2);
         let producer = Arc::clone(self);
         std::thread::spawn(move || {
@@ -411,7 +422,7 @@ impl Trace {
                     let chunk = ApiChunk::from_columns(api, cols);
                     trace.lock().absorb(&trace.ops, &chunk);
                     trace.api_rows.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    Some(api_batch(&chunk, &mut names))
+                    Some(api_batch(chunk, &mut names))
                 }
                 Ok(Err(e)) => {
                     failed = true;
@@ -706,18 +717,19 @@ fn api_label(api: u8) -> &'static str {
 
 /// One `api_call_rows` batch: what repeats across calls (name, runtime/driver, pid, tid, return value) is
 /// a `call_class` id into `api_call_classes`.
-fn api_batch(c: &ApiChunk, classes: &mut Interner<ApiClassKey>) -> std::result::Result<RecordBatch, ArrowError> {
-    let ids: Vec<i64> = (0..c.len())
+fn api_batch(c: ApiChunk, classes: &mut Interner<ApiClassKey>) -> std::result::Result<RecordBatch, ArrowError> {
+    let ids: Vec<i32> = (0..c.len())
         .map(|r| {
             let (pid, tid) = decode_global_id(c.global_tid[r]);
-            i64::from(classes.id((c.name_id[r], c.api, pid, tid, c.return_value[r])))
+            classes.id((c.name_id[r], c.api, pid, tid, c.return_value[r])) as i32
         })
         .collect();
+    // The chunk's columns become the batch's buffers as they are: the rows cross into DuckDB uncopied.
     batch(vec![
-        ("correlation_id", int_col(c.correlation.iter().copied())),
-        ("start_ns", int_col(c.start.iter().copied())),
-        ("end_ns", int_col(c.end.iter().copied())),
-        ("call_class", int_col(ids.into_iter())),
+        ("correlation_id", int_col_owned(c.correlation)),
+        ("start_ns", int_col_owned(c.start)),
+        ("end_ns", int_col_owned(c.end)),
+        ("call_class", Arc::new(Int32Array::from(ids))),
     ])
 }
 
@@ -729,14 +741,14 @@ fn kernels_batch(
 ) -> std::result::Result<RecordBatch, ArrowError> {
     let k = &t.ops.kernels;
     let st = t.lock();
-    let class: Vec<i64> = rows
+    let class: Vec<i32> = rows
         .clone()
         .map(|i| {
             let (thread, api) = st.launched_by(i);
             let launch_tid = if thread == NULL_I64 { thread } else { thread & 0xFF_FFFF };
             let api = i64::from(api);
             let launch_api = if api < 0 { NULL_I64 } else { api };
-            i64::from(classes.id((k.shape[i], launch_tid, launch_api)))
+            classes.id((k.shape[i], launch_tid, launch_api)) as i32
         })
         .collect();
     let api_start = int_col(st.api_start[rows.clone()].iter().copied());
@@ -745,7 +757,7 @@ fn kernels_batch(
         ("correlation_id", int_col(rows.clone().map(|i| k.correlation(i)))),
         ("start_ns", int_col(k.start[rows.clone()].iter().copied())),
         ("end_ns", int_col(k.end[rows].iter().copied())),
-        ("kernel_class", int_col(class.into_iter())),
+        ("kernel_class", Arc::new(Int32Array::from(class))),
         ("api_start_ns", api_start),
     ])
 }

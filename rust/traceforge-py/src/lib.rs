@@ -148,11 +148,38 @@ impl TraceHandle {
     }
 }
 
-/// Open an nsys SQLite export and read its GPU operations (`threads` = 0: all cores).
+/// A flag that stops an `open_trace` running on another thread, and the streams of the trace it opens.
+#[pyclass(module = "traceforge._core", frozen)]
+#[derive(Default)]
+struct CancelToken {
+    flag: Arc<AtomicBool>,
+}
+
+#[pymethods]
+impl CancelToken {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the work watching this token to stop; it then fails with `IngestInterrupted`.
+    fn cancel(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `cancel` was called.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+/// Open an nsys SQLite export and read its GPU operations (`threads` = 0: all cores). `cancel` lets
+/// another thread stop the reading.
 #[pyfunction]
-#[pyo3(signature = (path, threads = 0))]
-fn open_trace(py: Python<'_>, path: PathBuf, threads: usize) -> PyResult<TraceHandle> {
-    let cancel = Arc::new(AtomicBool::new(false));
+#[pyo3(signature = (path, threads = 0, cancel = None))]
+fn open_trace(py: Python<'_>, path: PathBuf, threads: usize, cancel: Option<&CancelToken>) -> PyResult<TraceHandle> {
+    let cancel = cancel.map(|token| Arc::clone(&token.flag)).unwrap_or_default();
     let c = Arc::clone(&cancel);
     let trace = run_native(py, move || Trace::open(&path, threads, c))?;
     Ok(TraceHandle { trace, cancel })
@@ -164,6 +191,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(open_trace, m)?)?;
     m.add_class::<TraceHandle>()?;
+    m.add_class::<CancelToken>()?;
     m.add_class::<ArrowStream>()?;
     derive::register(m)?;
     synth::register(m)?;

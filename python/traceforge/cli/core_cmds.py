@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from . import skip_teardown
+
 _db_option = click.option(
     "--db",
     "db",
@@ -88,6 +90,7 @@ def ingest(
     finally:
         if read_ahead is not None:
             read_ahead.close()
+    skip_teardown()
 
 
 def _start_read_ahead(
@@ -138,6 +141,7 @@ def sql(query: str, db: str | None, fmt: str) -> None:
 
     with Store(db, read_only=True) as store:
         _emit(store.sql(query), fmt)
+    skip_teardown()
 
 
 @click.command()
@@ -151,3 +155,4 @@ def traces(db: str | None, fmt: str) -> None:
 
     with Store(db, read_only=True) as store:
         _emit(store.traces(), fmt)
+    skip_teardown()

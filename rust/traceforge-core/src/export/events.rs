@@ -5,7 +5,7 @@ use rusqlite::types::ValueRef;
 
 use super::open::ExportFile;
 use super::probe::{self, Capabilities};
-use super::scan::{scan_chunks, scan_table, IntColumns};
+use super::scan::{scan_chunk_rows, scan_table, IntColumns, RowSink, ScanReader};
 use super::NULL_I64;
 use crate::error::{Error, Result};
 use crate::timeline::{Column, Correlations, LaunchKeys};
@@ -222,44 +222,8 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
     let t = probe::KERNEL_TABLE;
     let kernel_columns = kernel_exprs(file, caps)?;
     // Each chunk interns its shapes locally (chunks are read in parallel); ids are made global below.
-    let parts = scan_chunks(file, t, &kernel_columns, &[], threads, cancel, |mut c, _| {
-        let n = c.first().map_or(0, Vec::len);
-        let mut ids: ahash::AHashMap<KernelShape, u32> = ahash::AHashMap::new();
-        let mut shapes: Vec<KernelShape> = Vec::new();
-        let mut shape = Vec::with_capacity(n);
-        let mut correlation = Vec::with_capacity(n);
-        let mut wide_correlation = Vec::new();
-        for (i, &id) in c[5].iter().enumerate() {
-            let mut key: KernelShape = [0; 16];
-            for (slot, &col) in key.iter_mut().zip(&SHAPE_COLUMNS) {
-                *slot = c[col][i];
-            }
-            key[SHAPE_PID] = super::decode_global_id(key[SHAPE_PID]).0;
-            let next = shapes.len() as u32;
-            shape.push(*ids.entry(key).or_insert_with(|| {
-                shapes.push(key);
-                next
-            }));
-            match u32::try_from(id) {
-                Ok(narrow) if narrow != Correlations::WIDE => correlation.push(narrow),
-                _ => {
-                    correlation.push(Correlations::WIDE);
-                    if id != NULL_I64 {
-                        wide_correlation.push((i as u32, id));
-                    }
-                }
-            }
-        }
-        Kernels {
-            start: take(&mut c, 0),
-            end: take(&mut c, 1),
-            shape,
-            correlation,
-            wide_correlation,
-            shapes,
-            ..Default::default()
-        }
-    })?;
+    let parts =
+        scan_chunk_rows(file, t, &kernel_columns, threads, cancel, ScanReader::Auto, KernelChunk::with_capacity)?;
     let kernels = concat_kernels(parts);
     crate::memory::release_free_memory(); // the chunks' pieces
     let mut memops = Memops::default();
@@ -283,6 +247,62 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
         memops.copy_kind.extend(take(&mut c, 7));
     }
     Ok(GpuOps { kernels, memops })
+}
+
+/// One chunk of the kernel table being read: each row reduced to its times, correlation id and a shape id
+/// into the chunk's own list of shapes as it is decoded.
+struct KernelChunk {
+    kernels: Kernels,
+    ids: ahash::AHashMap<KernelShape, u32>,
+}
+
+impl KernelChunk {
+    fn with_capacity(rows: usize) -> Self {
+        let kernels = Kernels {
+            start: Vec::with_capacity(rows),
+            end: Vec::with_capacity(rows),
+            shape: Vec::with_capacity(rows),
+            correlation: Vec::with_capacity(rows),
+            ..Default::default()
+        };
+        KernelChunk { kernels, ids: ahash::AHashMap::new() }
+    }
+}
+
+impl RowSink for KernelChunk {
+    type Out = Kernels;
+
+    #[inline]
+    fn row(&mut self, c: &[i64]) {
+        let k = &mut self.kernels;
+        let i = k.start.len();
+        k.start.push(c[0]);
+        k.end.push(c[1]);
+        let mut key: KernelShape = [0; 16];
+        for (slot, &col) in key.iter_mut().zip(&SHAPE_COLUMNS) {
+            *slot = c[col];
+        }
+        key[SHAPE_PID] = super::decode_global_id(key[SHAPE_PID]).0;
+        let next = k.shapes.len() as u32;
+        k.shape.push(*self.ids.entry(key).or_insert_with(|| {
+            k.shapes.push(key);
+            next
+        }));
+        let id = c[5];
+        match u32::try_from(id) {
+            Ok(narrow) if narrow != Correlations::WIDE => k.correlation.push(narrow),
+            _ => {
+                k.correlation.push(Correlations::WIDE);
+                if id != NULL_I64 {
+                    k.wide_correlation.push((i as u32, id));
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Kernels {
+        self.kernels
+    }
 }
 
 /// Join per-chunk kernels in rowid order, renumbering shape ids to one trace-wide list. Columns are

@@ -27,6 +27,17 @@ pub type IntColumns = Vec<Vec<i64>>;
 /// Column-major text cells of one table slice.
 pub type TextColumns = Vec<Vec<Option<String>>>;
 
+/// Takes a chunk's rows one at a time as they are decoded, so a compact form is built without first
+/// writing every selected column of every row to memory (for kernels, ~20 columns where 4 are kept).
+pub trait RowSink {
+    /// What the chunk becomes.
+    type Out;
+    /// One row: the integer value of each selected expression, in order.
+    fn row(&mut self, values: &[i64]);
+    /// The chunk's result, after its last row.
+    fn finish(self) -> Self::Out;
+}
+
 /// Rows per unit of work handed to a scanning thread.
 pub const CHUNK_ROWS: i64 = 1 << 16;
 
@@ -153,6 +164,33 @@ impl ScanPlan {
         match (slicer, &self.direct) {
             (Slicer::Direct(reader), Some(plan)) => plan.read(reader, lo, hi),
             (Slicer::Sqlite(conn), _) => read_slice(file, conn, table, exprs, text_exprs, lo, hi),
+            (Slicer::Direct(_), None) => Err(Error::Invalid("direct reader without a direct plan".into())),
+        }
+    }
+
+    /// [`ScanPlan::read`] into a row sink (integer expressions only).
+    fn read_rows(
+        &self,
+        file: &ExportFile,
+        slicer: &mut Slicer,
+        table: &str,
+        exprs: &[String],
+        (lo, hi): (i64, i64),
+        sink: &mut impl RowSink,
+    ) -> Result<()> {
+        match (slicer, &self.direct) {
+            (Slicer::Direct(reader), Some(plan)) => plan.read_rows(reader, lo, hi, sink),
+            (Slicer::Sqlite(conn), _) => {
+                let (cols, _) = read_slice(file, conn, table, exprs, &[], lo, hi)?;
+                let mut values = vec![0i64; cols.len()];
+                for i in 0..cols.first().map_or(0, Vec::len) {
+                    for (value, col) in values.iter_mut().zip(&cols) {
+                        *value = col[i];
+                    }
+                    sink.row(&values);
+                }
+                Ok(())
+            }
             (Slicer::Direct(_), None) => Err(Error::Invalid("direct reader without a direct plan".into())),
         }
     }
@@ -416,6 +454,18 @@ impl DirectPlan {
         })?;
         Ok((cols, texts))
     }
+
+    /// Hand each row's integer values to `sink` (a plan without text columns).
+    fn read_rows(&self, reader: &mut TableReader, lo: i64, hi: i64, sink: &mut impl RowSink) -> Result<()> {
+        let mut values = vec![0i64; self.int_slots.len()];
+        reader.scan(self.root, lo, hi, self.want_fields, |row| {
+            for (value, slot) in values.iter_mut().zip(&self.int_slots) {
+                *value = slot.value(&row);
+            }
+            sink.row(&values);
+            Ok(true)
+        })
+    }
 }
 
 /// A column's type affinity, from its declared type (<https://www.sqlite.org/datatype3.html>, 3.1).
@@ -560,10 +610,48 @@ pub fn scan_chunks_with<T: Send>(
     map: impl Fn(IntColumns, TextColumns) -> T + Sync,
 ) -> Result<Vec<T>> {
     let (plan, bounds) = prepare(file, table, exprs, text_exprs, reader)?;
+    scan_ranges(file, &plan, bounds, threads, cancel, |slicer, (lo, hi)| {
+        let (cols, texts) = plan.read(file, slicer, table, exprs, text_exprs, lo, hi)?;
+        Ok(map(cols, texts))
+    })
+}
+
+/// Read a whole table with `threads` workers, each rowid chunk's rows going to a sink made for it by
+/// `sink(expected_rows)`; the chunks' results come back in rowid order.
+pub fn scan_chunk_rows<S: RowSink>(
+    file: &ExportFile,
+    table: &str,
+    exprs: &[String],
+    threads: usize,
+    cancel: &AtomicBool,
+    reader: ScanReader,
+    sink: impl Fn(usize) -> S + Sync,
+) -> Result<Vec<S::Out>>
+where
+    S::Out: Send,
+{
+    let (plan, bounds) = prepare(file, table, exprs, &[], reader)?;
+    scan_ranges(file, &plan, bounds, threads, cancel, |slicer, range| {
+        let expected = (i128::from(range.1) - i128::from(range.0)).clamp(0, i128::from(CHUNK_ROWS)) as usize;
+        let mut chunk = sink(expected);
+        plan.read_rows(file, slicer, table, exprs, range, &mut chunk)?;
+        Ok(chunk.finish())
+    })
+}
+
+/// Run `read` over the rowid chunks of `bounds` on `threads` workers, each with its own reader; results
+/// in rowid order, or the first error.
+fn scan_ranges<T: Send>(
+    file: &ExportFile,
+    plan: &ScanPlan,
+    bounds: Option<(i64, i64)>,
+    threads: usize,
+    cancel: &AtomicBool,
+    read: impl Fn(&mut Slicer, (i64, i64)) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let Some((lo, hi)) = bounds else {
         return Ok(Vec::new());
     };
-    let plan = &plan;
     let ranges = split_range(lo, hi);
     let results: Vec<Mutex<Option<T>>> = ranges.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -586,10 +674,8 @@ pub fn scan_chunks_with<T: Send>(
                     if i >= ranges.len() {
                         return;
                     }
-                    match plan.read(file, &mut slicer, table, exprs, text_exprs, ranges[i].0, ranges[i].1) {
-                        Ok((cols, texts)) => {
-                            *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(map(cols, texts))
-                        }
+                    match read(&mut slicer, ranges[i]) {
+                        Ok(out) => *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(out),
                         Err(e) => {
                             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                             return;

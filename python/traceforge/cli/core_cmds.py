@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import skip_teardown
+
+if TYPE_CHECKING:
+    from ..ingest import ReadAhead
 
 _db_option = click.option(
     "--db",
@@ -95,7 +98,7 @@ def ingest(
 
 def _start_read_ahead(
     paths: tuple[str, ...], *, threads: int, jobs: int, mode: str | None, output: str | None
-) -> Any:
+) -> ReadAhead | None:
     """Start reading the first export now, while DuckDB is imported and the store is opened.
 
     Only where the ingest will read it in this process (one job, straight into the store) and only for a
@@ -103,18 +106,17 @@ def _start_read_ahead(
     """
     from ..batch import available_cores, resolve_mode
     from ..errors import TraceforgeError
+    from ..ingest import ReadAhead
 
     first = paths[0]
+    if not first.lower().endswith(".sqlite") or not os.path.isfile(first):
+        return None
     try:
         if resolve_mode(mode, jobs) != "none" or output is not None:
             return None
+        return ReadAhead(first, threads=threads or available_cores())
     except TraceforgeError:
-        return None
-    if not first.lower().endswith(".sqlite") or not os.path.isfile(first) or not os.access(first, os.R_OK):
-        return None
-    from ..ingest import ReadAhead
-
-    return ReadAhead(first, threads=threads or available_cores())
+        return None  # the batch reports it, as for any other file
 
 
 def _emit(df: Any, fmt: str) -> None:

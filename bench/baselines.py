@@ -260,6 +260,19 @@ def duckdb_sqlite_scanner_baseline(
 # traceforge
 
 
+def ensure_bytecode() -> None:
+    """Compile the traceforge package that ``python -m traceforge`` imports, once, before timing it.
+
+    An installed wheel carries its bytecode; a checkout run under ``PYTHONDONTWRITEBYTECODE=1`` (as on the
+    development machines) would otherwise compile some twenty modules from source in every timed run.
+    """
+    locate = "import os, traceforge; print(os.path.dirname(traceforge.__file__))"
+    package = subprocess.run(
+        [sys.executable, "-c", locate], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True, stdout=subprocess.DEVNULL)
+
+
 def traceforge_ingest(path: str | os.PathLike[str], db_out: str | os.PathLike[str]) -> Measurement:
     """Time ``python -m traceforge ingest --quiet --db db_out path`` (``db_out`` replaced first)."""
     for suffix in ("", ".wal"):

@@ -188,6 +188,7 @@ def main() -> int:
         inputs = {k: v for k, v in inputs.items() if k in keep}
 
     reports = baselines.NSYS_REPORTS_NEW if args.new_nsys_report_names else baselines.NSYS_REPORTS
+    baselines.ensure_bytecode()
     rows = []
     for label, path in inputs.items():
         n_kernels = kernel_count(path)

@@ -112,7 +112,10 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    baselines = None if args.no_baselines else load_baselines()
+    helpers = load_baselines()
+    baselines = None if args.no_baselines else helpers
+    if helpers is not None:
+        helpers.ensure_bytecode()
     nsys = shutil.which("nsys")
     rows: list[dict[str, Any]] = []
     for n in sizes:

@@ -527,14 +527,14 @@ impl Trace {
     /// The `kernel_rows` table, built from the kernels held in memory (in export order) and their launch
     /// matches; the repeating columns become a `kernel_class` id (see [`Trace::kernel_classes_batch`]).
     fn kernels_stream(self: &Arc<Self>) -> Result<BatchStream> {
-        let schema = kernels_batch(self, 0..0, &mut Interner::new()).map_err(arrow_err)?.schema();
+        let schema = kernels_batch(self, 0..0, &mut KernelClassIds::new(0, 0)).map_err(arrow_err)?.schema();
         let trace = Arc::clone(self);
         let n = self.ops.kernels.len();
         let mut next = 0usize;
-        let mut classes = Interner::new();
+        let mut classes = KernelClassIds::new(self.ops.kernels.shapes.len(), self.lock().launchers.len());
         let iter = interruptible(Arc::clone(&self.cancel), move || {
             if next >= n {
-                trace.dicts().kernel_classes = Some(std::mem::take(&mut classes.values));
+                trace.dicts().kernel_classes = Some(std::mem::take(&mut classes.interner.values));
                 return None;
             }
             let rows = next..(next + BATCH_ROWS).min(n);
@@ -733,24 +733,55 @@ fn api_batch(c: ApiChunk, classes: &mut Interner<ApiClassKey>) -> std::result::R
     ])
 }
 
+/// Kernel class ids, looked up by (shape, launcher) in a dense table where that is small: a trace has few
+/// shapes and fewer launchers, so most kernels find their class without hashing its key.
+struct KernelClassIds {
+    interner: Interner<KernelClassKey>,
+    /// Class id + 1 of shape `s` and launcher `l` at `s * (launchers + 1) + l` (the last slot of a shape
+    /// for no launcher), 0 while unknown; empty when the table would be large.
+    memo: Vec<u32>,
+    launchers: usize,
+}
+
+impl KernelClassIds {
+    /// Entries above which the dense table is not made (16 MiB).
+    const MAX_MEMO: usize = 1 << 22;
+
+    fn new(shapes: usize, launchers: usize) -> Self {
+        let size = shapes.saturating_mul(launchers + 1);
+        let memo = if size <= Self::MAX_MEMO { vec![0; size] } else { Vec::new() };
+        KernelClassIds { interner: Interner::new(), memo, launchers }
+    }
+
+    #[inline]
+    fn id(&mut self, st: &LaunchState, shape: u32, op: usize) -> u32 {
+        let launcher = st.launcher[op];
+        let slot = if launcher == NO_LAUNCHER { self.launchers } else { launcher as usize };
+        let at = shape as usize * (self.launchers + 1) + slot;
+        if let Some(&known) = self.memo.get(at).filter(|&&v| v != 0) {
+            return known - 1;
+        }
+        let (thread, api) = st.launched_by(op);
+        let launch_tid = if thread == NULL_I64 { thread } else { thread & 0xFF_FFFF };
+        let api = i64::from(api);
+        let launch_api = if api < 0 { NULL_I64 } else { api };
+        let id = self.interner.id((shape, launch_tid, launch_api));
+        if let Some(entry) = self.memo.get_mut(at) {
+            *entry = id + 1;
+        }
+        id
+    }
+}
+
 /// One `kernel_rows` batch: the kernels in `rows`.
 fn kernels_batch(
     t: &Trace,
     rows: std::ops::Range<usize>,
-    classes: &mut Interner<KernelClassKey>,
+    classes: &mut KernelClassIds,
 ) -> std::result::Result<RecordBatch, ArrowError> {
     let k = &t.ops.kernels;
     let st = t.lock();
-    let class: Vec<i32> = rows
-        .clone()
-        .map(|i| {
-            let (thread, api) = st.launched_by(i);
-            let launch_tid = if thread == NULL_I64 { thread } else { thread & 0xFF_FFFF };
-            let api = i64::from(api);
-            let launch_api = if api < 0 { NULL_I64 } else { api };
-            classes.id((k.shape[i], launch_tid, launch_api)) as i32
-        })
-        .collect();
+    let class: Vec<i32> = rows.clone().map(|i| classes.id(&st, k.shape[i], i) as i32).collect();
     let api_start = int_col(st.api_start[rows.clone()].iter().copied());
     drop(st);
     batch(vec![

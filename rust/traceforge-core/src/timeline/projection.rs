@@ -43,11 +43,18 @@ impl OpTable<'_> {
             (&self.memops.ops, i - nk, false)
         }
     }
-    /// (thread, api_start, launch key)
+    /// (thread, api_start) of an operation's launching call. With the launch key this orders and tells
+    /// apart launches; the launch key costs the most to look up and only separates launches made by one
+    /// thread at one instant, so it is looked up apart ([`OpTable::launch`]) and only when needed.
     #[inline]
-    fn key(&self, op: OpRef) -> (i64, i64, i64) {
+    fn call(&self, op: OpRef) -> (i64, i64) {
         let (v, i, _) = self.view(op);
-        (v.thread.get(i), v.api_start[i], v.launch.get(i))
+        (v.thread.get(i), v.api_start[i])
+    }
+    #[inline]
+    fn launch(&self, op: OpRef) -> i64 {
+        let (v, i, _) = self.view(op);
+        v.launch.get(i)
     }
     #[inline]
     fn interval(&self, op: OpRef) -> (i64, i64) {
@@ -114,13 +121,30 @@ fn collect_ops(t: &OpTable<'_>, ranges: &RangesView<'_>) -> Vec<OpRef> {
     let n = t.kernels.ops.len() + t.memops.ops.len();
     let mut ops: Vec<OpRef> = (0..n as u32)
         .filter(|&op| {
-            let (thread, _, launch) = t.key(op);
-            launch != NULL_I64 && thread != NULL_I64 && threads.binary_search(&thread).is_ok()
+            let thread = t.call(op).0;
+            thread != NULL_I64 && threads.binary_search(&thread).is_ok() && t.launch(op) != NULL_I64
         })
         .collect();
-    // Kernels then memops, each nearly in launch order: a run-adaptive (stable) sort merges the runs.
-    ops.par_sort_by_key(|&op| t.key(op));
+    // Kernels then memops, each nearly in launch order: a run-adaptive (stable) sort merges the runs. Sorted by
+    // (thread, api_start, launch), the launch key looked up only to break ties.
+    ops.par_sort_by(|&a, &b| t.call(a).cmp(&t.call(b)).then_with(|| t.launch(a).cmp(&t.launch(b))));
     ops
+}
+
+/// Whether `ops[j]` starts a launch (its key differs from that of `ops[j - 1]`), as a bit set: one key
+/// comparison per operation instead of one per operation and enclosing range.
+fn launch_starts(t: &OpTable<'_>, ops: &[OpRef]) -> Vec<u64> {
+    let mut starts = vec![0u64; ops.len().div_ceil(64)];
+    for (j, pair) in ops.windows(2).enumerate() {
+        let (a, b) = (pair[0], pair[1]);
+        if t.call(a) != t.call(b) || t.launch(a) != t.launch(b) {
+            starts[(j + 1) / 64] |= 1 << ((j + 1) % 64);
+        }
+    }
+    if !ops.is_empty() {
+        starts[0] |= 1;
+    }
+    starts
 }
 
 /// Project every range of `ranges` onto the GPU work its thread launched inside it.
@@ -153,8 +177,8 @@ fn project_with(
             if thread == NULL_I64 || end == NULL_I64 {
                 return (0, 0);
             }
-            let lo = ops.partition_point(|&o| (t.key(o).0, t.key(o).1) < (thread, start));
-            let hi = ops.partition_point(|&o| (t.key(o).0, t.key(o).1) < (thread, end));
+            let lo = ops.partition_point(|&o| t.call(o) < (thread, start));
+            let hi = ops.partition_point(|&o| t.call(o) < (thread, end));
             (lo, hi.max(lo))
         })
         .collect();
@@ -168,7 +192,8 @@ fn project_with(
         kernel_count: 0,
         kernel_time_ns: 0,
     };
-    let new_launch = |j: usize, lo: usize| j == lo || t.key(ops[j]) != t.key(ops[j - 1]);
+    let starts = launch_starts(&t, &ops);
+    let new_launch = |j: usize, lo: usize| j == lo || (starts[j / 64] >> (j % 64)) & 1 == 1;
 
     if covered <= scan_factor.saturating_mul(ops.len()).saturating_add(if scan_factor > 0 { 1 << 20 } else { 0 }) {
         return spans

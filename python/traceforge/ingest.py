@@ -167,7 +167,7 @@ class ReadAhead:
         from . import _core
 
         check_input(path)
-        self.path = path
+        self.path = os.path.abspath(path)  # errors name it as the batch names its files
         self._key = os.path.realpath(path)
         self._token = _core.CancelToken()
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="traceforge-read-ahead")

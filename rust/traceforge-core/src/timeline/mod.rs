@@ -356,7 +356,9 @@ pub struct Derived {
 /// Indices of `0..n` grouped by `key`, groups in ascending key order, indices ascending in each group.
 ///
 /// Keys are few (devices, streams, kernel names) and rows many, so this buckets in two linear passes
-/// (count, then place) instead of sorting an index: no extra per-row memory beyond the groups themselves.
+/// (count, then place) instead of sorting an index. Up to [`crate::memory::low_memory_above`] rows the
+/// first pass keeps each row's group (4 bytes a row) so that the second looks no key up; above it, no
+/// per-row memory is used beyond the groups themselves.
 fn group_by<K: Ord + Copy + std::hash::Hash>(n: usize, key: impl Fn(usize) -> K) -> Vec<(K, Vec<u32>)> {
     let mut slots: ahash::AHashMap<K, usize> = ahash::AHashMap::new();
     let mut groups: Vec<(K, Vec<u32>)> = Vec::new();
@@ -376,16 +378,27 @@ fn group_by<K: Ord + Copy + std::hash::Hash>(n: usize, key: impl Fn(usize) -> K)
             }
         }
     };
+    let remember = n <= crate::memory::low_memory_above();
+    let mut row_slots: Vec<u32> = Vec::with_capacity(if remember { n } else { 0 });
     for i in 0..n {
         let s = slot_of(key(i), &mut slots, &mut counts);
         counts[s] += 1;
+        if remember {
+            row_slots.push(s as u32);
+        }
     }
     let mut keys: Vec<(K, usize)> = slots.iter().map(|(&k, &s)| (k, s)).collect();
     keys.sort_unstable_by_key(|x| x.1);
     groups.extend(keys.iter().map(|&(k, s)| (k, Vec::with_capacity(counts[s]))));
-    for i in 0..n {
-        let s = slot_of(key(i), &mut slots, &mut counts);
-        groups[s].1.push(i as u32);
+    if remember {
+        for (i, &s) in row_slots.iter().enumerate() {
+            groups[s as usize].1.push(i as u32);
+        }
+    } else {
+        for i in 0..n {
+            let s = slot_of(key(i), &mut slots, &mut counts);
+            groups[s].1.push(i as u32);
+        }
     }
     groups.sort_unstable_by_key(|g| g.0);
     groups

@@ -19,6 +19,7 @@ process), ``concurrent`` (a local process pool), ``dask-futures`` (a Dask cluste
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -390,8 +391,12 @@ class _InProcess:
         self.read_ahead = read_ahead
 
     def results(self, specs: Sequence[JobSpec]) -> Iterator[JobResult]:
-        for spec in specs:
-            yield run_job(spec, direct=self.direct, read_ahead=self.read_ahead)
+        direct = self.direct
+        # One trace: checkpoint at its commit rather than log it and write it again at close (Store doc).
+        checkpointing = direct.checkpoint_each_commit() if direct is not None and len(specs) == 1 else None
+        with checkpointing or contextlib.nullcontext():
+            for spec in specs:
+                yield run_job(spec, direct=self.direct, read_ahead=self.read_ahead)
 
     def close(self) -> None:
         pass

@@ -121,6 +121,24 @@ class Store:
             self.con.execute(statement)
 
     @contextlib.contextmanager
+    def checkpoint_each_commit(self) -> Iterator[None]:
+        """Write each committed transaction straight into the database file while the block runs.
+
+        By default a commit goes to the write-ahead log and reaches the file at the next checkpoint (when
+        the log has grown, or the store closes), so a lone trace's rows are written twice. An ingest of one
+        trace checkpoints at its commit instead: 11 ms less on llama1b_n1 x6, and no log left behind. Many
+        traces keep the log, since a checkpoint per small trace would cost more than it saves.
+        """
+        if self.path == ":memory:":
+            yield
+            return
+        self.con.execute("SET checkpoint_threshold = '0b'")
+        try:
+            yield
+        finally:
+            self.con.execute("RESET checkpoint_threshold")
+
+    @contextlib.contextmanager
     def ingest_memory(self) -> Iterator[None]:
         """Hold DuckDB's buffer pool to ``TRACEFORGE_INGEST_MEMORY_LIMIT`` (default 64MB) during an ingest.
 

@@ -67,6 +67,9 @@ class Store:
         # out of order parallelises bulk loads. The memory limit bounds the buffer pool (DuckDB spills
         # beyond it); an ingest holds it lower still while its trace lands (`ingest_memory`).
         self.con.execute("SET preserve_insertion_order = false")
+        # The store's strings are names repeated across rows (kernels, API calls, NVTX ranges), which
+        # dictionary compression stores as small or smaller; FSST's analysis cost ~10 ms a trace at commit.
+        self.con.execute("SET disabled_compression_methods = 'fsst'")
         self.memory_limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "512MB")
         if self.memory_limit:
             self.con.execute(f"SET memory_limit = '{self.memory_limit}'")

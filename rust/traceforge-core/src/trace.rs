@@ -6,7 +6,7 @@
 //! derives every metric, then the remaining tables are emitted.
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::{Int32Array, RecordBatch};
@@ -345,6 +345,8 @@ pub struct Trace {
     pub cancel: Arc<AtomicBool>,
     threads: usize,
     launches: Mutex<LaunchState>,
+    /// The API tables' chunks, being read since the trace was opened, until `api_stream` takes them.
+    api_chunks: Mutex<Option<ApiChunks>>,
     dictionaries: Mutex<Dictionaries>,
     /// Gaps from [`Trace::finish`] until `gap_rows` is emitted.
     gaps: Mutex<Option<timeline::Gaps>>,
@@ -352,8 +354,25 @@ pub struct Trace {
     finished: OnceLock<Finished>,
 }
 
+/// Chunks of the API tables (0 = runtime, 1 = driver, and the columns of [`ApiChunk`]) in rowid order.
+type ApiChunks = Receiver<Result<(u8, IntColumns)>>;
+
+/// Start reading the runtime then driver API tables on `threads` workers; the chunks wait in a bounded
+/// queue. Dropping the receiver (or `cancel`) stops the reading.
+fn read_api_tables(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &Arc<AtomicBool>) -> ApiChunks {
+    let (tx, rx) = sync_channel::<Result<(u8, IntColumns)>>(threads * 2);
+    let (file, caps, cancel) = (file.clone(), caps.clone(), Arc::clone(cancel));
+    std::thread::spawn(move || {
+        for (api, table) in [(0u8, RUNTIME_TABLE), (1u8, DRIVER_TABLE)] {
+            let Ok(Some(exprs)) = events::api_exprs(&file, &caps, table) else { continue };
+            stream_table_ordered(&file, table, &exprs, threads, &cancel, |c| (api, c), tx.clone());
+        }
+    });
+    rx
+}
+
 impl Trace {
-    /// Open and read everything but the API tables.
+    /// Open and read everything but the API tables, which start streaming in the background.
     pub fn open(path: &Path, threads: usize, cancel: Arc<AtomicBool>) -> Result<Arc<Trace>> {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { threads };
         let file = ExportFile::open(path)?;
@@ -368,6 +387,9 @@ impl Trace {
         for table in [RUNTIME_TABLE, DRIVER_TABLE] {
             events::api_exprs(&file, &caps, table)?;
         }
+        // The API tables start streaming now, so that their first chunks are read while launches are
+        // indexed and the caller gets its store ready; a few chunks wait, bounded, until it streams them.
+        let api_chunks = Mutex::new(Some(read_api_tables(&file, &caps, threads, &cancel)));
         let launches = Mutex::new(LaunchState::new(&ops));
         Ok(Arc::new(Trace {
             file,
@@ -380,6 +402,7 @@ impl Trace {
             cancel,
             threads,
             launches,
+            api_chunks,
             dictionaries: Default::default(),
             gaps: Default::default(),
             api_rows: Default::default(),
@@ -401,15 +424,8 @@ impl Trace {
             return Err(Error::Invalid("api_calls were already streamed".into()));
         }
         let schema = api_batch(ApiChunk::default(), &mut Interner::new()).map_err(arrow_err)?.schema();
-        let (tx, rx) = sync_channel::<Result<(u8, IntColumns)>>(self.threads * 2);
-        let producer = Arc::clone(self);
-        std::thread::spawn(move || {
-            for (api, table) in [(0u8, RUNTIME_TABLE), (1u8, DRIVER_TABLE)] {
-                let Ok(Some(exprs)) = events::api_exprs(&producer.file, &producer.caps, table) else { continue };
-                let (file, threads, cancel) = (&producer.file, producer.threads, &producer.cancel);
-                stream_table_ordered(file, table, &exprs, threads, cancel, |c| (api, c), tx.clone());
-            }
-        });
+        let early = self.api_chunks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let rx = early.unwrap_or_else(|| read_api_tables(&self.file, &self.caps, self.threads, &self.cancel));
         let trace = Arc::clone(self);
         let mut failed = false;
         let mut names = Interner::new();

@@ -396,7 +396,7 @@ class _InProcess:
         checkpointing = direct.checkpoint_each_commit() if direct is not None and len(specs) == 1 else None
         with checkpointing or contextlib.nullcontext():
             for spec in specs:
-                yield run_job(spec, direct=self.direct, read_ahead=self.read_ahead)
+                yield run_job(spec, direct=direct, read_ahead=self.read_ahead)
 
     def close(self) -> None:
         pass

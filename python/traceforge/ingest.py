@@ -118,17 +118,11 @@ def read_trace(
     """
     from . import _core
 
-    check_input(path)
     if fingerprint is None:
         # Hash the file while the core reads it, instead of before: the reader leaves part of a core idle.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1, thread_name_prefix="traceforge-fingerprint") as pool:
-            hashing = pool.submit(fingerprint_file, path)
-            handle = _core.open_trace(path, threads)
-            fingerprint = hashing.result()
-    else:
-        handle = _core.open_trace(path, threads)
+        return ReadAhead(path, threads=threads).take(source_path=source_path)
+    check_input(path)
+    handle = _core.open_trace(path, threads)
     return _trace_data(handle, fingerprint, path, source_path)
 
 
@@ -188,9 +182,12 @@ class ReadAhead:
         try:
             handle = self._reading.result()
             fingerprint = self.fingerprint()
-        finally:
-            self._open = False
-            self._pool.shutdown(wait=True)
+        except BaseException:
+            self.close()  # a failure or Ctrl-C while waiting: stop what still runs
+            raise
+        # Not close(): the token now belongs to the trace, whose streams it would stop.
+        self._open = False
+        self._pool.shutdown(wait=True)
         return _trace_data(handle, fingerprint, self.path, source_path)
 
     def close(self) -> None:

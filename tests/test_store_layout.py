@@ -7,6 +7,7 @@ existed (both tables spelled out row by row) must be upgraded in place without l
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,62 @@ def test_ingest_lowers_the_buffer_pool_and_gives_it_back(
         assert limit(store) == configured
     # DuckDB reports limits in MiB: 300 MB ~ 286 MiB, 100 MB ~ 95 MiB.
     assert configured.startswith("286") and during.startswith("95"), (configured, during)
+
+
+def _setting(store: Store, name: str) -> str:
+    row = store.con.execute(f"SELECT current_setting('{name}')").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_ingest_on_a_many_core_host_caps_duckdb_threads(
+    llama_export: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """DuckDB's thread-per-core default ran a small ingest pool out of memory on hosts of many cores.
+
+    64 threads with a 16MB pool failed on llama1b_n1 ("failed to pin block") before the ingest capped its
+    threads and sized its pool for them; the store gets its own settings back afterwards.
+    """
+    from traceforge.ingest import ingest_paths
+
+    monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "16MB")
+    monkeypatch.delenv("TRACEFORGE_INGEST_THREADS", raising=False)
+    with Store(tmp_path / "s.duckdb") as store:
+        store.con.execute("SET threads = 64")
+        with store.ingest_memory():
+            during = (_setting(store, "threads"), _setting(store, "memory_limit"))
+        outcomes = ingest_paths(store, [str(llama_export)])
+        assert [(o.status, o.message) for o in outcomes][0][0] == "ingested", outcomes[0].message
+        assert _setting(store, "threads") == "64"
+        (kernels,) = store.con.execute("SELECT count(*) FROM kernels").fetchone() or (0,)
+    expected = (
+        sqlite3.connect(f"file:{llama_export}?mode=ro", uri=True)
+        .execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL")
+        .fetchone()
+    )
+    assert (kernels,) == expected
+    # 4 threads, each left 8 MiB: the 16MB asked for is raised to 32 MiB.
+    assert during == ("4", "32.0 MiB"), during
+
+
+def test_ingest_threads_and_pool_come_from_the_environment(
+    small_matmul_export: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from traceforge.ingest import ingest_paths
+
+    monkeypatch.setenv("TRACEFORGE_INGEST_THREADS", "1")
+    monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "0.5GiB")
+    with Store(tmp_path / "s.duckdb") as store:
+        with store.ingest_memory():
+            assert (_setting(store, "threads"), _setting(store, "memory_limit")) == ("1", "512.0 MiB")
+        monkeypatch.setenv("TRACEFORGE_INGEST_THREADS", "many")
+        outcomes = ingest_paths(store, [str(small_matmul_export)])
+        assert outcomes[0].status == "failed"
+        assert "TRACEFORGE_INGEST_THREADS='many' is not a whole number" in outcomes[0].message
+        monkeypatch.setenv("TRACEFORGE_INGEST_THREADS", "2")
+        monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "lots")
+        outcomes = ingest_paths(store, [str(small_matmul_export)])
+        assert "TRACEFORGE_INGEST_MEMORY_LIMIT='lots' is not a size" in outcomes[0].message
+        assert store.con.execute("SELECT count(*) FROM traces").fetchone() == (0,)
+        monkeypatch.delenv("TRACEFORGE_INGEST_MEMORY_LIMIT")
+        assert [o.status for o in ingest_paths(store, [str(small_matmul_export)])] == ["ingested"]

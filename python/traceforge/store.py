@@ -33,6 +33,14 @@ if TYPE_CHECKING:
 
 DEFAULT_DB = "traceforge.duckdb"
 
+#: Environment variables sizing DuckDB while a trace lands (see ``Store.ingest_memory``).
+INGEST_THREADS_ENV = "TRACEFORGE_INGEST_THREADS"
+INGEST_MEMORY_LIMIT_ENV = "TRACEFORGE_INGEST_MEMORY_LIMIT"
+DEFAULT_INGEST_THREADS = 4
+DEFAULT_INGEST_MEMORY_LIMIT = "64MB"
+#: Pool each inserting thread needs at least: a partly filled row group pins a 256 KiB block per column.
+INGEST_MEMORY_PER_THREAD = 8 * 1024 * 1024
+
 
 def default_db_path() -> str:
     """The store used when ``--db`` is not given: ``$TRACEFORGE_DB`` or ``./traceforge.duckdb``."""
@@ -143,25 +151,37 @@ class Store:
 
     @contextlib.contextmanager
     def ingest_memory(self) -> Iterator[None]:
-        """Hold DuckDB's buffer pool to ``TRACEFORGE_INGEST_MEMORY_LIMIT`` (default 64MB) during an ingest.
+        """Size DuckDB for an ingest while the block runs: few threads, a small buffer pool.
 
-        The rows of an ingest are written to the file as they arrive, so DuckDB only caches blocks that are
-        already on disk: the smaller pool costs no time and keeps them from adding to the core's own peak
-        (25M kernels: 2.63 -> 2.41 GB). Queries keep the larger limit. An in-memory store is left alone,
-        since its data lives in that pool.
+        Threads: at most ``TRACEFORGE_INGEST_THREADS`` (default 4). Each inserting thread fills its own row
+        group, pinning a block per column, so DuckDB's default of a thread per core ran a 64MB pool out of
+        memory on hosts of 24 cores or more (llama1b_n1 x6), and beyond a few threads more of them add
+        memory, not speed: the rows come from one stream.
+
+        Pool: ``TRACEFORGE_INGEST_MEMORY_LIMIT`` (default 64MB), raised to leave every inserting thread
+        ``INGEST_MEMORY_PER_THREAD``. Rows are written to the file as row groups fill, so DuckDB mostly
+        caches blocks already on disk: the smaller pool costs no time and keeps them from adding to the
+        core's own peak (25M kernels: 2.63 -> 2.41 GB). Queries keep the larger limit. An in-memory store
+        keeps its pool, since its data lives there.
         """
-        limit = os.environ.get("TRACEFORGE_INGEST_MEMORY_LIMIT", "64MB")
-        if not limit or self.path == ":memory:":
-            yield
-            return
-        self.con.execute(f"SET memory_limit = '{limit}'")
+        threads = int(self.con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
+        ingest_threads = max(1, min(threads, _env_int(INGEST_THREADS_ENV, DEFAULT_INGEST_THREADS, self.path)))
+        limit = os.environ.get(INGEST_MEMORY_LIMIT_ENV, DEFAULT_INGEST_MEMORY_LIMIT)
+        lower_pool = bool(limit) and self.path != ":memory:"
+        if lower_pool:
+            floor = ingest_threads * INGEST_MEMORY_PER_THREAD
+            pool = max(_size_bytes(limit, INGEST_MEMORY_LIMIT_ENV, self.path), floor)
+            self.con.execute(f"SET memory_limit = '{pool}B'")
+        self.con.execute(f"SET threads = {ingest_threads}")
         try:
             yield
         finally:
-            if self.memory_limit:
-                self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
-            else:
-                self.con.execute("RESET memory_limit")
+            self.con.execute(f"SET threads = {threads}")
+            if lower_pool:
+                if self.memory_limit:
+                    self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
+                else:
+                    self.con.execute("RESET memory_limit")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -231,6 +251,41 @@ def _to_polars(relation: Any) -> pl.DataFrame:
     if relation is None:  # a statement without a result (CREATE, INSERT...)
         return pl.DataFrame()
     return pl.DataFrame(relation)
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def _size_bytes(text: str, variable: str, path: str) -> int:
+    """Bytes of a DuckDB-style size (``64MB``, ``1.5GiB``; MB = 1000**2 as in DuckDB)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise StoreError(f"{variable}={text!r} is not a size such as 64MB or 1GiB", path=path)
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def _env_int(variable: str, default: int, path: str) -> int:
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise StoreError(f"{variable}={text!r} is not a whole number", path=path) from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .errors import InputNotFoundError, NotAnExportError, TraceforgeError
+from .sql_params import bind
 
 if TYPE_CHECKING:
     from .ingest import IngestOutcome, ReadAhead, TraceData
@@ -753,8 +754,10 @@ class _Loader:
             self.emit(_outcome(result.path, "failed", result.trace_id, error.message, error, result.seconds))
             return
         self.store.con.execute(
-            "DELETE FROM ingest_failures WHERE path IN (SELECT unnest($paths))",
-            {"paths": [r.path for r, _ in group]},
+            bind(
+                "DELETE FROM ingest_failures WHERE path IN (SELECT unnest($paths))",
+                {"paths": [r.path for r, _ in group]},
+            ),
         )
         for result, _replace in group:
             assert result.trace_id is not None
@@ -788,7 +791,7 @@ def _settle(
     assert result.trace_id is not None and result.fingerprint is not None
     if result.status == "loaded":
         loader.loaded[result.trace_id] = result.path
-        store.con.execute("DELETE FROM ingest_failures WHERE path = ?", [result.path])
+        store.con.execute(bind("DELETE FROM ingest_failures WHERE path = ?", [result.path]))
         message = f"{result.kernel_count} kernels"
         return _outcome(
             result.path, "ingested", result.trace_id, message, None, result.seconds, result.kernel_count
@@ -818,13 +821,13 @@ def _ingest_csv(store: Store, path: str, *, force: bool) -> IngestOutcome:
         _record_failure(store, path, None, exc)
         return _outcome(path, "failed", None, exc.message, exc)
     if outcome.status != "failed":
-        store.con.execute("DELETE FROM ingest_failures WHERE path = ?", [path])
+        store.con.execute(bind("DELETE FROM ingest_failures WHERE path = ?", [path]))
     return outcome
 
 
 def _stored_source(store: Store, fingerprint: str) -> str | None:
     row = store.con.execute(
-        "SELECT coalesce(source_path, trace_id) FROM traces WHERE fingerprint = ?", [fingerprint]
+        bind("SELECT coalesce(source_path, trace_id) FROM traces WHERE fingerprint = ?", [fingerprint])
     ).fetchone()
     return None if row is None else str(row[0])
 
@@ -853,11 +856,13 @@ def _error_classes() -> dict[str, type[TraceforgeError]]:
 
 def _record_failure(store: Store, path: str, fingerprint: str | None, error: TraceforgeError) -> None:
     with store.transaction() as con:
-        con.execute("DELETE FROM ingest_failures WHERE path = ?", [path])
+        con.execute(bind("DELETE FROM ingest_failures WHERE path = ?", [path]))
         con.execute(
-            "INSERT INTO ingest_failures (path, fingerprint, error_code, message, failed_at) "
-            "VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
-            [path, fingerprint, error.code, error.message],
+            bind(
+                "INSERT INTO ingest_failures (path, fingerprint, error_code, message, failed_at) "
+                "VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
+                [path, fingerprint, error.code, error.message],
+            ),
         )
 
 
@@ -977,13 +982,17 @@ def reanalyze(
     outcomes = []
     for trace_id in trace_ids:
         start = time.perf_counter()
-        row = store.con.execute("SELECT metric_version FROM traces WHERE trace_id = ?", [trace_id]).fetchone()
+        row = store.con.execute(
+            bind("SELECT metric_version FROM traces WHERE trace_id = ?", [trace_id])
+        ).fetchone()
         previous = None if row is None or row[0] is None else int(row[0])
         try:
             with store.transaction() as con:
                 recompute_metrics(store, trace_id)
                 con.execute(
-                    "UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id]
+                    bind(
+                        "UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id]
+                    )
                 )
             outcome = ReanalyzeOutcome(
                 trace_id,

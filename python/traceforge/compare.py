@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import stats
 from .errors import QueryError
+from .sql_params import bind
 
 if TYPE_CHECKING:
     from .store import Store
@@ -272,7 +273,7 @@ def group_values(
     preds = [b.link(table, m, c) for c in group.conditions]
     sql = f"SELECT {m}.{_q(column)} FROM {_q(table)} {m} WHERE " + " AND ".join(preds)
     try:
-        rows = store.con.execute(sql, b.params).fetchall()
+        rows = store.con.execute(bind(sql, b.params)).fetchall()
     except Exception as exc:  # duckdb.Error, kept lazy
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise QueryError(f"--group {group.label}: {text}") from exc

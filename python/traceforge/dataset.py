@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import TraceforgeError
 from .schema import DDL, TRACE_TABLES
+from .sql_params import bind
 from .store import delete_trace_rows, load_public_rows
 
 if TYPE_CHECKING:
@@ -148,7 +149,10 @@ def write_partition(
         columns = [row[0] for row in con.execute("DESCRIBE traces").fetchall()]
         values = [trace_row.get(name) for name in columns]
         con.execute(
-            f"INSERT INTO traces ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", values
+            bind(
+                f"INSERT INTO traces ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                values,
+            )
         )
         for table, source in tables.items():
             # A view over the Arrow stream lets DuckDB match columns by name and cast to the DDL types.
@@ -157,7 +161,7 @@ def write_partition(
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _tf_source")
             finally:
                 con.unregister("_tf_source")
-            con.execute(f"UPDATE {table} SET trace_id = ? WHERE trace_id IS NULL", [trace_id])
+            con.execute(bind(f"UPDATE {table} SET trace_id = ? WHERE trace_id IS NULL", [trace_id]))
         with _staging(root, trace_id) as stage:
             for table in PARTITION_TABLES:
                 target = partition_file(stage, table, trace_id)
@@ -197,9 +201,11 @@ def export_trace(
                 target = partition_file(stage, table, trace_id)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 con.execute(
-                    f"COPY (SELECT * FROM {table} WHERE trace_id = $tid) TO '{_sql_path(target)}' "
-                    f"{_PARQUET_OPTIONS}",
-                    {"tid": trace_id},
+                    bind(
+                        f"COPY (SELECT * FROM {table} WHERE trace_id = $tid) TO '{_sql_path(target)}' "
+                        f"{_PARQUET_OPTIONS}",
+                        {"tid": trace_id},
+                    ),
                 )
             _publish(stage, root, trace_id)
     except duckdb.Error as exc:
@@ -278,19 +284,27 @@ def load_partitions(
                     {"files": [str(path) for path in files]},
                 )
             con.execute(
-                "UPDATE traces SET ingested_at = now()::TIMESTAMP WHERE trace_id IN (SELECT unnest($ids))",
-                {"ids": ids},
+                bind(
+                    "UPDATE traces SET ingested_at = now()::TIMESTAMP "
+                    "WHERE trace_id IN (SELECT unnest($ids))",
+                    {"ids": ids},
+                ),
             )
             for trace_id, source_path, _replace in items:
                 if source_path is not None:
                     con.execute(
-                        "UPDATE traces SET source_path = $src, export_path = CASE WHEN export_path = "
-                        "source_path THEN $src ELSE export_path END WHERE trace_id = $tid",
-                        {"src": source_path, "tid": trace_id},
+                        bind(
+                            "UPDATE traces SET source_path = $src, export_path = CASE WHEN export_path = "
+                            "source_path THEN $src ELSE export_path END WHERE trace_id = $tid",
+                            {"src": source_path, "tid": trace_id},
+                        ),
                     )
             rows = con.execute(
-                "SELECT trace_id, count(*) FROM kernels WHERE trace_id IN (SELECT unnest($ids)) GROUP BY 1",
-                {"ids": ids},
+                bind(
+                    "SELECT trace_id, count(*) FROM kernels "
+                    "WHERE trace_id IN (SELECT unnest($ids)) GROUP BY 1",
+                    {"ids": ids},
+                ),
             ).fetchall()
     except duckdb.Error as exc:
         raise DatasetError(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import QueryError
+from .sql_params import bind
 
 if TYPE_CHECKING:
     import polars as pl
@@ -109,7 +110,7 @@ def resolve_trace(store: Store, trace: str) -> str:
         raise QueryError("empty trace id")
     try:
         rows = store.con.execute(
-            "SELECT trace_id FROM traces WHERE lower(trace_id) LIKE ? || '%' ORDER BY 1", [text]
+            bind("SELECT trace_id FROM traces WHERE lower(trace_id) LIKE ? || '%' ORDER BY 1", [text])
         ).fetchall()
     except Exception as exc:
         raise QueryError(f"cannot read the traces table: {str(exc).splitlines()[0]}") from exc

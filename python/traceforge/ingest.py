@@ -29,6 +29,7 @@ from .schema import (
     DERIVED_TABLES,
     METRIC_VERSION,
 )
+from .sql_params import bind
 from .store import Store, delete_storage_rows, delete_trace_rows, insert_trace_rows
 
 #: Suffixes ``ingest`` accepts when expanding a directory.
@@ -274,7 +275,7 @@ def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[s
         )
         columns = ", ".join(row)
         placeholders = ", ".join("?" for _ in row)
-        con.execute(f"INSERT INTO traces ({columns}) VALUES ({placeholders})", list(row.values()))
+        con.execute(bind(f"INSERT INTO traces ({columns}) VALUES ({placeholders})", list(row.values())))
     return dict(info)
 
 
@@ -344,13 +345,15 @@ def record_failure(store: Store, path: str, exc: TraceforgeError) -> None:
     """Remember a failed file in ``ingest_failures`` (best effort: never masks the original error)."""
     try:
         store.con.execute(
-            "INSERT INTO ingest_failures VALUES (?, NULL, ?, ?, ?)",
-            [
-                os.path.abspath(path),
-                exc.code,
-                exc.message,
-                _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None),
-            ],
+            bind(
+                "INSERT INTO ingest_failures VALUES (?, NULL, ?, ?, ?)",
+                [
+                    os.path.abspath(path),
+                    exc.code,
+                    exc.message,
+                    _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None),
+                ],
+            ),
         )
     except Exception:  # noqa: BLE001 - a read-only or broken store must not hide the file's own error
         pass
@@ -371,7 +374,7 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
     def fetch(query: str) -> pl.DataFrame:
         # Read each result to the end before the next query runs: DuckDB 1.5 closes a connection's
         # pending result when another query starts on it, which would silently empty an open stream.
-        return pl.DataFrame(con.sql(query, params=[trace_id]))
+        return pl.DataFrame(con.sql(bind(query, [trace_id])))
 
     kernels = fetch(
         "SELECT device_id::BIGINT AS device_id, stream_id, start_ns, end_ns, name, pid, correlation_id, "
@@ -389,9 +392,9 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
     for table in DERIVED_TABLES:
         storage = DERIVED_STORAGE.get(table)
         if storage is None:
-            con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+            con.execute(bind(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id]))
         else:
             delete_storage_rows(con, storage, trace_id)
         written = storage or table
         insert_trace_rows(con, written, tables[written], trace_id)
-    con.execute("UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id])
+    con.execute(bind("UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id]))

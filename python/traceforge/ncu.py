@@ -33,6 +33,7 @@ from typing import Any
 from .errors import InputNotFoundError, InputPermissionError, NotAnExportError
 from .ingest import IngestOutcome
 from .runners.results import KEY_CAST_RE, KEY_NAMESPACE_RE, ensure_tables, insert_rows
+from .sql_params import bind
 
 #: Columns of the raw page that describe the launch rather than a metric.
 _IDENTITY = {
@@ -236,11 +237,11 @@ def ingest_ncu_csv(
     ensure_tables(con)
     trace_id = None
     if cell_id is not None:
-        found = con.execute("SELECT trace_id FROM cells WHERE cell_id = ?", [cell_id]).fetchone()
+        found = con.execute(bind("SELECT trace_id FROM cells WHERE cell_id = ?", [cell_id])).fetchone()
         trace_id = found[0] if found else None
     outcome.trace_id = trace_id
     already = con.execute(
-        "SELECT count(*) FROM ncu_metrics WHERE source_fingerprint = ?", [fingerprint]
+        bind("SELECT count(*) FROM ncu_metrics WHERE source_fingerprint = ?", [fingerprint])
     ).fetchone()
     if already and already[0] and not force:
         outcome.status = "skipped"
@@ -259,7 +260,7 @@ def ingest_ncu_csv(
             ingested_at=now,
         )
     with store.transaction():
-        con.execute("DELETE FROM ncu_metrics WHERE source_fingerprint = ?", [fingerprint])
+        con.execute(bind("DELETE FROM ncu_metrics WHERE source_fingerprint = ?", [fingerprint]))
         outcome.rows = insert_rows(con, "ncu_metrics", rows)
     outcome.launches = len({r["launch_id"] for r in rows})
     missing = [r for r in rows if r["missing"]]

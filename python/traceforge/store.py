@@ -26,6 +26,7 @@ from .schema import (
     storage_trace_key,
     trace_key,
 )
+from .sql_params import bind
 
 if TYPE_CHECKING:
     import duckdb
@@ -199,7 +200,7 @@ class Store:
         import duckdb
 
         try:
-            relation = self.con.sql(query, params=params) if params else self.con.sql(query)
+            relation = self.con.sql(bind(query, params)) if params else self.con.sql(query)
             return _to_polars(relation)
         except duckdb.Error as exc:
             raise QueryError(_first_line(exc)) from exc
@@ -213,12 +214,16 @@ class Store:
 
     def has_fingerprint(self, fingerprint: str) -> str | None:
         """The trace id stored for this content fingerprint, or None."""
-        row = self.con.execute("SELECT trace_id FROM traces WHERE fingerprint = ?", [fingerprint]).fetchone()
+        row = self.con.execute(
+            bind("SELECT trace_id FROM traces WHERE fingerprint = ?", [fingerprint])
+        ).fetchone()
         return None if row is None else str(row[0])
 
     def has_file_size(self, size: int) -> bool:
         """Whether a stored trace was read from a file of exactly ``size`` bytes."""
-        row = self.con.execute("SELECT 1 FROM traces WHERE file_size_bytes = ? LIMIT 1", [size]).fetchone()
+        row = self.con.execute(
+            bind("SELECT 1 FROM traces WHERE file_size_bytes = ? LIMIT 1", [size])
+        ).fetchone()
         return row is not None
 
     def close(self) -> None:
@@ -297,7 +302,7 @@ def delete_trace_rows(con: Any, trace_id: str) -> None:
     """Remove every row of one trace, storage tables included (inside the caller's transaction)."""
     for table in (*TRACE_TABLES, "traces"):
         if table not in VIEW_DDL:
-            con.execute(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id])
+            con.execute(bind(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id]))
     for table in STORAGE_DDL:
         delete_storage_rows(con, table, trace_id)
 
@@ -305,8 +310,10 @@ def delete_trace_rows(con: Any, trace_id: str) -> None:
 def delete_storage_rows(con: Any, table: str, trace_id: str) -> None:
     """Remove one trace's rows from one storage table."""
     con.execute(
-        f"DELETE FROM {STORAGE_SCHEMA}.{table} WHERE {storage_trace_key(table)} = ?::UBIGINT",
-        [trace_key(trace_id)],
+        bind(
+            f"DELETE FROM {STORAGE_SCHEMA}.{table} WHERE {storage_trace_key(table)} = ?::UBIGINT",
+            [trace_key(trace_id)],
+        ),
     )
 
 
@@ -318,10 +325,13 @@ def insert_storage_rows(con: Any, table: str, source: str, params: Any = None, s
     tf_stream = stream  # noqa: F841 - read by DuckDB's replacement scan
     if table in ROW_FIELDS:
         con.execute(
-            f"INSERT INTO {STORAGE_SCHEMA}.{table} SELECT {pack_row_fields(table)} FROM ({source})", params
+            bind(
+                f"INSERT INTO {STORAGE_SCHEMA}.{table} SELECT {pack_row_fields(table)} FROM ({source})",
+                params,
+            )
         )
     else:
-        con.execute(f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME {source}", params)
+        con.execute(bind(f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME {source}", params))
 
 
 def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
@@ -347,7 +357,7 @@ def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
         return
     # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
     tf_stream = stream  # noqa: F841
-    con.execute(f"INSERT INTO {table} BY NAME {select}", identity_values)
+    con.execute(bind(f"INSERT INTO {table} BY NAME {select}", identity_values))
 
 
 def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> None:
@@ -358,11 +368,11 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
     partitions and to upgrade stores written before the storage tables existed.
     """
     if table not in VIEW_DDL:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM ({source})", params)
+        con.execute(bind(f"INSERT INTO {table} BY NAME SELECT * FROM ({source})", params))
         return
     key = TRACE_KEY_SQL.format("trace_id")
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _tf_load AS SELECT {key} AS trace_key, * FROM ({source})", params
+        bind(f"CREATE OR REPLACE TEMP TABLE _tf_load AS SELECT {key} AS trace_key, * FROM ({source})", params)
     )
     try:
         if table == "kernels":
@@ -423,9 +433,11 @@ def _upgrade_spelled_out_tables(con: Any) -> None:
 def _upgrade_plain_row_tables(con: Any) -> None:
     """Pack the rows of storage tables written as plain columns (before ``ROW_COLUMN``) into one STRUCT."""
     rows = con.execute(
-        "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = ? "
-        "AND column_name = 'trace_key' AND table_name IN ('kernel_rows', 'api_call_rows', 'gap_rows')",
-        [STORAGE_SCHEMA],
+        bind(
+            "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = ? "
+            "AND column_name = 'trace_key' AND table_name IN ('kernel_rows', 'api_call_rows', 'gap_rows')",
+            [STORAGE_SCHEMA],
+        ),
     ).fetchall()
     for (table,) in rows:
         old = f"_tf_plain_{table}"

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import stats
 from .errors import QueryError
+from .sql_params import bind
 
 if TYPE_CHECKING:
     import polars as pl
@@ -170,8 +171,10 @@ def fit_amdahl(ns: list[float], speedups: list[float]) -> tuple[float | None, fl
 
 def _has_table(store: Store, name: str) -> bool:
     row = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
-        [name],
+        bind(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+            [name],
+        ),
     ).fetchone()
     return bool(row and row[0])
 

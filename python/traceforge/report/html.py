@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError, StoreError
+from ..sql_params import bind
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -92,8 +93,10 @@ def _figure_html(svg: str, caption: str, kind: str) -> str:
 
 def _has_table(store: Store, name: str) -> bool:
     row = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
-        [name],
+        bind(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+            [name],
+        ),
     ).fetchone()
     return bool(row and row[0])
 
@@ -102,9 +105,11 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
     from . import plots
 
     meta = store.con.execute(
-        "SELECT source_path, gpus, nsys_version, schema_version, kernel_count, memop_count, nvtx_count "
-        "FROM traces WHERE trace_id = ?",
-        [trace_id],
+        bind(
+            "SELECT source_path, gpus, nsys_version, schema_version, kernel_count, memop_count, nvtx_count "
+            "FROM traces WHERE trace_id = ?",
+            [trace_id],
+        ),
     ).fetchone()
     parts = [
         f'<section class="trace" id="trace-{html.escape(trace_id)}">',
@@ -119,7 +124,7 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
         )
     cols = ", ".join(_TRACE_METRICS)
     dm = store.con.execute(
-        f"SELECT {cols} FROM device_metrics WHERE trace_id = ? ORDER BY device_id", [trace_id]
+        bind(f"SELECT {cols} FROM device_metrics WHERE trace_id = ? ORDER BY device_id", [trace_id])
     ).fetchall()
     parts.append("<h3>Device metrics</h3>")
     if dm:
@@ -142,14 +147,16 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
     fig = plots.kernel_breakdown_figure(store, trace_id)
     parts.append(_figure_html(plots.to_svg(fig), "Kernel time by name.", "kernels"))
     top = store.con.execute(
-        "SELECT name, count(*) AS count, sum(duration_ns) AS total_ns, avg(duration_ns) AS avg_ns "
-        "FROM kernels "
-        "WHERE trace_id = ? GROUP BY name ORDER BY total_ns DESC LIMIT 15",
-        [trace_id],
+        bind(
+            "SELECT name, count(*) AS count, sum(duration_ns) AS total_ns, avg(duration_ns) AS avg_ns "
+            "FROM kernels "
+            "WHERE trace_id = ? GROUP BY name ORDER BY total_ns DESC LIMIT 15",
+            [trace_id],
+        ),
     ).fetchall()
     if top:
         total = store.con.execute(
-            "SELECT sum(duration_ns) FROM kernels WHERE trace_id = ?", [trace_id]
+            bind("SELECT sum(duration_ns) FROM kernels WHERE trace_id = ?", [trace_id])
         ).fetchone()
         denom = float(total[0]) if total and total[0] else 1.0
         rows = [
@@ -284,8 +291,10 @@ def build_report(
         traces = [
             r[0]
             for r in store.con.execute(
-                "SELECT trace_id FROM traces ORDER BY ingested_at DESC NULLS LAST, trace_id LIMIT ?",
-                [max_traces],
+                bind(
+                    "SELECT trace_id FROM traces ORDER BY ingested_at DESC NULLS LAST, trace_id LIMIT ?",
+                    [max_traces],
+                ),
             ).fetchall()
         ]
     else:

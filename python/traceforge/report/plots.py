@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError
+from ..sql_params import bind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -69,10 +70,12 @@ def _short(name: str, width: int = 48) -> str:
 def default_device(store: Store, trace_id: str) -> int | None:
     """Return the device with the most kernels in a trace (None when the trace has no kernels)."""
     row = store.con.execute(
-        "SELECT device_id FROM kernels WHERE trace_id = ? GROUP BY device_id "
-        "ORDER BY count(*) DESC, device_id "
-        "LIMIT 1",
-        [trace_id],
+        bind(
+            "SELECT device_id FROM kernels WHERE trace_id = ? GROUP BY device_id "
+            "ORDER BY count(*) DESC, device_id "
+            "LIMIT 1",
+            [trace_id],
+        ),
     ).fetchone()
     return None if row is None else int(row[0])
 
@@ -102,7 +105,10 @@ def choose_window(
     if dev is None:
         return None
     row = store.con.execute(
-        "SELECT min(start_ns), max(end_ns) FROM kernels WHERE trace_id = ? AND device_id = ?", [trace_id, dev]
+        bind(
+            "SELECT min(start_ns), max(end_ns) FROM kernels WHERE trace_id = ? AND device_id = ?",
+            [trace_id, dev],
+        )
     ).fetchone()
     if row is None or row[0] is None:
         return None
@@ -117,8 +123,10 @@ def choose_window(
     # Default window: the densest run of ``max_kernels`` consecutive kernels (the shortest time holding that
     # many), so the picture shows the GPU at work rather than model loading or idle stretches.
     arrays = store.con.execute(
-        "SELECT start_ns, end_ns FROM kernels WHERE trace_id = ? AND device_id = ? ORDER BY start_ns",
-        [trace_id, dev],
+        bind(
+            "SELECT start_ns, end_ns FROM kernels WHERE trace_id = ? AND device_id = ? ORDER BY start_ns",
+            [trace_id, dev],
+        ),
     ).fetchnumpy()
     starts = np.asarray(arrays["start_ns"], dtype=np.int64)
     ends = np.maximum.accumulate(np.asarray(arrays["end_ns"], dtype=np.int64))
@@ -165,15 +173,19 @@ def timeline_figure(
         axc.axis("off")
         return _empty(fig, ax, f"trace {trace_id}: no kernels")
     k = store.con.execute(
-        "SELECT stream_id, start_ns, end_ns, coalesce(short_name, name) FROM kernels WHERE trace_id = ? AND "
-        "device_id = ? AND end_ns > ? AND start_ns < ? ORDER BY start_ns",
-        [trace_id, win.device_id, win.start_ns, win.end_ns],
+        bind(
+            "SELECT stream_id, start_ns, end_ns, coalesce(short_name, name) FROM kernels "
+            "WHERE trace_id = ? AND device_id = ? AND end_ns > ? AND start_ns < ? ORDER BY start_ns",
+            [trace_id, win.device_id, win.start_ns, win.end_ns],
+        ),
     ).fetchall()
     m = store.con.execute(
-        "SELECT stream_id, start_ns, end_ns, op FROM memops WHERE trace_id = ? AND device_id = ? "
-        "AND end_ns > ? "
-        "AND start_ns < ?",
-        [trace_id, win.device_id, win.start_ns, win.end_ns],
+        bind(
+            "SELECT stream_id, start_ns, end_ns, op FROM memops WHERE trace_id = ? AND device_id = ? "
+            "AND end_ns > ? "
+            "AND start_ns < ?",
+            [trace_id, win.device_id, win.start_ns, win.end_ns],
+        ),
     ).fetchall()
     streams = sorted({r[0] for r in k} | {r[0] for r in m}, key=lambda s: (s is None, s))
     lane = {s: i for i, s in enumerate(streams)}
@@ -239,7 +251,9 @@ def gap_histogram_figure(store: Store, trace_id: str, *, device_id: int | None =
     dev_sql = ""
     if device_id is not None:
         dev_sql, params = " AND device_id = ?", [trace_id, device_id]
-    rows = store.con.execute(f"SELECT duration_ns FROM gaps WHERE trace_id = ?{dev_sql}", params).fetchall()
+    rows = store.con.execute(
+        bind(f"SELECT duration_ns FROM gaps WHERE trace_id = ?{dev_sql}", params)
+    ).fetchall()
     d = np.asarray([r[0] for r in rows if r[0] is not None and r[0] > 0], dtype=float) / 1e3
     if d.size == 0:
         return _empty(fig, ax, f"trace {trace_id}: no gaps between kernels recorded")
@@ -261,9 +275,11 @@ def gap_histogram_figure(store: Store, trace_id: str, *, device_id: int | None =
 def kernel_breakdown_figure(store: Store, trace_id: str, *, top: int = 12) -> Figure:
     """Kernel time by kernel name (top ``top`` names, the rest as 'other'), with each name's share."""
     rows = store.con.execute(
-        "SELECT coalesce(short_name, name) AS label, sum(duration_ns) AS t, count(*) AS c FROM kernels "
-        "WHERE trace_id = ? GROUP BY label ORDER BY t DESC",
-        [trace_id],
+        bind(
+            "SELECT coalesce(short_name, name) AS label, sum(duration_ns) AS t, count(*) AS c FROM kernels "
+            "WHERE trace_id = ? GROUP BY label ORDER BY t DESC",
+            [trace_id],
+        ),
     ).fetchall()
     fig, axes = _figure(8, 0.9 + 0.32 * min(len(rows), top + 1))
     ax = axes[0][0]

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..sql_params import bind
+
 #: DuckDB type of every column, per table, in table order. Used both for the DDL and for bulk inserts.
 COLUMNS: dict[str, dict[str, str]] = {
     "runs": {
@@ -227,9 +229,11 @@ def insert_rows(con: Any, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
         )
         select = ", ".join(f"CAST({n} AS TIMESTAMP)" if t == "TIMESTAMP" else n for n, t in cols.items())
         con.execute(
-            f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select} FROM read_json(?, columns={{{spec}}}, "
-            "format='newline_delimited')",
-            [tmp],
+            bind(
+                f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select} "
+                f"FROM read_json(?, columns={{{spec}}}, format='newline_delimited')",
+                [tmp],
+            ),
         )
     finally:
         os.unlink(tmp)
@@ -238,7 +242,7 @@ def insert_rows(con: Any, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
 
 def fetch_dicts(con: Any, query: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     """Run a query and return its rows as dicts (no polars needed)."""
-    cur = con.execute(query, list(params) if params else [])
+    cur = con.execute(bind(query, list(params) if params else []))
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ..sql_params import bind
 from .cell import CellOutcome, kill_tree, run_cell
 from .results import ensure_tables, fetch_dicts, insert_rows
 from .spec import Spec
@@ -196,7 +197,7 @@ def run_sweep(
     run_id = None
     if resume:
         row = con.execute(
-            "SELECT run_id FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1", [spec.name]
+            bind("SELECT run_id FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1", [spec.name])
         ).fetchone()
         run_id = row[0] if row else None
     if run_id is None:
@@ -221,7 +222,7 @@ def run_sweep(
             ],
         )
     else:
-        con.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", [run_id])
+        con.execute(bind("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", [run_id]))
     root = Path(workdir) if workdir else Path(str(store.path) + ".runs")
     cells = plan(spec)
     reporter = _Reporter(len(cells), quiet)
@@ -243,7 +244,7 @@ def run_sweep(
         reporter.close()
         try:
             con.execute(
-                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, _now(), run_id]
+                bind("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, _now(), run_id])
             )
         finally:
             store.close()
@@ -276,7 +277,7 @@ def _one_cell(
     con = store.con
     cell_id = cell.cell_id(run_id)
     label = f"{cell.model} {cell.workload} N={cell.n} rep {cell.repetition}"
-    prior = con.execute("SELECT status FROM cells WHERE cell_id = ?", [cell_id]).fetchone()
+    prior = con.execute(bind("SELECT status FROM cells WHERE cell_id = ?", [cell_id])).fetchone()
     if prior is not None:
         final = prior[0] in ("ok", "skipped") or (prior[0] in FINAL and not retry_failed)
         if final:
@@ -284,7 +285,7 @@ def _one_cell(
             return
         with store.transaction():
             for table in ("requests", "telemetry", "ncu_metrics", "cells"):
-                con.execute(f"DELETE FROM {table} WHERE cell_id = ?", [cell_id])
+                con.execute(bind(f"DELETE FROM {table} WHERE cell_id = ?", [cell_id]))
     workload = next(w for w in spec.workloads if w.name == cell.workload)
     base = {
         "cell_id": cell_id,
@@ -388,8 +389,10 @@ def _one_cell(
             notes.append(note)
         # Linked now, so the ncu rows written next inherit the trace id.
         con.execute(
-            "UPDATE cells SET trace_id = ?, trace_path = ? WHERE cell_id = ?",
-            [trace_id, update["trace_path"], cell_id],
+            bind(
+                "UPDATE cells SET trace_id = ?, trace_path = ? WHERE cell_id = ?",
+                [trace_id, update["trace_path"], cell_id],
+            ),
         )
         if spec.capture.ncu and ncu and sqlite_path:
             update["ncu_status"] = _profile_top_kernels(
@@ -400,7 +403,7 @@ def _one_cell(
     if notes:
         update["reason"] = "; ".join([x for x in [update["reason"], *notes] if x])
     sets = ", ".join(f"{k} = ?" for k in update)
-    con.execute(f"UPDATE cells SET {sets} WHERE cell_id = ?", [*update.values(), cell_id])
+    con.execute(bind(f"UPDATE cells SET {sets} WHERE cell_id = ?", [*update.values(), cell_id]))
     detail = f"{outcome.wall_s:.1f} s, {outcome.requests_ok} ok, {outcome.requests_failed} failed"
     if update.get("reason"):
         detail += f"; {update['reason']}"
@@ -408,10 +411,10 @@ def _one_cell(
 
 
 def _merge_manifest(con: Any, run_id: str, extra: dict[str, Any]) -> None:
-    row = con.execute("SELECT manifest_json FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    row = con.execute(bind("SELECT manifest_json FROM runs WHERE run_id = ?", [run_id])).fetchone()
     man = json.loads(row[0]) if row and row[0] else {}
     man.update(extra)
-    con.execute("UPDATE runs SET manifest_json = ? WHERE run_id = ?", [json.dumps(man), run_id])
+    con.execute(bind("UPDATE runs SET manifest_json = ? WHERE run_id = ?", [json.dumps(man), run_id]))
 
 
 def _nsys_wrapper(spec: Spec, nsys: str, report_base: str) -> list[str]:
@@ -533,11 +536,13 @@ def top_kernels(store: Any, trace_id: str | None, sqlite_path: str, k: int) -> l
             rows = [
                 (str(a), str(b), int(c))
                 for a, b, c in con.execute(
-                    """
+                    bind(
+                        """
                 SELECT d.value, s.value, SUM(k.end - k.start) AS total FROM CUPTI_ACTIVITY_KIND_KERNEL k
                 JOIN StringIds d ON d.id = k.demangledName JOIN StringIds s ON s.id = k.shortName
                 GROUP BY d.value ORDER BY total DESC LIMIT ?""",
-                    [20 * k],
+                        [20 * k],
+                    ),
                 ).fetchall()
             ]
         finally:

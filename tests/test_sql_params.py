@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +119,7 @@ def test_no_command_makes_duckdb_import_pandas(
     fake.mkdir(parents=True)
     marker = tmp_path / "pandas-imported"
     (fake / "__init__.py").write_text(
-        "import os, traceback\n"
+        "import traceback\n"
         f"with open({str(marker)!r}, 'a') as f:\n"
         "    f.write(''.join(traceback.format_stack()) + '\\n')\n"
         "raise ImportError('stand-in for pandas')\n"
@@ -146,10 +149,6 @@ def test_no_command_makes_duckdb_import_pandas(
 
 
 def run_cli_python(env: dict[str, str], code: str) -> int:
-    import os
-    import subprocess
-    import sys
-
     return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, check=False).returncode
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import TraceforgeError
 from .schema import DDL, TRACE_TABLES
-from .sql_params import bind
+from .sql_params import bind, literal
 from .store import delete_trace_rows, load_public_rows
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def write_partition(
             for table in PARTITION_TABLES:
                 target = partition_file(stage, table, trace_id)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                con.execute(f"COPY {table} TO '{_sql_path(target)}' {_PARQUET_OPTIONS}")
+                con.execute(f"COPY {table} TO {literal(str(target))} {_PARQUET_OPTIONS}")
             _publish(stage, root, trace_id)
     except duckdb.Error as exc:
         raise DatasetError(
@@ -202,7 +202,7 @@ def export_trace(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 con.execute(
                     bind(
-                        f"COPY (SELECT * FROM {table} WHERE trace_id = $tid) TO '{_sql_path(target)}' "
+                        f"COPY (SELECT * FROM {table} WHERE trace_id = $tid) TO {literal(str(target))} "
                         f"{_PARQUET_OPTIONS}",
                         {"tid": trace_id},
                     ),
@@ -468,11 +468,6 @@ def _check_id(trace_id: str) -> None:
     # Ids become directory names: anything but the documented 16 hex digits could escape the dataset.
     if len(trace_id) != 16 or any(c not in "0123456789abcdef" for c in trace_id):
         raise DatasetError(f"not a trace id (16 lowercase hex digits): {trace_id!r}")
-
-
-def _sql_path(path: Path) -> str:
-    """Quote a path for the body of a single-quoted SQL string literal."""
-    return str(path).replace("'", "''")
 
 
 def _first_line(exc: BaseException) -> str:

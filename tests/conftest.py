@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: real nsys exports from ``../shared/fixtures``, DuckDB paths, the CLI.
+"""Shared pytest fixtures: real nsys exports from ``tests/data`` (and ``../shared/fixtures``), DuckDB paths, the CLI.
 
 Fixture files are read-only and shared: every fixture here hands out a private copy (or a decompressed
 file) in pytest's temporary directory, once per session.
@@ -27,6 +27,57 @@ LLAMA_XZ = FIXTURES / "llama1b_n1_h100_nsys2025.3.sqlite.xz"
 SMALL_MATMUL = FIXTURES / "small_matmul_h100_nsys2025.3.sqlite"
 SMALL_MATMUL_REP = FIXTURES / "small_matmul_h100_nsys2025.3.nsys-rep"
 CPU_OSRT_REP = FIXTURES / "cpu_osrt_nsys2022.4.nsys-rep"
+
+#: Real captures the suite needs, kept in the repository (``.sqlite`` files xz-compressed), with checksums.
+DATA = REPO / "tests" / "data"
+
+
+def _data_checksums() -> dict[str, str]:
+    sums = {}
+    for line in (DATA / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        sums[name.lstrip("*")] = digest
+    return sums
+
+
+def data_file(name: str) -> Path:
+    """The repository copy of a real capture, checked against ``tests/data/SHA256SUMS``.
+
+    A missing or altered file is an error, never a skip: a fresh clone carries every file the suite needs.
+    """
+    import hashlib
+
+    path = DATA / name
+    if not path.exists():
+        raise FileNotFoundError(f"test data {path} is missing (it is part of the repository)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    expected = _data_checksums().get(name)
+    if digest != expected:
+        raise AssertionError(f"test data {path}: sha256 {digest} does not match SHA256SUMS ({expected})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A factory: ``real_export("known_graphmode_h200_nsys2025.3.sqlite")`` -> a private, writable copy.
+
+    ``name`` is the export's name without ``.xz``; compressed files are decompressed once per session.
+    """
+    root = tmp_path_factory.mktemp("real_exports")
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            out = root / name
+            if (DATA / name).exists():
+                shutil.copyfile(data_file(name), out)
+            else:
+                with lzma.open(data_file(name + ".xz")) as fin, open(out, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+            made[name] = out
+        return made[name]
+
+    return get
 
 
 def _need(path: Path) -> Path:

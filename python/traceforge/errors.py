@@ -94,3 +94,24 @@ def is_interruption(exc: BaseException) -> bool:
         return True
     from_duckdb = "duckdb" in type(exc).__module__
     return from_duckdb and isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()
+
+
+def error_classes() -> dict[str, type[TraceforgeError]]:
+    """The one code table: each error ``code`` (the core's and Python's) -> its exception class.
+
+    The Rust binding looks its classes up here (``class_for_code``), so a core error code and the
+    Python class raised for it are declared in one place; a test checks every code the core can
+    return (``_core.error_codes()``) has its own class.
+    """
+    table: dict[str, type[TraceforgeError]] = {}
+    pending: list[type[TraceforgeError]] = [TraceforgeError]
+    while pending:
+        cls = pending.pop()
+        table.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return table
+
+
+def class_for_code(code: str) -> type[TraceforgeError]:
+    """The exception class of an error code; ``TraceforgeError`` for a code without its own class."""
+    return error_classes().get(code, TraceforgeError)

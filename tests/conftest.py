@@ -1,16 +1,20 @@
-"""Shared pytest fixtures: real nsys exports from ``tests/data`` (and ``../shared/fixtures``), DuckDB paths, the CLI.
+"""Shared pytest fixtures: the real nsys exports of ``tests/data``, DuckDB paths, the CLI, the test oracles.
 
 Fixture files are read-only and shared: every fixture here hands out a private copy (or a decompressed
-file) in pytest's temporary directory, once per session.
+file) in pytest's temporary directory, once per session. A missing data file is an error; a missing test tool
+(nsys 2022.4, Chromium, xxh128sum) fails the test with what to install, unless ``TRACEFORGE_ALLOW_SKIPS=1``
+turns those failures into skips for a quick local run.
 """
 
 from __future__ import annotations
 
+import atexit
 import lzma
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +23,18 @@ from typing import Callable, Optional
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("TRACEFORGE_FIXTURES", REPO.parent / "shared" / "fixtures"))
-if not FIXTURES.exists():
-    FIXTURES = Path("/work/shared/fixtures")
-
-LLAMA_XZ = FIXTURES / "llama1b_n1_h100_nsys2025.3.sqlite.xz"
-SMALL_MATMUL = FIXTURES / "small_matmul_h100_nsys2025.3.sqlite"
-SMALL_MATMUL_REP = FIXTURES / "small_matmul_h100_nsys2025.3.nsys-rep"
-CPU_OSRT_REP = FIXTURES / "cpu_osrt_nsys2022.4.nsys-rep"
 
 #: Real captures the suite needs, kept in the repository (``.sqlite`` files xz-compressed), with checksums.
 DATA = REPO / "tests" / "data"
+
+LLAMA = "llama1b_n1_h100_nsys2025.3.sqlite"
+SMALL_MATMUL_NAME = "small_matmul_h100_nsys2025.3.sqlite"
+SMALL_MATMUL_REP = DATA / "small_matmul_h100_nsys2025.3.nsys-rep"
+CPU_OSRT_REP = DATA / "cpu_osrt_nsys2022.4.nsys-rep"
+CU11_REP = DATA / "cu11_driverapi_h200_nsys2022.4.nsys-rep"
+
+#: Set to 1 to skip (rather than fail) tests whose tool is not installed: a local convenience, never in CI.
+ALLOW_SKIPS = os.environ.get("TRACEFORGE_ALLOW_SKIPS") == "1"
 
 
 def _data_checksums() -> dict[str, str]:
@@ -80,46 +85,76 @@ def real_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
     return get
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"fixture {path} not present")
-    return path
+_shared_exports: dict[str, Path] = {}
+
+
+def data_export(name: str) -> Path:
+    """A read-only decompressed copy of ``tests/data/<name>.xz`` (or the file itself when not compressed).
+
+    For module-level constants, where no pytest fixture is available: decompressed once per process into a
+    temporary directory removed at exit. Tests that write to the file take ``real_export`` instead.
+    """
+    if name not in _shared_exports:
+        if (DATA / name).exists():
+            _shared_exports[name] = data_file(name)
+        else:
+            root = Path(tempfile.mkdtemp(prefix="traceforge-data-"))
+            atexit.register(shutil.rmtree, root, True)
+            out = root / name
+            with lzma.open(data_file(name + ".xz")) as fin, open(out, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            out.chmod(0o444)
+            _shared_exports[name] = out
+    return _shared_exports[name]
+
+
+def missing_tool(what: str, install: str) -> None:
+    """Fail (or, with ``TRACEFORGE_ALLOW_SKIPS=1``, skip) a test whose tool is not installed."""
+    message = f"{what} is not installed: {install} (TRACEFORGE_ALLOW_SKIPS=1 skips instead)"
+    if ALLOW_SKIPS:
+        pytest.skip(message)
+    pytest.fail(message, pytrace=False)
+
+
+def chromium_bin() -> Optional[str]:
+    """A headless-capable Chromium on PATH, or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``nsys`` or ``browser`` need that tool: fail with what to install when it is missing."""
+    if item.get_closest_marker("nsys") is not None:
+        from nsys_oracle import find_nsys
+
+        if find_nsys() is None:
+            missing_tool("Debian's nsys 2022.4", "run scripts/install-nsys.sh")
+    if item.get_closest_marker("browser") is not None and chromium_bin() is None:
+        missing_tool("a headless Chromium", "run scripts/install-chromium.sh")
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The shared fixtures directory (read-only)."""
-    return _need(FIXTURES)
+    """The repository's test data directory (read-only; exports there are ``.xz``)."""
+    return DATA
 
 
 @pytest.fixture(scope="session")
-def llama_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def llama_export(real_export: Callable[[str], Path]) -> Path:
     """``llama1b_n1`` (nsys 2025.3, 183,594 kernels) decompressed into a session temp dir."""
-    src = _need(LLAMA_XZ)
-    out = tmp_path_factory.mktemp("llama") / "llama1b_n1_h100_nsys2025.3.sqlite"
-    with lzma.open(src) as fin, open(out, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-    return out
+    return real_export(LLAMA)
 
 
 @pytest.fixture(scope="session")
-def small_matmul_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_matmul_export(real_export: Callable[[str], Path]) -> Path:
     """A private, writable copy of ``small_matmul`` (nsys 2025.3, 42 kernels on 2 streams)."""
-    out = tmp_path_factory.mktemp("small_matmul") / SMALL_MATMUL.name
-    if SMALL_MATMUL.exists():
-        shutil.copyfile(SMALL_MATMUL, out)
-    else:  # the same real export ships inside the package for `traceforge demo`
-        from traceforge.cli.demo_cmd import bundled_trace
-
-        assert Path(bundled_trace(str(out.parent))) == out
-    return out
+    return real_export(SMALL_MATMUL_NAME)
 
 
 @pytest.fixture(scope="session")
 def small_matmul_rep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the ``.nsys-rep`` written by nsys 2025.3 (nsys 2022.4 refuses it)."""
     out = tmp_path_factory.mktemp("small_matmul_rep") / SMALL_MATMUL_REP.name
-    shutil.copyfile(_need(SMALL_MATMUL_REP), out)
+    shutil.copyfile(data_file(SMALL_MATMUL_REP.name), out)
     return out
 
 
@@ -127,7 +162,15 @@ def small_matmul_rep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cpu_osrt_rep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the CPU-only ``.nsys-rep`` written by nsys 2022.4 (no CUDA tables once exported)."""
     out = tmp_path_factory.mktemp("cpu_osrt_rep") / CPU_OSRT_REP.name
-    shutil.copyfile(_need(CPU_OSRT_REP), out)
+    shutil.copyfile(data_file(CPU_OSRT_REP.name), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cu11_rep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the GPU ``.nsys-rep`` nsys 2022.4 wrote (90 driver-API kernels; nsys 2022.4 exports it)."""
+    out = tmp_path_factory.mktemp("cu11_rep") / CU11_REP.name
+    shutil.copyfile(data_file(CU11_REP.name), out)
     return out
 
 

@@ -18,7 +18,6 @@ import duckdb
 import pytest
 
 from export_builder import Kernel, build_export
-from nsys_oracle import find_nsys
 from traceforge.errors import (
     CorruptExportError,
     InputNotFoundError,
@@ -261,7 +260,6 @@ def test_nsys_rep_without_usable_nsys(
 
 
 @pytest.mark.nsys
-@pytest.mark.skipif(find_nsys() is None, reason="nsys 2022.4 not installed")
 def test_nsys_rep_newer_than_installed_nsys(small_matmul_rep: Path, store_copy: Path, run_cli: Any) -> None:
     """nsys 2022.4 refuses a 2025.3 report: the error says which nsys wrote it and which is installed."""
     before = dump(store_copy)
@@ -271,7 +269,6 @@ def test_nsys_rep_newer_than_installed_nsys(small_matmul_rep: Path, store_copy: 
 
 
 @pytest.mark.nsys
-@pytest.mark.skipif(find_nsys() is None, reason="nsys 2022.4 not installed")
 def test_nsys_rep_exported_by_real_nsys_without_cuda(
     cpu_osrt_rep: Path, store_copy: Path, run_cli: Any
 ) -> None:

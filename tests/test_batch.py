@@ -19,12 +19,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from conftest import data_export
 from reference import compute
 from traceforge import batch, dataset
 from traceforge.schema import METRIC_VERSION
 from traceforge.store import Store
 
-FIXTURE = Path("/work/shared/fixtures/small_matmul_h100_nsys2025.3.sqlite")
+FIXTURE = data_export("small_matmul_h100_nsys2025.3.sqlite")
 KERNELS = 42
 
 

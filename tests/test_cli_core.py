@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from conftest import missing_tool
 from test_bad_input import dump
 
 
@@ -80,7 +81,7 @@ def test_ingest_records_the_trace(store: Path, small_matmul_export: Path) -> Non
     assert len(trace_id) == 16 and fp.startswith(trace_id) and len(fp) == 32
     xxh = shutil.which("xxh128sum")
     if xxh is None:
-        pytest.skip("xxh128sum (Debian package xxhash) not installed: fingerprint not checked independently")
+        missing_tool("xxh128sum (the independent fingerprint check)", "apt-get install xxhash")
     expected = subprocess.run([xxh, str(small_matmul_export)], capture_output=True, text=True, check=True)
     assert fp == expected.stdout.split()[0]
 

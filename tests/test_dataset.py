@@ -19,11 +19,12 @@ import duckdb
 import polars as pl
 import pytest
 
+from conftest import data_export
 from traceforge import dataset
 from traceforge.schema import TRACE_TABLES
 from traceforge.store import Store
 
-FIXTURE = Path("/work/shared/fixtures/small_matmul_h100_nsys2025.3.sqlite")
+FIXTURE = data_export("small_matmul_h100_nsys2025.3.sqlite")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,4 @@
-"""ncu CSV ingest against the real Nsight Compute 2025.3 exports in the shared fixtures."""
+"""ncu CSV ingest against the real Nsight Compute 2025.3 exports in ``tests/data``."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import data_export, data_file
 from traceforge.errors import InputNotFoundError, NotAnExportError
 from traceforge.ncu import ingest_ncu_csv, kernel_name_key, kernel_short_name
 from traceforge.runners.results import ensure_tables, insert_rows
 from traceforge.store import Store
 
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-if not FIX.exists():
-    FIX = Path("/work/shared/fixtures")
-RAW = FIX / "small_matmul_h100_ncu2025.3.raw.csv"
-DETAILS = FIX / "small_matmul_h100_ncu2025.3.details.csv"
-NSYS = FIX / "small_matmul_h100_nsys2025.3.sqlite"
-
-pytestmark = pytest.mark.skipif(not RAW.exists(), reason="shared fixtures not present")
+RAW = data_file("small_matmul_h100_ncu2025.3.raw.csv")
+DETAILS = data_file("small_matmul_h100_ncu2025.3.details.csv")
+NSYS = data_export("small_matmul_h100_nsys2025.3.sqlite")
 
 
 def _num(text: str) -> float:
@@ -195,7 +191,6 @@ def test_names_join_nsys(store: Store) -> None:
 
 
 def test_cli_ingest_dispatches_csv(tmp_path: Path) -> None:
-    pytest.importorskip("traceforge.ingest")
     src = tmp_path / "k.details.csv"
     shutil.copy(DETAILS, src)
     db = tmp_path / "cli.duckdb"
@@ -205,8 +200,6 @@ def test_cli_ingest_dispatches_csv(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    if "ncu" not in proc.stdout + proc.stderr and proc.returncode != 0:
-        pytest.skip(f"traceforge ingest does not dispatch CSV yet: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr
     with Store(db, read_only=True) as s:
         assert s.con.execute("SELECT count(*) FROM ncu_metrics").fetchone()[0] == 126

@@ -94,7 +94,6 @@ def _chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: run scripts/install-chromium.sh")
 def test_report_in_headless_chromium(report_html, tmp_path):
     proc = _chromium("--dump-dom", report_html.as_uri())
     assert proc.returncode == 0, proc.stderr[-2000:]

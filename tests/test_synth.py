@@ -23,7 +23,6 @@ import pytest
 
 import reference
 import traceforge
-from conftest import SMALL_MATMUL
 from traceforge.synth import (
     SynthArgumentError,
     SynthExistsError,
@@ -85,11 +84,9 @@ def test_schema_equals_real_2025_3_export(multi: tuple[Path, dict], llama_export
     assert all(m[0] == "table" for m in ours["master"]), "nsys exports carry no indexes or views"
 
 
-def test_schema_covers_the_small_matmul_export(multi: tuple[Path, dict]) -> None:
+def test_schema_covers_the_small_matmul_export(multi: tuple[Path, dict], small_matmul_export: Path) -> None:
     """The other real 2025.3 export (no memset table) has no table or column the generated file lacks."""
-    if not SMALL_MATMUL.exists():
-        pytest.skip("small_matmul fixture not present")
-    ours, real = schema(multi[0]), schema(SMALL_MATMUL)
+    ours, real = schema(multi[0]), schema(small_matmul_export)
     for name, cols in real["columns"].items():
         assert ours["columns"].get(name) == cols, name
 
@@ -342,8 +339,6 @@ def test_nsys_stats_reads_the_synthetic_export(
     multi: tuple[Path, dict], nsys_cache: Path, nsys_bin: Any
 ) -> None:
     """nsys' own report scripts accept the file and count what a plain SQL count sees."""
-    if nsys_bin is None:
-        pytest.skip("nsys 2022.4 not installed (scripts/install-nsys.sh)")
     from nsys_oracle import run_stats
 
     path, summary = multi

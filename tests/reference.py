@@ -18,6 +18,19 @@ Definitions (intervals are half-open ``[start, end)``, in ns):
 * NVTX projection: a GPU operation belongs to a push/pop or start/end range when its launching API call ran
   on the range's thread (same pid and tid) and started inside the range, ``range.start <= api.start <
   range.end``. Nested ranges are therefore included in their parents.
+
+CUDA graphs (issue 21; docs/dev/cuda-graphs-notes.md has what the real exports hold):
+
+* A *graph execution* is one ``CUPTI_ACTIVITY_KIND_GRAPH_TRACE`` row (``--cuda-graph-trace=graph``, where nsys
+  writes no kernel rows for the graph's kernels). In node mode (``--cuda-graph-trace=node``) there is no
+  GRAPH_TRACE row: the graph's kernels are ordinary kernel rows with a ``graphNodeId`` and the correlation id
+  of their ``cudaGraphLaunch``; one graph execution is then the kernels of one (pid, correlationId, device).
+* The *GPU activities* of a device or stream are its kernels plus its GRAPH_TRACE rows, each ``[start, end)``
+  on its device and stream. Timeline metrics (span, first/last, busy, utilization, concurrency, overlap,
+  levels, gaps), launch latency and the NVTX projection are computed over activities; ``kernel_count``,
+  ``kernel_time_ns`` and ``kernel_summary`` stay kernels only. In node mode nothing changes: the kernels are
+  already there, and ``graph_launch_count``/``graph_ns`` (GRAPH_TRACE rows only) are 0.
+* A trace without GRAPH_TRACE rows gets exactly the metrics it got before graphs were handled.
 """
 
 from __future__ import annotations
@@ -102,6 +115,7 @@ class Kernel:
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     api: Optional[ApiCall] = None
+    graph_node_id: Optional[int] = None  # graphNodeId: set for the kernels of a graph in node mode
 
 
 @dataclass
@@ -148,6 +162,22 @@ class NvtxRange:
 
 
 @dataclass
+class GraphTrace:
+    """One row of CUPTI_ACTIVITY_KIND_GRAPH_TRACE: one whole-graph execution (graph mode)."""
+
+    rowid: int
+    device_id: int
+    stream_id: int
+    pid: int
+    correlation_id: Optional[int]
+    start: int
+    end: int
+    graph_id: int
+    graph_exec_id: int
+    api: Optional[ApiCall] = None
+
+
+@dataclass
 class Export:
     """The events of one export, read plainly."""
 
@@ -155,6 +185,12 @@ class Export:
     memops: list[MemOp] = field(default_factory=list)
     api_calls: list[ApiCall] = field(default_factory=list)
     nvtx: list[NvtxRange] = field(default_factory=list)
+    #: CUPTI_ACTIVITY_KIND_GRAPH_TRACE rows (graph mode); empty when the table is absent.
+    graph_traces: list[GraphTrace] = field(default_factory=list)
+    #: CUDA_GRAPH_NODE_EVENTS: graphNodeId -> originalGraphNodeId (None when the node is not a clone).
+    graph_node_origins: dict[int, Optional[int]] = field(default_factory=dict)
+    #: META_DATA_CAPTURE ``PROCESS_<n>:CUDA_GRAPH_TRACE_OPTIONS:MODE`` values, by process index n.
+    graph_trace_modes: dict[int, str] = field(default_factory=dict)
 
 
 def _tables(con: sqlite3.Connection) -> set[str]:
@@ -169,10 +205,13 @@ def read_export(path: str) -> Export:
         strings = dict(con.execute("SELECT id, value FROM StringIds")) if "StringIds" in tables else {}
         out = Export()
         if "CUPTI_ACTIVITY_KIND_KERNEL" in tables:
+            has_node = "graphNodeId" in _columns(con, "CUPTI_ACTIVITY_KIND_KERNEL")
             for row in con.execute(
                 "SELECT rowid, deviceId, streamId, globalPid, correlationId, start, end, demangledName,"
                 " shortName,"
-                " gridX, gridY, gridZ, blockX, blockY, blockZ FROM CUPTI_ACTIVITY_KIND_KERNEL"
+                " gridX, gridY, gridZ, blockX, blockY, blockZ,"
+                + (" graphNodeId" if has_node else " NULL")
+                + " FROM CUPTI_ACTIVITY_KIND_KERNEL"
             ):
                 out.kernels.append(
                     Kernel(
@@ -187,6 +226,7 @@ def read_export(path: str) -> Export:
                         short_name=strings[row[8]],
                         grid=(row[9], row[10], row[11]),
                         block=(row[12], row[13], row[14]),
+                        graph_node_id=row[15],
                     )
                 )
         if "CUPTI_ACTIVITY_KIND_MEMCPY" in tables:
@@ -233,6 +273,33 @@ def read_export(path: str) -> Export:
                 )
         if "NVTX_EVENTS" in tables:
             out.nvtx = _read_nvtx(con, strings)
+        if "CUPTI_ACTIVITY_KIND_GRAPH_TRACE" in tables:
+            for row in con.execute(
+                "SELECT rowid, deviceId, streamId, globalPid, correlationId, start, end, graphId, graphExecId"
+                " FROM CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
+            ):
+                out.graph_traces.append(
+                    GraphTrace(
+                        row[0], row[1], row[2], decode_pid(row[3]), row[4], row[5], row[6], row[7], row[8]
+                    )
+                )
+        if "CUDA_GRAPH_NODE_EVENTS" in tables:
+            for node, original in con.execute(
+                "SELECT graphNodeId, originalGraphNodeId FROM CUDA_GRAPH_NODE_EVENTS ORDER BY start, rowid"
+            ):
+                if original is not None or node not in out.graph_node_origins:
+                    out.graph_node_origins[node] = original
+        if "META_DATA_CAPTURE" in tables:
+            for name, value in con.execute("SELECT name, value FROM META_DATA_CAPTURE"):
+                parts = name.split(":")
+                if (
+                    len(parts) == 3
+                    and parts[0].startswith("PROCESS_")
+                    and parts[0][len("PROCESS_") :].isdigit()
+                    and parts[1:] == ["CUDA_GRAPH_TRACE_OPTIONS", "MODE"]
+                    and value is not None
+                ):
+                    out.graph_trace_modes[int(parts[0][len("PROCESS_") :])] = value
     finally:
         con.close()
 
@@ -244,7 +311,13 @@ def read_export(path: str) -> Export:
         kernel.api = by_correlation.get((kernel.pid, kernel.correlation_id))  # type: ignore[arg-type]
     for memop in out.memops:
         memop.api = by_correlation.get((memop.pid, memop.correlation_id))  # type: ignore[arg-type]
+    for graph in out.graph_traces:
+        graph.api = by_correlation.get((graph.pid, graph.correlation_id))  # type: ignore[arg-type]
     return out
+
+
+def _columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in con.execute(f'PRAGMA table_info("{table}")')}
 
 
 def _read_nvtx(con: sqlite3.Connection, strings: dict[int, str]) -> list[NvtxRange]:
@@ -356,6 +429,149 @@ def kernel_metrics(kernels: list[Kernel], memops: list[MemOp]) -> dict[str, Any]
     return m
 
 
+def activity_metrics(kernels: list[Kernel], memops: list[MemOp], graphs: list[GraphTrace]) -> dict[str, Any]:
+    """``kernel_metrics`` over GPU activities: the kernels plus the whole-graph executions (GRAPH_TRACE rows).
+
+    ``kernel_count``, ``kernel_time_ns`` and the memcpy/memset totals are those of ``kernel_metrics``; every
+    timeline column (first/last, span, busy, utilization, concurrency, overlap, gaps, levels), the launch
+    latency percentiles, ``launch_matched`` and ``stream_count`` count a graph execution as one activity.
+    ``graph_launch_count``/``graph_ns``: the GRAPH_TRACE rows and their summed durations. With no graphs
+    the result equals ``kernel_metrics(kernels, memops)`` plus ``graph_launch_count = graph_ns = 0``.
+    """
+    m = kernel_metrics(kernels, memops)
+    activities = [(k.start, k.end) for k in kernels] + [(g.start, g.end) for g in graphs]
+    if activities:
+        m["first_start_ns"] = min(start for start, _ in activities)
+        m["last_end_ns"] = max(end for _, end in activities)
+        m["span_ns"] = m["last_end_ns"] - m["first_start_ns"]
+    else:
+        m["first_start_ns"] = m["last_end_ns"] = m["span_ns"] = None
+    s = sweep(activities)
+    m["busy_ns"] = s["busy_ns"]
+    m["utilization"] = s["busy_ns"] / m["span_ns"] if m["span_ns"] else None
+    m["max_concurrency"] = s["max_concurrency"]
+    m["overlap_ns"] = s["overlap_ns"]
+    gap_lengths = [end - start for start, end in s["gaps"]]
+    m["gap_count"] = len(gap_lengths)
+    m["gap_total_ns"] = sum(gap_lengths)
+    m["gap_p50_ns"] = percentile(gap_lengths, 50)
+    m["gap_p90_ns"] = percentile(gap_lengths, 90)
+    m["gap_p99_ns"] = percentile(gap_lengths, 99)
+    m["gap_max_ns"] = max(gap_lengths) if gap_lengths else None
+    latencies = [k.start - k.api.start for k in kernels if k.api is not None]
+    latencies += [g.start - g.api.start for g in graphs if g.api is not None]
+    m["launch_latency_p50_ns"] = percentile(latencies, 50)
+    m["launch_latency_p90_ns"] = percentile(latencies, 90)
+    m["launch_latency_p99_ns"] = percentile(latencies, 99)
+    m["launch_matched"] = len(latencies)
+    m["stream_count"] = len({k.stream_id for k in kernels} | {g.stream_id for g in graphs})
+    m["graph_launch_count"] = len(graphs)
+    m["graph_ns"] = sum(g.end - g.start for g in graphs)
+    m["_levels"] = s["levels"]
+    m["_gaps"] = s["gaps"]
+    return m
+
+
+def graph_launches(ex: Export) -> list[dict[str, Any]]:
+    """One row per graph execution, in either capture mode (the ``graph_launches`` table).
+
+    Graph mode: each GRAPH_TRACE row, ``kernel_count``/``kernel_ns`` None. Node mode: the kernels with a
+    ``graphNodeId`` grouped by (pid, correlationId, device) -- the kernels of one ``cudaGraphLaunch``;
+    ``start_ns``/``end_ns`` are their earliest start and latest end, ``stream_id`` the stream of the earliest
+    kernel (lowest stream id on a tie), ``kernel_count``/``kernel_ns`` their number and summed durations.
+    Node mode ids (CUPTI writes no graphId for kernels): ``graph_exec_id`` is ``graphNodeId >> 32`` of the
+    earliest kernel (the node's owning graph: the executable's clone), ``graph_id`` the same of the node it
+    was cloned from (``CUDA_GRAPH_NODE_EVENTS.originalGraphNodeId``), or of the node itself when it has none.
+    The launch: the API call with the same (pid, correlationId), as for kernels.
+    """
+    rows = []
+    for g in ex.graph_traces:
+        rows.append(
+            {
+                "device_id": g.device_id,
+                "stream_id": g.stream_id,
+                "graph_id": g.graph_id,
+                "graph_exec_id": g.graph_exec_id,
+                "start_ns": g.start,
+                "end_ns": g.end,
+                "pid": g.pid,
+                "correlation_id": g.correlation_id,
+                "launch_tid": g.api.tid if g.api else None,
+                "api_start_ns": g.api.start if g.api else None,
+                "launch_latency_ns": g.start - g.api.start if g.api else None,
+                "kernel_count": None,
+                "kernel_ns": None,
+            }
+        )
+    groups: dict[tuple[int, Optional[int], int], list[Kernel]] = defaultdict(list)
+    for k in ex.kernels:
+        if k.graph_node_id is not None:
+            groups[(k.pid, k.correlation_id, k.device_id)].append(k)
+    for (pid, correlation_id, device_id), kernels in groups.items():
+        first = min(kernels, key=lambda k: (k.start, k.stream_id, k.rowid))
+        node = first.graph_node_id
+        assert node is not None
+        original = ex.graph_node_origins.get(node)
+        start = min(k.start for k in kernels)
+        api = first.api
+        rows.append(
+            {
+                "device_id": device_id,
+                "stream_id": first.stream_id,
+                "graph_id": (original if original is not None else node) >> 32,
+                "graph_exec_id": node >> 32,
+                "start_ns": start,
+                "end_ns": max(k.end for k in kernels),
+                "pid": pid,
+                "correlation_id": correlation_id,
+                "launch_tid": api.tid if api else None,
+                "api_start_ns": api.start if api else None,
+                "launch_latency_ns": start - api.start if api else None,
+                "kernel_count": len(kernels),
+                "kernel_ns": sum(k.end - k.start for k in kernels),
+            }
+        )
+    return sorted(rows, key=lambda r: (r["device_id"], r["start_ns"], r["stream_id"], r["pid"]))
+
+
+def graph_summary(launches: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
+    """Per (device, graph_id) over ``graph_launches`` rows: count, total/avg/median/min/max of end - start."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for r in launches:
+        groups[(r["device_id"], r["graph_id"])].append(r["end_ns"] - r["start_ns"])
+    out = {}
+    for key, durations in groups.items():
+        total = sum(durations)
+        out[key] = {
+            "count": len(durations),
+            "total_ns": total,
+            "avg_ns": total / len(durations),
+            "median_ns": median(durations),
+            "min_ns": min(durations),
+            "max_ns": max(durations),
+        }
+    return out
+
+
+def cuda_graph_trace(ex: Export) -> Optional[str]:
+    """``traces.cuda_graph_trace``: 'graph', 'node' or None.
+
+    None when the capture launched no graphs (no GRAPH_TRACE row and no kernel with a graphNodeId: nsys
+    writes ``CUDA_GRAPH_TRACE_OPTIONS:MODE = Graph`` into every 2025.3 capture, graphs or not). Otherwise the
+    ``META_DATA_CAPTURE`` ``PROCESS_<n>:CUDA_GRAPH_TRACE_OPTIONS:MODE`` value lowercased, when every process
+    that has one says the same ``Graph``/``Node``; else inferred from the rows: 'graph' when GRAPH_TRACE has
+    rows, 'node' when only graph-node kernels do.
+    """
+    has_graph_rows = bool(ex.graph_traces)
+    has_node_kernels = any(k.graph_node_id is not None for k in ex.kernels)
+    if not has_graph_rows and not has_node_kernels:
+        return None
+    said = {v.strip().lower() for v in ex.graph_trace_modes.values()}
+    if len(said) == 1 and said <= {"graph", "node"}:
+        return said.pop()
+    return "graph" if has_graph_rows else "node"
+
+
 @dataclass
 class Reference:
     """Every metric of one export, keyed the way the tests look rows up."""
@@ -369,25 +585,40 @@ class Reference:
     memop_summary: dict[tuple[int, str, str], dict[str, Any]]
     nvtx_projection: list[dict[str, Any]]
     launches: list[tuple[int, int, int, int, int, Optional[int], Optional[int], Optional[int]]]
+    #: ``graph_launches`` rows (see ``graph_launches``), sorted by (device, start, stream, pid).
+    graph_launches: list[dict[str, Any]] = field(default_factory=list)
+    #: ``graph_summary`` keyed by (device, graph_id).
+    graph_summary: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    #: ``traces.cuda_graph_trace``.
+    cuda_graph_trace: Optional[str] = None
 
 
 def compute(path: str) -> Reference:
-    """Compute every metric of the export at ``path``."""
+    """Compute every metric of the export at ``path`` (over GPU activities: kernels + graph executions)."""
     ex = read_export(path)
-    devices = sorted({k.device_id for k in ex.kernels} | {m.device_id for m in ex.memops})
+    devices = sorted(
+        {k.device_id for k in ex.kernels}
+        | {m.device_id for m in ex.memops}
+        | {g.device_id for g in ex.graph_traces}
+    )
     device_metrics = {}
     for dev in devices:
-        device_metrics[dev] = kernel_metrics(
-            [k for k in ex.kernels if k.device_id == dev], [m for m in ex.memops if m.device_id == dev]
+        device_metrics[dev] = activity_metrics(
+            [k for k in ex.kernels if k.device_id == dev],
+            [m for m in ex.memops if m.device_id == dev],
+            [g for g in ex.graph_traces if g.device_id == dev],
         )
     stream_metrics = {}
-    # A stream (like a device) gets a row when it ran kernels or memory operations.
+    # A stream (like a device) gets a row when it ran kernels, memory operations or graph executions.
     for dev, stream in sorted(
-        {(k.device_id, k.stream_id) for k in ex.kernels} | {(m.device_id, m.stream_id) for m in ex.memops}
+        {(k.device_id, k.stream_id) for k in ex.kernels}
+        | {(m.device_id, m.stream_id) for m in ex.memops}
+        | {(g.device_id, g.stream_id) for g in ex.graph_traces}
     ):
-        stream_metrics[(dev, stream)] = kernel_metrics(
+        stream_metrics[(dev, stream)] = activity_metrics(
             [k for k in ex.kernels if k.device_id == dev and k.stream_id == stream],
             [m for m in ex.memops if m.device_id == dev and m.stream_id == stream],
+            [g for g in ex.graph_traces if g.device_id == dev and g.stream_id == stream],
         )
     concurrency_levels = {dev: m["_levels"] for dev, m in device_metrics.items()}
     gaps = {dev: m["_gaps"] for dev, m in device_metrics.items()}
@@ -441,6 +672,7 @@ def compute(path: str) -> Reference:
         )
         for k in ex.kernels
     ]
+    graph_rows = graph_launches(ex)
     return Reference(
         export=ex,
         device_metrics=device_metrics,
@@ -451,24 +683,35 @@ def compute(path: str) -> Reference:
         memop_summary=memop_summary,
         nvtx_projection=nvtx_projection(ex),
         launches=sorted(launches, key=lambda t: tuple(-1 if v is None else v for v in t)),
+        graph_launches=graph_rows,
+        graph_summary=graph_summary(graph_rows),
+        cuda_graph_trace=cuda_graph_trace(ex),
     )
 
 
 def nvtx_projection(ex: Export) -> list[dict[str, Any]]:
-    """One row per NVTX push/pop or start/end range: the GPU work launched from inside it."""
-    ops: list[tuple[ApiCall, int, int, bool]] = []  # (launching call, gpu start, gpu end, is kernel)
+    """One row per NVTX push/pop or start/end range: the GPU work launched from inside it.
+
+    GPU operations are kernels, memcpy/memset and whole-graph executions (GRAPH_TRACE rows, one operation
+    each). ``kernel_count``/``kernel_time_ns`` count kernels only; ``graph_ns`` sums graph executions.
+    """
+    ops: list[tuple[ApiCall, int, int, str]] = []  # (launching call, gpu start, gpu end, kind)
     for k in ex.kernels:
         if k.api is not None:
-            ops.append((k.api, k.start, k.end, True))
+            ops.append((k.api, k.start, k.end, "kernel"))
     for m in ex.memops:
         if m.api is not None:
-            ops.append((m.api, m.start, m.end, False))
+            ops.append((m.api, m.start, m.end, "memop"))
+    for g in ex.graph_traces:
+        if g.api is not None:
+            ops.append((g.api, g.start, g.end, "graph"))
     rows = []
     for r in ex.nvtx:
         inside = [
             op for op in ops if op[0].pid == r.pid and op[0].tid == r.tid and r.start <= op[0].start < r.end
         ]
-        kernels = [op for op in inside if op[3]]
+        kernels = [op for op in inside if op[3] == "kernel"]
+        graphs = [op for op in inside if op[3] == "graph"]
         rows.append(
             {
                 "name": r.name,
@@ -485,6 +728,7 @@ def nvtx_projection(ex: Export) -> list[dict[str, Any]]:
                 "launch_count": len({id(op[0]) for op in inside}),
                 "kernel_count": len(kernels),
                 "kernel_time_ns": sum(op[2] - op[1] for op in kernels),
+                "graph_ns": sum(op[2] - op[1] for op in graphs),
             }
         )
     return rows

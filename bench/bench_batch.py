@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("TRACEFORGE_FIXTURES", "/work/shared/fixtures"))
-SMALL = FIXTURES / "small_matmul_h100_nsys2025.3.sqlite"
+FIXTURES = Path(os.environ.get("TRACEFORGE_FIXTURES", REPO / "tests" / "data"))
+SMALL = FIXTURES / "small_matmul_h100_nsys2025.3.sqlite.xz"
 LLAMA = FIXTURES / "llama1b_n1_h100_nsys2025.3.sqlite.xz"
 
 CONFIGS = {
@@ -44,8 +44,8 @@ def build_archive(root: Path, files: int, synth: int, llama: bool, synth_kernels
     for i in range(files):
         dest = root / f"batch{i % 10}" / f"small_{i:04d}.sqlite"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SMALL, dest)
-        os.chmod(dest, 0o644)
+        with lzma.open(SMALL) as fin, open(dest, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
         con = sqlite3.connect(dest)
         con.execute(
             'UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET start = start + ?, "end" = "end" + ?', [i + 1, i + 1]
@@ -92,7 +92,7 @@ def build_archive(root: Path, files: int, synth: int, llama: bool, synth_kernels
 def run_one(config: str, archive: str, db: str) -> dict:
     """Run one configuration in this process and return its figures."""
     sys.path.insert(0, str(REPO / "python"))
-    from traceforge import batch
+    from traceforge.ingest import batch
     from traceforge.store import Store
 
     spec = CONFIGS[config]

@@ -251,7 +251,7 @@ def test_nsys_rep_without_usable_nsys(
 ) -> None:
     bindir = _fake_bin(tmp_path, script)
     # Debian also installs /usr/lib/nsight-systems/bin/nsys, which traceforge finds without PATH: $NSYS
-    # (traceforge.nsysrep.find_nsys) pins the binary to the missing or broken one.
+    # (traceforge.ingest.nsysrep.find_nsys) pins the binary to the missing or broken one.
     env = {"PATH": str(bindir), "NSYS": str(bindir / "nsys")}
     before = dump(store_copy)
     result = run_cli("ingest", "--db", store_copy, cpu_osrt_rep, env=env)

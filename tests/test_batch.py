@@ -21,9 +21,9 @@ import pytest
 
 from conftest import data_export
 from reference import compute
-from traceforge import batch, dataset
-from traceforge.schema import METRIC_VERSION
-from traceforge.store import Store
+from traceforge.ingest import batch
+from traceforge.store import Store, dataset
+from traceforge.store.schema import METRIC_VERSION
 
 FIXTURE = data_export("small_matmul_h100_nsys2025.3.sqlite")
 KERNELS = 42

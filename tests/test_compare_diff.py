@@ -148,7 +148,7 @@ def store(sweep_db: Path):
 
 
 def test_sweep_known_by_construction(store):
-    from traceforge.sweep_analysis import analyze_sweeps
+    from traceforge.analysis.sweep_analysis import analyze_sweeps
 
     [a] = analyze_sweeps(store)
     assert (a.backend, a.model, a.workload, a.baseline_n) == ("ollama", "m1", "chat", 1)
@@ -185,7 +185,7 @@ def test_sweep_known_by_construction(store):
 
 
 def test_sweep_thresholds_are_adjustable(store):
-    from traceforge.sweep_analysis import analyze_sweeps
+    from traceforge.analysis.sweep_analysis import analyze_sweeps
 
     # p95 multiplier is s*N + 1 - s: 1.3, 1.9, 3.1. With efficiency 0.5 (crossed at N=8 only) and latency 1.5
     # (crossed at N=4), the boundary is N=4 by latency.
@@ -216,7 +216,7 @@ def _busy(n: int) -> list[float]:
 
 
 def test_compare_trace_metric_across_cells(store):
-    from traceforge.compare import compare_groups
+    from traceforge.analysis.compare import compare_groups
 
     res = compare_groups(store, ["device_metrics.busy_ns"], ["cells.n=1", "cells.n=8"])
     [c] = res.comparisons
@@ -233,7 +233,7 @@ def test_compare_trace_metric_across_cells(store):
 
 
 def test_compare_by_column_with_holm_family(store):
-    from traceforge.compare import compare_groups
+    from traceforge.analysis.compare import compare_groups
 
     res = compare_groups(
         store,
@@ -274,7 +274,7 @@ def test_compare_by_column_with_holm_family(store):
 
 
 def test_compare_semi_join_does_not_multiply_rows(store):
-    from traceforge.compare import compare_groups
+    from traceforge.analysis.compare import compare_groups
 
     # cells filtered by a condition on their requests: each cell counts once, however many requests match
     res = compare_groups(store, ["cells.wall_s"], ["requests.status=ok", "requests.status=error"])
@@ -285,7 +285,7 @@ def test_compare_semi_join_does_not_multiply_rows(store):
 
 
 def test_compare_zero_variance_metric_is_not_computable(store):
-    from traceforge.compare import compare_groups
+    from traceforge.analysis.compare import compare_groups
 
     res = compare_groups(store, ["device_metrics.max_concurrency"], ["cells.n=1", "cells.n=8"])
     [c] = res.comparisons
@@ -370,7 +370,7 @@ def _export_kernels(path: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_diff_against_the_exports(two_trace_db, small_matmul_export, llama_export):
-    from traceforge.diff import diff_traces
+    from traceforge.analysis.diff import diff_traces
     from traceforge.store import Store
 
     db, ta, tb = two_trace_db
@@ -426,7 +426,7 @@ def test_diff_cli(two_trace_db, run_cli):
 
 
 def test_diff_missing_trace_is_query_error(store):
-    from traceforge.diff import diff_traces
+    from traceforge.analysis.diff import diff_traces
 
     with pytest.raises(QueryError, match="no trace 'abc'"):
         diff_traces(store, "abc", "00000001")

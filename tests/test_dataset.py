@@ -20,9 +20,8 @@ import polars as pl
 import pytest
 
 from conftest import data_export
-from traceforge import dataset
-from traceforge.schema import TRACE_TABLES
-from traceforge.store import Store
+from traceforge.store import Store, dataset
+from traceforge.store.schema import TRACE_TABLES
 
 FIXTURE = data_export("small_matmul_h100_nsys2025.3.sqlite")
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +233,7 @@ def test_killed_writer_never_leaves_a_half_partition(tmp_path: Path) -> None:
         import sys
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_dataset import _export_tables
-        from traceforge import dataset
+        from traceforge.store import dataset
         i = 0
         while True:
             row, raw = _export_tables(f"{{i:016x}}")

@@ -108,7 +108,7 @@ def test_stored_content_read_ahead_is_skipped_and_later_files_land(
 ):
     """`ingest` starts reading its first export while the store opens; content already stored is still
     skipped (the reading is dropped) and the files after it land."""
-    from traceforge.ingest import ReadAhead
+    from traceforge.ingest.trace import ReadAhead
 
     db = str(tmp_path / "store.duckdb")
     assert run_cli("ingest", big_export, "--db", db).rc == 0

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import duckdb
 import pytest
 
-from traceforge.schema import DDL
+from traceforge.store.schema import DDL
 from traceforge.synth import synthesize
 
 #: Columns that record when or by what an ingest ran, not what it computed.

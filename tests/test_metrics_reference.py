@@ -317,7 +317,7 @@ def test_trace_row_counts(case: Case) -> None:
 
 
 def test_metric_version_on_every_derived_row(case: Case) -> None:
-    from traceforge.schema import DERIVED_TABLES, METRIC_VERSION
+    from traceforge.store.schema import DERIVED_TABLES, METRIC_VERSION
 
     m = Mismatches(case, "metric_version")
     for table in DERIVED_TABLES:

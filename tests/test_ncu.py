@@ -13,7 +13,7 @@ import pytest
 
 from conftest import data_export, data_file
 from traceforge.errors import InputNotFoundError, NotAnExportError
-from traceforge.ncu import ingest_ncu_csv, kernel_name_key, kernel_short_name
+from traceforge.ingest.ncu import ingest_ncu_csv, kernel_name_key, kernel_short_name
 from traceforge.runners.results import ensure_tables, insert_rows
 from traceforge.store import Store
 

@@ -1,9 +1,9 @@
-"""Query parameters written as SQL literals (``traceforge.sql_params``).
+"""Query parameters written as SQL literals (``traceforge.store.sql_params``).
 
-DuckDB's Python client imports pandas to convert the first bound parameter when pandas is installed (0.9 s
-and ~90 MB on the GPU host), so traceforge never binds parameters: it writes them into the SQL. Each literal
-must come back from DuckDB exactly as DuckDB's own binding of the same Python value does, and no command
-may make DuckDB import pandas.
+DuckDB's Python client imports pandas to convert the first bound parameter when pandas is installed (a cost
+of its own on every command: docs/performance.md), so traceforge never binds parameters: it writes them into
+the SQL. Each literal must come back from DuckDB exactly as DuckDB's own binding of the same Python value
+does, and no command may make DuckDB import pandas.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from traceforge.sql_params import bind, literal
+from traceforge.store.sql_params import bind, literal
 
 VALUES: list[Any] = [
     0,

@@ -1,4 +1,5 @@
-"""traceforge.stats against independent values: TR131's published numbers, R/Cohen textbook values, scipy.
+"""traceforge.analysis.stats against independent values: TR131's published numbers, R/Cohen textbook values,
+scipy.
 
 TR131 (``/work/shared/background/TR131_gpu_kernel_profiling.txt``) prints per-repetition values (SS4.1, SS5.1,
 SS6.1, SS6.2) and, from them, means, 95% CIs, Welch p-values, Cohen's d and Mann-Whitney p-values. Every
@@ -13,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from traceforge import stats
+from traceforge.analysis import stats
 from traceforge.errors import QueryError
 
 # --- TR131 per-repetition values (tokens per second) -------------------------------------------------------

@@ -13,8 +13,8 @@ from typing import Any
 
 import duckdb
 
-from traceforge.schema import DDL, ROW_COLUMN, ROW_FIELDS, STORAGE_SCHEMA, VIEW_DDL
 from traceforge.store import LAYOUT_TABLE, Store
+from traceforge.store.schema import DDL, ROW_COLUMN, ROW_FIELDS, STORAGE_SCHEMA, VIEW_DDL
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
@@ -51,7 +51,7 @@ def test_a_store_with_spelled_out_tables_is_upgraded(
     current = tmp_path / "current.duckdb"
     shutil.copyfile(ingested(small_matmul_export)[0], current)
     with Store(current) as store:
-        from traceforge.ingest import ingest_paths
+        from traceforge.ingest.trace import ingest_paths
 
         outcomes = ingest_paths(store, [str(llama_export)])
         assert [o.status for o in outcomes] == ["ingested"]
@@ -117,7 +117,7 @@ def test_ingest_lowers_the_buffer_pool_and_gives_it_back(
     small_matmul_export: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """While a trace lands the pool is ``TRACEFORGE_INGEST_MEMORY_LIMIT``; queries get the other limit."""
-    from traceforge.ingest import ingest_paths
+    from traceforge.ingest.trace import ingest_paths
 
     monkeypatch.setenv("TRACEFORGE_MEMORY_LIMIT", "300MB")
     monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "100MB")
@@ -151,7 +151,7 @@ def test_ingest_on_a_many_core_host_caps_duckdb_threads(
     64 threads with a 16MB pool failed on llama1b_n1 ("failed to pin block") before the ingest capped its
     threads and sized its pool for them; the store gets its own settings back afterwards.
     """
-    from traceforge.ingest import ingest_paths
+    from traceforge.ingest.trace import ingest_paths
 
     monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "16MB")
     monkeypatch.delenv("TRACEFORGE_INGEST_THREADS", raising=False)
@@ -176,7 +176,7 @@ def test_ingest_on_a_many_core_host_caps_duckdb_threads(
 def test_ingest_threads_and_pool_come_from_the_environment(
     small_matmul_export: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from traceforge.ingest import ingest_paths
+    from traceforge.ingest.trace import ingest_paths
 
     monkeypatch.setenv("TRACEFORGE_INGEST_THREADS", "1")
     monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "0.5GiB")

@@ -11,7 +11,7 @@ from .store import Store
 if TYPE_CHECKING:
     import polars as pl
 
-    from .ingest import IngestOutcome
+    from .ingest.trace import IngestOutcome
 
 
 class Traceforge:
@@ -48,7 +48,7 @@ class Traceforge:
         Returns:
             One outcome per file, in order.
         """
-        from .ingest import ingest_paths
+        from .ingest.trace import ingest_paths
 
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from ..batch import BatchReport
-    from ..ingest import ReadAhead
+    from ..ingest.batch import BatchReport
+    from ..ingest.trace import ReadAhead
 
 _DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
 
@@ -88,7 +88,7 @@ def ingest_batch(
     Returns:
         The batch report.
     """
-    from ..batch import run_batch
+    from ..ingest.batch import run_batch
     from ..store import Store
     from . import set_exit_code
 
@@ -166,10 +166,10 @@ def reanalyze(db: str | None, everything: bool, trace_ids: tuple[str, ...]) -> N
     Each trace is replaced in one transaction and stamped with the current metric version; run it again after
     an interruption to finish the rest.
     """
-    from ..batch import reanalyze as run_reanalyze
-    from ..batch import stale_traces
-    from ..schema import METRIC_VERSION
+    from ..ingest.batch import reanalyze as run_reanalyze
+    from ..ingest.batch import stale_traces
     from ..store import Store
+    from ..store.schema import METRIC_VERSION
     from . import set_exit_code
 
     with Store(db) as store:
@@ -226,11 +226,11 @@ def export(db: str | None, fmt: str, output: str, trace_ids: tuple[str, ...], ov
     Query it in place with DuckDB:
     SELECT * FROM read_parquet('DIR/kernels/*/*.parquet', hive_partitioning=true)
     """
-    from ..dataset import export_store
     from ..store import Store
+    from ..store.dataset import export_store
 
     if os.path.exists(output) and not os.path.isdir(output):
-        from ..dataset import DatasetError
+        from ..store.dataset import DatasetError
 
         raise DatasetError("exists and is not a directory", path=output)
     with Store(db, read_only=True) as store:

@@ -12,7 +12,7 @@ import click
 from . import skip_teardown
 
 if TYPE_CHECKING:
-    from ..ingest import ReadAhead
+    from ..ingest.trace import ReadAhead
 
 _db_option = click.option(
     "--db",
@@ -104,9 +104,9 @@ def _start_read_ahead(
     Only where the ingest will read it in this process (one job, straight into the store) and only for a
     plain ``.sqlite`` file named first; anything else starts nothing and is left to the batch to report.
     """
-    from ..batch import available_cores, resolve_mode
     from ..errors import TraceforgeError
-    from ..ingest import ReadAhead
+    from ..ingest.batch import available_cores, resolve_mode
+    from ..ingest.trace import ReadAhead
 
     first = paths[0]
     if not first.lower().endswith(".sqlite") or not os.path.isfile(first):

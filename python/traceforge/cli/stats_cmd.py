@@ -82,7 +82,7 @@ def compare(
     fmt: str,
 ) -> None:
     """Compare groups of traces, cells or requests on metric columns (Welch, Cohen's d, Mann-Whitney)."""
-    from ..compare import compare_groups, render
+    from ..analysis.compare import compare_groups, render
 
     with _open(db) as store:
         result = compare_groups(
@@ -106,7 +106,7 @@ def compare(
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def diff(trace_a: str, trace_b: str, db: str | None, top: int, fmt: str) -> None:
     """Show two stored traces side by side (B against reference A): devices, kernels, memops, NVTX."""
-    from ..diff import diff_traces, render
+    from ..analysis.diff import diff_traces, render
 
     with _open(db) as store:
         result = diff_traces(store, trace_a, trace_b, top=top)
@@ -176,14 +176,14 @@ def plot(
 
     with _open(db) as store:
         if kind == "sweep":
-            from ..sweep_analysis import analyze_sweeps
+            from ..analysis.sweep_analysis import analyze_sweeps
 
             analyses = analyze_sweeps(store, run_ids=[run] if run else None)
             if not 0 <= sweep_index < len(analyses):
                 raise QueryError(f"--sweep-index {sweep_index}: there are {len(analyses)} sweep(s)")
             fig = plots.sweep_figure(analyses[sweep_index])
         else:
-            from ..diff import resolve_trace
+            from ..analysis.diff import resolve_trace
 
             if trace is None:
                 raise QueryError(f"plot {kind} needs --trace ID")
@@ -234,7 +234,7 @@ def sweep(
     fmt: str,
 ) -> None:
     """Analyse stored sweeps: throughput and efficiency against N, breakdown boundary, cliff, Amdahl fit."""
-    from ..sweep_analysis import analyze_sweeps, render
+    from ..analysis.sweep_analysis import analyze_sweeps, render
 
     with _open(db) as store:
         analyses = analyze_sweeps(

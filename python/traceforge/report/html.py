@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError, StoreError
-from ..sql_params import bind
+from ..store.sql_params import bind
 
 if TYPE_CHECKING:
+    from ..analysis.sweep_analysis import SweepAnalysis
     from ..store import Store
-    from ..sweep_analysis import SweepAnalysis
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;
@@ -175,7 +175,7 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
 
 
 def _sweep_comparisons(store: Store, a: SweepAnalysis) -> str:
-    from ..compare import Condition, Group, Schema, compare_parsed, parse_metric
+    from ..analysis.compare import Condition, Group, Schema, compare_parsed, parse_metric
 
     schema = Schema(store)
     base: list[Condition] = []
@@ -280,8 +280,8 @@ def build_report(
     Raises:
         QueryError: a trace or run id is unknown, or there is nothing to report.
     """
-    from ..diff import resolve_trace
-    from ..sweep_analysis import analyze_sweeps
+    from ..analysis.diff import resolve_trace
+    from ..analysis.sweep_analysis import analyze_sweeps
 
     if trace_ids:
         traces = [resolve_trace(store, t) for t in trace_ids]

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError
-from ..sql_params import bind
+from ..store.sql_params import bind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from ..analysis.sweep_analysis import SweepAnalysis
     from ..store import Store
-    from ..sweep_analysis import SweepAnalysis
 
 #: Kernels in the default timeline window (the densest run of that many consecutive kernels).
 DEFAULT_WINDOW_KERNELS = 400
@@ -375,7 +375,7 @@ def sweep_figure(analysis: SweepAnalysis) -> Figure:
     if analysis.amdahl_serial_fraction is not None:
         import numpy as np
 
-        from ..sweep_analysis import amdahl_speedup
+        from ..analysis.sweep_analysis import amdahl_speedup
 
         grid = np.geomspace(min(ns), max(ns), 50)
         rel = grid / analysis.baseline_n

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..sql_params import bind
+from ..store.sql_params import bind
 
 #: DuckDB type of every column, per table, in table order. Used both for the DDL and for bulk inserts.
 COLUMNS: dict[str, dict[str, str]] = {

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from ..sql_params import bind
+from ..store.sql_params import bind
 from .cell import CellOutcome, kill_tree, run_cell
 from .results import ensure_tables, fetch_dicts, insert_rows
 from .spec import Spec
@@ -488,7 +488,7 @@ def _export_and_ingest(
     if not spec.capture.ingest:
         return None, sqlite_path, None
     try:
-        from ..ingest import ingest_paths
+        from ..ingest.trace import ingest_paths
     except ImportError as exc:
         return None, sqlite_path, f"trace not ingested (traceforge.ingest unavailable: {exc})"
     try:
@@ -522,7 +522,7 @@ def top_kernels(store: Any, trace_id: str | None, sqlite_path: str, k: int) -> l
                 ORDER BY total_ns DESC LIMIT ?""",
                 [trace_id, 20 * k],
             )
-            from ..ncu import kernel_short_name
+            from ..ingest.ncu import kernel_short_name
 
             rows = [
                 (r["name"], r["short_name"] or kernel_short_name(r["name"]), int(r["total_ns"]))
@@ -566,7 +566,7 @@ def _profile_top_kernels(
     trace_id: str | None,
     sqlite_path: str,
 ) -> str:
-    from ..ncu import ingest_ncu_csv
+    from ..ingest.ncu import ingest_ncu_csv
 
     cap = spec.capture
     try:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import (
+from ..errors import (
     CorruptExportError,
     InputNotFoundError,
     InputPermissionError,
@@ -24,13 +24,10 @@ from .errors import (
     StoreError,
     TraceforgeError,
 )
-from .schema import (
-    DERIVED_STORAGE,
-    DERIVED_TABLES,
-    METRIC_VERSION,
-)
-from .sql_params import bind
-from .store import Store, delete_storage_rows, delete_trace_rows, insert_trace_rows
+from ..store import Store
+from ..store.schema import DERIVED_STORAGE, DERIVED_TABLES, METRIC_VERSION
+from ..store.sql_params import bind
+from ..store.storage import delete_storage_rows, delete_trace_rows, insert_trace_rows
 
 #: Suffixes ``ingest`` accepts when expanding a directory.
 EXPORT_SUFFIXES = (".sqlite", ".nsys-rep", ".csv")
@@ -62,7 +59,7 @@ class TraceData:
 
 def fingerprint_file(path: str) -> str:
     """xxh3-128 of the file's bytes (32 hex digits)."""
-    from . import _core
+    from .. import _core
 
     return str(_core.fingerprint(path))
 
@@ -117,7 +114,7 @@ def read_trace(
 
     Pass ``fingerprint`` when the caller already hashed the file, so a multi-GB export is read once less.
     """
-    from . import _core
+    from .. import _core
 
     if fingerprint is None:
         # Hash the file while the core reads it, instead of before: the reader leaves part of a core idle.
@@ -159,7 +156,7 @@ class ReadAhead:
     def __init__(self, path: str, *, threads: int = 0) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from . import _core
+        from .. import _core
 
         check_input(path)
         self.path = os.path.abspath(path)  # errors name it as the batch names its files
@@ -256,7 +253,7 @@ def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[s
             insert_trace_rows(con, table, handle.table(table), data.trace_id)
         info = handle.info()
         row = dict(data.trace_row)
-        from . import __version__
+        from .. import __version__
 
         start_ns = row.get("capture_start_utc_ns")
         row.update(
@@ -367,7 +364,7 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
     """
     import polars as pl
 
-    from . import _core
+    from .. import _core
 
     con = store.con
 

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import errors
-from .errors import InputNotFoundError, NotAnExportError, TraceforgeError
-from .sql_params import bind
+from .. import errors
+from ..errors import InputNotFoundError, NotAnExportError, TraceforgeError
+from ..store.sql_params import bind
 
 if TYPE_CHECKING:
-    from .ingest import IngestOutcome, ReadAhead, TraceData
-    from .store import Store
+    from ..store import Store
+    from .trace import IngestOutcome, ReadAhead, TraceData
 
 #: Execution modes of ``--mode`` (the names nsys recipes use).
 MODES: tuple[str, ...] = ("none", "concurrent", "dask-futures")
@@ -281,9 +281,8 @@ def _job_sqlite(
 def _job_sqlite_read(
     spec: JobSpec, export: str, result: JobResult, direct: Store | None, ahead: ReadAhead | None
 ) -> None:
-    from . import dataset
-    from .ingest import check_input, fingerprint_file, read_trace, trace_id_from_fingerprint, write_trace
-    from .store import Store
+    from ..store import Store, dataset
+    from .trace import check_input, fingerprint_file, read_trace, trace_id_from_fingerprint, write_trace
 
     def read(fingerprint: str | None) -> TraceData:
         if ahead is not None:
@@ -319,7 +318,7 @@ def _job_sqlite_read(
 
 
 def _write_direct(store: Store, data: TraceData, spec: JobSpec, result: JobResult) -> None:
-    from .ingest import write_trace
+    from .trace import write_trace
 
     outcome = write_trace(store, data, force=spec.force)
     result.status = "loaded" if outcome.status == "ingested" else "stored"
@@ -622,7 +621,7 @@ def run_batch(
         SchedulerUnavailableError: the Dask scheduler cannot be reached (before anything was written).
         SpecError: an invalid mode or job count.
     """
-    from . import dataset
+    from ..store import dataset
 
     if jobs < 1:
         raise errors.SpecError(f"--jobs must be at least 1, not {jobs}")
@@ -732,7 +731,7 @@ class _Loader:
 
     def flush(self) -> None:
         """Load every queued partition."""
-        from . import dataset
+        from ..store import dataset
 
         group, self.pending = self.pending, []
         if not group:
@@ -782,7 +781,7 @@ def _settle(
     store: Store, root: str, result: JobResult, *, force: bool, keep: bool, loader: _Loader
 ) -> IngestOutcome | None:
     """Turn one job result into an outcome, or queue its partition for loading (returns None)."""
-    from . import dataset
+    from ..store import dataset
 
     if result.status == "failed":
         error = _error_from(result)
@@ -813,7 +812,7 @@ def _settle(
 
 
 def _ingest_csv(store: Store, path: str, *, force: bool) -> IngestOutcome:
-    from .ingest import ingest_file
+    from .trace import ingest_file
 
     try:
         outcome = ingest_file(store, path, force=force)
@@ -875,7 +874,7 @@ def _outcome(
     seconds: float = 0.0,
     kernel_count: int = 0,
 ) -> IngestOutcome:
-    from .ingest import IngestOutcome
+    from .trace import IngestOutcome
 
     return IngestOutcome(
         path=path,
@@ -940,7 +939,7 @@ def stale_traces(
     Returns:
         The ids, oldest metric version first.
     """
-    from .schema import METRIC_VERSION
+    from ..store.schema import METRIC_VERSION
 
     rows = store.con.execute(
         "SELECT trace_id, metric_version FROM traces ORDER BY metric_version NULLS FIRST, trace_id"
@@ -976,8 +975,8 @@ def reanalyze(
     """
     import duckdb
 
-    from .ingest import recompute_metrics
-    from .schema import METRIC_VERSION
+    from ..store.schema import METRIC_VERSION
+    from .trace import recompute_metrics
 
     outcomes = []
     for trace_id in trace_ids:

@@ -30,10 +30,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputNotFoundError, InputPermissionError, NotAnExportError
-from .ingest import IngestOutcome
-from .runners.results import KEY_CAST_RE, KEY_NAMESPACE_RE, ensure_tables, insert_rows
-from .sql_params import bind
+from ..errors import InputNotFoundError, InputPermissionError, NotAnExportError
+from ..runners.results import KEY_CAST_RE, KEY_NAMESPACE_RE, ensure_tables, insert_rows
+from ..store.sql_params import bind
+from .trace import IngestOutcome
 
 #: Columns of the raw page that describe the launch rather than a metric.
 _IDENTITY = {

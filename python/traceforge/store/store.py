@@ -8,25 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import QueryError, StoreError, is_interruption
-from .schema import (
-    API_CLASS_COLUMNS,
-    DDL,
-    DERIVED_TABLES,
-    KERNEL_CLASS_COLUMNS,
-    METRIC_VERSION,
-    ROW_FIELDS,
-    STORAGE_DDL,
-    STORAGE_IDENTITY,
-    STORAGE_SCHEMA,
-    TRACE_KEY_SQL,
-    TRACE_TABLES,
-    VIEW_DDL,
-    pack_row_fields,
-    storage_trace_key,
-    trace_key,
-)
+from ..errors import QueryError, StoreError, is_interruption
+from .schema import DDL, STORAGE_DDL, STORAGE_SCHEMA, VIEW_DDL
 from .sql_params import bind
+from .storage import LAYOUT_TABLE, LAYOUT_VERSION, layout_digest, upgrade_layout
 
 if TYPE_CHECKING:
     import duckdb
@@ -86,20 +71,17 @@ class Store:
     def _create_schema(self, *, new: bool) -> None:
         """Create the trace schema: plain tables, the storage tables, and the views over them.
 
-        A store already holding this version's layout (its DDL's digest is recorded in the store) is left
-        alone, so opening it costs one small query; a store of an earlier layout is upgraded in place.
+        A store already holding this version's layout (``LAYOUT_VERSION`` and the DDL's digest are recorded
+        in the store) is left alone, so opening it costs one small query; a store of an earlier layout is
+        upgraded in place by the steps of ``LAYOUT_UPGRADES`` above its recorded version.
         ``new``: the file did not exist, so there is nothing to look up or upgrade.
         """
         import duckdb
 
         digest = layout_digest()
-        if not new:
-            try:
-                recorded = self.con.execute(f"SELECT digest FROM {STORAGE_SCHEMA}.{LAYOUT_TABLE}").fetchall()
-            except duckdb.CatalogException:
-                recorded = []
-            if recorded == [(digest,)]:
-                return
+        version = LAYOUT_VERSION if new else self._recorded_layout(digest)
+        if version is None:
+            return
         tables = [statement for table, statement in DDL.items() if table not in VIEW_DDL]
         try:
             with self.transaction() as con:
@@ -109,15 +91,15 @@ class Store:
                         [f"CREATE SCHEMA IF NOT EXISTS {STORAGE_SCHEMA}", *STORAGE_DDL.values(), *tables]
                     )
                 )
-                if not new:
-                    _upgrade_plain_row_tables(con)
-                    _upgrade_spelled_out_tables(con)
+                upgrade_layout(con, version)
                 con.execute(
                     ";\n".join(
                         [
                             *VIEW_DDL.values(),
-                            f"CREATE OR REPLACE TABLE {STORAGE_SCHEMA}.{LAYOUT_TABLE} (digest VARCHAR)",
-                            f"INSERT INTO {STORAGE_SCHEMA}.{LAYOUT_TABLE} VALUES ('{digest}')",
+                            f"CREATE OR REPLACE TABLE {STORAGE_SCHEMA}.{LAYOUT_TABLE} "
+                            "(version INTEGER, digest VARCHAR)",
+                            f"INSERT INTO {STORAGE_SCHEMA}.{LAYOUT_TABLE} "
+                            f"VALUES ({LAYOUT_VERSION}, '{digest}')",
                         ]
                     )
                 )
@@ -126,6 +108,33 @@ class Store:
                 raise KeyboardInterrupt from exc
             message = f"cannot create the traceforge schema: {_first_line(exc)}"
             raise StoreError(message, path=self.path) from exc
+
+    def _recorded_layout(self, digest: str) -> int | None:
+        """The layout version recorded in this store, or None when it is this build's layout exactly.
+
+        Stores written before layout versions were recorded hold only a digest (or no layout table at
+        all): they count as version 0, and every upgrade step runs (each finds what it has to change).
+        """
+        import duckdb
+
+        try:
+            rows = self.con.execute(f"SELECT * FROM {STORAGE_SCHEMA}.{LAYOUT_TABLE}").fetchall()
+            columns = [d[0] for d in self.con.description or []]
+        except duckdb.CatalogException:
+            return 0
+        if "version" not in columns or len(rows) != 1:
+            return 0
+        recorded = dict(zip(columns, rows[0]))
+        version = int(recorded["version"] or 0)
+        if version == LAYOUT_VERSION and recorded.get("digest") == digest:
+            return None
+        if version > LAYOUT_VERSION:
+            raise StoreError(
+                f"this store has layout version {version}, newer than this traceforge understands "
+                f"({LAYOUT_VERSION}); upgrade traceforge",
+                path=self.path,
+            )
+        return version
 
     def ensure_schema(self, ddl: dict[str, str]) -> None:
         """Create the tables in ``ddl`` that do not exist yet (idempotent)."""
@@ -237,18 +246,6 @@ class Store:
         self.close()
 
 
-#: Storage table recording which layout the store was created or upgraded to.
-LAYOUT_TABLE = "layout"
-
-
-def layout_digest() -> str:
-    """A digest of every statement defining the trace schema: it changes whenever the layout does."""
-    import hashlib
-
-    text = "\n".join([*STORAGE_DDL.values(), *DDL.values(), *VIEW_DDL.values()])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _to_polars(relation: Any) -> pl.DataFrame:
     """Convert a DuckDB relation to polars through the Arrow C stream (no pyarrow needed)."""
     import polars as pl
@@ -296,152 +293,3 @@ def _env_int(variable: str, default: int, path: str) -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def delete_trace_rows(con: Any, trace_id: str) -> None:
-    """Remove every row of one trace, storage tables included (inside the caller's transaction)."""
-    for table in (*TRACE_TABLES, "traces"):
-        if table not in VIEW_DDL:
-            con.execute(bind(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id]))
-    for table in STORAGE_DDL:
-        delete_storage_rows(con, table, trace_id)
-
-
-def delete_storage_rows(con: Any, table: str, trace_id: str) -> None:
-    """Remove one trace's rows from one storage table."""
-    con.execute(
-        bind(
-            f"DELETE FROM {STORAGE_SCHEMA}.{table} WHERE {storage_trace_key(table)} = ?::UBIGINT",
-            [trace_key(trace_id)],
-        ),
-    )
-
-
-def insert_storage_rows(con: Any, table: str, source: str, params: Any = None, stream: Any = None) -> None:
-    """Insert the flat rows of the query ``source`` (columns named like the table's) into a storage table.
-
-    ``source`` may read an Arrow stream passed as ``stream`` under the name ``tf_stream``.
-    """
-    tf_stream = stream  # noqa: F841 - read by DuckDB's replacement scan
-    if table in ROW_FIELDS:
-        con.execute(
-            bind(
-                f"INSERT INTO {STORAGE_SCHEMA}.{table} SELECT {pack_row_fields(table)} FROM ({source})",
-                params,
-            )
-        )
-    else:
-        con.execute(bind(f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME {source}", params))
-
-
-def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
-    """Append the core's rows of one table (an Arrow stream) for one trace.
-
-    ``table`` is a storage table (``STORAGE_DDL``, in the storage schema) or a public table; the trace's
-    identity columns (trace key, trace id, metric version) are added to the rows as that table needs them.
-    """
-    if table in STORAGE_DDL:
-        identity = STORAGE_IDENTITY[table]
-    else:
-        identity = ("trace_id", "metric_version") if table in DERIVED_TABLES else ("trace_id",)
-    values = {
-        "trace_key": "?::UBIGINT AS trace_key",
-        "trace_id": "?::VARCHAR AS trace_id",
-        "metric_version": "?::INTEGER AS metric_version",
-    }
-    params = {"trace_key": trace_key(trace_id), "trace_id": trace_id, "metric_version": METRIC_VERSION}
-    select = f"SELECT {', '.join(values[column] for column in identity)}, * FROM tf_stream"
-    identity_values = [params[column] for column in identity]
-    if table in STORAGE_DDL:
-        insert_storage_rows(con, table, select, identity_values, stream)
-        return
-    # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
-    tf_stream = stream  # noqa: F841
-    con.execute(bind(f"INSERT INTO {table} BY NAME {select}", identity_values))
-
-
-def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> None:
-    """Insert rows shaped like the public table ``table`` (the query ``source``) into the store.
-
-    For the views (``kernels``, ``api_calls``, ``gaps``) this derives the storage form (class ids, trace
-    keys) in SQL. The traces concerned must have no rows in ``table`` yet. Used to load dataset
-    partitions and to upgrade stores written before the storage tables existed.
-    """
-    if table not in VIEW_DDL:
-        con.execute(bind(f"INSERT INTO {table} BY NAME SELECT * FROM ({source})", params))
-        return
-    key = TRACE_KEY_SQL.format("trace_id")
-    con.execute(
-        bind(f"CREATE OR REPLACE TEMP TABLE _tf_load AS SELECT {key} AS trace_key, * FROM ({source})", params)
-    )
-    try:
-        if table == "kernels":
-            _load_kernels(con)
-        elif table == "api_calls":
-            _load_api_calls(con)
-        else:
-            insert_storage_rows(con, "gap_rows", "SELECT * FROM _tf_load")
-    finally:
-        con.execute("DROP TABLE IF EXISTS _tf_load")
-
-
-def _load_classes(con: Any, classes: str, class_id: str, columns: tuple[str, ...]) -> None:
-    """Fill a class table from ``_tf_load``: one id per distinct combination of ``columns`` per trace."""
-    listed = ", ".join(columns)
-    con.execute(
-        f"INSERT INTO {STORAGE_SCHEMA}.{classes} BY NAME SELECT trace_key, trace_id, {listed}, "
-        f"(row_number() OVER (PARTITION BY trace_key ORDER BY {listed}) - 1)::INTEGER AS {class_id} "
-        f"FROM (SELECT DISTINCT trace_key, trace_id, {listed} FROM _tf_load)"
-    )
-
-
-def _class_join(classes: str, columns: tuple[str, ...]) -> str:
-    same = " AND ".join(f"l.{c} IS NOT DISTINCT FROM c.{c}" for c in columns)
-    return f"FROM _tf_load l JOIN {STORAGE_SCHEMA}.{classes} c ON l.trace_key = c.trace_key AND {same}"
-
-
-def _load_kernels(con: Any) -> None:
-    _load_rows_with_classes(con, "kernel_rows", "kernel_classes", "kernel_class", KERNEL_CLASS_COLUMNS)
-
-
-def _load_api_calls(con: Any) -> None:
-    _load_rows_with_classes(con, "api_call_rows", "api_call_classes", "call_class", API_CLASS_COLUMNS)
-
-
-def _load_rows_with_classes(
-    con: Any, rows: str, classes: str, class_id: str, columns: tuple[str, ...]
-) -> None:
-    """Fill ``classes`` from ``_tf_load``, then ``rows``: fields from the loaded rows, class ids joined."""
-    _load_classes(con, classes, class_id, columns)
-    fields = ", ".join(f"c.{name}" if name == class_id else f"l.{name}" for name, _kind in ROW_FIELDS[rows])
-    insert_storage_rows(con, rows, f"SELECT {fields} " + _class_join(classes, columns))
-
-
-def _upgrade_spelled_out_tables(con: Any) -> None:
-    """Move the rows of a store written before the views existed (tables spelled out) into storage."""
-    rows = con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' AND table_name IN ('kernels', 'api_calls', 'gaps')"
-    ).fetchall()
-    for (table,) in rows:
-        old = f"_tf_spelled_out_{table}"
-        con.execute(f"ALTER TABLE {table} RENAME TO {old}")
-        load_public_rows(con, table, f"SELECT * FROM {old}")
-        con.execute(f"DROP TABLE {old}")
-
-
-def _upgrade_plain_row_tables(con: Any) -> None:
-    """Pack the rows of storage tables written as plain columns (before ``ROW_COLUMN``) into one STRUCT."""
-    rows = con.execute(
-        bind(
-            "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = ? "
-            "AND column_name = 'trace_key' AND table_name IN ('kernel_rows', 'api_call_rows', 'gap_rows')",
-            [STORAGE_SCHEMA],
-        ),
-    ).fetchall()
-    for (table,) in rows:
-        old = f"_tf_plain_{table}"
-        con.execute(f"ALTER TABLE {STORAGE_SCHEMA}.{table} RENAME TO {old}")
-        con.execute(STORAGE_DDL[table])
-        insert_storage_rows(con, table, f"SELECT * FROM {STORAGE_SCHEMA}.{old}")
-        con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{old}")

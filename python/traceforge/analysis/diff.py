@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import QueryError
-from .sql_params import bind
+from ..errors import QueryError
+from ..store.sql_params import bind
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from .store import Store
+    from ..store import Store
 
 #: device_metrics columns compared, in display order.
 DEVICE_COLUMNS: tuple[str, ...] = (

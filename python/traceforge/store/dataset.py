@@ -27,10 +27,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import TraceforgeError
+from ..errors import TraceforgeError
 from .schema import DDL, TRACE_TABLES
 from .sql_params import bind, literal
-from .store import delete_trace_rows, load_public_rows
+from .storage import delete_trace_rows, load_public_rows
 
 if TYPE_CHECKING:
     import duckdb
@@ -339,7 +339,7 @@ def export_store(
     Yields:
         ``(trace_id, written)`` for each trace, ``written`` False when its partition was kept.
     """
-    from .errors import QueryError
+    from ..errors import QueryError
 
     rows = store.con.execute("SELECT trace_id FROM traces ORDER BY trace_id").fetchall()
     stored = [str(r[0]) for r in rows]

@@ -23,14 +23,14 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import QueryError
+from ..store.sql_params import bind
 from . import stats
-from .errors import QueryError
-from .sql_params import bind
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from .store import Store
+    from ..store import Store
 
 EFFICIENCY_THRESHOLD = 0.65
 LATENCY_THRESHOLD = 2.0

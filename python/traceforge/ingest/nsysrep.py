@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import NsysNotFoundError
+from ..errors import NsysNotFoundError
 
 #: Where nsys usually lives when it is not on PATH (newest first after sorting).
 _USUAL_GLOBS = (

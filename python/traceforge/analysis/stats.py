@@ -424,7 +424,7 @@ def compare(
     """
     from scipy import stats as st
 
-    from .errors import QueryError
+    from ..errors import QueryError
 
     xa, _ = _finite(a)
     xb, _ = _finite(b)

@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import QueryError
+from ..store.sql_params import bind
 from . import stats
-from .errors import QueryError
-from .sql_params import bind
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
 
 #: Columns that link tables, in the order they are tried.
 LINK_KEYS: tuple[str, ...] = ("cell_id", "run_id", "trace_id", "device_id")

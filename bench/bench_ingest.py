@@ -2,7 +2,7 @@
 
 Inputs (built once into ``--workdir`` and reused):
 
-* ``llama1b_n1``: the real nsys 2025.3 export of the shared fixtures (183,594 kernels, 31 MB);
+* ``llama1b_n1``: the real nsys 2025.3 export in ``tests/data`` (183,594 kernels, 31 MB);
 * ``llama1b_n1x6``: the same export concatenated six times with sqlite3 (every event of copy *i* shifted by
   *i* x the capture duration, correlation ids offset so they stay unique): 1.1M kernels, ~180 MB.
 
@@ -40,11 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import baselines  # noqa: E402
 
-FIXTURES = Path(
-    os.environ.get("TRACEFORGE_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
-)
-if not FIXTURES.exists():
-    FIXTURES = Path("/work/shared/fixtures")
+#: The real capture's folder: the repository's test data unless ``TRACEFORGE_FIXTURES`` names another.
+FIXTURES = Path(os.environ.get("TRACEFORGE_FIXTURES", Path(__file__).resolve().parents[1] / "tests" / "data"))
 LLAMA_XZ = FIXTURES / "llama1b_n1_h100_nsys2025.3.sqlite.xz"
 
 #: Tables whose rows are replicated by ``concatenate``; the others (metadata, enums, strings) are shared.

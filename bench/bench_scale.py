@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-#: bytes of export per kernel (measured: ~165 B; runtime rows dominate), used only for the disk check.
+#: Bytes of export per kernel, rounded up from what synth writes (runtime rows dominate): the disk check.
 BYTES_PER_KERNEL = 170
 TIME = "/usr/bin/time"
 

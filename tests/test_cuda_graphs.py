@@ -27,6 +27,7 @@ import duckdb
 import pytest
 
 import reference
+from nsys_oracle import run_stats
 
 GRAPH = "known_graphmode_h200_nsys2025.3.sqlite"
 NODE = "known_nodemode_h200_nsys2025.3.sqlite"
@@ -550,3 +551,60 @@ def test_reference_node_mode_kernels(case: Callable[[str], Case]) -> None:
     assert all(k.api is not None and k.api.name.startswith("cudaGraphLaunch") for k in in_graphs)
     assert Counter(Counter((k.pid, k.correlation_id) for k in in_graphs).values()) == {5: 20}
     assert {(r["graph_id"], r["graph_exec_id"], r["kernel_count"]) for r in ref.graph_launches} == {(1, 2, 5)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# nsys stats 2022.4: it knows nothing of GRAPH_TRACE (no report script reads it), so it is an oracle for the
+# kernels of every mode and for node mode's projection, where a graph launch is one call with 5 kernels.
+
+
+@pytest.mark.nsys
+@pytest.mark.parametrize("name", files(GRAPH, NODE, GPUMETRICS))
+def test_kernel_summary_vs_nsys(case: Callable[[str], Case], name: str, nsys_cache: Path) -> None:
+    """kernel_summary stays kernels only: gpukernsum's instances and totals per name, in every mode."""
+    c = case(name)
+    stats = run_stats(c.export, nsys_cache, ("gpukernsum", "nvtxgpuproj"))
+    nsys: dict[str, list[int]] = {}
+    for r in stats["gpukernsum"] or []:
+        count, total = nsys.get(r["Name"], [0, 0])
+        nsys[r["Name"]] = [count + r["Instances"], total + r["Total Time (ns)"]]
+    ours: dict[str, list[int]] = {}
+    for r in c.rows("SELECT name, count, total_ns FROM kernel_summary WHERE trace_id = ?"):
+        count, total = ours.get(r["name"], [0, 0])
+        ours[r["name"]] = [count + r["count"], total + r["total_ns"]]
+    assert ours == nsys
+
+
+@pytest.mark.nsys
+def test_node_mode_projection_vs_nsys(case: Callable[[str], Case], nsys_cache: Path) -> None:
+    """Node mode: nvtxgpuproj projects each ``graph`` range onto its launch's 5 kernels as one GPU op (one
+    call), which is the reference's node-mode graph_launches row; traceforge agrees (today too)."""
+    c = case(NODE)
+    stats = run_stats(c.export, nsys_cache, ("gpukernsum", "nvtxgpuproj"))
+    projected = {
+        (
+            n["PID"],
+            n["TID"],
+            n["Orig Start (ns)"],
+            n["Orig Start (ns)"] + n["Orig Duration (ns)"],
+            n["Name"],
+        ): (
+            n["Projected Start (ns)"],
+            n["Projected Start (ns)"] + n["Projected Duration (ns)"],
+            n["NumGPUOps"],
+        )
+        for n in stats["nvtxgpuproj"] or []
+    }
+    got, expected = _projection(c)
+    assert set(projected) <= set(got)
+    for key, (start, end, calls) in projected.items():
+        assert (got[key]["gpu_start_ns"], got[key]["gpu_end_ns"], got[key]["launch_count"]) == (
+            start,
+            end,
+            calls,
+        )
+    graph_ranges = sorted((k for k in projected if k[4] == "graph"), key=lambda k: k[2])
+    assert len(graph_ranges) == 20
+    launches = sorted(c.ref.graph_launches, key=lambda r: r["start_ns"])
+    assert [projected[k][:2] for k in graph_ranges] == [(r["start_ns"], r["end_ns"]) for r in launches]
+    assert all(expected[k]["gpu_op_count"] == 5 for k in graph_ranges)

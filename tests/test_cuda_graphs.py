@@ -18,6 +18,7 @@ trace without graphs is unchanged) carry no mark.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -608,3 +609,124 @@ def test_node_mode_projection_vs_nsys(case: Callable[[str], Case], nsys_cache: P
     launches = sorted(c.ref.graph_launches, key=lambda r: r["start_ns"])
     assert [projected[k][:2] for k in graph_ranges] == [(r["start_ns"], r["end_ns"]) for r in launches]
     assert all(expected[k]["gpu_op_count"] == 5 for k in graph_ranges)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Edge cases: the graph-mode capture with GRAPH_TRACE rows added (the real captures never overlap a graph
+# execution with a kernel), and the node-mode graph launch of tests/export_builder.py's ``nvtx`` case.
+
+#: Rows added to a copy of the graph-mode capture:
+#: (start, end, streamId, correlationId, graphId, graphExecId).
+EXTRA_GRAPH_ROWS = [
+    # Overlaps the first iterations' kernels on a stream of its own (up to a moment when 5 kernels run) and
+    # bridges the two gaps after the first (3.4 and 12.5 us): a 6th concurrent activity, a stream with graph
+    # work and no kernel, and no API call with its correlation id.
+    (495_300_000, 495_530_000, 99, 100_000, 7, 8),
+    # Zero length inside the next gap: counted (graph_launch_count, first/last), never active, splits nothing.
+    (495_700_000, 495_700_000, 13, None, 7, 8),
+]
+EDGE_GRAPH = "graph_edge"
+EDGE_NODE = "nvtx"
+
+
+@pytest.fixture(scope="module")
+def edge_case(
+    case: Callable[[str], Case],
+    edge_export: Callable[[str], Path],
+    ingested: Callable[[Path], tuple[Path, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str], Case]:
+    made: dict[str, Case] = {}
+
+    def get(name: str) -> Case:
+        if name not in made:
+            if name == EDGE_GRAPH:
+                export = tmp_path_factory.mktemp("graph_edge") / "graph_edge.sqlite"
+                export.write_bytes(case(GRAPH).export.read_bytes())
+                con = sqlite3.connect(export)
+                pid_global = con.execute(
+                    "SELECT globalPid FROM CUPTI_ACTIVITY_KIND_GRAPH_TRACE LIMIT 1"
+                ).fetchone()[0]
+                con.executemany(
+                    "INSERT INTO CUPTI_ACTIVITY_KIND_GRAPH_TRACE (start, end, deviceId, contextId,"
+                    " greenContextId, streamId, correlationId, globalPid, graphId, graphExecId)"
+                    " VALUES (?, ?, 0, 1, 0, ?, ?, ?, ?, ?)",
+                    [(s, e, stream, corr, pid_global, g, x) for s, e, stream, corr, g, x in EXTRA_GRAPH_ROWS],
+                )
+                con.commit()
+                con.close()
+            else:
+                export = edge_export(name)
+            db, trace_id = ingested(export)
+            made[name] = Case(name, export, db, trace_id, reference.compute(str(export)))
+        return made[name]
+
+    return get
+
+
+def test_reference_graph_edge_export(edge_case: Callable[[str], Case]) -> None:
+    """What the added rows do to the reference: a 6th concurrent activity, two gaps fewer, a graph-only
+    stream."""
+    ref = edge_case(EDGE_GRAPH).ref
+    m = ref.device_metrics[0]
+    assert (m["graph_launch_count"], m["graph_ns"]) == (22, 1_120_638 + 230_000)
+    assert m["max_concurrency"] == 6 and m["gap_count"] == 70 - 2 and m["stream_count"] == 6
+    s = ref.stream_metrics[(0, 99)]
+    assert (s["kernel_count"], s["graph_launch_count"], s["busy_ns"], s["launch_matched"]) == (
+        0,
+        1,
+        230_000,
+        0,
+    )
+    assert m["launch_matched"] == 270
+    assert len(ref.graph_launches) == 22 and ref.graph_summary[(0, 7)]["count"] == 2
+    nodes = edge_case(EDGE_NODE).ref
+    # export_builder copies llama's META_DATA_CAPTURE, which says MODE=Graph: the recorded setting wins over
+    # what the rows suggest (issue 21: "from META_DATA_CAPTURE ..., else inferred").
+    assert nodes.cuda_graph_trace == "graph"
+    assert [(r["kernel_count"], r["graph_id"], r["graph_exec_id"]) for r in nodes.graph_launches] == [
+        (5, 0, 0)
+    ]
+
+
+@pytest.mark.parametrize("name", [pytest.param(EDGE_GRAPH, marks=NOT_YET), EDGE_NODE])
+def test_edge_metrics(edge_case: Callable[[str], Case], name: str) -> None:
+    c = edge_case(name)
+    _compare_metrics(c, "device_metrics", EXISTING_COLUMNS)
+    _compare_metrics(c, "stream_metrics", EXISTING_COLUMNS)
+
+
+@pytest.mark.parametrize("name", [EDGE_GRAPH, EDGE_NODE])
+@NOT_YET
+def test_edge_graph_tables(edge_case: Callable[[str], Case], name: str) -> None:
+    c = edge_case(name)
+    _compare_metrics(c, "device_metrics", GRAPH_COLUMNS)
+    _compare_metrics(c, "stream_metrics", GRAPH_COLUMNS)
+    got = c.rows(
+        "SELECT * FROM graph_launches WHERE trace_id = ? ORDER BY device_id, start_ns, stream_id, pid"
+    )
+    assert [{k: r[k] for k in GRAPH_LAUNCH_COLUMNS} for r in got] == [
+        {k: r[k] for k in GRAPH_LAUNCH_COLUMNS} for r in c.ref.graph_launches
+    ]
+    summary = {
+        (r["device_id"], r["graph_id"]): r for r in c.rows("SELECT * FROM graph_summary WHERE trace_id = ?")
+    }
+    assert set(summary) == set(c.ref.graph_summary)
+    for key, e in c.ref.graph_summary.items():
+        assert all(same(summary[key][col], e[col]) for col in GRAPH_SUMMARY_COLUMNS), (key, summary[key], e)
+    (trace,) = c.rows("SELECT cuda_graph_trace FROM traces WHERE trace_id = ?")
+    assert trace["cuda_graph_trace"] == c.ref.cuda_graph_trace
+
+
+@pytest.mark.parametrize("name", [pytest.param(EDGE_GRAPH, marks=NOT_YET), EDGE_NODE])
+def test_edge_levels_and_gaps(edge_case: Callable[[str], Case], name: str) -> None:
+    c = edge_case(name)
+    levels: dict[int, dict[int, int]] = {}
+    for r in c.rows("SELECT device_id, level, time_ns FROM concurrency_levels WHERE trace_id = ?"):
+        if r["time_ns"]:
+            levels.setdefault(r["device_id"], {})[r["level"]] = r["time_ns"]
+    assert levels == {d: lv for d, lv in c.ref.concurrency_levels.items() if lv}
+    gaps: dict[int, list[tuple[int, int]]] = {}
+    for r in c.rows("SELECT device_id, start_ns, end_ns FROM gaps WHERE trace_id = ?"):
+        gaps.setdefault(r["device_id"], []).append((r["start_ns"], r["end_ns"]))
+    assert {d: sorted(g) for d, g in gaps.items()} == {d: sorted(g) for d, g in c.ref.gaps.items() if g}

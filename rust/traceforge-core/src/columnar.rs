@@ -13,7 +13,7 @@ use arrow_array::{
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, SchemaRef};
 
-use crate::export::NULL_I64;
+use crate::ids::NULL_I64;
 
 /// Rows per batch handed to Python.
 pub const BATCH_ROWS: usize = 1 << 17;

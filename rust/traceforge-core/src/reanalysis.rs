@@ -11,10 +11,11 @@ use arrow_schema::{ArrowError, DataType};
 
 use crate::columnar::BatchStream;
 use crate::error::{Error, Result};
-use crate::export::events::launch_key;
-use crate::export::NULL_I64;
-use crate::timeline::{self, KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
-use crate::trace::{self, NvtxRanges};
+use crate::ids::{launch_key, NULL_I64};
+use crate::ingest::tables;
+use crate::options::IngestOptions;
+use crate::timeline::{self, NvtxRanges};
+use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     b.column_by_name(name)
@@ -83,6 +84,7 @@ impl Ops {
     }
 }
 
+/// The CUPTI copy kind id of a stored copy kind label.
 fn copy_kind_id(label: &str) -> i64 {
     (0..=13).find(|&k| crate::export::events::copy_kind_label(k) == label).unwrap_or(0)
 }
@@ -93,11 +95,12 @@ fn arrow(e: ArrowError) -> Error {
     Error::Invalid(format!("reading stored rows: {e}"))
 }
 
-/// Derived tables recomputed from stored rows; names as in [`crate::trace::Trace::TABLES`].
+/// Derived tables recomputed from stored rows; names as in [`crate::ingest::Trace::WRITE_ORDER`].
 pub fn rederive(
     kernels: Batches<'_>,
     memops: Batches<'_>,
     nvtx: Batches<'_>,
+    options: &IngestOptions,
 ) -> Result<Vec<(&'static str, BatchStream)>> {
     let mut k = Ops::default();
     let mut names: Vec<String> = Vec::new();
@@ -183,19 +186,19 @@ pub fn rederive(
         bytes: &m_bytes,
     };
     let (projected, [rt, rs, re]) = r.projectable();
-    let mut d = timeline::derive(&kv, &mv, &RangesView { thread: &rt, start: &rs, end: &re });
+    let mut d = timeline::derive(&kv, &mv, &RangesView { thread: &rt, start: &rs, end: &re }, options);
     d.gaps.materialize(&kv.ops);
 
     let one = |b: std::result::Result<RecordBatch, ArrowError>| -> Result<BatchStream> {
         Ok(BatchStream::from_batches(b.map_err(arrow)?, Vec::new()))
     };
     Ok(vec![
-        ("device_metrics", one(trace::metrics_batch(&d.device_metrics, false))?),
-        ("stream_metrics", one(trace::metrics_batch(&d.stream_metrics, true))?),
-        ("concurrency_levels", one(trace::levels_batch(&d.concurrency_levels))?),
-        ("gap_rows", one(trace::gaps_batch(&d.gaps, 0..d.gaps.len()))?),
-        ("kernel_summary", one(trace::kernel_summary_batch(&d.kernel_summary, |id| names.get(id as usize).cloned()))?),
-        ("memop_summary", one(trace::memop_summary_batch(&d.memop_summary))?),
-        ("nvtx_projection", one(trace::projection_batch(&d.projection, &r, &projected))?),
+        ("device_metrics", one(tables::metrics_batch(&d.device_metrics, false))?),
+        ("stream_metrics", one(tables::metrics_batch(&d.stream_metrics, true))?),
+        ("concurrency_levels", one(tables::levels_batch(&d.concurrency_levels))?),
+        ("gap_rows", one(tables::gaps_batch(&d.gaps, 0..d.gaps.len()))?),
+        ("kernel_summary", one(tables::kernel_summary_batch(&d.kernel_summary, |id| names.get(id as usize).cloned()))?),
+        ("memop_summary", one(tables::memop_summary_batch(&d.memop_summary))?),
+        ("nvtx_projection", one(tables::projection_batch(&d.projection, &r, &projected))?),
     ])
 }

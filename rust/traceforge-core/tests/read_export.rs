@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 use traceforge_core::error::Error;
-use traceforge_core::trace::Trace;
+use traceforge_core::ingest::Trace;
+use traceforge_core::options::IngestOptions;
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("traceforge-core-test-{}", std::process::id()));
@@ -93,7 +94,7 @@ fn build_export(path: &Path, schema_major: &str, with_kernels: bool) {
 }
 
 fn open(path: &Path) -> Result<Arc<Trace>, Error> {
-    Trace::open(path, 2, Arc::new(AtomicBool::new(false)))
+    Trace::open(path, &IngestOptions::default().with_threads(2), Arc::new(AtomicBool::new(false)))
 }
 
 #[test]
@@ -129,11 +130,56 @@ fn api_stream_emits_every_runtime_row() {
     let p = tmp("stream.sqlite");
     build_export(&p, "3", true);
     let t = open(&p).unwrap();
-    let rows: usize = t.api_stream().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    let rows: usize = t.table("api_call_rows").unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 4);
     assert_eq!(t.counts().api_calls, 4);
     let kernels: usize = t.table("kernel_rows").unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(kernels, 5);
+    // The API tables stream once.
+    assert_eq!(t.table("api_call_rows").err().map(|e| e.code()), Some("invalid"));
+}
+
+/// Every table's rows, by name, read through `tables()` or through the one-table-at-a-time calls.
+fn rows_by_table(t: &Arc<Trace>, all_at_once: bool) -> Vec<(String, Vec<arrow_array::RecordBatch>)> {
+    let read = |s: traceforge_core::columnar::BatchStream| s.map(|b| b.unwrap()).collect::<Vec<_>>();
+    if all_at_once {
+        t.tables().map(|item| item.unwrap()).map(|(name, s)| (name.to_string(), read(s))).collect()
+    } else {
+        let mut out = vec![("api_call_rows".to_string(), read(t.table("api_call_rows").unwrap()))];
+        t.finish().unwrap();
+        for &name in Trace::tables_after_api_calls() {
+            out.push((name.to_string(), read(t.table(name).unwrap())));
+        }
+        out
+    }
+}
+
+#[test]
+fn tables_yields_every_table_in_write_order_with_the_rows_of_the_old_protocol() {
+    let p = tmp("tables.sqlite");
+    build_export(&p, "3", true);
+    let via_tables = rows_by_table(&open(&p).unwrap(), true);
+    let names: Vec<&str> = via_tables.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(names, Trace::WRITE_ORDER.to_vec());
+    assert_eq!(names[0], "api_call_rows");
+    // The dictionaries follow the streams that build them.
+    let at = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(at("kernel_classes") > at("kernel_rows") && at("api_call_classes") > at("api_call_rows"));
+    assert_eq!(via_tables, rows_by_table(&open(&p).unwrap(), false));
+    let rows = |n: &str| via_tables[at(n)].1.iter().map(|b| b.num_rows()).sum::<usize>();
+    assert_eq!((rows("api_call_rows"), rows("kernel_rows"), rows("memops")), (4, 5, 1));
+}
+
+#[test]
+fn tables_stops_after_an_error() {
+    let p = tmp("tables_error.sqlite");
+    build_export(&p, "3", true);
+    let t = open(&p).unwrap();
+    // The API tables were streamed already: the first pair is an error, then nothing.
+    let _ = t.table("api_call_rows").unwrap().count();
+    let mut tables = t.tables();
+    assert!(tables.next().unwrap().is_err());
+    assert!(tables.next().is_none());
 }
 
 #[test]

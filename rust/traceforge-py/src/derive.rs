@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyDict};
 
 use traceforge_core::error::Error;
+use traceforge_core::options::IngestOptions;
 
 use crate::{run_native, ArrowStream};
 
@@ -34,8 +35,10 @@ fn rederive<'py>(
     let mut k = import_stream(kernels)?;
     let mut m = import_stream(memops)?;
     let mut n = import_stream(nvtx_ranges)?;
-    let tables =
-        run_native(py, move || -> Result<_, Error> { traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n) })?;
+    let options = IngestOptions::from_env();
+    let tables = run_native(py, move || -> Result<_, Error> {
+        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, &options)
+    })?;
     let out = PyDict::new(py);
     for (name, stream) in tables {
         out.set_item(name, ArrowStream::new(Box::new(stream)))?;

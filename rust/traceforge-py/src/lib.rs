@@ -5,13 +5,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use traceforge_core::error::Error;
-use traceforge_core::trace::Trace;
+use traceforge_core::error::{Error, ERROR_CODES};
+use traceforge_core::ingest::{Tables, Trace};
+use traceforge_core::options::IngestOptions;
 
 mod arrow_stream;
 mod derive;
@@ -19,28 +20,15 @@ mod synth;
 
 pub use arrow_stream::ArrowStream;
 
-/// Python exception class (in `traceforge.errors`) for a core error code.
-fn exception_class(code: &str) -> &'static str {
-    match code {
-        "not_found" => "InputNotFoundError",
-        "permission" => "InputPermissionError",
-        "not_an_export" => "NotAnExportError",
-        "corrupt" => "CorruptExportError",
-        "missing_table" => "MissingTableError",
-        "unsupported_schema" => "UnsupportedSchemaError",
-        "interrupted" => "IngestInterrupted",
-        _ => "TraceforgeError",
-    }
-}
-
-/// Convert a core error into the matching `traceforge.errors` exception.
+/// Convert a core error into the matching `traceforge.errors` exception: the class comes from
+/// `traceforge.errors.class_for_code`, the one table of codes and classes.
 pub(crate) fn to_py_err(err: Error) -> PyErr {
     Python::with_gil(|py| {
         let (path, message) = err.parts();
         let path = path.map(|p| p.display().to_string());
         let build = || -> PyResult<PyErr> {
             let module = py.import("traceforge.errors")?;
-            let class = module.getattr(exception_class(err.code()))?;
+            let class = module.call_method1("class_for_code", (err.code(),))?;
             let kwargs = PyDict::new(py);
             kwargs.set_item("path", path.clone())?;
             let instance = class.call((message.clone(),), Some(&kwargs))?;
@@ -76,6 +64,12 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(info)
 }
 
+/// Every error code the core can raise (each `traceforge.errors` class's `code`).
+#[pyfunction]
+fn error_codes() -> Vec<&'static str> {
+    ERROR_CODES.to_vec()
+}
+
 /// xxh3-128 of a file's bytes as 32 hex digits.
 #[pyfunction]
 fn fingerprint(py: Python<'_>, path: PathBuf) -> PyResult<String> {
@@ -99,7 +93,7 @@ impl TraceHandle {
         d.set_item("file_size_bytes", t.file.size)?;
         d.set_item("nsys_version", t.caps.nsys_version())?;
         d.set_item("schema_version", t.caps.schema_version())?;
-        let opt = |v: i64| (v != traceforge_core::export::NULL_I64).then_some(v);
+        let opt = |v: i64| (v != traceforge_core::ids::NULL_I64).then_some(v);
         d.set_item("capture_start_utc_ns", opt(t.target.session_start_utc_ns))?;
         d.set_item("trace_start_ns", opt(t.target.trace_start_ns))?;
         d.set_item("trace_end_ns", opt(t.target.trace_end_ns))?;
@@ -117,10 +111,15 @@ impl TraceHandle {
         Ok(d)
     }
 
-    /// The `api_calls` table as an Arrow stream; must be consumed before `finish`.
-    fn api_calls(&self) -> PyResult<ArrowStream> {
-        let stream = self.trace.api_stream().map_err(to_py_err)?;
-        Ok(ArrowStream::new(Box::new(stream)))
+    /// Every stored table in write order, as an iterator of `(name, stream)` pairs; consume each
+    /// stream before taking the next pair.
+    fn tables(&self) -> TableIterator {
+        TableIterator { tables: Mutex::new(self.trace.tables()) }
+    }
+
+    /// The `api_call_rows` table as an Arrow stream; must be consumed before `finish`.
+    fn api_calls(&self, py: Python<'_>) -> PyResult<ArrowStream> {
+        self.table(py, "api_call_rows".into())
     }
 
     /// Derive every metric (matching launches first if `api_calls` was not streamed).
@@ -136,15 +135,35 @@ impl TraceHandle {
         Ok(ArrowStream::new(Box::new(stream)))
     }
 
-    /// Names of the tables `table` emits, in write order.
+    /// Names of the tables `table` emits after `api_calls`, in write order.
     #[staticmethod]
     fn table_names() -> Vec<&'static str> {
-        Trace::TABLES.to_vec()
+        Trace::tables_after_api_calls().to_vec()
     }
 
     /// Ask running scans to stop (Ctrl-C).
     fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The stored tables of a trace in write order: `(name, ArrowStream)` pairs, each made when it is reached
+/// (the metrics are derived, without the GIL, when the first table after `api_call_rows` is asked for).
+#[pyclass(module = "traceforge._core", frozen)]
+struct TableIterator {
+    tables: Mutex<Tables>,
+}
+
+#[pymethods]
+impl TableIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<(&'static str, ArrowStream)>> {
+        let tables = &self.tables;
+        let next = run_native(py, || tables.lock().unwrap_or_else(|p| p.into_inner()).next().transpose())?;
+        Ok(next.map(|(name, stream)| (name, ArrowStream::new(Box::new(stream)))))
     }
 }
 
@@ -181,16 +200,19 @@ impl CancelToken {
 fn open_trace(py: Python<'_>, path: PathBuf, threads: usize, cancel: Option<&CancelToken>) -> PyResult<TraceHandle> {
     let cancel = cancel.map(|token| Arc::clone(&token.flag)).unwrap_or_default();
     let c = Arc::clone(&cancel);
-    let trace = run_native(py, move || Trace::open(&path, threads, c))?;
+    let options = IngestOptions::from_env().with_threads(threads);
+    let trace = run_native(py, move || Trace::open(&path, &options, c))?;
     Ok(TraceHandle { trace, cancel })
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(open_trace, m)?)?;
     m.add_class::<TraceHandle>()?;
+    m.add_class::<TableIterator>()?;
     m.add_class::<CancelToken>()?;
     m.add_class::<ArrowStream>()?;
     derive::register(m)?;

@@ -1,4 +1,5 @@
-//! Typed, column-major event tables read from an export.
+//! Typed, column-major event tables read from an export: GPU operations (kernels held compact, by
+//! shape), CUDA API chunks, NVTX events, synchronization events, and the capture's target information.
 use std::sync::atomic::AtomicBool;
 
 use rusqlite::types::ValueRef;
@@ -6,9 +7,10 @@ use rusqlite::types::ValueRef;
 use super::open::ExportFile;
 use super::probe::{self, Capabilities};
 use super::scan::{scan_chunk_rows, scan_table, IntColumns, RowSink, ScanReader};
-use super::NULL_I64;
 use crate::error::{Error, Result};
-use crate::timeline::{Column, Correlations, LaunchKeys};
+use crate::ids::{decode_global_id, launch_key, NULL_I64};
+use crate::options::IngestOptions;
+use crate::views::{Column, Correlations, LaunchKeys};
 
 fn exprs(caps: &Capabilities, table: &str, columns: &[&str]) -> Vec<String> {
     columns.iter().map(|c| caps.column_or_null(table, c)).collect()
@@ -135,16 +137,6 @@ pub struct GpuOps {
     pub memops: Memops,
 }
 
-/// `(pid << 40) | correlationId`: correlation ids are unique only within a process.
-#[inline]
-pub fn launch_key(pid: i64, correlation: i64) -> i64 {
-    if pid == NULL_I64 || correlation == NULL_I64 {
-        NULL_I64
-    } else {
-        (pid << 40) | (correlation & 0xFF_FFFF_FFFF)
-    }
-}
-
 /// A device or stream id as i32 (nsys ids are small; NULL and out-of-range become -1).
 #[inline]
 fn small_id(v: i64) -> i32 {
@@ -218,13 +210,18 @@ pub fn kernel_exprs(file: &ExportFile, caps: &Capabilities) -> Result<Vec<String
 }
 
 /// Read kernels (compact), memcpy and memset.
-pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<GpuOps> {
+pub fn read_gpu_ops(
+    file: &ExportFile,
+    caps: &Capabilities,
+    options: &IngestOptions,
+    cancel: &AtomicBool,
+) -> Result<GpuOps> {
     let t = probe::KERNEL_TABLE;
     let kernel_columns = kernel_exprs(file, caps)?;
+    let (threads, reader) = (options.reader_threads(), ScanReader::chosen(options));
     // Each chunk interns its shapes locally (chunks are read in parallel); ids are made global below.
-    let parts =
-        scan_chunk_rows(file, t, &kernel_columns, threads, cancel, ScanReader::Auto, KernelChunk::with_capacity)?;
-    let kernels = concat_kernels(parts);
+    let parts = scan_chunk_rows(file, t, &kernel_columns, threads, cancel, reader, KernelChunk::with_capacity)?;
+    let kernels = concat_kernels(parts, options.low_memory_above);
     crate::memory::release_free_memory(); // the chunks' pieces
     let mut memops = Memops::default();
     for (op, table) in [(0u8, probe::MEMCPY_TABLE), (1u8, probe::MEMSET_TABLE)] {
@@ -233,14 +230,14 @@ pub fn read_gpu_ops(file: &ExportFile, caps: &Capabilities, threads: usize, canc
         }
         caps.require_columns(file, table, &["start", "end", "deviceId", "streamId", "bytes"])?;
         let cols = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid", "bytes", "copyKind"];
-        let (mut c, _) = scan_table(file, table, &exprs(caps, table, &cols), &[], threads, cancel)?;
+        let (mut c, _) = scan_table(file, table, &exprs(caps, table, &cols), &[], threads, cancel, reader)?;
         let n = c[0].len();
         memops.op.extend(std::iter::repeat_n(op, n));
         memops.start.extend(take(&mut c, 0));
         memops.end.extend(take(&mut c, 1));
         memops.device.extend(c[2].iter().map(|&v| small_id(v)));
         memops.stream.extend(c[3].iter().map(|&v| small_id(v)));
-        memops.launch.extend(c[5].iter().zip(&c[4]).map(|(&g, &corr)| launch_key(super::decode_global_id(g).0, corr)));
+        memops.launch.extend(c[5].iter().zip(&c[4]).map(|(&g, &corr)| launch_key(decode_global_id(g).0, corr)));
         memops.correlation.extend(take(&mut c, 4));
         memops.global_pid.extend(take(&mut c, 5));
         memops.bytes.extend(take(&mut c, 6));
@@ -282,7 +279,7 @@ impl RowSink for KernelChunk {
         for (slot, &col) in key.iter_mut().zip(&SHAPE_COLUMNS) {
             *slot = c[col];
         }
-        key[SHAPE_PID] = super::decode_global_id(key[SHAPE_PID]).0;
+        key[SHAPE_PID] = decode_global_id(key[SHAPE_PID]).0;
         let next = k.shapes.len() as u32;
         k.shape.push(*self.ids.entry(key).or_insert_with(|| {
             k.shapes.push(key);
@@ -306,8 +303,9 @@ impl RowSink for KernelChunk {
 }
 
 /// Join per-chunk kernels in rowid order, renumbering shape ids to one trace-wide list. Columns are
-/// copied one at a time, each chunk's piece freed as it goes, so the peak is the table plus one column.
-fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
+/// copied one at a time, each chunk's piece freed as it goes, so the peak is the table plus one column;
+/// up to `low_memory_above` kernels the columns are gathered side by side instead.
+fn concat_kernels(mut parts: Vec<Kernels>, low_memory_above: usize) -> Kernels {
     let total: usize = parts.iter().map(Kernels::len).sum();
     let mut ids: ahash::AHashMap<KernelShape, u32> = ahash::AHashMap::new();
     let mut out = Kernels::default();
@@ -346,7 +344,7 @@ fn concat_kernels(mut parts: Vec<Kernels>) -> Kernels {
     }
     let (start, end) = (pieces(&mut parts, |p| &mut p.start), pieces(&mut parts, |p| &mut p.end));
     let correlation = pieces(&mut parts, |p| &mut p.correlation);
-    if total <= crate::memory::low_memory_above() {
+    if total <= low_memory_above {
         ((out.start, out.end), out.correlation) =
             rayon::join(|| rayon::join(|| column(start, total), || column(end, total)), || column(correlation, total));
     } else {
@@ -419,7 +417,14 @@ pub struct NvtxEvents {
     pub text: Vec<Option<String>>,
 }
 
-pub fn read_nvtx(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<NvtxEvents> {
+/// Read every NVTX event (an export without NVTX gives none).
+pub fn read_nvtx(
+    file: &ExportFile,
+    caps: &Capabilities,
+    options: &IngestOptions,
+    cancel: &AtomicBool,
+) -> Result<NvtxEvents> {
+    let (threads, reader) = (options.reader_threads(), ScanReader::chosen(options));
     let t = probe::NVTX_TABLE;
     if !caps.has_table(t) {
         return Ok(NvtxEvents::default());
@@ -427,7 +432,7 @@ pub fn read_nvtx(file: &ExportFile, caps: &Capabilities, threads: usize, cancel:
     caps.require_columns(file, t, &["start", "eventType"])?;
     let cols = ["start", "end", "eventType", "globalTid", "textId", "domainId"];
     let text = vec![caps.column_or_null(t, "text")];
-    let (mut c, mut texts) = scan_table(file, t, &exprs(caps, t, &cols), &text, threads, cancel)?;
+    let (mut c, mut texts) = scan_table(file, t, &exprs(caps, t, &cols), &text, threads, cancel, reader)?;
     Ok(NvtxEvents {
         start: take(&mut c, 0),
         end: take(&mut c, 1),
@@ -451,14 +456,21 @@ pub struct SyncEvents {
     pub sync_type: Vec<i64>,
 }
 
-pub fn read_sync(file: &ExportFile, caps: &Capabilities, threads: usize, cancel: &AtomicBool) -> Result<SyncEvents> {
+/// Read the synchronization events (an export without them gives none).
+pub fn read_sync(
+    file: &ExportFile,
+    caps: &Capabilities,
+    options: &IngestOptions,
+    cancel: &AtomicBool,
+) -> Result<SyncEvents> {
+    let (threads, reader) = (options.reader_threads(), ScanReader::chosen(options));
     let t = probe::SYNC_TABLE;
     if !caps.has_table(t) {
         return Ok(SyncEvents::default());
     }
     caps.require_columns(file, t, &["start", "end"])?;
     let cols = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid", "syncType"];
-    let (mut c, _) = scan_table(file, t, &exprs(caps, t, &cols), &[], threads, cancel)?;
+    let (mut c, _) = scan_table(file, t, &exprs(caps, t, &cols), &[], threads, cancel, reader)?;
     Ok(SyncEvents {
         start: take(&mut c, 0),
         end: take(&mut c, 1),
@@ -596,7 +608,7 @@ pub fn read_target_info(
         && caps.has_column("ThreadNames", "nameId")
     {
         for_each_row(file, conn, "SELECT globalTid, nameId FROM ThreadNames", |r| {
-            let (pid, tid) = super::decode_global_id(int_cell(r.get_ref(0)?));
+            let (pid, tid) = decode_global_id(int_cell(r.get_ref(0)?));
             let name = strings.get(int_cell(r.get_ref(1)?)).map(str::to_string);
             info.threads.push((pid, tid, name));
             Ok(())
@@ -650,7 +662,7 @@ mod tests {
         let first = part(vec![a, b], vec![0, 1, 0], vec![10, WIDE, 12], vec![(1, 1 << 40)]);
         // The second chunk saw b first: its local id 0 is the trace's id 1.
         let second = part(vec![b, c], vec![0, 1], vec![WIDE, 14], vec![(0, 1 << 41)]);
-        let k = concat_kernels(vec![first, second]);
+        let k = concat_kernels(vec![first, second], usize::MAX);
         assert_eq!(k.shapes, vec![a, b, c]);
         assert_eq!(k.shape, vec![0, 1, 0, 1, 2]);
         assert_eq!(k.start, vec![0, 1, 2, 0, 1]);

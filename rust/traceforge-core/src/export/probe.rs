@@ -157,3 +157,73 @@ impl Capabilities {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal export in a temp dir whose metadata rows are `meta`, probed.
+    fn probe_with(name: &str, meta_table: &str, meta: &[(&str, &str)]) -> Result<Capabilities> {
+        let dir = std::env::temp_dir().join(format!("traceforge-probe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(&format!(
+            "CREATE TABLE StringIds (id INTEGER NOT NULL PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE {meta_table} (name TEXT NOT NULL, value TEXT);"
+        ))
+        .unwrap();
+        for (k, v) in meta {
+            c.execute(&format!("INSERT INTO {meta_table} VALUES (?1, ?2)"), [k, v]).unwrap();
+        }
+        drop(c);
+        let file = ExportFile::open(&path).unwrap();
+        let conn = file.connect().unwrap();
+        Capabilities::probe(&file, &conn)
+    }
+
+    #[test]
+    fn a_newer_schema_major_is_refused_with_its_versions() {
+        let newer = (MAX_SCHEMA_MAJOR + 1).to_string();
+        let err = probe_with(
+            "newer.sqlite",
+            "META_DATA_EXPORT",
+            &[
+                ("EXPORT_SCHEMA_VERSION_MAJOR", &newer),
+                ("EXPORT_SCHEMA_VERSION", &format!("{newer}.1.0")),
+                ("EXPORT_PRODUCT_VERSION", "2031.1.0.0"),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::UnsupportedSchema { .. }), "{err:?}");
+        assert_eq!(err.code(), "unsupported_schema");
+        let text = err.to_string();
+        assert!(text.contains(&format!("{newer}.1.0")) && text.contains("2031.1.0.0"), "{text}");
+        assert!(text.contains("newer.sqlite"), "{text}");
+    }
+
+    #[test]
+    fn the_major_is_taken_from_the_full_version_when_it_is_the_only_one() {
+        // nsys 2022.x writes EXPORT_META_DATA and no separate major.
+        let newer = format!("{}.0.1", MAX_SCHEMA_MAJOR + 1);
+        let err = probe_with("newer_full.sqlite", "EXPORT_META_DATA", &[("EXPORT_SCHEMA_VERSION", &newer)]);
+        assert!(matches!(err, Err(Error::UnsupportedSchema { .. })));
+    }
+
+    #[test]
+    fn the_supported_schema_and_older_ones_are_accepted() {
+        for major in 1..=MAX_SCHEMA_MAJOR {
+            let version = format!("{major}.20.3");
+            let caps = probe_with(
+                &format!("schema{major}.sqlite"),
+                "META_DATA_EXPORT",
+                &[("EXPORT_SCHEMA_VERSION_MAJOR", &major.to_string()), ("EXPORT_SCHEMA_VERSION", &version)],
+            )
+            .unwrap();
+            assert_eq!(caps.schema_version(), Some(version.as_str()));
+        }
+        // No version at all: nothing to refuse.
+        assert!(probe_with("unversioned.sqlite", "META_DATA_EXPORT", &[]).is_ok());
+    }
+}

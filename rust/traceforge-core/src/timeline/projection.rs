@@ -4,10 +4,10 @@
 //! inside `[range start, range end)`. Launches (API calls that launched GPU work) are grouped per thread
 //! and sorted by start, so each range is two binary searches plus O(log n) queries on prefix sums and
 //! min/max segment trees, whatever the nesting depth.
+use crate::ids::NULL_I64;
 #[cfg(test)]
-use super::Threads;
-use super::{KernelsView, MemopsView, OpsView, RangesView};
-use crate::export::NULL_I64;
+use crate::views::Threads;
+use crate::views::{KernelsView, MemopsView, OpsView, RangesView};
 use rayon::slice::ParallelSliceMut;
 
 /// Projection of one range (index into the [`RangesView`]).
@@ -260,7 +260,7 @@ fn project_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::{Column, LaunchKeys};
+    use crate::views::{Column, LaunchKeys};
 
     /// Kernels on device 0, stream 0, from (start, end, thread, api_start, launch) columns.
     fn kernels_view<'a>(dev: &'a [i32], names: &'a [u32], c: [&'a [i64]; 5]) -> KernelsView<'a> {

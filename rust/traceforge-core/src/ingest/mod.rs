@@ -1,0 +1,479 @@
+//! One trace from export to tables: read, match launches, derive metrics, emit Arrow streams.
+//!
+//! The order matters and is enforced here: GPU operations are read first (they are what the metrics
+//! need), then the CUDA API tables stream through (they are the largest tables and are never held in
+//! memory: each chunk is matched against the GPU operations and handed on), then [`Trace::finish`]
+//! derives every metric, then the remaining tables are emitted. [`Trace::tables`] walks that order: it
+//! yields every stored table, in the order it must be written, as a `(name, stream)` pair.
+//!
+//! The parts: [`launch`] matches API calls to GPU operations, [`classes`] interns the values that
+//! repeat (kernel and API call classes), [`tables`] builds each table's Arrow batches, and
+//! [`api_reader`] reads the API tables in the background from the moment the trace is opened.
+mod api_reader;
+mod classes;
+mod launch;
+pub(crate) mod tables;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+
+use self::api_reader::{read_api_tables, ApiChunks};
+use self::classes::{Dictionaries, Interner, KernelClassIds};
+use self::launch::LaunchState;
+use self::tables::{
+    api_batch, api_classes_batch, devices_batch, gaps_batch, kernel_classes_batch, kernel_summary_batch, kernels_batch,
+    levels_batch, memop_summary_batch, memops_batch, metrics_batch, nvtx_batch, processes_batch, projection_batch,
+    sync_batch, threads_batch, BatchResult,
+};
+use crate::columnar::{batch, int_col, BatchStream, BATCH_ROWS};
+use crate::error::{Error, Result};
+use crate::export::events::{self, ApiChunk, GpuOps, NvtxEvents, SyncEvents, TargetInfo};
+use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
+use crate::export::scan::ScanReader;
+use crate::export::{Capabilities, ExportFile, StringTable};
+use crate::options::IngestOptions;
+use crate::timeline::nvtx::{build_nvtx_ranges, NvtxEventColumns, NvtxRanges};
+use crate::timeline::{self, Derived};
+use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
+
+/// Results of [`Trace::finish`].
+pub struct Finished {
+    pub derived: Derived,
+    pub nvtx: NvtxRanges,
+    /// Index into `nvtx` of each projected range (the rows of `derived.projection`).
+    pub projected: Vec<usize>,
+}
+
+/// Counts for the `traces` row.
+#[derive(Debug, Clone, Default)]
+pub struct TraceCounts {
+    pub kernels: u64,
+    pub memops: u64,
+    pub api_calls: u64,
+    pub nvtx: u64,
+}
+
+/// One export being ingested.
+pub struct Trace {
+    pub file: ExportFile,
+    /// What the export holds (tables, columns, schema version).
+    pub caps: Capabilities,
+    /// The capture's GPUs, processes, threads and clocks.
+    pub target: TargetInfo,
+    pub(crate) strings: StringTable,
+    pub(crate) ops: GpuOps,
+    pub(crate) nvtx_events: NvtxEvents,
+    pub(crate) sync: SyncEvents,
+    cancel: Arc<AtomicBool>,
+    /// The options it was opened with, `threads` resolved (never 0).
+    options: IngestOptions,
+    launches: Mutex<LaunchState>,
+    /// The API tables' chunks, being read since the trace was opened, until `api_stream` takes them.
+    api_chunks: Mutex<Option<ApiChunks>>,
+    dictionaries: Mutex<Dictionaries>,
+    /// Gaps from [`Trace::finish`] until `gap_rows` is emitted.
+    gaps: Mutex<Option<timeline::Gaps>>,
+    api_rows: std::sync::atomic::AtomicU64,
+    finished: OnceLock<Finished>,
+}
+
+impl Trace {
+    /// Every table an ingest stores, in the order it must be written: `api_call_rows` first (streaming
+    /// it matches the launches), then the tables [`Trace::finish`] makes possible, each dictionary
+    /// (`kernel_classes`, `api_call_classes`) after the stream that builds it.
+    pub const WRITE_ORDER: [&'static str; 17] = [
+        "api_call_rows",
+        "devices",
+        "processes",
+        "threads",
+        "gap_rows",
+        "kernel_rows",
+        "kernel_classes",
+        "api_call_classes",
+        "memops",
+        "sync_events",
+        "nvtx_ranges",
+        "device_metrics",
+        "stream_metrics",
+        "concurrency_levels",
+        "kernel_summary",
+        "memop_summary",
+        "nvtx_projection",
+    ];
+
+    /// The tables written after `api_call_rows`, in write order (the binding's `table_names`).
+    pub fn tables_after_api_calls() -> &'static [&'static str] {
+        &Self::WRITE_ORDER[1..]
+    }
+
+    /// Open and read everything but the API tables, which start streaming in the background.
+    pub fn open(path: &Path, options: &IngestOptions, cancel: Arc<AtomicBool>) -> Result<Arc<Trace>> {
+        let options = options.with_threads(options.reader_threads());
+        let file = ExportFile::open(path)?;
+        let conn = file.connect()?;
+        let caps = Capabilities::probe(&file, &conn)?;
+        let strings = StringTable::load(&file, &conn, caps.has_table("StringIds"))?;
+        let target = events::read_target_info(&file, &caps, &conn, &strings)?;
+        let ops = events::read_gpu_ops(&file, &caps, &options, &cancel)?;
+        let nvtx_events = events::read_nvtx(&file, &caps, &options, &cancel)?;
+        let sync = events::read_sync(&file, &caps, &options, &cancel)?;
+        // Validate the API tables' columns now, before anything streams.
+        for table in [RUNTIME_TABLE, DRIVER_TABLE] {
+            events::api_exprs(&file, &caps, table)?;
+        }
+        // The API tables start streaming now, so that their first chunks are read while launches are
+        // indexed and the caller gets its store ready; a few chunks wait, bounded, until it streams them.
+        let api_chunks =
+            Mutex::new(Some(read_api_tables(&file, &caps, options.threads, ScanReader::chosen(&options), &cancel)));
+        let launches = Mutex::new(LaunchState::new(&ops));
+        Ok(Arc::new(Trace {
+            file,
+            caps,
+            strings,
+            target,
+            ops,
+            nvtx_events,
+            sync,
+            cancel,
+            options,
+            launches,
+            api_chunks,
+            dictionaries: Default::default(),
+            gaps: Default::default(),
+            api_rows: Default::default(),
+            finished: OnceLock::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaunchState> {
+        self.launches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dicts(&self) -> std::sync::MutexGuard<'_, Dictionaries> {
+        self.dictionaries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stream the runtime then driver API tables as `api_call_rows` batches, matching launches on the way.
+    fn api_stream(self: &Arc<Self>) -> Result<BatchStream> {
+        if self.lock().done {
+            return Err(Error::Invalid("api_calls were already streamed".into()));
+        }
+        let schema = api_batch(ApiChunk::default(), &mut Interner::new()).map_err(arrow_err)?.schema();
+        let early = self.api_chunks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let rx = early.unwrap_or_else(|| {
+            let reader = ScanReader::chosen(&self.options);
+            read_api_tables(&self.file, &self.caps, self.options.threads, reader, &self.cancel)
+        });
+        let trace = Arc::clone(self);
+        let mut failed = false;
+        let mut names = Interner::new();
+        let iter = std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            match rx.recv() {
+                Ok(Ok((api, cols))) => {
+                    let chunk = ApiChunk::from_columns(api, cols);
+                    trace.lock().absorb(&trace.ops, &chunk);
+                    trace.api_rows.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    Some(api_batch(chunk, &mut names))
+                }
+                Ok(Err(e)) => {
+                    failed = true;
+                    Some(Err(ArrowError::ExternalError(Box::new(e))))
+                }
+                Err(_) => {
+                    if trace.cancel.load(Ordering::Relaxed) {
+                        failed = true;
+                        return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
+                    }
+                    let mut state = trace.lock();
+                    state.done = true;
+                    state.order = Vec::new(); // only needed while API rows stream
+                    drop(state);
+                    crate::memory::release_free_memory(); // the API chunks' columns
+                    trace.dicts().api_classes = Some(std::mem::take(&mut names.values));
+                    None
+                }
+            }
+        });
+        Ok(BatchStream::new(schema, Box::new(iter)))
+    }
+
+    /// Match launches without emitting api_call_rows (when the caller does not store them).
+    fn match_launches_only(self: &Arc<Self>) -> Result<()> {
+        if self.lock().done {
+            return Ok(());
+        }
+        for item in self.api_stream()? {
+            item.map_err(|e| match e {
+                ArrowError::ExternalError(inner) => match inner.downcast::<Error>() {
+                    Ok(err) => *err,
+                    Err(other) => Error::Invalid(other.to_string()),
+                },
+                other => Error::Invalid(other.to_string()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Derive every metric (after the API tables were streamed or matched).
+    pub fn finish(self: &Arc<Self>) -> Result<&Finished> {
+        if let Some(f) = self.finished.get() {
+            return Ok(f);
+        }
+        self.match_launches_only()?;
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let state = self.lock();
+        let k = &self.ops.kernels;
+        let m = &self.ops.memops;
+        let nk = k.len();
+        let launcher_threads = state.launcher_threads();
+        let kernels = KernelsView {
+            ops: OpsView {
+                device: k.device(),
+                stream: k.stream(),
+                start: &k.start,
+                end: &k.end,
+                thread: Threads::Indexed { ids: &state.launcher[..nk], keys: &launcher_threads },
+                api_start: &state.api_start[..nk],
+                launch: k.launch_keys(),
+            },
+            name: k.name(),
+        };
+        let memops = MemopsView {
+            ops: OpsView {
+                device: (&m.device).into(),
+                stream: (&m.stream).into(),
+                start: &m.start,
+                end: &m.end,
+                thread: Threads::Indexed { ids: &state.launcher[nk..], keys: &launcher_threads },
+                api_start: &state.api_start[nk..],
+                launch: LaunchKeys::Plain(&m.launch),
+            },
+            op: &m.op,
+            copy_kind: &m.copy_kind,
+            bytes: &m.bytes,
+        };
+        let nvtx = build_nvtx_ranges(&self.nvtx_columns(), |id| self.strings.get(id));
+        let (projected, [r_thread, r_start, r_end]) = nvtx.projectable();
+        let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
+        let mut derived = timeline::derive(&kernels, &memops, &ranges, &self.options);
+        drop(state);
+        crate::memory::release_free_memory(); // the working buffers of the metrics
+        *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
+        let _ = self.finished.set(Finished { derived, nvtx, projected });
+        Ok(self.finished.get().expect("set above"))
+    }
+
+    /// Row counts for the `traces` row.
+    pub fn counts(&self) -> TraceCounts {
+        TraceCounts {
+            kernels: self.ops.kernels.len() as u64,
+            memops: self.ops.memops.len() as u64,
+            api_calls: self.api_rows.load(Ordering::Relaxed),
+            nvtx: self.finished.get().map_or(0, |f| f.nvtx.start.len() as u64),
+        }
+    }
+
+    /// The `kernel_rows` table, built from the kernels held in memory (in export order) and their launch
+    /// matches; the repeating columns become a `kernel_class` id (see [`Trace::kernel_classes_batch`]).
+    fn kernels_stream(self: &Arc<Self>) -> Result<BatchStream> {
+        let schema = kernels_batch(&self.ops.kernels, &self.lock(), 0..0, &mut KernelClassIds::new(0, 0))
+            .map_err(arrow_err)?
+            .schema();
+        let trace = Arc::clone(self);
+        let n = self.ops.kernels.len();
+        let mut next = 0usize;
+        let mut classes = KernelClassIds::new(self.ops.kernels.shapes.len(), self.lock().launchers.len());
+        let iter = interruptible(Arc::clone(&self.cancel), move || {
+            if next >= n {
+                trace.dicts().kernel_classes = Some(std::mem::take(&mut classes.interner.values));
+                return None;
+            }
+            let rows = next..(next + BATCH_ROWS).min(n);
+            next = rows.end;
+            Some(kernels_batch(&trace.ops.kernels, &trace.lock(), rows, &mut classes))
+        });
+        Ok(BatchStream::new(schema, Box::new(iter)))
+    }
+
+    /// The `gap_rows` table: the stored gaps, then those of each in-order device found again from the
+    /// kernels, in batches (one gap per kernel boundary at worst, so never one trace-sized batch).
+    fn gaps_stream(self: &Arc<Self>, mut gaps: timeline::Gaps) -> Result<BatchStream> {
+        let schema = gaps_batch(&timeline::Gaps::default(), 0..0).map_err(arrow_err)?.schema();
+        let trace = Arc::clone(self);
+        let mut stored = 0..gaps.len();
+        let mut in_order = std::mem::take(&mut gaps.in_order_devices).into_iter();
+        let mut current: Option<(i32, timeline::InOrderGaps)> = None;
+        let iter = interruptible(Arc::clone(&self.cancel), move || {
+            if !stored.is_empty() {
+                let rows = stored.start..(stored.start + BATCH_ROWS).min(stored.end);
+                stored.start = rows.end;
+                return Some(gaps_batch(&gaps, rows));
+            }
+            let k = &trace.ops.kernels;
+            loop {
+                let (device, cursor) = match current.as_mut() {
+                    Some(c) => c,
+                    None => current.insert((in_order.next()?, timeline::InOrderGaps::default())),
+                };
+                let (mut starts, mut ends) = (Vec::new(), Vec::new());
+                let more = cursor.advance(&k.start, &k.end, k.device(), *device, BATCH_ROWS, |s, e| {
+                    starts.push(s);
+                    ends.push(e);
+                });
+                let device = i64::from(*device);
+                if !more {
+                    current = None;
+                }
+                if !starts.is_empty() {
+                    return Some(batch(vec![
+                        ("device_id", int_col(std::iter::repeat_n(device, starts.len()))),
+                        ("start_ns", int_col(starts.into_iter())),
+                        ("end_ns", int_col(ends.into_iter())),
+                    ]));
+                }
+            }
+        });
+        Ok(BatchStream::new(schema, Box::new(iter)))
+    }
+
+    /// The `kernel_classes` table: one row per `kernel_class` id of `kernel_rows` (read that first).
+    fn kernel_classes_batch(&self) -> Result<BatchResult> {
+        let dicts = self.dicts();
+        let Some(classes) = dicts.kernel_classes.as_ref() else {
+            return Err(Error::Invalid("kernel_classes is complete only after kernel_rows was streamed".into()));
+        };
+        Ok(kernel_classes_batch(classes, &self.ops.kernels.shapes, &self.strings))
+    }
+
+    /// The `api_call_classes` table: one row per `call_class` id of the API call stream (read that first).
+    fn api_classes_batch(&self) -> Result<BatchResult> {
+        let dicts = self.dicts();
+        let Some(classes) = dicts.api_classes.as_ref() else {
+            return Err(Error::Invalid("api_call_classes is complete only after api_calls was streamed".into()));
+        };
+        Ok(api_classes_batch(classes, &self.strings))
+    }
+
+    /// The NVTX events as the timeline's NVTX model reads them.
+    fn nvtx_columns(&self) -> NvtxEventColumns<'_> {
+        let ev = &self.nvtx_events;
+        NvtxEventColumns {
+            start: &ev.start,
+            end: &ev.end,
+            event_type: &ev.event_type,
+            global_tid: &ev.global_tid,
+            text_id: &ev.text_id,
+            domain_id: &ev.domain_id,
+            text: &ev.text,
+        }
+    }
+
+    /// Every stored table in [`Trace::WRITE_ORDER`], each as `(name, stream)`, produced as the iteration
+    /// reaches it: consume each stream before asking for the next pair (a dictionary is complete only
+    /// once the stream that builds it was read, and the metrics are derived once the API calls were).
+    pub fn tables(self: &Arc<Self>) -> Tables {
+        Tables { trace: Arc::clone(self), next: 0, failed: false }
+    }
+
+    /// One table of [`Trace::WRITE_ORDER`] as a stream: `api_call_rows` streams the API tables (once);
+    /// any other table first derives the metrics ([`Trace::finish`]).
+    pub fn table(self: &Arc<Self>, name: &str) -> Result<BatchStream> {
+        if name == "api_call_rows" {
+            return self.api_stream();
+        }
+        let fin = self.finish()?;
+        let t = Arc::clone(self);
+        let one = |b: BatchResult| -> Result<BatchStream> {
+            Ok(BatchStream::from_batches(b.map_err(arrow_err)?, Vec::new()))
+        };
+        match name {
+            "kernel_rows" => self.kernels_stream(),
+            "kernel_classes" => one(self.kernel_classes_batch()?),
+            "api_call_classes" => one(self.api_classes_batch()?),
+            "memops" => BatchStream::chunked(self.ops.memops.len(), move |r| memops_batch(&t.ops, &t.lock(), r))
+                .map_err(arrow_err),
+            "devices" => one(devices_batch(&self.target, &self.ops)),
+            "processes" => one(processes_batch(&self.target)),
+            "threads" => one(threads_batch(&self.target)),
+            "sync_events" => one(sync_batch(&self.sync, &self.target)),
+            "nvtx_ranges" => one(nvtx_batch(&fin.nvtx)),
+            "device_metrics" => one(metrics_batch(&fin.derived.device_metrics, false)),
+            "stream_metrics" => one(metrics_batch(&fin.derived.stream_metrics, true)),
+            "concurrency_levels" => one(levels_batch(&fin.derived.concurrency_levels)),
+            // One gap per kernel boundary at worst: emit in chunks rather than one trace-sized batch.
+            // The largest derived table: handed over to its stream, so it is freed once written.
+            "gap_rows" => {
+                let Some(gaps) = self.gaps.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+                    return Err(Error::Invalid("gap_rows was already emitted".into()));
+                };
+                self.gaps_stream(gaps)
+            }
+            "kernel_summary" => one(kernel_summary_batch(&fin.derived.kernel_summary, |id| {
+                self.strings.get(id as i64).map(str::to_string)
+            })),
+            "memop_summary" => one(memop_summary_batch(&fin.derived.memop_summary)),
+            "nvtx_projection" => one(projection_batch(&fin.derived.projection, &fin.nvtx, &fin.projected)),
+            other => Err(Error::Invalid(format!("unknown table {other}"))),
+        }
+    }
+}
+
+/// Batches from `next` until it returns None, fused; once `cancel` is set (Ctrl-C), one `Interrupted`
+/// error instead, then nothing.
+fn interruptible(
+    cancel: Arc<AtomicBool>,
+    mut next: impl FnMut() -> Option<std::result::Result<RecordBatch, ArrowError>> + Send + 'static,
+) -> impl Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send + 'static {
+    let mut interrupted = false;
+    std::iter::from_fn(move || {
+        if interrupted {
+            return None;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            interrupted = true;
+            return Some(Err(ArrowError::ExternalError(Box::new(Error::Interrupted))));
+        }
+        next()
+    })
+    .fuse()
+}
+
+fn arrow_err(e: ArrowError) -> Error {
+    Error::Invalid(format!("arrow: {e}"))
+}
+
+/// The stored tables of one trace in write order, as `(name, stream)` pairs (see [`Trace::tables`]).
+/// After an error it yields nothing more.
+pub struct Tables {
+    trace: Arc<Trace>,
+    next: usize,
+    failed: bool,
+}
+
+impl Iterator for Tables {
+    type Item = Result<(&'static str, BatchStream)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let name = *Trace::WRITE_ORDER.get(self.next)?;
+        self.next += 1;
+        match self.trace.table(name) {
+            Ok(stream) => Some(Ok((name, stream))),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The NVTX range model: events resolved into named ranges and marks, ordered by start, with the
+//! push/pop nesting level of each range on its thread.
+//!
+//! Its input is a neutral column view of the stored NVTX events ([`NvtxEventColumns`]) and a lookup of
+//! interned strings, so this module needs nothing of the export reader.
+use crate::ids::{decode_global_id, thread_key, NULL_I64};
+
+/// The columns of the NVTX events of a trace, as stored (all event types), borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct NvtxEventColumns<'a> {
+    pub start: &'a [i64],
+    pub end: &'a [i64],
+    /// nsys' NVTX event type id (marks, push/pop and start/end ranges, domain creation, ...).
+    pub event_type: &'a [i64],
+    pub global_tid: &'a [i64],
+    /// Interned text id, used when `text` is NULL.
+    pub text_id: &'a [i64],
+    pub domain_id: &'a [i64],
+    pub text: &'a [Option<String>],
+}
+
+/// NVTX ranges and marks with resolved names, sorted by start.
+#[derive(Debug, Default, Clone)]
+pub struct NvtxRanges {
+    pub pid: Vec<i64>,
+    pub tid: Vec<i64>,
+    /// Thread key `(pid << 24) | tid` (see [`thread_key`]).
+    pub thread: Vec<i64>,
+    pub start: Vec<i64>,
+    /// [`NULL_I64`] for marks and ranges that never ended.
+    pub end: Vec<i64>,
+    /// `domain:text` when the range has a named domain, else its text.
+    pub name: Vec<String>,
+    pub domain: Vec<Option<String>>,
+    /// "push_pop" | "start_end" | "mark"
+    pub kind: Vec<&'static str>,
+    /// Push/pop nesting depth on the thread (0 = outermost; always 0 for start/end ranges and marks).
+    pub level: Vec<i64>,
+}
+
+impl NvtxRanges {
+    /// Indices of the ranges NVTX projection applies to (push/pop and start/end ranges with an end),
+    /// with their thread, start and end columns.
+    pub fn projectable(&self) -> (Vec<usize>, [Vec<i64>; 3]) {
+        let idx: Vec<usize> =
+            (0..self.start.len()).filter(|&i| self.kind[i] != "mark" && self.end[i] != NULL_I64).collect();
+        let col = |c: &[i64]| idx.iter().map(|&i| c[i]).collect::<Vec<i64>>();
+        let cols = [col(&self.thread), col(&self.start), col(&self.end)];
+        (idx, cols)
+    }
+}
+
+// nsys' NVTX event type ids (the export's ENUM_NSYS_EVENT_TYPE).
+const NVTX_MARK: i64 = 34;
+const NVTX_PUSH_POP: i64 = 59;
+const NVTX_START_END: i64 = 60;
+const NVTX_DOMAIN_CREATE: i64 = 75;
+
+/// Resolve names and domains, order by start, and compute push/pop nesting levels per thread;
+/// `text_of` resolves an interned text id.
+pub fn build_nvtx_ranges<'s>(ev: &NvtxEventColumns<'_>, text_of: impl Fn(i64) -> Option<&'s str>) -> NvtxRanges {
+    let name_of = |i: usize| ev.text[i].clone().or_else(|| text_of(ev.text_id[i]).map(str::to_string));
+    let mut domains: Vec<(i64, String)> = Vec::new();
+    for i in 0..ev.start.len() {
+        if ev.event_type[i] == NVTX_DOMAIN_CREATE && ev.domain_id[i] != NULL_I64 {
+            if let Some(name) = name_of(i) {
+                domains.push((ev.domain_id[i], name));
+            }
+        }
+    }
+    let mut rows: Vec<usize> = (0..ev.start.len())
+        .filter(|&i| matches!(ev.event_type[i], NVTX_MARK | NVTX_PUSH_POP | NVTX_START_END))
+        .collect();
+    rows.sort_by_key(|&i| (ev.start[i], thread_key(ev.global_tid[i]), i));
+    let mut out = NvtxRanges::default();
+    for i in rows {
+        let text = name_of(i).unwrap_or_default();
+        let domain = match ev.domain_id[i] {
+            NULL_I64 | 0 => None,
+            d => domains.iter().find(|x| x.0 == d).map(|x| x.1.clone()),
+        };
+        let (pid, tid) = decode_global_id(ev.global_tid[i]);
+        out.pid.push(pid);
+        out.tid.push(tid);
+        out.thread.push(thread_key(ev.global_tid[i]));
+        out.start.push(ev.start[i]);
+        out.end.push(if ev.event_type[i] == NVTX_MARK { NULL_I64 } else { ev.end[i] });
+        out.name.push(match &domain {
+            Some(d) => format!("{d}:{text}"),
+            None => text,
+        });
+        out.domain.push(domain);
+        out.kind.push(match ev.event_type[i] {
+            NVTX_PUSH_POP => "push_pop",
+            NVTX_START_END => "start_end",
+            _ => "mark",
+        });
+        out.level.push(0);
+    }
+    assign_levels(&mut out);
+    out
+}
+
+/// Nesting depth of push/pop ranges on their thread (0 = outermost).
+pub fn assign_levels(r: &mut NvtxRanges) {
+    let mut idx: Vec<usize> = (0..r.start.len()).filter(|&i| r.kind[i] == "push_pop" && r.end[i] != NULL_I64).collect();
+    idx.sort_by_key(|&i| (r.thread[i], r.start[i], std::cmp::Reverse(r.end[i])));
+    let mut stack: Vec<i64> = Vec::new();
+    let mut current_thread = None;
+    for i in idx {
+        if current_thread != Some(r.thread[i]) {
+            stack.clear();
+            current_thread = Some(r.thread[i]);
+        }
+        while stack.last().is_some_and(|&end| end <= r.start[i]) {
+            stack.pop();
+        }
+        r.level[i] = stack.len() as i64;
+        stack.push(r.end[i]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One NVTX event: (start, end, event type, globalTid, text, domain id).
+    type Event = (i64, i64, i64, i64, &'static str, i64);
+
+    fn ranges(events: &[Event]) -> NvtxRanges {
+        let col = |f: fn(&Event) -> i64| events.iter().map(f).collect::<Vec<i64>>();
+        let (start, end, event_type, global_tid, domain_id) =
+            (col(|e| e.0), col(|e| e.1), col(|e| e.2), col(|e| e.3), col(|e| e.5));
+        // Texts are interned (text NULL, textId set) except those starting with '=' (stored inline).
+        let text: Vec<Option<String>> = events.iter().map(|e| e.4.strip_prefix('=').map(str::to_string)).collect();
+        let text_id: Vec<i64> = (0..events.len() as i64).collect();
+        let strings: Vec<&str> = events.iter().map(|e| e.4).collect();
+        let view = NvtxEventColumns {
+            start: &start,
+            end: &end,
+            event_type: &event_type,
+            global_tid: &global_tid,
+            text_id: &text_id,
+            domain_id: &domain_id,
+            text: &text,
+        };
+        build_nvtx_ranges(&view, |id| strings.get(id as usize).copied())
+    }
+
+    const A: i64 = (1 << 56) | (100 << 24) | 101; // thread 101 of pid 100, on VM 1
+    const B: i64 = (100 << 24) | 102; // another thread of the same process
+
+    #[test]
+    fn push_pop_ranges_nest_per_thread_and_start_end_ranges_do_not() {
+        let r = ranges(&[
+            (60, 90, NVTX_PUSH_POP, A, "late", 0),
+            (0, 100, NVTX_PUSH_POP, A, "outer", 0),
+            (10, 50, NVTX_PUSH_POP, A, "middle", 0),
+            (20, 30, NVTX_PUSH_POP, A, "inner", 0),
+            // Another thread's range inside A's: its own outermost level.
+            (15, 40, NVTX_PUSH_POP, B, "other thread", 0),
+            // A start/end range spanning A's ranges: level 0, and no level for A's ranges.
+            (5, 95, NVTX_START_END, A, "async", 0),
+            (25, 0, NVTX_MARK, A, "mark", 0),
+        ]);
+        let by_name = |n: &str| r.name.iter().position(|x| x == n).unwrap();
+        let level = |n: &str| r.level[by_name(n)];
+        assert_eq!(
+            [level("outer"), level("middle"), level("inner"), level("late")],
+            [0, 1, 2, 1],
+            "nesting on thread A"
+        );
+        assert_eq!(level("other thread"), 0);
+        assert_eq!(level("async"), 0);
+        assert_eq!(r.kind[by_name("async")], "start_end");
+        let mark = by_name("mark");
+        assert_eq!((r.kind[mark], r.end[mark], r.level[mark]), ("mark", NULL_I64, 0));
+        // Ordered by start; the thread key drops the VM id; pid and tid decoded.
+        assert!(r.start.windows(2).all(|w| w[0] <= w[1]));
+        let outer = by_name("outer");
+        assert_eq!((r.pid[outer], r.tid[outer], r.thread[outer]), (100, 101, (100 << 24) | 101));
+        // Only ranges with an end are projected; marks are not.
+        let (projected, [_, starts, _]) = r.projectable();
+        assert_eq!(projected.len(), 6);
+        assert!(!starts.contains(&25));
+    }
+
+    #[test]
+    fn domains_prefix_names_and_inline_text_wins() {
+        let r = ranges(&[
+            (0, 0, NVTX_DOMAIN_CREATE, A, "=gpu", 7),
+            (1, 2, NVTX_PUSH_POP, A, "step", 7),
+            (3, 4, NVTX_PUSH_POP, A, "=inline", 0),
+        ]);
+        assert_eq!(r.name, vec!["gpu:step".to_string(), "inline".to_string()]);
+        assert_eq!(r.domain, vec![Some("gpu".to_string()), None]);
+    }
+}

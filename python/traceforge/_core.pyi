@@ -1,44 +1,103 @@
-"""Type stubs of the native extension ``traceforge._core`` (private: use the ``traceforge`` API)."""
+"""Type stubs of the native extension ``traceforge._core`` (private: use the ``traceforge`` API).
+
+Checked against the built module with ``python -m mypy.stubtest traceforge._core``.
+"""
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, final
 
+__all__ = [
+    "build_info",
+    "error_codes",
+    "fingerprint",
+    "open_trace",
+    "TraceHandle",
+    "TableIterator",
+    "CancelToken",
+    "ArrowStream",
+    "rederive",
+    "synthesize",
+    "SYNTH_SCHEMA_2025_3",
+]
+
+SYNTH_SCHEMA_2025_3: str
+"""CREATE TABLE statements of an nsys 2025.3.2 SQLite export, as the synthetic exports use them."""
+
+@final
 class ArrowStream:
     """A single-use Arrow C stream (``__arrow_c_stream__``) of record batches."""
 
-    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+    def __arrow_c_schema__(self) -> object:
+        """The stream's schema as an ``arrow_schema`` PyCapsule."""
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        """The stream as an ``arrow_array_stream`` PyCapsule; it can be taken once."""
 
+@final
+class TableIterator(Iterator[tuple[str, ArrowStream]]):
+    """A trace's stored tables in write order, as ``(name, stream)`` pairs (``TraceHandle.tables``)."""
+
+    def __iter__(self) -> TableIterator: ...
+    def __next__(self) -> tuple[str, ArrowStream]: ...
+
+@final
 class TraceHandle:
     """An export being ingested."""
 
-    def info(self) -> dict[str, Any]: ...
+    def info(self) -> dict[str, Any]:
+        """Metadata for the ``traces`` row and the capabilities probe (counts complete after ``tables``)."""
+    def tables(self) -> TableIterator:
+        """Every stored table of the trace, in the order it must be written, as ``(name, stream)`` pairs.
+
+        The first pair is ``api_call_rows`` (streaming it matches API calls to the GPU operations they
+        launched); the metrics are derived when the next pair is asked for; then come ``devices``,
+        ``processes``, ``threads``, ``gap_rows``, ``kernel_rows``, ``kernel_classes``,
+        ``api_call_classes``, ``memops``, ``sync_events``, ``nvtx_ranges``, ``device_metrics``,
+        ``stream_metrics``, ``concurrency_levels``, ``kernel_summary``, ``memop_summary`` and
+        ``nvtx_projection``. Consume each stream before asking for the next pair: each dictionary
+        (``kernel_classes``, ``api_call_classes``) is complete only once the stream that builds it was read.
+        A core error ends the iteration with the matching ``traceforge.errors`` exception.
+        """
     def api_calls(self) -> ArrowStream:
-        """Rows of ``tf_store.api_call_rows`` (stream before ``finish``)."""
-    def finish(self) -> None: ...
-    def table(self, name: str) -> ArrowStream: ...
+        """Rows of ``tf_store.api_call_rows`` (stream before ``finish``); the first pair of ``tables``."""
+    def finish(self) -> None:
+        """Derive every metric (matching launches first if ``api_calls`` was not streamed)."""
+    def table(self, name: str) -> ArrowStream:
+        """One table of ``tables`` by name."""
     @staticmethod
     def table_names() -> list[str]:
-        """Tables ``table`` emits, in write order.
+        """Tables ``table`` emits after ``api_calls``, in write order (``tables`` without its first pair)."""
+    def cancel(self) -> None:
+        """Ask running scans and streams to stop (Ctrl-C); they fail with ``IngestInterrupted``."""
 
-        Public tables, and the storage tables ``kernel_rows``, ``kernel_classes``, ``api_call_classes`` and
-        ``gap_rows`` (each
-        dictionary after the stream that builds it).
-        """
-    def cancel(self) -> None: ...
-
-def build_info() -> dict[str, str]: ...
-def fingerprint(path: str | os.PathLike[str]) -> str: ...
-
+@final
 class CancelToken:
-    """A flag that stops an ``open_trace`` running on another thread."""
+    """A flag that stops an ``open_trace`` running on another thread, and the streams of its trace."""
 
-    cancelled: bool
-    def cancel(self) -> None: ...
+    def __new__(cls) -> CancelToken: ...
+    @property
+    def cancelled(self) -> bool:
+        """Whether ``cancel`` was called."""
+    def cancel(self) -> None:
+        """Ask the work watching this token to stop; it then fails with ``IngestInterrupted``."""
+
+def build_info() -> dict[str, str]:
+    """Versions of the native build: ``core_version`` and the bundled ``sqlite_version``."""
+
+def error_codes() -> list[str]:
+    """Every error code the core can raise; ``traceforge.errors.class_for_code`` maps each to its class."""
+
+def fingerprint(path: str | os.PathLike[str]) -> str:
+    """xxh3-128 of a file's bytes as 32 hex digits."""
 
 def open_trace(
     path: str | os.PathLike[str], threads: int = 0, cancel: CancelToken | None = None
-) -> TraceHandle: ...
-def rederive(kernels: object, memops: object, nvtx_ranges: object) -> dict[str, ArrowStream]: ...
+) -> TraceHandle:
+    """Open an nsys SQLite export and read its GPU operations (``threads`` = 0: all cores)."""
+
+def rederive(kernels: object, memops: object, nvtx_ranges: object) -> dict[str, ArrowStream]:
+    """Recompute the derived tables of one trace from its stored rows (Arrow streams in, streams out)."""
+
 def synthesize(
     out: str | os.PathLike[str],
     kernels: int,
@@ -47,4 +106,5 @@ def synthesize(
     seed: int,
     requests: int | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]: ...
+) -> dict[str, Any]:
+    """Write a synthetic nsys 2025.3 export to ``out``; returns what it holds."""

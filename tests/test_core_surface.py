@@ -1,0 +1,151 @@
+"""The native extension's surface: its error codes and their exception classes, core errors arriving as
+the right class with the right code and path, and ``TraceHandle.tables()`` in write order."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from traceforge import _core, errors
+
+#: Codes the core can return that have no exception class of their own today: ``class_for_code`` gives
+#: ``TraceforgeError`` (whose ``code`` is "error"). ``io``: a read failing after the export was opened;
+#: ``invalid``: a misuse of the binding or a stored table it cannot read back.
+WITHOUT_OWN_CLASS = {"io", "invalid"}
+
+
+def test_every_core_error_code_maps_to_its_class() -> None:
+    codes = _core.error_codes()
+    assert len(codes) == len(set(codes)), "each code once"
+    assert WITHOUT_OWN_CLASS <= set(codes), "the exceptions are codes the core can return"
+    for code in codes:
+        cls = errors.class_for_code(code)
+        assert issubclass(cls, errors.TraceforgeError)
+        if code in WITHOUT_OWN_CLASS:
+            assert cls is errors.TraceforgeError, (
+                f"{code} now has {cls.__name__}: drop it from WITHOUT_OWN_CLASS"
+            )
+        else:
+            assert cls.code == code, f"{code} maps to {cls.__name__} (code {cls.code})"
+
+
+def _raised(path: Path) -> errors.TraceforgeError:
+    with pytest.raises(errors.TraceforgeError) as info:
+        _core.open_trace(path)
+    return info.value
+
+
+def _export(path: Path, schema_major: int) -> Path:
+    """A minimal nsys export without any event table, of the given export schema major version."""
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE StringIds (id INTEGER NOT NULL PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE META_DATA_EXPORT (name TEXT NOT NULL, value TEXT);"
+    )
+    con.executemany(
+        "INSERT INTO META_DATA_EXPORT VALUES (?, ?)",
+        [
+            ("EXPORT_SCHEMA_VERSION_MAJOR", str(schema_major)),
+            ("EXPORT_SCHEMA_VERSION", f"{schema_major}.20.3"),
+            ("EXPORT_PRODUCT_VERSION", "2025.3.2.0"),
+        ],
+    )
+    con.commit()
+    con.close()
+    return path
+
+
+def test_a_missing_file_is_input_not_found(tmp_path: Path) -> None:
+    path = tmp_path / "absent.sqlite"
+    err = _raised(path)
+    assert type(err) is errors.InputNotFoundError
+    assert isinstance(err, FileNotFoundError)
+    assert (err.code, err.path) == ("not_found", str(path))
+
+
+def test_a_file_that_is_not_sqlite_is_not_an_export(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_text("hello, not a database at all, just text padding " * 4)
+    err = _raised(path)
+    assert type(err) is errors.NotAnExportError
+    assert isinstance(err, ValueError)
+    assert (err.code, err.path) == ("not_an_export", str(path))
+
+
+def test_a_foreign_sqlite_database_is_not_an_export(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (x INTEGER)")
+    con.commit()
+    con.close()
+    err = _raised(path)
+    assert (type(err), err.code, err.path) == (errors.NotAnExportError, "not_an_export", str(path))
+
+
+def test_a_newer_schema_is_unsupported(tmp_path: Path) -> None:
+    path = _export(tmp_path / "future.sqlite", schema_major=9)
+    err = _raised(path)
+    assert (type(err), err.code, err.path) == (errors.UnsupportedSchemaError, "unsupported_schema", str(path))
+    assert "9.20.3" in err.message
+
+
+def test_an_export_without_kernels_misses_a_table(tmp_path: Path) -> None:
+    path = _export(tmp_path / "no_kernels.sqlite", schema_major=3)
+    err = _raised(path)
+    assert (type(err), err.code, err.path) == (errors.MissingTableError, "missing_table", str(path))
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("surface") / "synthetic.sqlite"
+    _core.synthesize(path, kernels=3_000, devices=2, streams=2, seed=11, requests=5)
+    return path
+
+
+def test_tables_yields_every_table_in_write_order(synthetic: Path) -> None:
+    handle = _core.open_trace(synthetic, 2)
+    seen = []
+    for name, stream in handle.tables():
+        assert isinstance(name, str) and isinstance(stream, _core.ArrowStream)
+        seen.append((name, len(duckdb.from_arrow(stream).fetchall())))
+    names = [name for name, _ in seen]
+    assert names == ["api_call_rows", *_core.TraceHandle.table_names()]
+    rows = dict(seen)
+    info = handle.info()
+    assert rows["kernel_rows"] == info["kernel_count"] == 3_000
+    assert rows["api_call_rows"] == info["api_call_count"] > 0
+    assert rows["nvtx_ranges"] == info["nvtx_count"]
+
+
+def test_tables_gives_the_rows_of_the_old_protocol(synthetic: Path) -> None:
+    old = _core.open_trace(synthetic, 2)
+    expected = [("api_call_rows", duckdb.from_arrow(old.api_calls()).fetchall())]
+    old.finish()
+    expected += [(name, duckdb.from_arrow(old.table(name)).fetchall()) for name in old.table_names()]
+    new = _core.open_trace(synthetic, 2)
+    assert [(name, duckdb.from_arrow(stream).fetchall()) for name, stream in new.tables()] == expected
+
+
+def test_an_error_during_tables_arrives_as_its_class_and_ends_the_iteration(synthetic: Path) -> None:
+    handle = _core.open_trace(synthetic, 2)
+    duckdb.from_arrow(handle.api_calls()).fetchall()
+    tables = handle.tables()
+    with pytest.raises(errors.TraceforgeError) as info:
+        next(tables)  # the API calls were streamed already
+    assert type(info.value) is errors.TraceforgeError
+    assert "already streamed" in info.value.message
+    assert list(tables) == []
+
+
+def test_a_cancelled_trace_stops_its_tables_with_ingest_interrupted(synthetic: Path) -> None:
+    handle = _core.open_trace(synthetic, 2)
+    handle.cancel()
+    tables = handle.tables()
+    name, _ = next(tables)  # the API call stream, not read
+    assert name == "api_call_rows"
+    with pytest.raises(errors.IngestInterrupted) as info:
+        next(tables)  # deriving the metrics notices the cancellation
+    assert info.value.code == "interrupted"

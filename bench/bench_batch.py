@@ -92,13 +92,13 @@ def build_archive(root: Path, files: int, synth: int, llama: bool, synth_kernels
 def run_one(config: str, archive: str, db: str) -> dict:
     """Run one configuration in this process and return its figures."""
     sys.path.insert(0, str(REPO / "python"))
-    from traceforge.ingest import batch
+    from traceforge import ingest
     from traceforge.store import Store
 
     spec = CONFIGS[config]
     start = time.perf_counter()
     with Store(db) as store:
-        report = batch.run_batch(store, [archive], jobs=spec["jobs"], mode=spec["mode"])
+        report = ingest.run(store, [archive], jobs=spec["jobs"], mode=spec["mode"])
     wall = time.perf_counter() - start
     return {
         "config": config,

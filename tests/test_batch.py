@@ -21,6 +21,7 @@ import pytest
 
 from conftest import data_export
 from reference import compute
+from traceforge import errors, ingest
 from traceforge.ingest import batch
 from traceforge.store import Store, dataset
 from traceforge.store.schema import METRIC_VERSION
@@ -95,7 +96,7 @@ def test_expand_inputs(tmp_path: Path) -> None:
     (archive / "run2" / "dangling.sqlite").symlink_to(tmp_path / "gone.sqlite")
     (tmp_path / "alias.sqlite").symlink_to(files[0])  # the same file under another name
 
-    got = batch.expand_inputs(
+    got = ingest.expand_inputs(
         [
             archive,
             str(files[1]),
@@ -114,18 +115,18 @@ def test_expand_inputs(tmp_path: Path) -> None:
     assert problems["*.none"] == ("InputNotFoundError", "no file matches this pattern")
     assert len(got.problems) == 4
 
-    recursive = batch.expand_inputs([str(archive / "**" / "*.sqlite")])
+    recursive = ingest.expand_inputs([str(archive / "**" / "*.sqlite")])
     assert set(map(str, files)) <= set(recursive.paths)
     assert sorted(os.path.basename(p) for p, _ in recursive.problems) == ["dangling.sqlite", "dir.sqlite"]
 
 
 def test_mode_and_jobs_validation(tmp_path: Path) -> None:
-    assert batch.resolve_mode(None, 1) == "none"
-    assert batch.resolve_mode(None, 3) == "concurrent"
-    with pytest.raises(batch.errors.SpecError, match="--mode none"):
-        batch.resolve_mode("none", 2)
-    with pytest.raises(batch.errors.SpecError, match="unknown mode"):
-        batch.resolve_mode("threads", 2)
+    assert ingest.resolve_mode(None, 1) == "none"
+    assert ingest.resolve_mode(None, 3) == "concurrent"
+    with pytest.raises(errors.SpecError, match="--mode none"):
+        ingest.resolve_mode("none", 2)
+    with pytest.raises(errors.SpecError, match="unknown mode"):
+        ingest.resolve_mode("threads", 2)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -302,7 +303,7 @@ def test_file_vanishing_mid_batch(tmp_path: Path) -> None:
             removed.append(str(files[-1]))
 
     with Store(tmp_path / "s.duckdb") as store:
-        report = batch.run_batch(store, [tmp_path / "a"], on_outcome=on_outcome)
+        report = ingest.run(store, [tmp_path / "a"], on_outcome=on_outcome)
         assert report.count("ingested") == 2 and report.count("failed") == 1
         (failure,) = report.failures
         assert failure.path == removed[0] and "vanished during the batch" in failure.message
@@ -316,7 +317,7 @@ def test_permission_denied(tmp_path: Path) -> None:
     files = make_archive(tmp_path / "a", 2)
     files[0].chmod(0)
     with Store(tmp_path / "s.duckdb") as store:
-        report = batch.run_batch(store, files)
+        report = ingest.run(store, files)
         assert report.count("ingested") == 1
         (failure,) = report.failures
         assert failure.error.code == "permission"

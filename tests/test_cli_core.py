@@ -204,7 +204,7 @@ def test_python_api(small_matmul_export: Path, edge_export: Any, fresh_db: Path)
         assert [o.status for o in outcomes] == ["ingested", "ingested"]
         df = tf.sql(
             "SELECT device_id, kernel_count FROM device_metrics WHERE trace_id = ? ORDER BY device_id",
-            [outcomes[1].trace_id],
+            [next(o.trace_id for o in outcomes if o.path == str(two_devices))],  # sorted by path
         )
         assert isinstance(df, pl.DataFrame)
         con = sqlite3.connect(f"file:{two_devices}?mode=ro", uri=True)

@@ -51,9 +51,9 @@ def test_a_store_with_spelled_out_tables_is_upgraded(
     current = tmp_path / "current.duckdb"
     shutil.copyfile(ingested(small_matmul_export)[0], current)
     with Store(current) as store:
-        from traceforge.ingest.trace import ingest_paths
+        from traceforge.ingest import run
 
-        outcomes = ingest_paths(store, [str(llama_export)])
+        outcomes = run(store, [str(llama_export)]).outcomes
         assert [o.status for o in outcomes] == ["ingested"]
     src = duckdb.connect(str(current), read_only=True)
     tables = [*DDL]
@@ -117,7 +117,7 @@ def test_ingest_lowers_the_buffer_pool_and_gives_it_back(
     small_matmul_export: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """While a trace lands the pool is ``TRACEFORGE_INGEST_MEMORY_LIMIT``; queries get the other limit."""
-    from traceforge.ingest.trace import ingest_paths
+    from traceforge.ingest import run
 
     monkeypatch.setenv("TRACEFORGE_MEMORY_LIMIT", "300MB")
     monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "100MB")
@@ -131,7 +131,7 @@ def test_ingest_lowers_the_buffer_pool_and_gives_it_back(
         configured = limit(store)
         with store.ingest_memory():
             during = limit(store)
-        assert [o.status for o in ingest_paths(store, [str(small_matmul_export)])] == ["ingested"]
+        assert [o.status for o in run(store, [str(small_matmul_export)]).outcomes] == ["ingested"]
         assert limit(store) == configured
     # DuckDB reports limits in MiB: 300 MB ~ 286 MiB, 100 MB ~ 95 MiB.
     assert configured.startswith("286") and during.startswith("95"), (configured, during)
@@ -151,7 +151,7 @@ def test_ingest_on_a_many_core_host_caps_duckdb_threads(
     64 threads with a 16MB pool failed on llama1b_n1 ("failed to pin block") before the ingest capped its
     threads and sized its pool for them; the store gets its own settings back afterwards.
     """
-    from traceforge.ingest.trace import ingest_paths
+    from traceforge.ingest import run
 
     monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "16MB")
     monkeypatch.delenv("TRACEFORGE_INGEST_THREADS", raising=False)
@@ -159,7 +159,7 @@ def test_ingest_on_a_many_core_host_caps_duckdb_threads(
         store.con.execute("SET threads = 64")
         with store.ingest_memory():
             during = (_setting(store, "threads"), _setting(store, "memory_limit"))
-        outcomes = ingest_paths(store, [str(llama_export)])
+        outcomes = run(store, [str(llama_export)]).outcomes
         assert [(o.status, o.message) for o in outcomes][0][0] == "ingested", outcomes[0].message
         assert _setting(store, "threads") == "64"
         (kernels,) = store.con.execute("SELECT count(*) FROM kernels").fetchone() or (0,)
@@ -176,7 +176,7 @@ def test_ingest_on_a_many_core_host_caps_duckdb_threads(
 def test_ingest_threads_and_pool_come_from_the_environment(
     small_matmul_export: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from traceforge.ingest.trace import ingest_paths
+    from traceforge.ingest import run
 
     monkeypatch.setenv("TRACEFORGE_INGEST_THREADS", "1")
     monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "0.5GiB")
@@ -184,13 +184,13 @@ def test_ingest_threads_and_pool_come_from_the_environment(
         with store.ingest_memory():
             assert (_setting(store, "threads"), _setting(store, "memory_limit")) == ("1", "512.0 MiB")
         monkeypatch.setenv("TRACEFORGE_INGEST_THREADS", "many")
-        outcomes = ingest_paths(store, [str(small_matmul_export)])
+        outcomes = run(store, [str(small_matmul_export)]).outcomes
         assert outcomes[0].status == "failed"
         assert "TRACEFORGE_INGEST_THREADS='many' is not a whole number" in outcomes[0].message
         monkeypatch.setenv("TRACEFORGE_INGEST_THREADS", "2")
         monkeypatch.setenv("TRACEFORGE_INGEST_MEMORY_LIMIT", "lots")
-        outcomes = ingest_paths(store, [str(small_matmul_export)])
+        outcomes = run(store, [str(small_matmul_export)]).outcomes
         assert "TRACEFORGE_INGEST_MEMORY_LIMIT='lots' is not a size" in outcomes[0].message
         assert store.con.execute("SELECT count(*) FROM traces").fetchone() == (0,)
         monkeypatch.delenv("TRACEFORGE_INGEST_MEMORY_LIMIT")
-        assert [o.status for o in ingest_paths(store, [str(small_matmul_export)])] == ["ingested"]
+        assert [o.status for o in run(store, [str(small_matmul_export)]).outcomes] == ["ingested"]

@@ -11,7 +11,7 @@ from .store import Store
 if TYPE_CHECKING:
     import polars as pl
 
-    from .ingest.trace import IngestOutcome
+    from .ingest import IngestOutcome
 
 
 class Traceforge:
@@ -36,28 +36,37 @@ class Traceforge:
         *,
         force: bool = False,
         raise_on_error: bool = True,
+        jobs: int = 1,
+        mode: str | None = None,
+        scheduler: str | None = None,
+        output: str | os.PathLike[str] | None = None,
     ) -> list[IngestOutcome]:
         """Ingest nsys exports (``.sqlite``), reports (``.nsys-rep``) and ncu CSV exports.
 
+        The same ingest as ``traceforge ingest`` (:func:`traceforge.ingest.run`): the same files picked
+        from a directory, the same failures recorded in ``ingest_failures``.
+
         Args:
-            paths: files, directories or glob patterns.
+            paths: files, directories (searched recursively) or glob patterns.
             force: re-ingest content already stored (replacing its rows).
-            raise_on_error: raise the first file's error after the others were ingested; with False,
-                failures are only reported in the returned outcomes.
+            raise_on_error: raise the first failed file's error after the others were ingested; with
+                False, failures are only reported in the returned outcomes.
+            jobs: files processed at once (worker processes, or Dask workers).
+            mode: ``none``, ``concurrent`` or ``dask-futures`` (None: ``concurrent`` when ``jobs`` > 1).
+            scheduler: Dask scheduler address for ``dask-futures``.
+            output: a Parquet dataset directory that also keeps every trace's partition.
 
         Returns:
-            One outcome per file, in order.
+            One outcome per file (and per input that named no file), in the order they landed.
         """
-        from .ingest.trace import ingest_paths
+        from .ingest import run
 
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        outcomes = ingest_paths(self.store, [os.fspath(p) for p in paths], force=force)
+        report = run(self.store, paths, force=force, jobs=jobs, mode=mode, scheduler=scheduler, output=output)
         if raise_on_error:
-            for outcome in outcomes:
+            for outcome in report.outcomes:
                 if outcome.error is not None:
                     raise outcome.error
-        return outcomes
+        return report.outcomes
 
     def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run SQL against the store; the result is a polars DataFrame."""

@@ -92,8 +92,13 @@ def is_interruption(exc: BaseException) -> bool:
     """Whether ``exc`` is DuckDB reporting that Ctrl-C stopped its query (to be treated as Ctrl-C)."""
     if type(exc).__name__ == "InterruptException":
         return True
-    from_duckdb = "duckdb" in type(exc).__module__
-    return from_duckdb and isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc).strip().lower()
+    if "duckdb" in type(exc).__module__:
+        return "interrupted" in text
+    # DuckDB's Python client raises a plain RuntimeError("Query interrupted") when Ctrl-C stops a query.
+    return text == "query interrupted"
 
 
 def error_classes() -> dict[str, type[TraceforgeError]]:

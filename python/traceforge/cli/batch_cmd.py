@@ -1,7 +1,8 @@
 """``traceforge reanalyze`` and ``traceforge export``, and the batch side of ``traceforge ingest``.
 
-Thin wrappers over :mod:`traceforge.batch` and :mod:`traceforge.dataset`: one rich progress bar on stderr
-(when it is a terminal), a summary line, one line per failure, and a non-zero exit when anything failed.
+Thin wrappers over :func:`traceforge.ingest.run`, :mod:`traceforge.ingest.reanalyze` and
+:mod:`traceforge.store.dataset`: one rich progress bar on stderr (when it is a terminal), a summary line,
+one line per failure, and a non-zero exit when anything failed.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from ..ingest.batch import BatchReport
-    from ..ingest.trace import ReadAhead
+    from ..ingest import IngestOutcome, IngestReport
 
 _DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
 
@@ -65,8 +65,7 @@ def ingest_batch(
     mode: str | None = None,
     scheduler: str | None = None,
     output: str | None = None,
-    read_ahead: ReadAhead | None = None,
-) -> BatchReport:
+) -> IngestReport:
     """Run ``traceforge ingest`` over files, directories and globs; print the summary; set the exit code.
 
     Output: one line per stored or skipped file on stdout as it lands (unless ``quiet``), one progress bar
@@ -83,19 +82,17 @@ def ingest_batch(
         mode: ``none``, ``concurrent`` or ``dask-futures`` (None: by ``jobs``).
         scheduler: Dask scheduler address.
         output: a Parquet dataset directory that keeps every trace's partition.
-        read_ahead: the first file, already being read (see ``traceforge.ingest.ReadAhead``).
 
     Returns:
         The batch report.
     """
-    from ..ingest.batch import run_batch
-    from ..store import Store
+    from ..ingest import run
     from . import set_exit_code
 
-    seen: list[Any] = []
-    with Store(db) as store, _progress("ingesting", quiet=quiet) as (progress, task):
+    seen: list[IngestOutcome] = []
+    with _progress("ingesting", quiet=quiet) as (progress, task):
 
-        def on_outcome(outcome: Any) -> None:
+        def on_outcome(outcome: IngestOutcome) -> None:
             failed = sum(o.status == "failed" for o in seen) + (outcome.status == "failed")
             seen.append(outcome)
             progress.update(task, advance=1, note=f"{failed} failed" if failed else "")
@@ -105,8 +102,9 @@ def ingest_batch(
                     f"{outcome.seconds:.2f} s)"
                 )
 
-        report = run_batch(
-            store,
+        # The store is opened by `run`, so the first export is read while DuckDB loads (its read-ahead).
+        report = run(
+            db,
             paths,
             jobs=jobs,
             mode=mode,
@@ -116,7 +114,6 @@ def ingest_batch(
             threads=threads or None,
             on_start=lambda total: progress.update(task, total=total),
             on_outcome=on_outcome,
-            read_ahead=read_ahead,
         )
     failed = report.count("failed")
     # Failures are listed once, together at the end, where a long batch's user will look for them.
@@ -166,8 +163,8 @@ def reanalyze(db: str | None, everything: bool, trace_ids: tuple[str, ...]) -> N
     Each trace is replaced in one transaction and stamped with the current metric version; run it again after
     an interruption to finish the rest.
     """
-    from ..ingest.batch import reanalyze as run_reanalyze
-    from ..ingest.batch import stale_traces
+    from ..ingest.reanalyze import reanalyze as run_reanalyze
+    from ..ingest.reanalyze import stale_traces
     from ..store import Store
     from ..store.schema import METRIC_VERSION
     from . import set_exit_code

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from . import skip_teardown
-
-if TYPE_CHECKING:
-    from ..ingest.trace import ReadAhead
 
 _db_option = click.option(
     "--db",
@@ -74,49 +70,20 @@ def ingest(
     transaction; a bad file is reported on one line and the others still land. Content already stored is
     skipped, so an interrupted batch is finished by running the same command again (docs/batch.md).
     """
-    read_ahead = _start_read_ahead(paths, threads=threads, jobs=jobs, mode=mode, output=output)
-    try:
-        from .batch_cmd import ingest_batch
+    from .batch_cmd import ingest_batch
 
-        ingest_batch(
-            db,
-            paths,
-            force=force,
-            threads=threads,
-            quiet=quiet,
-            jobs=jobs,
-            mode=mode,
-            scheduler=scheduler,
-            output=output,
-            read_ahead=read_ahead,
-        )
-    finally:
-        if read_ahead is not None:
-            read_ahead.close()
+    ingest_batch(
+        db,
+        paths,
+        force=force,
+        threads=threads,
+        quiet=quiet,
+        jobs=jobs,
+        mode=mode,
+        scheduler=scheduler,
+        output=output,
+    )
     skip_teardown()
-
-
-def _start_read_ahead(
-    paths: tuple[str, ...], *, threads: int, jobs: int, mode: str | None, output: str | None
-) -> ReadAhead | None:
-    """Start reading the first export now, while DuckDB is imported and the store is opened.
-
-    Only where the ingest will read it in this process (one job, straight into the store) and only for a
-    plain ``.sqlite`` file named first; anything else starts nothing and is left to the batch to report.
-    """
-    from ..errors import TraceforgeError
-    from ..ingest.batch import available_cores, resolve_mode
-    from ..ingest.trace import ReadAhead
-
-    first = paths[0]
-    if not first.lower().endswith(".sqlite") or not os.path.isfile(first):
-        return None
-    try:
-        if resolve_mode(mode, jobs) != "none" or output is not None:
-            return None
-        return ReadAhead(first, threads=threads or available_cores())
-    except TraceforgeError:
-        return None  # the batch reports it, as for any other file
 
 
 def _emit(df: Any, fmt: str) -> None:

@@ -8,3 +8,23 @@ loads Nsight Compute CSV exports. Importing this package imports neither DuckDB 
 """
 
 from __future__ import annotations
+
+from .inputs import EXPORT_SUFFIXES, Expansion, expand_inputs
+from .pipeline import MODES, IngestReport, ingest_one, resolve_mode, run
+from .trace import IngestOutcome, ReadAhead, TraceData, read_trace, write_trace
+
+__all__ = [
+    "EXPORT_SUFFIXES",
+    "MODES",
+    "Expansion",
+    "IngestOutcome",
+    "IngestReport",
+    "ReadAhead",
+    "TraceData",
+    "expand_inputs",
+    "ingest_one",
+    "read_trace",
+    "resolve_mode",
+    "run",
+    "write_trace",
+]

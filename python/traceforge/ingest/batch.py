@@ -1,50 +1,41 @@
-"""Batch ingest and re-analysis of trace archives: parallel, resumable, idempotent, optionally on Dask.
+"""Parallel ingest of trace archives: worker processes or Dask, resumable, idempotent.
 
 DuckDB allows one writer, so the expensive per-file work runs elsewhere and only the cheap load is serial:
 
 * a **job** (:func:`run_job`, in a worker process or a Dask worker) fingerprints one file, skips it when that
   content is already stored, otherwise reads it with the Rust core and writes the trace as one hive partition
-  of a Parquet dataset (:mod:`traceforge.dataset`): a staging dataset beside the store, or the user's
+  of a Parquet dataset (:mod:`traceforge.store.dataset`): a staging dataset beside the store, or the user's
   ``--output`` dataset;
-* the **coordinator** (:func:`run_batch`, in the calling process) loads the finished partitions into the
-  store (those that finish close together share one transaction; each trace lands whole or not at all),
-  records each failure with its reason in ``ingest_failures``, and never lets one file stop the others.
+* the **coordinator** (:class:`Batch`, in the calling process, run by :func:`traceforge.ingest.run`) loads
+  the finished partitions into the store (those that finish close together share one transaction; each
+  trace lands whole or not at all), records each failure with its reason in ``ingest_failures``, and never
+  lets one file stop the others.
 
 Every trace lands atomically and is one partition, so a batch killed at any point and started again does the
 rest without duplicates: stored fingerprints are skipped, and partitions finished by the killed run are loaded
 without reading their file again. Execution modes follow the vocabulary of nsys recipes: ``none`` (in this
-process), ``concurrent`` (a local process pool), ``dask-futures`` (a Dask cluster: ``--scheduler ADDRESS``,
-``DASK_SCHEDULER_ADDRESS``, or a ``LocalCluster`` started here).
+process; it comes here only with ``--output``, otherwise ``traceforge.ingest.run`` reads and writes each
+trace itself), ``concurrent`` (a local process pool), ``dask-futures`` (a Dask cluster:
+``--scheduler ADDRESS``, ``DASK_SCHEDULER_ADDRESS``, or a ``LocalCluster`` started here).
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import errors
-from ..errors import InputNotFoundError, NotAnExportError, TraceforgeError
-from ..store.sql_params import bind
+from ..errors import TraceforgeError, class_for_code
+from .failures import clear_failures, record_failure
 
 if TYPE_CHECKING:
     from ..store import Store
-    from .trace import IngestOutcome, ReadAhead, TraceData
-
-#: Execution modes of ``--mode`` (the names nsys recipes use).
-MODES: tuple[str, ...] = ("none", "concurrent", "dask-futures")
-
-#: File name endings picked up when a directory is expanded (those of ``traceforge.ingest``).
-EXPORT_SUFFIXES: tuple[str, ...] = (".sqlite", ".nsys-rep", ".csv")
-
-_GLOB_CHARS = frozenset("*?[")
+    from .trace import IngestOutcome
 
 
 class BatchError(TraceforgeError, RuntimeError):
@@ -57,120 +48,6 @@ class SchedulerUnavailableError(TraceforgeError, ConnectionError):
     """The Dask scheduler given by ``--scheduler`` or ``DASK_SCHEDULER_ADDRESS`` cannot be reached."""
 
     code = "scheduler_unavailable"
-
-
-# --------------------------------------------------------------------------------------------------------
-# Expanding the user's inputs
-
-
-@dataclass
-class Expansion:
-    """The files a batch will process, and the inputs that named no usable file.
-
-    Attributes:
-        paths: absolute paths of the files, sorted, each once.
-        problems: ``(input, error)`` for every input that cannot be processed, in input order.
-    """
-
-    paths: list[str] = field(default_factory=list)
-    problems: list[tuple[str, TraceforgeError]] = field(default_factory=list)
-
-
-def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Expansion:
-    """Expand files, directories (recursively) and glob patterns into the files to ingest.
-
-    A directory contributes its ``.sqlite``, ``.nsys-rep`` and ncu ``.csv`` files, recursively, skipping
-    hidden entries and a ``.nsys-rep`` whose ``.sqlite`` export lies beside it (the export is that report's
-    content). A pattern (``*``, ``?``, ``[``; ``**`` crosses directories) contributes every file it matches;
-    a file named explicitly is taken whatever its name. The same file reached twice is listed once.
-
-    Args:
-        inputs: what the user typed.
-
-    Returns:
-        The files and the problems (missing paths, patterns matching nothing, dangling links, directories
-        where an export was expected).
-    """
-    result = Expansion()
-    seen: set[str] = set()
-
-    def add(path: str) -> None:
-        absolute = os.path.abspath(path)
-        key = os.path.realpath(absolute)
-        if key not in seen:
-            seen.add(key)
-            result.paths.append(absolute)
-
-    for raw in inputs:
-        item = os.fspath(raw)
-        if os.path.isdir(item) and item.rstrip(os.sep).endswith(EXPORT_SUFFIXES):
-            # ``run.sqlite/`` named on the command line: the user meant a file, not a folder of them.
-            result.problems.append((item, NotAnExportError("is a directory, not an nsys export", path=item)))
-        elif os.path.isdir(item):
-            found = 0
-            for path in _walk_exports(item, result.problems):
-                add(path)
-                found += 1
-            if not found:
-                suffixes = ", ".join(EXPORT_SUFFIXES)
-                result.problems.append(
-                    (item, InputNotFoundError(f"no {suffixes} file in this directory", path=item))
-                )
-        elif os.path.isfile(item):
-            add(item)
-        elif os.path.islink(item):
-            result.problems.append((item, _dangling(item)))
-        elif _GLOB_CHARS & set(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                result.problems.append((item, InputNotFoundError("no file matches this pattern", path=item)))
-            for match in matches:
-                if os.path.isfile(match):
-                    add(match)
-                elif os.path.isdir(match):
-                    result.problems.append(
-                        (match, NotAnExportError("is a directory, not an nsys export", path=match))
-                    )
-                else:
-                    result.problems.append((match, _dangling(match)))
-        else:
-            result.problems.append((item, InputNotFoundError("no such file or directory", path=item)))
-    result.paths.sort()
-    return result
-
-
-def _walk_exports(root: str, problems: list[tuple[str, TraceforgeError]]) -> Iterator[str]:
-    def on_error(exc: OSError) -> None:
-        where = exc.filename or root
-        problems.append(
-            (where, errors.InputPermissionError(f"cannot list directory: {exc.strerror}", path=where))
-        )
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in list(dirnames):
-            if name.endswith(EXPORT_SUFFIXES):
-                where = os.path.join(dirpath, name)
-                problems.append((where, NotAnExportError("is a directory, not an nsys export", path=where)))
-        present = set(filenames)
-        for name in sorted(filenames):
-            if name.startswith(".") or not name.endswith(EXPORT_SUFFIXES):
-                continue
-            if name.endswith(".nsys-rep") and name[: -len(".nsys-rep")] + ".sqlite" in present:
-                continue
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path) and not os.path.exists(path):
-                problems.append((path, _dangling(path)))
-                continue
-            yield path
-
-
-def _dangling(path: str) -> InputNotFoundError:
-    try:
-        target = os.readlink(path)
-    except OSError:
-        return InputNotFoundError("no such file", path=path)
-    return InputNotFoundError(f"broken symbolic link (its target {target} does not exist)", path=path)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -229,15 +106,15 @@ class JobResult:
     kernel_count: int = 0
 
 
-def run_job(spec: JobSpec, direct: Store | None = None, read_ahead: ReadAhead | None = None) -> JobResult:
+def run_job(spec: JobSpec) -> JobResult:
     """Process one file into one partition; never raises (every failure becomes a ``failed`` result).
 
-    The trace is ingested by :func:`traceforge.ingest.write_trace` into a private in-memory DuckDB store (so
-    the rows are exactly what a direct ingest stores), then each table's rows are copied out with
-    ``COPY ... TO ... (FORMAT parquet)`` into the dataset, published atomically. With ``direct`` (a store
-    open in this process), the trace is written into that store instead and no partition is made.
-    ``read_ahead``: an export already being read in this process; used if it is this job's file.
+    The trace is ingested by :func:`traceforge.ingest.trace.write_trace` into a private in-memory DuckDB
+    store (so the rows are exactly what a direct ingest stores), then each table's rows are copied out with
+    ``COPY ... TO ... (FORMAT parquet)`` into the dataset, published atomically.
     """
+    from .failures import as_error
+
     start = time.perf_counter()
     result = JobResult(path=spec.path, status="failed")
     try:
@@ -247,82 +124,38 @@ def run_job(spec: JobSpec, direct: Store | None = None, read_ahead: ReadAhead | 
             from .nsysrep import export_to_sqlite
 
             with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
-                _job_sqlite(spec, export_to_sqlite(spec.path, tmp), result, direct, None)
+                _job_sqlite(spec, export_to_sqlite(spec.path, tmp), result)
         else:
-            _job_sqlite(spec, spec.path, result, direct, read_ahead)
-    except TraceforgeError as exc:
-        result.error_code, result.message = exc.code, exc.message
-    except FileNotFoundError as exc:
-        result.error_code, result.message = "not_found", exc.strerror or str(exc)
-    except PermissionError as exc:
-        result.error_code, result.message = "permission", exc.strerror or str(exc)
-    except OSError as exc:
-        result.error_code, result.message = "io", exc.strerror or str(exc)
-    except Exception as exc:  # a bug must cost one file, not the batch
-        if errors.is_interruption(exc):
-            raise KeyboardInterrupt from exc  # Ctrl-C landed inside a DuckDB query
-        result.error_code, result.message = "internal", f"{type(exc).__name__}: {exc}"
+            _job_sqlite(spec, spec.path, result)
+    except Exception as exc:  # a bug must cost one file, not the batch (as_error re-raises Ctrl-C)
+        error = as_error(exc, spec.path, listed=False)
+        result.error_code, result.message = error.code, error.message
     result.seconds = time.perf_counter() - start
     result.worker, result.peak_rss_bytes = _worker_identity()
     return result
 
 
-def _job_sqlite(
-    spec: JobSpec, export: str, result: JobResult, direct: Store | None, read_ahead: ReadAhead | None
-) -> None:
-    ahead = read_ahead if read_ahead is not None and read_ahead.covers(export) else None
-    try:
-        _job_sqlite_read(spec, export, result, direct, ahead)
-    finally:
-        if ahead is not None:
-            ahead.close()  # the content was stored already, or the job failed: stop reading it
-
-
-def _job_sqlite_read(
-    spec: JobSpec, export: str, result: JobResult, direct: Store | None, ahead: ReadAhead | None
-) -> None:
+def _job_sqlite(spec: JobSpec, export: str, result: JobResult) -> None:
     from ..store import Store, dataset
-    from .trace import check_input, fingerprint_file, read_trace, trace_id_from_fingerprint, write_trace
-
-    def read(fingerprint: str | None) -> TraceData:
-        if ahead is not None:
-            return ahead.take(source_path=spec.path)
-        return read_trace(export, threads=_job_threads(spec), source_path=spec.path, fingerprint=fingerprint)
+    from .inputs import check_input
+    from .trace import fingerprint_file, read_trace, trace_id_from_fingerprint, write_trace
 
     check_input(export)
-    if direct is not None and (spec.force or not direct.has_file_size(os.path.getsize(export))):
-        # No stored trace can hold this content (none has its size): hash the file while reading it.
-        data = read(None)
-        result.fingerprint, result.trace_id = data.fingerprint, data.trace_id
-        _write_direct(direct, data, spec, result)
-        return
-    result.fingerprint = ahead.fingerprint() if ahead is not None else fingerprint_file(export)
+    result.fingerprint = fingerprint_file(export)
     result.trace_id = trace_id_from_fingerprint(result.fingerprint)
     if not spec.force and result.fingerprint in spec.known:
         result.status = "stored"
         return
-    if direct is not None:
-        if not spec.force and direct.has_fingerprint(result.fingerprint):
-            result.status = "stored"  # a duplicate earlier in this batch
-            return
-        _write_direct(direct, read(result.fingerprint), spec, result)
-        return
     if not spec.force and dataset.has_partition(spec.dataset, result.trace_id):
         result.status = "cached"
         return
-    data = read(result.fingerprint)
+    data = read_trace(
+        export, threads=_job_threads(spec), source_path=spec.path, fingerprint=result.fingerprint
+    )
     with Store(":memory:") as memory:
         write_trace(memory, data, force=True)
         dataset.export_trace(memory.con, spec.dataset, result.trace_id, overwrite=spec.force)
     result.status = "partitioned"
-
-
-def _write_direct(store: Store, data: TraceData, spec: JobSpec, result: JobResult) -> None:
-    from .trace import write_trace
-
-    outcome = write_trace(store, data, force=spec.force)
-    result.status = "loaded" if outcome.status == "ingested" else "stored"
-    result.kernel_count = outcome.kernel_count
 
 
 def _ping() -> int:
@@ -378,25 +211,16 @@ def available_cores() -> int:
 
 
 class _InProcess:
-    """``--mode none``: the jobs run one after the other in this process.
+    """``--mode none`` with an ``--output`` dataset: the jobs run one after the other in this process.
 
-    Without an ``--output`` dataset there is no one to hand partitions to, so each trace is written straight
-    into the store (one transaction, as a plain ingest) instead of through Parquet.
+    (Without ``--output``, :func:`traceforge.ingest.run` reads and writes each trace itself: no jobs.)
     """
 
     workers = 1
 
-    def __init__(self, direct: Store | None, read_ahead: ReadAhead | None = None) -> None:
-        self.direct = direct
-        self.read_ahead = read_ahead
-
     def results(self, specs: Sequence[JobSpec]) -> Iterator[JobResult]:
-        direct = self.direct
-        # One trace: checkpoint at its commit rather than log it and write it again at close (Store doc).
-        checkpointing = direct.checkpoint_each_commit() if direct is not None and len(specs) == 1 else None
-        with checkpointing or contextlib.nullcontext():
-            for spec in specs:
-                yield run_job(spec, direct=direct, read_ahead=self.read_ahead)
+        for spec in specs:
+            yield run_job(spec)
 
     def close(self) -> None:
         pass
@@ -537,156 +361,90 @@ class _Dask:
 # The coordinator
 
 
-@dataclass
-class BatchReport:
-    """What a batch did.
-
-    Attributes:
-        outcomes: one per file (and per input that named no usable file), in completion order.
-        mode: the execution mode used.
-        workers: how many jobs ran at once.
-        seconds: wall time of the whole batch.
-        worker_peak_rss_bytes: per worker, its peak resident memory.
-    """
-
-    outcomes: list[IngestOutcome] = field(default_factory=list)
-    mode: str = "none"
-    workers: int = 1
-    seconds: float = 0.0
-    worker_peak_rss_bytes: dict[str, int] = field(default_factory=dict)
-
-    def count(self, status: str) -> int:
-        """Count the outcomes with this status (``ingested``, ``skipped``, ``failed``)."""
-        return sum(1 for o in self.outcomes if o.status == status)
-
-    @property
-    def failures(self) -> list[IngestOutcome]:
-        """The failed outcomes."""
-        return [o for o in self.outcomes if o.status == "failed"]
-
-
 def staging_dir(store: Store) -> str:
     """Where a batch stages partitions when no ``--output`` dataset is given: beside the store file."""
     db = Path(store.path).resolve()
     return str(db.parent / f".{db.name}.staging")
 
 
-def resolve_mode(mode: str | None, jobs: int) -> str:
-    """Pick the execution mode: the one asked for, else ``concurrent`` for several jobs, ``none`` for one."""
-    if mode is None:
-        return "concurrent" if jobs > 1 else "none"
-    if mode not in MODES:
-        raise errors.SpecError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    if mode == "none" and jobs > 1:
-        raise errors.SpecError("--mode none runs one job at a time; use --mode concurrent with --jobs")
-    return mode
+class Batch:
+    """The coordinator of a partitioned ingest: jobs in workers, their partitions loaded into the store.
 
-
-def run_batch(
-    store: Store,
-    inputs: Iterable[str | os.PathLike[str]],
-    *,
-    jobs: int = 1,
-    mode: str | None = None,
-    scheduler: str | None = None,
-    output: str | os.PathLike[str] | None = None,
-    force: bool = False,
-    threads: int | None = None,
-    on_start: Callable[[int], None] | None = None,
-    on_outcome: Callable[[IngestOutcome], None] | None = None,
-    read_ahead: ReadAhead | None = None,
-) -> BatchReport:
-    """Ingest many files: parallel, resumable, skipping stored content; never stops at a bad file.
+    Created before anything is written (so an unreachable scheduler fails first), used once by
+    :meth:`run`, then :meth:`close` d.
 
     Args:
         store: the writable store (the coordinator is its only writer).
-        inputs: files, directories and glob patterns.
+        mode: ``none`` (only with ``output``), ``concurrent`` or ``dask-futures``.
         jobs: files processed at once (worker processes, or Dask workers of a local cluster).
-        mode: ``none``, ``concurrent`` or ``dask-futures``; None picks ``concurrent`` when ``jobs`` > 1.
         scheduler: Dask scheduler address for ``dask-futures`` (else ``DASK_SCHEDULER_ADDRESS``, else a
             ``LocalCluster`` of ``jobs`` workers).
         output: a Parquet dataset directory that keeps every trace's partition; None stages partitions
             beside the store and deletes each once loaded.
-        force: re-read files whose content is already stored, replacing their rows and partitions.
-        threads: threads of the Rust core per job; None sizes them so jobs x threads = the cores.
-        on_start: called once with the number of outcomes to expect.
-        on_outcome: called with each outcome as it lands (for progress display).
-        read_ahead: one of the files, already being read in this process (``none`` mode writing straight
-            into the store uses it; it is closed when the batch ends either way).
-
-    Returns:
-        The report; failures are in it and in ``ingest_failures``, never raised.
 
     Raises:
-        SchedulerUnavailableError: the Dask scheduler cannot be reached (before anything was written).
-        SpecError: an invalid mode or job count.
+        SchedulerUnavailableError: the Dask scheduler cannot be reached.
     """
-    from ..store import dataset
 
-    if jobs < 1:
-        raise errors.SpecError(f"--jobs must be at least 1, not {jobs}")
-    mode = resolve_mode(mode, jobs)
-    started = time.perf_counter()
-    expansion = expand_inputs(inputs)
-    keep_partitions = output is not None
-    root = os.path.abspath(os.fspath(output)) if output is not None else staging_dir(store)
-    dataset.ensure_writable(root)
-    dataset.repair(root)
+    def __init__(
+        self, store: Store, *, mode: str, jobs: int, scheduler: str | None, output: str | None
+    ) -> None:
+        from ..store import dataset
 
-    executor: _InProcess | _ProcessPool | _Dask
-    if mode == "dask-futures":
-        executor = _Dask(jobs, scheduler)
-    elif mode == "concurrent":
-        executor = _ProcessPool(jobs)
-    else:
-        executor = _InProcess(None if keep_partitions else store, read_ahead)
-    report = BatchReport(mode=mode, workers=executor.workers)
-    if on_start is not None:
-        on_start(len(expansion.paths) + len(expansion.problems))
+        self.store, self.mode = store, mode
+        self.keep = output is not None
+        self.root = os.path.abspath(output) if output is not None else staging_dir(store)
+        dataset.ensure_writable(self.root)
+        dataset.repair(self.root)
+        self.executor: _InProcess | _ProcessPool | _Dask
+        if mode == "dask-futures":
+            self.executor = _Dask(jobs, scheduler)
+        elif mode == "concurrent":
+            self.executor = _ProcessPool(jobs)
+        else:
+            self.executor = _InProcess()
+        self.workers = self.executor.workers
+        #: per worker, its peak resident memory
+        self.worker_peak_rss_bytes: dict[str, int] = {}
 
-    def emit(outcome: IngestOutcome) -> None:
-        report.outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
+    def run(
+        self,
+        paths: Sequence[str],
+        emit: Callable[[IngestOutcome], None],
+        *,
+        force: bool,
+        threads: int | None,
+    ) -> None:
+        """Process the exports and reports ``paths``, emitting one outcome per file as each settles.
 
-    try:
-        for path, error in expansion.problems:
-            _record_failure(store, path, None, error)
-            emit(_outcome(path, "failed", None, str(error), error))
+        Args:
+            paths: absolute paths of the files (no ncu CSV).
+            emit: receives each outcome.
+            force: re-read files whose content is already stored, replacing their rows and partitions.
+            threads: threads of the Rust core per job; None sizes them so jobs x threads = the cores.
+        """
+        store = self.store
         known = frozenset(
             str(r[0]) for r in store.con.execute("SELECT fingerprint FROM traces").fetchall() if r[0]
         )
-        # ncu CSV exports are small tables of their own (not traces): the coordinator ingests them directly.
-        for path in [p for p in expansion.paths if p.lower().endswith(".csv")]:
-            emit(_ingest_csv(store, path, force=force))
         if threads is None:
-            threads = max(1, available_cores() // executor.workers) if mode != "dask-futures" else 0
-        specs = [
-            JobSpec(path=p, dataset=root, known=known, force=force, threads=threads)
-            for p in expansion.paths
-            if not p.lower().endswith(".csv")
-        ]
-        loader = _Loader(store, root, keep=keep_partitions, emit=emit)
-        for result in executor.results(specs):
+            threads = max(1, available_cores() // self.workers) if self.mode != "dask-futures" else 0
+        specs = [JobSpec(path=p, dataset=self.root, known=known, force=force, threads=threads) for p in paths]
+        loader = _Loader(store, self.root, keep=self.keep, emit=emit)
+        for result in self.executor.results(specs):
             if result.worker:
-                peak = report.worker_peak_rss_bytes.get(result.worker, 0)
-                report.worker_peak_rss_bytes[result.worker] = max(peak, result.peak_rss_bytes)
-            outcome = _settle(store, root, result, force=force, keep=keep_partitions, loader=loader)
+                peak = self.worker_peak_rss_bytes.get(result.worker, 0)
+                self.worker_peak_rss_bytes[result.worker] = max(peak, result.peak_rss_bytes)
+            outcome = _settle(store, self.root, result, force=force, keep=self.keep, loader=loader)
             if outcome is not None:
                 emit(outcome)
         loader.flush()
-    except KeyboardInterrupt as exc:
-        raise errors.IngestInterrupted(
-            "batch interrupted; traces already loaded are kept, run the same command again to finish"
-        ) from exc
-    finally:
-        executor.close()
-        if read_ahead is not None:
-            read_ahead.close()
-        if not keep_partitions:
-            _remove_if_empty(root)
-    report.seconds = time.perf_counter() - started
-    return report
+
+    def close(self) -> None:
+        """Stop the workers; delete the staging dataset when nothing is left in it."""
+        self.executor.close()
+        if not self.keep:
+            _remove_if_empty(self.root)
 
 
 class _Loader:
@@ -749,15 +507,10 @@ class _Loader:
             error = sys.exc_info()[1]
             assert isinstance(error, TraceforgeError)
             self.loaded.pop(result.trace_id or "", None)
-            _record_failure(self.store, result.path, result.fingerprint, error)
+            record_failure(self.store, result.path, result.fingerprint, error)
             self.emit(_outcome(result.path, "failed", result.trace_id, error.message, error, result.seconds))
             return
-        self.store.con.execute(
-            bind(
-                "DELETE FROM ingest_failures WHERE path IN (SELECT unnest($paths))",
-                {"paths": [r.path for r, _ in group]},
-            ),
-        )
+        clear_failures(self.store, [r.path for r, _ in group])
         for result, _replace in group:
             assert result.trace_id is not None
             if not self.keep:
@@ -782,21 +535,15 @@ def _settle(
 ) -> IngestOutcome | None:
     """Turn one job result into an outcome, or queue its partition for loading (returns None)."""
     from ..store import dataset
+    from .trace import already_stored, stored_source
 
     if result.status == "failed":
         error = _error_from(result)
-        _record_failure(store, result.path, result.fingerprint, error)
+        record_failure(store, result.path, result.fingerprint, error)
         return _outcome(result.path, "failed", result.trace_id, error.message, error, result.seconds)
     assert result.trace_id is not None and result.fingerprint is not None
-    if result.status == "loaded":
-        loader.loaded[result.trace_id] = result.path
-        store.con.execute(bind("DELETE FROM ingest_failures WHERE path = ?", [result.path]))
-        message = f"{result.kernel_count} kernels"
-        return _outcome(
-            result.path, "ingested", result.trace_id, message, None, result.seconds, result.kernel_count
-        )
     in_batch = loader.loaded.get(result.trace_id)
-    stored_as = in_batch or _stored_source(store, result.fingerprint)
+    stored_as = in_batch or stored_source(store, result.fingerprint)
     if stored_as is not None and (in_batch is not None or not force):
         # Stored before this batch, or earlier in it under another name: same content, same trace.
         if not keep and result.status != "stored" and not loader.is_pending(result.trace_id):
@@ -804,65 +551,22 @@ def _settle(
         elif keep and in_batch is None and not dataset.has_partition(root, result.trace_id):
             # The store has it but the user's dataset does not: copy it over rather than re-read the file.
             dataset.export_trace(store.con, root, result.trace_id)
-        same = "" if os.path.abspath(stored_as) == result.path else f" as {stored_as}"
-        message = f"already stored{same} (trace {result.trace_id})"
+        message = already_stored(result.path, stored_as, result.trace_id)
         return _outcome(result.path, "skipped", result.trace_id, message, None, result.seconds)
     loader.add(result, replace=stored_as is not None)
     return None
 
 
-def _ingest_csv(store: Store, path: str, *, force: bool) -> IngestOutcome:
-    from .trace import ingest_file
-
-    try:
-        outcome = ingest_file(store, path, force=force)
-    except TraceforgeError as exc:
-        _record_failure(store, path, None, exc)
-        return _outcome(path, "failed", None, exc.message, exc)
-    if outcome.status != "failed":
-        store.con.execute(bind("DELETE FROM ingest_failures WHERE path = ?", [path]))
-    return outcome
-
-
-def _stored_source(store: Store, fingerprint: str) -> str | None:
-    row = store.con.execute(
-        bind("SELECT coalesce(source_path, trace_id) FROM traces WHERE fingerprint = ?", [fingerprint])
-    ).fetchone()
-    return None if row is None else str(row[0])
-
-
 def _error_from(result: JobResult) -> TraceforgeError:
     """Rebuild a worker's error as the matching traceforge exception class."""
     message = result.message or "unknown error"
-    if result.error_code == "not_found":
+    if result.error_code == "not_found" and not os.path.lexists(result.path):
         message = f"vanished during the batch ({message})"
-    cls = _error_classes().get(result.error_code or "", TraceforgeError)
+    cls = class_for_code(result.error_code or "")
     error = cls(message, path=result.path)
     if cls is TraceforgeError and result.error_code:
         error.code = result.error_code
     return error
-
-
-def _error_classes() -> dict[str, type[TraceforgeError]]:
-    classes: dict[str, type[TraceforgeError]] = {}
-    todo: list[type[TraceforgeError]] = [TraceforgeError]
-    while todo:
-        cls = todo.pop()
-        classes.setdefault(cls.code, cls)
-        todo.extend(cls.__subclasses__())
-    return classes
-
-
-def _record_failure(store: Store, path: str, fingerprint: str | None, error: TraceforgeError) -> None:
-    with store.transaction() as con:
-        con.execute(bind("DELETE FROM ingest_failures WHERE path = ?", [path]))
-        con.execute(
-            bind(
-                "INSERT INTO ingest_failures (path, fingerprint, error_code, message, failed_at) "
-                "VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
-                [path, fingerprint, error.code, error.message],
-            ),
-        )
 
 
 def _outcome(
@@ -901,110 +605,3 @@ def _remove_if_empty(root: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------------------------
-# Re-analysis
-
-
-@dataclass
-class ReanalyzeOutcome:
-    """The result of recomputing one stored trace's derived metrics.
-
-    Attributes:
-        trace_id: the trace.
-        status: ``recomputed`` or ``failed``.
-        previous_version: its ``metric_version`` before.
-        message: a one-line note or the error.
-        seconds: time taken.
-    """
-
-    trace_id: str
-    status: str
-    previous_version: int | None
-    message: str
-    seconds: float
-
-
-def stale_traces(
-    store: Store, *, everything: bool = False, trace_ids: Sequence[str] | None = None
-) -> list[str]:
-    """Trace ids whose derived rows need recomputing.
-
-    Args:
-        store: the store.
-        everything: all stored traces, whatever their metric version.
-        trace_ids: only these (each must be stored).
-
-    Returns:
-        The ids, oldest metric version first.
-    """
-    from ..store.schema import METRIC_VERSION
-
-    rows = store.con.execute(
-        "SELECT trace_id, metric_version FROM traces ORDER BY metric_version NULLS FIRST, trace_id"
-    ).fetchall()
-    if trace_ids is not None:
-        stored = {str(r[0]) for r in rows}
-        missing = [t for t in trace_ids if t not in stored]
-        if missing:
-            raise errors.QueryError(f"no such trace in the store: {', '.join(missing)}", path=store.path)
-        wanted = set(trace_ids)
-        return [str(r[0]) for r in rows if r[0] in wanted]
-    return [str(r[0]) for r in rows if everything or r[1] is None or int(r[1]) != METRIC_VERSION]
-
-
-def reanalyze(
-    store: Store,
-    trace_ids: Sequence[str],
-    *,
-    on_outcome: Callable[[ReanalyzeOutcome], None] | None = None,
-) -> list[ReanalyzeOutcome]:
-    """Recompute the derived tables of stored traces from their stored events (no export files needed).
-
-    Each trace is one transaction: its derived rows are replaced and ``traces.metric_version`` set, or
-    nothing changes. A failure is reported and the next trace done.
-
-    Args:
-        store: the writable store.
-        trace_ids: the traces to recompute (see :func:`stale_traces`).
-        on_outcome: called after each trace.
-
-    Returns:
-        One outcome per trace.
-    """
-    import duckdb
-
-    from ..store.schema import METRIC_VERSION
-    from .trace import recompute_metrics
-
-    outcomes = []
-    for trace_id in trace_ids:
-        start = time.perf_counter()
-        row = store.con.execute(
-            bind("SELECT metric_version FROM traces WHERE trace_id = ?", [trace_id])
-        ).fetchone()
-        previous = None if row is None or row[0] is None else int(row[0])
-        try:
-            with store.transaction() as con:
-                recompute_metrics(store, trace_id)
-                con.execute(
-                    bind(
-                        "UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id]
-                    )
-                )
-            outcome = ReanalyzeOutcome(
-                trace_id,
-                "recomputed",
-                previous,
-                f"metric version {previous} -> {METRIC_VERSION}",
-                time.perf_counter() - start,
-            )
-        except (TraceforgeError, duckdb.Error) as exc:
-            outcome = ReanalyzeOutcome(
-                trace_id, "failed", previous, _first_line(exc), time.perf_counter() - start
-            )
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
-    return outcomes

@@ -1,36 +1,25 @@
-"""Ingesting captures into the store: one trace, one transaction.
+"""The reader and writer of one trace: one export, one transaction.
 
-``read_trace`` runs the Rust reader and metric code on one export; ``write_trace`` lands every table of
-that trace in one DuckDB transaction, so a failure or Ctrl-C leaves the store exactly as it was.
-``ingest_paths`` does this for many files, continuing past bad ones.
+``read_trace`` runs the Rust reader and metric code on one export (``ReadAhead`` does it on background
+threads while the caller gets ready); ``write_trace`` lands every table of that trace in one DuckDB
+transaction, so a failure or Ctrl-C leaves the store exactly as it was. :func:`traceforge.ingest.run` is
+what calls them, for one file or many.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import glob
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import (
-    CorruptExportError,
-    InputNotFoundError,
-    InputPermissionError,
-    NotAnExportError,
-    StoreError,
-    TraceforgeError,
-)
+from ..errors import CorruptExportError, StoreError, TraceforgeError
 from ..store import Store
-from ..store.schema import DERIVED_STORAGE, DERIVED_TABLES, METRIC_VERSION
+from ..store.schema import METRIC_VERSION
 from ..store.sql_params import bind
-from ..store.storage import delete_storage_rows, delete_trace_rows, insert_trace_rows
-
-#: Suffixes ``ingest`` accepts when expanding a directory.
-EXPORT_SUFFIXES = (".sqlite", ".nsys-rep", ".csv")
+from ..store.storage import delete_trace_rows, insert_trace_rows
+from .inputs import check_input
 
 
 @dataclass
@@ -67,44 +56,6 @@ def fingerprint_file(path: str) -> str:
 def trace_id_from_fingerprint(fingerprint: str) -> str:
     """The 16-hex-digit trace id of a fingerprint."""
     return fingerprint[:16]
-
-
-def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Expand directories (recursively, by suffix) and glob patterns; keep other paths as given.
-
-    A path that neither exists nor matches a glob is kept, so that ingesting it reports it missing.
-    """
-    out: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            for root, _dirs, files in os.walk(p):
-                for name in sorted(files):
-                    if name.endswith(EXPORT_SUFFIXES):
-                        out.append(os.path.join(root, name))
-        elif not os.path.exists(p) and glob.has_magic(p):
-            out.extend(sorted(glob.glob(p, recursive=True)))
-        else:
-            out.append(p)
-    seen: set[str] = set()
-    unique = []
-    for p in out:
-        key = os.path.abspath(p)
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
-
-
-def check_input(path: str) -> None:
-    """Raise a clear error for a path that cannot be an input file."""
-    if not os.path.lexists(path):
-        raise InputNotFoundError("no such file", path=path)
-    if not os.path.exists(path):
-        raise InputNotFoundError("dangling symbolic link", path=path)
-    if os.path.isdir(path):
-        raise NotAnExportError("is a directory, not an nsys export", path=path)
-    if not os.access(path, os.R_OK):
-        raise InputPermissionError("permission denied", path=path)
 
 
 def read_trace(
@@ -196,17 +147,34 @@ class ReadAhead:
             self._pool.shutdown(wait=True)
 
 
+def stored_source(store: Store, fingerprint: str) -> str | None:
+    """The source path (or, without one, the trace id) under which this content is stored; None if not."""
+    row = store.con.execute(
+        bind("SELECT coalesce(source_path, trace_id) FROM traces WHERE fingerprint = ?", [fingerprint])
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def already_stored(path: str, stored_as: str, trace_id: str) -> str:
+    """The message of a file skipped because its content is stored (naming the other file, if any)."""
+    same = "" if os.path.abspath(stored_as) == os.path.abspath(path) else f" as {stored_as}"
+    return f"already stored{same} (trace {trace_id})"
+
+
+def skipped(store: Store, path: str, fingerprint: str, trace_id: str) -> IngestOutcome:
+    """The outcome of a file whose content is already stored."""
+    stored_as = stored_source(store, fingerprint) or trace_id
+    return IngestOutcome(
+        os.path.abspath(path), "skipped", trace_id, already_stored(path, stored_as, trace_id)
+    )
+
+
 def write_trace(store: Store, data: TraceData, *, force: bool = False) -> IngestOutcome:
     """Write every table of one trace in one transaction; skip content already stored unless ``force``."""
     started = time.perf_counter()
     existing = store.has_fingerprint(data.fingerprint)
     if existing and not force:
-        return IngestOutcome(
-            data.source_path,
-            "skipped",
-            existing,
-            f"already stored as trace {existing} (use --force to re-ingest)",
-        )
+        return skipped(store, data.source_path, data.fingerprint, existing)
     import duckdb
 
     try:
@@ -274,124 +242,3 @@ def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[s
         placeholders = ", ".join("?" for _ in row)
         con.execute(bind(f"INSERT INTO traces ({columns}) VALUES ({placeholders})", list(row.values())))
     return dict(info)
-
-
-def ingest_file(store: Store, path: str, *, force: bool = False, threads: int = 0) -> IngestOutcome:
-    """Ingest one file (``.sqlite`` export, ``.nsys-rep`` report or ncu ``.csv``); raises on failure."""
-    started = time.perf_counter()
-    check_input(path)
-    if path.lower().endswith(".csv"):
-        from .ncu import ingest_ncu_csv
-
-        return ingest_ncu_csv(store, path, force=force)  # type: ignore[no-any-return]
-    if path.lower().endswith(".nsys-rep"):
-        from .nsysrep import export_to_sqlite
-
-        with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
-            sqlite_path = export_to_sqlite(path, tmp)
-            outcome = _ingest_sqlite(store, sqlite_path, force=force, threads=threads, source_path=path)
-    else:
-        outcome = _ingest_sqlite(store, path, force=force, threads=threads, source_path=path)
-    outcome.seconds = time.perf_counter() - started
-    return outcome
-
-
-def _ingest_sqlite(store: Store, path: str, *, force: bool, threads: int, source_path: str) -> IngestOutcome:
-    # Skip before reading anything when this content may already be stored (a stored trace has the same
-    # size); otherwise the file is hashed while it is read.
-    fingerprint = None
-    if not force and store.has_file_size(os.path.getsize(path)):
-        fingerprint = fingerprint_file(path)
-        existing = store.has_fingerprint(fingerprint)
-        if existing:
-            return IngestOutcome(
-                os.path.abspath(source_path),
-                "skipped",
-                existing,
-                f"already stored as trace {existing} (use --force to re-ingest)",
-            )
-    data = read_trace(path, threads=threads, source_path=source_path, fingerprint=fingerprint)
-    return write_trace(store, data, force=force)
-
-
-def ingest_paths(
-    store: Store,
-    paths: Iterable[str],
-    *,
-    force: bool = False,
-    threads: int = 0,
-    on_done: Callable[[IngestOutcome], None] | None = None,
-) -> list[IngestOutcome]:
-    """Ingest many files sequentially; a failing file is reported and the others still land."""
-    outcomes = []
-    for path in expand_paths(paths):
-        try:
-            outcome = ingest_file(store, path, force=force, threads=threads)
-        except TraceforgeError as exc:
-            if exc.path is None:
-                exc.path = path
-            outcome = IngestOutcome(os.path.abspath(path), "failed", None, str(exc), error=exc)
-            record_failure(store, path, exc)
-        outcomes.append(outcome)
-        if on_done is not None:
-            on_done(outcome)
-    return outcomes
-
-
-def record_failure(store: Store, path: str, exc: TraceforgeError) -> None:
-    """Remember a failed file in ``ingest_failures`` (best effort: never masks the original error)."""
-    try:
-        store.con.execute(
-            bind(
-                "INSERT INTO ingest_failures VALUES (?, NULL, ?, ?, ?)",
-                [
-                    os.path.abspath(path),
-                    exc.code,
-                    exc.message,
-                    _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None),
-                ],
-            ),
-        )
-    except Exception:  # noqa: BLE001 - a read-only or broken store must not hide the file's own error
-        pass
-
-
-def recompute_metrics(store: Store, trace_id: str) -> None:
-    """Re-derive the derived tables of one stored trace from its stored event tables.
-
-    Runs in the caller's transaction if one is open (``reanalyze`` wraps each trace in one); the original
-    export is not needed. Rows get the current ``METRIC_VERSION``.
-    """
-    import polars as pl
-
-    from .. import _core
-
-    con = store.con
-
-    def fetch(query: str) -> pl.DataFrame:
-        # Read each result to the end before the next query runs: DuckDB 1.5 closes a connection's
-        # pending result when another query starts on it, which would silently empty an open stream.
-        return pl.DataFrame(con.sql(bind(query, [trace_id])))
-
-    kernels = fetch(
-        "SELECT device_id::BIGINT AS device_id, stream_id, start_ns, end_ns, name, pid, correlation_id, "
-        "launch_tid, api_start_ns FROM kernels WHERE trace_id = $1"
-    )
-    memops = fetch(
-        "SELECT device_id::BIGINT AS device_id, stream_id, op, copy_kind, start_ns, end_ns, bytes, pid, "
-        "correlation_id, launch_tid, api_start_ns FROM memops WHERE trace_id = $1"
-    )
-    nvtx = fetch(
-        "SELECT pid, tid, start_ns, end_ns, name, domain, kind, level::BIGINT AS level FROM nvtx_ranges "
-        "WHERE trace_id = $1 ORDER BY range_index"
-    )
-    tables = _core.rederive(kernels, memops, nvtx)
-    for table in DERIVED_TABLES:
-        storage = DERIVED_STORAGE.get(table)
-        if storage is None:
-            con.execute(bind(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id]))
-        else:
-            delete_storage_rows(con, storage, trace_id)
-        written = storage or table
-        insert_trace_rows(con, written, tables[written], trace_id)
-    con.execute(bind("UPDATE traces SET metric_version = ? WHERE trace_id = ?", [METRIC_VERSION, trace_id]))

@@ -488,11 +488,11 @@ def _export_and_ingest(
     if not spec.capture.ingest:
         return None, sqlite_path, None
     try:
-        from ..ingest.trace import ingest_paths
+        from ..ingest import run as ingest
     except ImportError as exc:
         return None, sqlite_path, f"trace not ingested (traceforge.ingest unavailable: {exc})"
     try:
-        outcomes = ingest_paths(store, [sqlite_path])
+        outcomes = ingest(store, [sqlite_path]).outcomes
     except Exception as exc:  # noqa: BLE001 - the cell's requests stay recorded; the note says what failed
         return None, sqlite_path, f"trace not ingested: {type(exc).__name__}: {exc}"
     outcome = outcomes[0] if outcomes else None

@@ -1,0 +1,316 @@
+"""The one ingest entry point, :func:`run`: what ``Traceforge.ingest`` and ``traceforge ingest`` both call.
+
+One path for every caller: the inputs are expanded by :func:`traceforge.ingest.inputs.expand_inputs`,
+every failure is recorded (and every landed file cleared) by :mod:`traceforge.ingest.failures`, ncu CSV
+exports are loaded directly, and the traces go one of two ways:
+
+* in this process (``mode="none"`` without ``output``, the default for one job): each file is read by the
+  Rust core and written in one transaction (:mod:`traceforge.ingest.trace`), no job or staging round trip;
+  one trace alone checkpoints at its commit. When ``run`` opens the store itself (the CLI passes a path),
+  the first export is read ahead on background threads while DuckDB is imported and the store opens.
+* through jobs (``concurrent``, ``dask-futures``, or an ``output`` dataset):
+  :class:`traceforge.ingest.batch.Batch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .. import errors
+from ..errors import TraceforgeError
+from .failures import as_error, clear_failures, record_failure
+from .inputs import Expansion, check_input, expand_inputs
+from .trace import IngestOutcome
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from .trace import ReadAhead, TraceData
+
+#: Execution modes of ``mode``/``--mode`` (the names nsys recipes use).
+MODES: tuple[str, ...] = ("none", "concurrent", "dask-futures")
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did.
+
+    Attributes:
+        outcomes: one per file (and per input that named no usable file), in completion order.
+        mode: the execution mode used.
+        workers: how many files were processed at once.
+        seconds: wall time of the whole ingest.
+        worker_peak_rss_bytes: per worker process, its peak resident memory (jobs only).
+    """
+
+    outcomes: list[IngestOutcome] = field(default_factory=list)
+    mode: str = "none"
+    workers: int = 1
+    seconds: float = 0.0
+    worker_peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        """Count the outcomes with this status (``ingested``, ``skipped``, ``failed``)."""
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def failures(self) -> list[IngestOutcome]:
+        """The failed outcomes."""
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def resolve_mode(mode: str | None, jobs: int) -> str:
+    """Pick the execution mode: the one asked for, else ``concurrent`` for several jobs, ``none`` for one."""
+    if jobs < 1:
+        raise errors.SpecError(f"--jobs must be at least 1, not {jobs}")
+    if mode is None:
+        return "concurrent" if jobs > 1 else "none"
+    if mode not in MODES:
+        raise errors.SpecError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode == "none" and jobs > 1:
+        raise errors.SpecError("--mode none runs one job at a time; use --mode concurrent with --jobs")
+    return mode
+
+
+def run(
+    store: Store | str | os.PathLike[str] | None,
+    inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    force: bool = False,
+    jobs: int = 1,
+    mode: str | None = None,
+    scheduler: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_outcome: Callable[[IngestOutcome], None] | None = None,
+) -> IngestReport:
+    """Ingest files, directories and glob patterns; never stops at a bad file.
+
+    Args:
+        store: the writable store, or the path of one to open (and close) here; None: the default store.
+        inputs: files, directories (searched recursively) and glob patterns.
+        force: re-ingest content already stored, replacing its rows (and partitions).
+        jobs: files processed at once (worker processes, or Dask workers of a local cluster).
+        mode: ``none``, ``concurrent`` or ``dask-futures``; None picks ``concurrent`` when ``jobs`` > 1.
+        scheduler: Dask scheduler address for ``dask-futures`` (else ``DASK_SCHEDULER_ADDRESS``, else a
+            ``LocalCluster`` of ``jobs`` workers).
+        output: a Parquet dataset directory that also keeps every trace's partition.
+        threads: Rust core threads per file; None sizes them so jobs x threads = the cores.
+        on_start: called once with the number of outcomes to expect.
+        on_outcome: called with each outcome as it lands (for progress display).
+
+    Returns:
+        The report; failures are in it and in ``ingest_failures``, never raised.
+
+    Raises:
+        SchedulerUnavailableError: the Dask scheduler cannot be reached (before anything was written).
+        SpecError: an invalid mode or job count.
+        StoreError: the store cannot be opened.
+        IngestInterrupted: Ctrl-C; the traces already stored are kept.
+    """
+    from ..store import Store
+
+    mode = resolve_mode(mode, jobs)
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    expansion = expand_inputs(items)
+    direct = mode == "none" and output is None
+    opened = not isinstance(store, Store)
+    # Reading the first export overlaps importing DuckDB and opening the store; with a store already
+    # open there is nothing left to overlap.
+    ahead = _read_ahead(expansion, threads) if direct and opened else None
+    try:
+        target = Store(store) if not isinstance(store, Store) else store
+        try:
+            return _run(
+                target,
+                expansion,
+                force=force,
+                jobs=jobs,
+                mode=mode,
+                scheduler=scheduler,
+                output=None if output is None else os.fspath(output),
+                threads=threads,
+                on_start=on_start,
+                on_outcome=on_outcome,
+                ahead=ahead,
+            )
+        finally:
+            if opened:
+                target.close()
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _run(
+    store: Store,
+    expansion: Expansion,
+    *,
+    force: bool,
+    jobs: int,
+    mode: str,
+    scheduler: str | None,
+    output: str | None,
+    threads: int | None,
+    on_start: Callable[[int], None] | None,
+    on_outcome: Callable[[IngestOutcome], None] | None,
+    ahead: ReadAhead | None,
+) -> IngestReport:
+    started = time.perf_counter()
+    batch = None
+    if mode != "none" or output is not None:
+        from .batch import Batch
+
+        batch = Batch(store, mode=mode, jobs=jobs, scheduler=scheduler, output=output)
+    report = IngestReport(mode=mode, workers=1 if batch is None else batch.workers)
+    if on_start is not None:
+        on_start(len(expansion.paths) + len(expansion.problems))
+
+    def emit(outcome: IngestOutcome) -> None:
+        report.outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    try:
+        for path, error in expansion.problems:
+            record_failure(store, path, None, error)
+            emit(IngestOutcome(path, "failed", None, str(error), error))
+        # ncu CSV exports are small tables of their own (not traces): ingested here, whatever the mode.
+        for path in [p for p in expansion.paths if p.lower().endswith(".csv")]:
+            emit(_ingest_csv(store, path, force=force))
+        traces = [p for p in expansion.paths if not p.lower().endswith(".csv")]
+        if batch is not None:
+            batch.run(traces, emit, force=force, threads=threads)
+            report.worker_peak_rss_bytes = batch.worker_peak_rss_bytes
+        else:
+            from .batch import available_cores
+
+            # One trace: checkpoint at its commit rather than log it and write it again at close (Store doc).
+            checkpointing = store.checkpoint_each_commit() if len(traces) == 1 else contextlib.nullcontext()
+            with checkpointing:
+                for path in traces:
+                    emit(
+                        ingest_one(
+                            store, path, force=force, threads=threads or available_cores(), ahead=ahead
+                        )
+                    )
+    except KeyboardInterrupt as exc:
+        raise errors.IngestInterrupted(
+            "ingest interrupted; traces already stored are kept, run the same command again to finish"
+        ) from exc
+    finally:
+        if batch is not None:
+            batch.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _read_ahead(expansion: Expansion, threads: int | None) -> ReadAhead | None:
+    """Start reading the first export now, if the first trace to ingest is a plain ``.sqlite`` file."""
+    from .batch import available_cores
+    from .trace import ReadAhead
+
+    first = next((p for p in expansion.paths if not p.lower().endswith(".csv")), None)
+    if first is None or not first.lower().endswith(".sqlite"):
+        return None
+    try:
+        return ReadAhead(first, threads=threads or available_cores())
+    except TraceforgeError:
+        return None  # reported when the ingest reaches the file, as for any other
+
+
+def ingest_one(
+    store: Store, path: str, *, force: bool = False, threads: int = 0, ahead: ReadAhead | None = None
+) -> IngestOutcome:
+    """Ingest one export or report in this process: read, write, record the outcome; never raises.
+
+    A failure is recorded in ``ingest_failures`` (and returned as a ``failed`` outcome); a file that lands
+    or is found stored has its earlier failure cleared.
+
+    Args:
+        store: the writable store.
+        path: the ``.sqlite`` export or ``.nsys-rep`` report (absolute, as the expansion names it).
+        force: re-ingest content already stored.
+        threads: Rust core threads (0: all cores).
+        ahead: an export already being read; used if it is this file.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C; nothing of this trace was written.
+    """
+    started = time.perf_counter()
+    seen: dict[str, str] = {}
+    try:
+        if path.lower().endswith(".nsys-rep"):
+            from .nsysrep import export_to_sqlite
+
+            with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
+                outcome = _ingest_sqlite(store, export_to_sqlite(path, tmp), path, force, threads, None, seen)
+        else:
+            outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen)
+    except Exception as exc:
+        error = as_error(exc, path)
+        error.path = path  # the user's file, not the temporary export of a report
+        record_failure(store, path, seen.get("fingerprint"), error)
+        return IngestOutcome(
+            path, "failed", None, error.message, error, seconds=time.perf_counter() - started
+        )
+    clear_failures(store, [path])
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _ingest_sqlite(
+    store: Store,
+    export: str,
+    source: str,
+    force: bool,
+    threads: int,
+    ahead: ReadAhead | None,
+    seen: dict[str, str],
+) -> IngestOutcome:
+    from .trace import fingerprint_file, read_trace, skipped, write_trace
+
+    ahead = ahead if ahead is not None and ahead.covers(export) else None
+    try:
+
+        def read(fingerprint: str | None) -> TraceData:
+            if ahead is not None:
+                return ahead.take(source_path=source)
+            return read_trace(export, threads=threads, source_path=source, fingerprint=fingerprint)
+
+        check_input(export)
+        if force or not store.has_file_size(os.path.getsize(export)):
+            # No stored trace can hold this content (none has its size): hash the file while reading it.
+            data = read(None)
+        else:
+            fingerprint = ahead.fingerprint() if ahead is not None else fingerprint_file(export)
+            seen["fingerprint"] = fingerprint
+            existing = store.has_fingerprint(fingerprint)
+            if existing:
+                return skipped(store, source, fingerprint, existing)
+            data = read(fingerprint)
+        seen["fingerprint"] = data.fingerprint
+        return write_trace(store, data, force=force)
+    finally:
+        if ahead is not None:
+            ahead.close()  # the content was stored already, or reading failed: stop reading it
+
+
+def _ingest_csv(store: Store, path: str, *, force: bool) -> IngestOutcome:
+    from .ncu import ingest_ncu_csv
+
+    try:
+        check_input(path)
+        outcome = ingest_ncu_csv(store, path, force=force)
+    except Exception as exc:
+        error = as_error(exc, path)
+        record_failure(store, path, None, error)
+        return IngestOutcome(path, "failed", None, error.message, error)
+    clear_failures(store, [path])
+    return outcome

@@ -192,6 +192,7 @@ def test_ingest_archive_parallel(archive, run_cli, tmp_path: Path, jobs: int) ->
     assert db_rows(db, f"SELECT count(*) FROM ingest_failures WHERE path = '{other['text']}'") == [(0,)]
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_matches_reference(archive, run_cli, tmp_path: Path) -> None:
     root, good, other = archive
     db = tmp_path / "dask.duckdb"
@@ -250,6 +251,7 @@ def test_unreachable_scheduler_fails_cleanly(archive, run_cli, tmp_path: Path) -
     assert db_rows(db, "SELECT count(*) FROM ingest_failures") == [(0,)]
 
 
+@pytest.mark.slow
 def test_killed_batch_resumes_without_duplicates(tmp_path: Path, run_cli) -> None:
     """SIGKILL a real batch once some traces are done; running it again finishes the rest exactly once."""
     root = tmp_path / "archive"

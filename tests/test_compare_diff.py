@@ -196,6 +196,7 @@ def test_sweep_thresholds_are_adjustable(store):
     assert b.boundary_n is None and b.cliff_n is None
 
 
+@pytest.mark.slow
 def test_sweep_cli_formats_and_unknown_run(sweep_db, run_cli):
     r = run_cli("sweep", "--db", sweep_db, "--format", "json")
     assert r.rc == 0, r
@@ -329,6 +330,7 @@ def test_compare_cli_errors_are_one_line(sweep_db, run_cli, args, message):
     assert len(lines) == 1 and lines[0].startswith("traceforge: error: ") and message in lines[0], r
 
 
+@pytest.mark.slow
 def test_compare_cli_formats(sweep_db, run_cli):
     base = ["compare", "--db", sweep_db, "--metric", "requests.wall_ms", "--by", "cells.n", "--baseline", "1"]
     r = run_cli(*base, "--format", "json")

@@ -10,6 +10,9 @@ import time
 import duckdb
 import pytest
 
+# Every test here ingests (or interrupts) a large synthetic export built once for the module.
+pytestmark = pytest.mark.slow
+
 
 def _counts(db: str) -> list[int]:
     con = duckdb.connect(db, read_only=True)

@@ -42,7 +42,9 @@ def multi_device(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("export_name", ["multi_device", "llama_export"])
+@pytest.mark.parametrize(
+    "export_name", ["multi_device", pytest.param("llama_export", marks=pytest.mark.slow)]
+)
 def test_low_memory_ingest_stores_the_same_rows(
     export_name: str, request: pytest.FixtureRequest, tmp_path: Path, run_cli: Callable[..., Any]
 ) -> None:

@@ -20,7 +20,7 @@ import pytest
 import reference
 from export_builder import EDGE_CASES
 
-SOURCES = ["small_matmul", "llama", *EDGE_CASES]
+SOURCES = ["small_matmul", pytest.param("llama", marks=pytest.mark.slow), *EDGE_CASES]
 
 KERNEL_COLUMNS = [
     "kernel_count",

@@ -196,6 +196,7 @@ def test_hanging_server_fails_requests_after_request_timeout(tmp_path: Path) -> 
     assert err in reason
 
 
+@pytest.mark.slow
 def test_summaries_on_a_known_answer(tmp_path: Path) -> None:
     """A server with 2 generation slots at 25 tokens/s per stream: N=2 scales, N=6 shares 2 slots 6 ways."""
     delay = 0.04

@@ -52,6 +52,7 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_kill_then_resume(tmp_path: Path) -> None:
     spec = tmp_path / "resume.toml"
     db = tmp_path / "r.duckdb"

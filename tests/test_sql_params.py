@@ -111,6 +111,7 @@ def test_literal_rejects_what_it_cannot_write() -> None:
         literal(object())
 
 
+@pytest.mark.slow
 def test_no_command_makes_duckdb_import_pandas(
     tmp_path: Path, small_matmul_export: Path, llama_export: Path, run_cli: Any
 ) -> None:

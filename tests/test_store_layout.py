@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from traceforge.store import LAYOUT_TABLE, Store
 from traceforge.store.schema import DDL, ROW_COLUMN, ROW_FIELDS, STORAGE_SCHEMA, VIEW_DDL
@@ -44,6 +45,7 @@ def test_views_have_the_documented_columns_and_types(ingested: Any, small_matmul
         stored.close()
 
 
+@pytest.mark.slow
 def test_a_store_with_spelled_out_tables_is_upgraded(
     ingested: Any, small_matmul_export: Path, llama_export: Path, tmp_path: Path
 ) -> None:

@@ -40,7 +40,16 @@ from nsys_oracle import MEMOP_NAMES, run_stats, strip_api_version
 pytestmark = [pytest.mark.nsys]
 
 REPORTS = ("gpukernsum", "gpumemtimesum", "gpumemsizesum", "nvtxgpuproj", "kernexecsum", "kernexectrace")
-SOURCES = ["small_matmul", "llama", "nvtx", "two_processes", "two_devices", "unsorted", "many_streams"]
+#: The llama capture is the long case (nsys stats over 183,594 kernels): marked slow.
+SOURCES = [
+    "small_matmul",
+    pytest.param("llama", marks=pytest.mark.slow),
+    "nvtx",
+    "two_processes",
+    "two_devices",
+    "unsorted",
+    "many_streams",
+]
 
 
 @pytest.fixture(scope="module", params=SOURCES)

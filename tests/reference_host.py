@@ -19,9 +19,9 @@ Definitions (intervals half-open ``[start, end)``, ns; pid/tid decoded from ``gl
   durations, ``gil_wait_count`` counts wait ranges, ``gil_wait_p50/p99_ns`` (linear interpolation) and
   ``gil_wait_max_ns`` over wait durations (NULL without waits), ``name`` from ``ThreadNames`` (NULL if none;
   the row with the highest rowid when there are several).
-* ``os_calls``: ``OSRT_API`` rows with ``eventClass`` 27 (``TRACE_PROCESS_EVENT_OS_RUNTIME``; what ``nsys stats
-  --report osrtsum`` reads; classes 31/32 are zero-length "OSRT start/finish" markers named ``[Unknown]``).
-  ``os_call_summary`` per name: count, total, avg, median, min, max of end - start.
+* ``os_calls``: ``OSRT_API`` rows with ``eventClass`` 27 (``TRACE_PROCESS_EVENT_OS_RUNTIME``; what
+  ``nsys stats --report osrtsum`` reads; classes 31/32 are zero-length "OSRT start/finish" markers named
+  ``[Unknown]``). ``os_call_summary`` per name: count, total, avg, median, min, max of end - start.
 * Idle attribution: for each gap ``[a, b)`` of a device (reference.py's gaps over kernels + GRAPH_TRACE
   executions), the *next activity* is among the non-empty activities of the device that start at ``b``, the
   one whose matched launching call (same (pid, correlationId)) started first (ties: lower pid, tid,
@@ -91,7 +91,7 @@ def _strings(con: sqlite3.Connection, tables: set[str]) -> dict[int, str]:
 # Threads, GIL
 
 
-def thread_names(path: str) -> dict[tuple[int, int], str]:
+def thread_names(path: str) -> dict[tuple[int, int], Optional[str]]:
     """(pid, tid) -> name from ``ThreadNames`` (nameId -> StringIds); the highest rowid wins."""
     con = _connect(path)
     try:
@@ -143,7 +143,9 @@ def gil_intervals(path: str) -> list[dict[str, Any]]:
             state = GIL_STATES.get(label or "")
             if state is None:
                 continue
-            rows.append({"pid": pid, "tid": decode_tid(gtid), "state": state, "start_ns": start, "end_ns": end})
+            rows.append(
+                {"pid": pid, "tid": decode_tid(gtid), "state": state, "start_ns": start, "end_ns": end}
+            )
         return sorted(rows, key=lambda r: (r["pid"], r["tid"], r["start_ns"], r["end_ns"], r["state"]))
     finally:
         con.close()
@@ -213,7 +215,9 @@ def os_calls(path: str) -> list[dict[str, Any]]:
         strings = _strings(con, tables)
         where = " WHERE eventClass = 27" if "eventClass" in _columns(con, "OSRT_API") else ""
         rows = []
-        for gtid, name_id, start, end in con.execute(f"SELECT globalTid, nameId, start, end FROM OSRT_API{where}"):
+        for gtid, name_id, start, end in con.execute(
+            f"SELECT globalTid, nameId, start, end FROM OSRT_API{where}"
+        ):
             rows.append(
                 {
                     "pid": decode_pid(gtid) if gtid is not None else None,
@@ -223,7 +227,9 @@ def os_calls(path: str) -> list[dict[str, Any]]:
                     "end_ns": end,
                 }
             )
-        return sorted(rows, key=lambda r: (r["start_ns"], r["end_ns"], r["pid"] or 0, r["tid"] or 0, r["name"] or ""))
+        return sorted(
+            rows, key=lambda r: (r["start_ns"], r["end_ns"], r["pid"] or 0, r["tid"] or 0, r["name"] or "")
+        )
     finally:
         con.close()
 
@@ -287,7 +293,9 @@ class ThreadStates:
         return clip(union, starts, a, b)
 
 
-def thread_states(ex: Export, gil: list[dict[str, Any]], oscalls: list[dict[str, Any]]) -> dict[tuple[int, int], ThreadStates]:
+def thread_states(
+    ex: Export, gil: list[dict[str, Any]], oscalls: list[dict[str, Any]]
+) -> dict[tuple[int, int], ThreadStates]:
     """(pid, tid) -> the thread's sync / gil_wait / os / cuda_api intervals, merged."""
     raw: dict[tuple[int, int], dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     for call in ex.api_calls:
@@ -341,10 +349,13 @@ def next_activity(candidates: list[Activity]) -> Optional[Activity]:
     matched = [c for c in candidates if c.api is not None]
     if not matched:
         return None
-    return min(
-        matched,
-        key=lambda c: (c.api.start, c.api.pid, c.api.tid, c.api.correlation_id if c.api.correlation_id is not None else -1),  # type: ignore[union-attr]
-    )
+
+    def order(c: Activity) -> tuple[int, int, int, int]:
+        assert c.api is not None
+        corr = c.api.correlation_id
+        return (c.api.start, c.api.pid, c.api.tid, corr if corr is not None else -1)
+
+    return min(matched, key=order)
 
 
 def idle_attribution(path: str) -> tuple[dict[int, dict[str, Any]], dict[int, list[dict[str, Any]]]]:
@@ -356,9 +367,15 @@ def idle_attribution(path: str) -> tuple[dict[int, dict[str, Any]], dict[int, li
     return _compute(path).idle_devices, _compute(path).idle_gaps
 
 
-def _idle(ex: Export, gil: list[dict[str, Any]], oscalls: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[int, list[dict[str, Any]]], dict[int, dict[str, Any]]]:
+def _idle(
+    ex: Export, gil: list[dict[str, Any]], oscalls: list[dict[str, Any]]
+) -> tuple[dict[int, dict[str, Any]], dict[int, list[dict[str, Any]]], dict[int, dict[str, Any]]]:
     states = thread_states(ex, gil, oscalls)
-    devices = sorted({k.device_id for k in ex.kernels} | {m.device_id for m in ex.memops} | {g.device_id for g in ex.graph_traces})
+    devices = sorted(
+        {k.device_id for k in ex.kernels}
+        | {m.device_id for m in ex.memops}
+        | {g.device_id for g in ex.graph_traces}
+    )
     totals: dict[int, dict[str, Any]] = {}
     per_gap: dict[int, list[dict[str, Any]]] = {}
     metrics: dict[int, dict[str, Any]] = {}
@@ -400,7 +417,7 @@ def _idle(ex: Export, gil: list[dict[str, Any]], oscalls: list[dict[str, Any]]) 
 # GPU metrics
 
 
-def gpu_metrics(path: str) -> list[tuple[int, str, int, int]]:
+def gpu_metrics(path: str) -> list[tuple[int, Optional[str], int, int]]:
     """Every sample as (device_id, metric, ts_ns, value), sorted."""
     con = _connect(path)
     try:
@@ -414,16 +431,18 @@ def gpu_metrics(path: str) -> list[tuple[int, str, int, int]]:
             ):
                 names[(type_id, metric_id)] = name
         out = []
-        for type_id, metric_id, ts, value in con.execute("SELECT typeId, metricId, timestamp, value FROM GPU_METRICS"):
+        for type_id, metric_id, ts, value in con.execute(
+            "SELECT typeId, metricId, timestamp, value FROM GPU_METRICS"
+        ):
             out.append((type_id & 0xFF, names.get((type_id, metric_id)), ts, value))
         return sorted(out, key=lambda s: (s[0], s[1] or "", s[2], s[3]))
     finally:
         con.close()
 
 
-def gpu_metric_summary(path: str) -> dict[tuple[int, str], dict[str, Any]]:
+def gpu_metric_summary(path: str) -> dict[tuple[int, Optional[str]], dict[str, Any]]:
     """(device, metric) -> sample_count, mean, min, max, p50, p90, p99 of the values."""
-    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    groups: dict[tuple[int, Optional[str]], list[int]] = defaultdict(list)
     for dev, metric, _, value in gpu_metrics(path):
         groups[(dev, metric)].append(value)
     return {
@@ -441,7 +460,7 @@ def gpu_metric_summary(path: str) -> dict[tuple[int, str], dict[str, Any]]:
 
 
 def range_devices(ex: Export, ranges: list[NvtxRange]) -> list[set[int]]:
-    """For each range, the devices of the GPU operations it projects onto (reference.nvtx_projection's rule)."""
+    """For each range, the devices of the GPU operations it projects onto (nvtx_projection's rule)."""
     ops = [(k.api, k.device_id) for k in ex.kernels if k.api is not None]
     ops += [(m.api, m.device_id) for m in ex.memops if m.api is not None]
     ops += [(g.api, g.device_id) for g in ex.graph_traces if g.api is not None]
@@ -455,9 +474,9 @@ def range_devices(ex: Export, ranges: list[NvtxRange]) -> list[set[int]]:
 
 
 def _nvtx_gpu_metrics(
-    ex: Export, projection: list[dict[str, Any]], samples: list[tuple[int, str, int, int]]
+    ex: Export, projection: list[dict[str, Any]], samples: list[tuple[int, Optional[str], int, int]]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    by_device: dict[int, dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
+    by_device: dict[int, dict[Optional[str], list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     for dev, metric, ts, value in samples:
         by_device[dev][metric].append((ts, value))
     for metrics in by_device.values():
@@ -469,7 +488,7 @@ def _nvtx_gpu_metrics(
         if r["gpu_start_ns"] is None:
             continue
         lo, hi = r["gpu_start_ns"], r["gpu_end_ns"]
-        values: dict[str, list[int]] = defaultdict(list)
+        values: dict[Optional[str], list[int]] = defaultdict(list)
         for dev in devs:
             for metric, series in by_device.get(dev, {}).items():
                 values[metric]  # a row even with no sample in the window
@@ -506,8 +525,8 @@ class HostReference:
     idle_gaps: dict[int, list[dict[str, Any]]]
     device_metrics: dict[int, dict[str, Any]]  # reference.activity_metrics per device
     nvtx_projection: list[dict[str, Any]]  # over the user ranges
-    gpu_metrics: list[tuple[int, str, int, int]]
-    gpu_metric_summary: dict[tuple[int, str], dict[str, Any]]
+    gpu_metrics: list[tuple[int, Optional[str], int, int]]
+    gpu_metric_summary: dict[tuple[int, Optional[str]], dict[str, Any]]
     nvtx_gpu_metrics: dict[tuple[Any, ...], dict[str, Any]]
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 import reference
@@ -645,6 +646,78 @@ def test_thread_gil_reference_vs_sql(case: Callable[[str], Case]) -> None:
     sql = {(r[0], r[1]): dict(zip(cols, r[2:])) for r in got}
     m = Mismatches("llm thread_gil vs SQL")
     _compare_keyed(m, sql, c.ref.thread_gil, cols)
+    # the percentiles with numpy (method="linear", its default)
+    waits: dict[tuple[int, int], list[int]] = {}
+    for r in c.ref.gil_intervals:
+        if r["state"] == "wait":
+            waits.setdefault((r["pid"], r["tid"]), []).append(r["end_ns"] - r["start_ns"])
+    for key, w in waits.items():
+        for q in (50, 99):
+            m.check(key, f"gil_wait_p{q}_ns", c.ref.thread_gil[key][f"gil_wait_p{q}_ns"],
+                    float(np.percentile(w, q)), who="reference")  # fmt: skip
+    m.done()
+
+
+def _sweep_attribution(a: int, b: int, intervals: dict[str, list[tuple[int, int]]]) -> dict[str, int]:
+    """A second, independent attribution of ``[a, b)``: sweep the raw (unmerged) intervals of each state with
+    a counter per state, and give each stretch to the first state whose counter is positive."""
+    events: list[tuple[int, int, str]] = []
+    for state, spans in intervals.items():
+        for start, end in spans:
+            start, end = max(start, a), min(end, b)
+            if end > start:
+                events += [(start, 1, state), (end, -1, state)]
+    events.sort()
+    count = dict.fromkeys(rh.IDLE_STATES, 0)
+    out = dict.fromkeys(rh.IDLE_STATES, 0)
+    t = a
+    for time, delta, state in events + [(b, 0, "other")]:
+        held = next((s for s in rh.IDLE_STATES[:-1] if count[s] > 0), "other")
+        out[held] += time - t
+        t = time
+        count[state] += delta
+    return out
+
+
+@pytest.mark.parametrize("name", files(GIL, GPUMETRICS, EDGES))
+def test_idle_attribution_reference_vs_sweep(case: Callable[[str], Case], name: str) -> None:
+    """Every gap (every 5th on the GIL export) attributed again by a plain sweep over the launching thread's
+    raw intervals, found by a linear scan: the same six numbers."""
+    c = case(name)
+    ref = c.ref
+    per_thread: dict[tuple[int, int], dict[str, list[tuple[int, int]]]] = {}
+
+    def spans(key: tuple[int, int]) -> dict[str, list[tuple[int, int]]]:
+        if key not in per_thread:
+            d: dict[str, list[tuple[int, int]]] = {s: [] for s in rh.IDLE_STATES[:-1]}
+            for call in ref.export.api_calls:
+                if (call.pid, call.tid) == key:
+                    d["sync" if "Synchronize" in call.name else "cuda_api"].append((call.start, call.end))
+            d["gil_wait"] = [(r["start_ns"], r["end_ns"]) for r in ref.gil_intervals
+                             if (r["pid"], r["tid"]) == key and r["state"] == "wait"]  # fmt: skip
+            d["os"] = [(r["start_ns"], r["end_ns"]) for r in ref.os_calls if (r["pid"], r["tid"]) == key]
+            per_thread[key] = d
+        return per_thread[key]
+
+    m = Mismatches(f"{ident(name)} idle attribution vs sweep")
+    step = 5 if name == GIL else 1
+    checked = 0
+    for dev, rows in ref.idle_gaps.items():
+        for g in rows[::step]:
+            if g["tid"] is None:
+                continue
+            a, b = g["start_ns"], g["end_ns"]
+            window = {
+                s: [iv for iv in ivs if iv[0] < b and iv[1] > a]
+                for s, ivs in spans((g["pid"], g["tid"])).items()
+            }
+            expected = _sweep_attribution(a, b, window)
+            for state in rh.IDLE_STATES:
+                m.check(
+                    (dev, a, b), f"idle_{state}_ns", g[f"idle_{state}_ns"], expected[state], who="reference"
+                )
+            checked += 1
+    assert checked > 0
     m.done()
 
 

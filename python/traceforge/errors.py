@@ -2,7 +2,9 @@
 
 Every error a user can cause carries a stable machine-readable ``code`` beside its one-line message, and
 subclasses the built-in exception an ``except`` clause would expect (``FileNotFoundError`` for a missing
-path, ``ValueError`` for bad input). The Rust core raises these same classes.
+path, ``ValueError`` for bad input). The Rust core raises these same classes (``class_for_code``). Every
+exception class of the package is declared here, each with a code of its own; the modules that raise
+them re-export them under their old names (``traceforge.ingest.batch.BatchError``, ...).
 """
 
 from __future__ import annotations
@@ -86,6 +88,90 @@ class IngestInterrupted(TraceforgeError, KeyboardInterrupt):
     """Ctrl-C during an ingest; nothing of the interrupted trace was written."""
 
     code = "interrupted"
+
+
+class InputIOError(TraceforgeError, OSError):
+    """An input file exists but reading it failed (an I/O error of the system)."""
+
+    code = "io"
+
+
+class InvalidArgumentError(TraceforgeError, ValueError):
+    """An argument given to the core is invalid (for example a thread count out of range)."""
+
+    code = "invalid"
+
+
+class InternalError(TraceforgeError, RuntimeError):
+    """A bug: an unexpected exception while ingesting one file (it cost that file, not the batch)."""
+
+    code = "internal"
+
+
+class BatchError(TraceforgeError, RuntimeError):
+    """The batch as a whole cannot run (its workers cannot start)."""
+
+    code = "batch"
+
+
+class WorkerDiedError(TraceforgeError, RuntimeError):
+    """The worker process (or Dask worker) processing a file died: a crash or out of memory."""
+
+    code = "worker_died"
+
+
+class SchedulerUnavailableError(TraceforgeError, ConnectionError):
+    """The Dask scheduler given by ``--scheduler`` or ``DASK_SCHEDULER_ADDRESS`` cannot be reached."""
+
+    code = "scheduler_unavailable"
+
+
+class DatasetError(TraceforgeError, OSError):
+    """A Parquet dataset directory cannot be written or read."""
+
+    code = "dataset"
+
+
+class SynthArgumentError(TraceforgeError, ValueError):
+    """A generator parameter (``kernels``, ``devices``, ``streams``, ``seed``, ``requests``) is invalid."""
+
+    code = "synth_argument"
+
+
+class SynthOutputError(TraceforgeError, OSError):
+    """The output file of ``synth`` cannot be created or written."""
+
+    code = "synth_output"
+
+
+class SynthExistsError(SynthOutputError, FileExistsError):
+    """The output file of ``synth`` exists and overwriting was not requested."""
+
+    code = "synth_exists"
+
+
+class SynthModelError(TraceforgeError, RuntimeError):
+    """The synthetic-export generator failed inside (its timing model; please report it)."""
+
+    code = "synth_model"
+
+
+class SynthInterrupted(TraceforgeError, KeyboardInterrupt):
+    """Generation was interrupted; no output was left behind."""
+
+    code = "synth_interrupted"
+
+
+class RequestFailed(TraceforgeError, RuntimeError):
+    """One runner request failed; the message is the one-line reason recorded in ``requests.error``."""
+
+    code = "request_failed"
+
+
+class ServerFailed(TraceforgeError, RuntimeError):
+    """The inference server of a sweep cell exited or never became ready."""
+
+    code = "server_failed"
 
 
 def is_interruption(exc: BaseException) -> bool:

@@ -18,13 +18,22 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import TraceforgeError
+from .errors import (
+    SynthArgumentError,
+    SynthExistsError,
+    SynthInterrupted,
+    SynthModelError,
+    SynthOutputError,
+    TraceforgeError,
+)
 
 __all__ = [
     "SynthArgumentError",
     "SynthExistsError",
     "SynthInterrupted",
+    "SynthModelError",
     "SynthOutputError",
+    "TraceforgeError",
     "synthesize",
     "synthesize_with_summary",
 ]
@@ -33,30 +42,6 @@ __all__ = [
 MAX_KERNELS = 1 << 34
 MAX_DEVICES = 64
 MAX_STREAMS = 256
-
-
-class SynthArgumentError(TraceforgeError, ValueError):
-    """A generator parameter (``kernels``, ``devices``, ``streams``, ``seed``, ``requests``) is invalid."""
-
-    code = "synth_argument"
-
-
-class SynthOutputError(TraceforgeError, OSError):
-    """The output file cannot be created or written."""
-
-    code = "synth_output"
-
-
-class SynthExistsError(SynthOutputError, FileExistsError):
-    """The output file exists and overwriting was not requested."""
-
-    code = "synth_exists"
-
-
-class SynthInterrupted(TraceforgeError, KeyboardInterrupt):
-    """Generation was interrupted; no output was left behind."""
-
-    code = "interrupted"
 
 
 def _check_int(field: str, value: Any, low: int, high: int) -> int:

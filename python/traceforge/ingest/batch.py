@@ -30,28 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TraceforgeError, class_for_code
+from ..errors import BatchError, SchedulerUnavailableError, TraceforgeError, class_for_code
 from .failures import clear_failures, record_failure
 
 if TYPE_CHECKING:
     from ..store import Store
     from .trace import IngestOutcome
-
-
-class BatchError(TraceforgeError, RuntimeError):
-    """The batch as a whole cannot run (its workers cannot start)."""
-
-    code = "batch"
-
-
-class SchedulerUnavailableError(TraceforgeError, ConnectionError):
-    """The Dask scheduler given by ``--scheduler`` or ``DASK_SCHEDULER_ADDRESS`` cannot be reached."""
-
-    code = "scheduler_unavailable"
-
-
-# --------------------------------------------------------------------------------------------------------
-# The per-file job (runs in a worker)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 
 from .. import errors
-from ..errors import InputNotFoundError, InputPermissionError, TraceforgeError
+from ..errors import InputIOError, InputNotFoundError, InputPermissionError, InternalError, TraceforgeError
 from ..store import Store
 from ..store.sql_params import bind
 
@@ -67,11 +67,9 @@ def as_error(exc: Exception, path: str, *, listed: bool = True) -> TraceforgeErr
     elif isinstance(exc, PermissionError):
         error = InputPermissionError(exc.strerror or str(exc), path=path)
     elif isinstance(exc, OSError):
-        error = TraceforgeError(exc.strerror or str(exc), path=path)
-        error.code = "io"
+        error = InputIOError(exc.strerror or str(exc), path=path)
     else:  # a bug must cost one file, not the batch
-        error = TraceforgeError(f"{type(exc).__name__}: {exc}", path=path)
-        error.code = "internal"
+        error = InternalError(f"{type(exc).__name__}: {exc}", path=path)
     if error.path is None:
         error.path = path
     if listed and error.code == "not_found" and not os.path.lexists(path):

@@ -8,11 +8,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from ..errors import RequestFailed
+
 _local = threading.local()
-
-
-class RequestFailed(Exception):
-    """One request failed; the message is the one-line reason recorded in ``requests.error``."""
 
 
 def _session() -> Any:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import ServerFailed, StoreError
 from ..store.sql_params import bind
 from .cell import CellOutcome, kill_tree, run_cell
 from .results import ensure_tables, fetch_dicts, insert_rows
@@ -361,7 +361,7 @@ def _one_cell(
             wrapper=wrapper,
             report_path=report_base + ".nsys-rep",
         )
-    except _ServerFailed as exc:
+    except ServerFailed as exc:
         outcome = CellOutcome(status="failed", reason=str(exc), wall_s=0.0)
     finally:
         if server is not None:
@@ -434,10 +434,6 @@ def _nsys_wrapper(spec: Spec, nsys: str, report_base: str) -> list[str]:
     ]
 
 
-class _ServerFailed(Exception):
-    pass
-
-
 def _start_server(spec: Spec, cell_dir: Path, nsys: str | None, report_base: str) -> subprocess.Popen[Any]:
     assert spec.server is not None
     cmd = list(spec.server.command)
@@ -453,7 +449,7 @@ def _start_server(spec: Spec, cell_dir: Path, nsys: str | None, report_base: str
     deadline = time.monotonic() + spec.server.ready_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise _ServerFailed(
+            raise ServerFailed(
                 f"server command exited with status {proc.returncode} before it was ready "
                 f"(see {cell_dir / 'server.log'})"
             )
@@ -465,7 +461,7 @@ def _start_server(spec: Spec, cell_dir: Path, nsys: str | None, report_base: str
             pass
         time.sleep(0.2)
     kill_tree(proc, spec.kill_grace_s)
-    raise _ServerFailed(f"server not ready at {url} within {spec.server.ready_timeout_s:g} s")
+    raise ServerFailed(f"server not ready at {url} within {spec.server.ready_timeout_s:g} s")
 
 
 def _export_and_ingest(

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TraceforgeError
+from ..errors import DatasetError
 from .schema import DDL, TRACE_TABLES
 from .sql_params import bind, literal
 from .storage import delete_trace_rows, load_public_rows
@@ -44,12 +44,6 @@ PARTITION_TABLES: tuple[str, ...] = (*TRACE_TABLES, "traces")
 TMP_DIR = "_tmp"
 
 _PARQUET_OPTIONS = "(FORMAT parquet, COMPRESSION zstd)"
-
-
-class DatasetError(TraceforgeError, OSError):
-    """A Parquet dataset directory cannot be written or read."""
-
-    code = "dataset"
 
 
 def partition_dir(root: str | os.PathLike[str], table: str, trace_id: str) -> Path:

@@ -6,6 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 venv="${TRACEFORGE_VENV:-.venv}"
+case "${venv}" in /*) ;; *) venv="${PWD}/${venv}" ;; esac  # absolute: build scripts run elsewhere
 py="${venv}/bin/python"
 export PYO3_PYTHON="${PYO3_PYTHON:-${py}}"
 

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${TRACEFORGE_VENV:-.venv}"
+case "${venv}" in /*) ;; *) venv="${PWD}/${venv}" ;; esac  # absolute: build scripts run elsewhere
 export PYO3_PYTHON="${PYO3_PYTHON:-${venv}/bin/python}"
 exec cargo test --workspace --release --locked "$@"

@@ -16,10 +16,10 @@ use arrow_schema::{ArrowError, SchemaRef};
 use crate::ids::NULL_I64;
 
 /// Rows per batch handed to Python.
-pub const BATCH_ROWS: usize = 1 << 17;
+pub(crate) const BATCH_ROWS: usize = 1 << 17;
 
 /// A nullable i64 column from sentinel-encoded values.
-pub fn int_col(values: impl Iterator<Item = i64>) -> ArrayRef {
+pub(crate) fn int_col(values: impl Iterator<Item = i64>) -> ArrayRef {
     int_col_owned(values.collect())
 }
 
@@ -27,23 +27,23 @@ pub fn int_col(values: impl Iterator<Item = i64>) -> ArrayRef {
 ///
 /// Most columns hold no NULL at all; building them value by value through Arrow's optional-value path
 /// costs several times a plain copy, so the null mask is made only when a sentinel is present.
-pub fn int_col_owned(values: Vec<i64>) -> ArrayRef {
+pub(crate) fn int_col_owned(values: Vec<i64>) -> ArrayRef {
     let nulls = values.contains(&NULL_I64).then(|| values.iter().map(|&v| v != NULL_I64).collect::<NullBuffer>());
     Arc::new(Int64Array::new(ScalarBuffer::from(values), nulls))
 }
 
 /// An i64 column from optional values.
-pub fn opt_int_col(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+pub(crate) fn opt_int_col(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(values.collect::<Int64Array>())
 }
 
 /// A f64 column from optional values.
-pub fn float_col(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+pub(crate) fn float_col(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
     Arc::new(values.collect::<Float64Array>())
 }
 
 /// A string column.
-pub fn str_col<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+pub(crate) fn str_col<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(values.collect::<StringArray>())
 }
 
@@ -51,7 +51,7 @@ pub fn str_col<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
 ///
 /// Kernel and API names repeat millions of times; DuckDB ingests a dictionary column far faster than
 /// the same strings spelled out row by row.
-pub fn dict_col<'a>(ids: impl Iterator<Item = i64>, lookup: impl Fn(i64) -> Option<&'a str>) -> ArrayRef {
+pub(crate) fn dict_col<'a>(ids: impl Iterator<Item = i64>, lookup: impl Fn(i64) -> Option<&'a str>) -> ArrayRef {
     let mut local: HashMap<i64, i32> = HashMap::new();
     let mut values: Vec<&'a str> = Vec::new();
     let keys: Int32Array = ids
@@ -71,10 +71,11 @@ pub fn dict_col<'a>(ids: impl Iterator<Item = i64>, lookup: impl Fn(i64) -> Opti
 }
 
 /// Assemble a batch from named columns (all of one length).
-pub fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, ArrowError> {
+pub(crate) fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_from_iter(columns)
 }
 
+/// The batches of a [`BatchStream`].
 type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>;
 
 /// A lazily produced sequence of batches with a fixed schema (a `RecordBatchReader`).
@@ -85,19 +86,19 @@ pub struct BatchStream {
 
 impl BatchStream {
     /// A stream with `schema` producing `iter`'s batches.
-    pub fn new(schema: SchemaRef, iter: BatchIter) -> Self {
+    pub(crate) fn new(schema: SchemaRef, iter: BatchIter) -> Self {
         BatchStream { schema, iter }
     }
 
     /// A stream over already built batches (the first one gives the schema).
-    pub fn from_batches(first: RecordBatch, rest: Vec<RecordBatch>) -> Self {
+    pub(crate) fn from_batches(first: RecordBatch, rest: Vec<RecordBatch>) -> Self {
         let schema = first.schema();
         let all: Vec<Result<RecordBatch, ArrowError>> = std::iter::once(first).chain(rest).map(Ok).collect();
         BatchStream { schema, iter: Box::new(all.into_iter()) }
     }
 
     /// A stream that slices `0..rows` into [`BATCH_ROWS`] chunks and builds each with `build`.
-    pub fn chunked<F>(rows: usize, build: F) -> Result<Self, ArrowError>
+    pub(crate) fn chunked<F>(rows: usize, build: F) -> Result<Self, ArrowError>
     where
         F: Fn(std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> + Send + Sync + 'static,
     {

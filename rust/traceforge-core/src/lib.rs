@@ -9,14 +9,14 @@
 //! - [`reanalysis`]: the same metrics from tables already in the store.
 //! - Leaves shared by all of them: [`ids`] (nsys id encodings), [`views`] (column views of GPU
 //!   operations), [`options`] (the performance switches), [`columnar`] (Arrow columns and streams),
-//!   [`error`], [`memory`], [`fingerprint`].
+//!   [`error`], `memory`, [`fingerprint`].
 pub mod columnar;
 pub mod error;
 pub mod export;
 pub mod fingerprint;
 pub mod ids;
 pub mod ingest;
-pub mod memory;
+pub(crate) mod memory;
 pub mod options;
 pub mod reanalysis;
 pub mod timeline;

@@ -57,9 +57,12 @@ const SHAPE_PID: usize = 3;
 const SHAPE_NAME: usize = 4;
 
 impl Kernels {
+    /// Number of kernels.
     pub fn len(&self) -> usize {
         self.start.len()
     }
+
+    /// Whether there is no kernel.
     pub fn is_empty(&self) -> bool {
         self.start.is_empty()
     }
@@ -73,18 +76,23 @@ impl Kernels {
         self.shape_pid = s.iter().map(|k| k[SHAPE_PID]).collect();
     }
 
+    /// The device of each kernel, through its shape.
     pub fn device(&self) -> Column<'_, i32> {
         Column::Indexed { ids: &self.shape, values: &self.shape_device }
     }
+    /// The stream of each kernel, through its shape.
     pub fn stream(&self) -> Column<'_, i32> {
         Column::Indexed { ids: &self.shape, values: &self.shape_stream }
     }
+    /// The interned name of each kernel, through its shape.
     pub fn name(&self) -> Column<'_, u32> {
         Column::Indexed { ids: &self.shape, values: &self.shape_name }
     }
+    /// The correlation id of each kernel.
     pub fn correlations(&self) -> Correlations<'_> {
         Correlations { narrow: &self.correlation, wide: &self.wide_correlation }
     }
+    /// The launch key of each kernel, composed from its shape's process and its correlation id.
     pub fn launch_keys(&self) -> LaunchKeys<'_> {
         LaunchKeys::Composed {
             pid: Column::Indexed { ids: &self.shape, values: &self.shape_pid },
@@ -122,9 +130,12 @@ pub struct Memops {
 }
 
 impl Memops {
+    /// Number of memcpy and memset operations.
     pub fn len(&self) -> usize {
         self.start.len()
     }
+
+    /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.start.is_empty()
     }
@@ -210,7 +221,7 @@ pub fn kernel_exprs(file: &ExportFile, caps: &Capabilities) -> Result<Vec<String
 }
 
 /// Read kernels (compact), memcpy and memset.
-pub fn read_gpu_ops(
+pub(crate) fn read_gpu_ops(
     file: &ExportFile,
     caps: &Capabilities,
     options: &IngestOptions,
@@ -374,8 +385,10 @@ pub struct ApiChunk {
 }
 
 impl ApiChunk {
+    /// The API table columns a chunk holds, in field order.
     pub const COLUMNS: [&'static str; 6] = ["start", "end", "globalTid", "correlationId", "nameId", "returnValue"];
 
+    /// A chunk of table `api` from its [`ApiChunk::COLUMNS`] as scanned.
     pub fn from_columns(api: u8, mut c: IntColumns) -> Self {
         ApiChunk {
             api,
@@ -388,16 +401,19 @@ impl ApiChunk {
         }
     }
 
+    /// Number of API calls.
     pub fn len(&self) -> usize {
         self.start.len()
     }
+
+    /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.start.is_empty()
     }
 }
 
 /// Select expressions for an API table, or None when it is absent.
-pub fn api_exprs(file: &ExportFile, caps: &Capabilities, table: &str) -> Result<Option<Vec<String>>> {
+pub(crate) fn api_exprs(file: &ExportFile, caps: &Capabilities, table: &str) -> Result<Option<Vec<String>>> {
     if !caps.has_table(table) {
         return Ok(None);
     }
@@ -418,7 +434,7 @@ pub struct NvtxEvents {
 }
 
 /// Read every NVTX event (an export without NVTX gives none).
-pub fn read_nvtx(
+pub(crate) fn read_nvtx(
     file: &ExportFile,
     caps: &Capabilities,
     options: &IngestOptions,
@@ -457,7 +473,7 @@ pub struct SyncEvents {
 }
 
 /// Read the synchronization events (an export without them gives none).
-pub fn read_sync(
+pub(crate) fn read_sync(
     file: &ExportFile,
     caps: &Capabilities,
     options: &IngestOptions,
@@ -547,7 +563,9 @@ fn for_each_row(
     Ok(())
 }
 
-pub fn read_target_info(
+/// Read the GPUs, processes, thread names, session start, trace bounds and sync type labels that this
+/// export has (each absent table is skipped).
+pub(crate) fn read_target_info(
     file: &ExportFile,
     caps: &Capabilities,
     conn: &rusqlite::Connection,

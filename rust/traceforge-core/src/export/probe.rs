@@ -9,12 +9,20 @@ use rusqlite::Connection;
 use super::open::ExportFile;
 use crate::error::{Error, Result};
 
+// The event tables traceforge reads.
+/// CUDA kernels.
 pub const KERNEL_TABLE: &str = "CUPTI_ACTIVITY_KIND_KERNEL";
+/// Memory copies.
 pub const MEMCPY_TABLE: &str = "CUPTI_ACTIVITY_KIND_MEMCPY";
+/// Memory sets.
 pub const MEMSET_TABLE: &str = "CUPTI_ACTIVITY_KIND_MEMSET";
+/// CUDA runtime API calls.
 pub const RUNTIME_TABLE: &str = "CUPTI_ACTIVITY_KIND_RUNTIME";
+/// CUDA driver API calls.
 pub const DRIVER_TABLE: &str = "CUPTI_ACTIVITY_KIND_DRIVER";
+/// Synchronization events.
 pub const SYNC_TABLE: &str = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION";
+/// NVTX ranges, marks and domains.
 pub const NVTX_TABLE: &str = "NVTX_EVENTS";
 
 /// Highest export schema major version this build understands.
@@ -108,10 +116,12 @@ impl Capabilities {
         Ok(())
     }
 
+    /// Whether the export has `table`.
     pub fn has_table(&self, table: &str) -> bool {
         self.tables.contains_key(table)
     }
 
+    /// Whether `table` has `column`.
     pub fn has_column(&self, table: &str, column: &str) -> bool {
         self.tables.get(table).is_some_and(|cols| cols.iter().any(|c| c == column))
     }

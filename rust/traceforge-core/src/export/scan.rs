@@ -152,7 +152,7 @@ fn scan_ranges<T: Send>(
 }
 
 /// Read a whole table into memory with `threads` workers and `reader`, preserving rowid order.
-pub fn scan_table(
+pub(crate) fn scan_table(
     file: &ExportFile,
     table: &str,
     exprs: &[String],
@@ -182,7 +182,7 @@ pub fn scan_table(
 /// Stream a table's chunks in rowid order through `sink`, read by `threads` workers (bounded memory:
 /// workers block once a few chunks wait for the consumer).
 #[allow(clippy::too_many_arguments)]
-pub fn stream_table_ordered<T>(
+pub(crate) fn stream_table_ordered<T>(
     file: &ExportFile,
     table: &str,
     exprs: &[String],

@@ -11,6 +11,7 @@ pub struct StringTable {
 }
 
 impl StringTable {
+    /// Read `StringIds` (`present`: whether the export has it; without it every lookup finds nothing).
     pub fn load(file: &ExportFile, conn: &Connection, present: bool) -> Result<Self> {
         let mut values: Vec<Option<String>> = Vec::new();
         if !present {
@@ -42,10 +43,12 @@ impl StringTable {
         self.values.get(id as usize).and_then(|v| v.as_deref())
     }
 
+    /// One past the highest id.
     pub fn len(&self) -> usize {
         self.values.len()
     }
 
+    /// Whether no string was loaded.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }

@@ -42,7 +42,9 @@ use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Thr
 
 /// Results of [`Trace::finish`].
 pub struct Finished {
+    /// Every derived table but the NVTX ranges.
     pub derived: Derived,
+    /// The trace's NVTX ranges and marks.
     pub nvtx: NvtxRanges,
     /// Index into `nvtx` of each projected range (the rows of `derived.projection`).
     pub projected: Vec<usize>,
@@ -53,12 +55,15 @@ pub struct Finished {
 pub struct TraceCounts {
     pub kernels: u64,
     pub memops: u64,
+    /// API rows streamed so far (all of them once `api_call_rows` was read).
     pub api_calls: u64,
+    /// NVTX ranges and marks (0 until the metrics were derived).
     pub nvtx: u64,
 }
 
 /// One export being ingested.
 pub struct Trace {
+    /// The export being read.
     pub file: ExportFile,
     /// What the export holds (tables, columns, schema version).
     pub caps: Capabilities,

@@ -78,8 +78,8 @@ pub(crate) fn kernel_metrics(
     gaps: Option<(&mut Gaps, i64)>,
     low_memory_above: usize,
 ) -> sweep::Sweep {
-    // Buffers are allocated one after another and reused or freed as soon as possible: on a 25M-kernel
-    // device each one is hundreds of MB.
+    // Buffers are allocated one after another and reused or freed as soon as possible: each holds 8 or
+    // 16 bytes per kernel of the device, so on a large device they must take turns.
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut streams: Vec<i32> = Vec::new();
     for &i in members {

@@ -7,7 +7,7 @@
 //! the GPU work they launched), over the [`nvtx`] range model; [`sweep`], [`percentile`] and
 //! [`grouping`] are their shared algorithms. [`derive`] computes them all.
 pub mod gaps;
-pub mod grouping;
+pub(crate) mod grouping;
 pub mod metrics;
 pub mod nvtx;
 pub mod percentile;

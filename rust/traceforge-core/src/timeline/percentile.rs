@@ -60,8 +60,8 @@ pub fn percentiles_select(values: &mut [i64], qs: &[f64]) -> Vec<Option<f64>> {
 /// The `qs`-quantiles of the values `values()` yields (the same values each call), as
 /// [`percentile_sorted`] would give them, without holding the values: each order statistic is narrowed
 /// down by histograms of 65,536 buckets over the value range still in question, all of them in one pass
-/// over the values per level (at most five passes for any `i64` values). For columns of hundreds of MB
-/// this replaces a copy as large as the column.
+/// over the values per level (at most five passes for any `i64` values). For large columns this replaces
+/// a copy as large as the column.
 pub fn percentiles_of<I: Iterator<Item = i64>>(values: impl Fn() -> I, qs: &[f64]) -> Vec<Option<f64>> {
     const BUCKETS: usize = 1 << 16;
     let (mut n, mut min, mut max) = (0usize, i64::MAX, i64::MIN);

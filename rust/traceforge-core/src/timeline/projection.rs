@@ -22,8 +22,8 @@ pub struct ProjectionRow {
     pub kernel_time_ns: i64,
 }
 
-/// A matched GPU operation: its index among kernels then memops (4 bytes, so that a 25M-kernel trace
-/// does not need a 32-byte record per operation).
+/// A matched GPU operation: its index among kernels then memops (4 bytes, so that a large trace does not
+/// need a 32-byte record per operation).
 type OpRef = u32;
 
 /// Columns of one operation looked up through an [`OpRef`].

@@ -192,7 +192,12 @@ def describe(values: Iterable[Any], *, confidence: float = DEFAULT_CONFIDENCE) -
     notes: list[str] = []
     if n == 0:
         notes.append("empty sample: nothing to describe")
-        return Description(0, dropped, *([None] * 12), confidence, None, None, None, (), tuple(notes))
+        nothing: dict[str, Any] = dict.fromkeys(
+            ("mean", "median", "sd", "sem", "cv", "p90", "p95", "p99", "min", "max", "ci_low", "ci_high")
+        )
+        return Description(
+            0, dropped, **nothing, confidence=confidence, q1=None, q3=None, iqr=None, notes=tuple(notes)
+        )
     mean = float(np.mean(x))
     median = float(np.median(x))
     p90, p95, p99, q1, q3 = (float(v) for v in np.percentile(x, [90, 95, 99, 25, 75]))

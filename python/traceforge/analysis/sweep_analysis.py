@@ -272,7 +272,7 @@ def _analyze_one(
             end = (rc["start_s"] + rc["wall_ms"] / 1000.0).max()
             tokens = rc["output_tokens"].sum()
             if start is not None and end is not None and end > start:
-                per_cell.append(float(tokens) / (float(end) - float(start)))
+                per_cell.append(float(tokens) / (float(end) - float(start)))  # type: ignore[arg-type]
         lat = r_ok["wall_ms"].drop_nulls().to_numpy()
         raw.append(
             {

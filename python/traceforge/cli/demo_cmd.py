@@ -16,7 +16,7 @@ def bundled_trace(directory: str) -> str:
     """Decompress the bundled real nsys 2025.3 export (H100, 42 kernels on 2 streams) into ``directory``."""
     target = os.path.join(directory, BUNDLED)
     if not os.path.exists(target):
-        data = resources.files("traceforge").joinpath("data", BUNDLED + ".xz").read_bytes()
+        data = resources.files("traceforge").joinpath("data").joinpath(BUNDLED + ".xz").read_bytes()
         with open(target + ".part", "wb") as fh:
             fh.write(lzma.decompress(data))
         os.replace(target + ".part", target)

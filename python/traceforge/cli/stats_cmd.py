@@ -1,18 +1,24 @@
 """``traceforge compare | diff | report | plot | sweep``: statistics, diffs, figures and the HTML report.
 
-Thin wrappers over :mod:`traceforge.compare`, :mod:`traceforge.diff`, :mod:`traceforge.sweep_analysis` and
-:mod:`traceforge.report`; scipy and matplotlib are imported only when a command needs them.
+Thin wrappers over :mod:`traceforge.analysis.compare`, :mod:`traceforge.analysis.diff`,
+:mod:`traceforge.analysis.sweep_analysis` and :mod:`traceforge.report`; scipy and matplotlib are imported
+only when a command needs them.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 _DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
 _FORMATS = click.Choice(["table", "csv", "json"])
 
 
-def _open(db: str | None):  # noqa: ANN202 - Store, imported lazily
+def _open(db: str | None) -> Store:
     from ..store import Store
 
     return Store(db, read_only=True)

@@ -190,7 +190,7 @@ def timeline_figure(
     streams = sorted({r[0] for r in k} | {r[0] for r in m}, key=lambda s: (s is None, s))
     lane = {s: i for i, s in enumerate(streams)}
     names: dict[str, str] = {}
-    top_names = {}
+    top_names: dict[str, int] = {}
     for r in k:
         top_names[r[3]] = top_names.get(r[3], 0) + (r[2] - r[1])
     ranked = sorted(top_names, key=lambda n: -top_names[n])[: len(_PALETTE) - 1]

@@ -282,7 +282,8 @@ def _run_processes(job: dict[str, Any], spec: Spec, workload: Workload, events: 
         events.emit(
             {
                 "type": "error",
-                "message": f"{len(bad)} agent process(es) exited with {sorted({p.exitcode for p in bad})}",
+                "message": f"{len(bad)} agent process(es) exited with "
+                f"{sorted({p.exitcode for p in bad if p.exitcode is not None})}",
             }
         )
         return 2
@@ -344,7 +345,7 @@ def kill_tree(proc: subprocess.Popen[Any], grace_s: float, first_signal: int = s
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         pass
-    tree = set(tree) | set(descendants(proc.pid))
+    tree = sorted(set(tree) | set(descendants(proc.pid)))
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -285,17 +285,22 @@ def sweep_summary(con: Any, run_id: str | None = None) -> list[dict[str, Any]]:
         cliff = None
         for row in members:
             row["parallel_efficiency"] = _ratio(
-                row["aggregate_tps"], base and row["n"] * base["aggregate_tps"]
+                row["aggregate_tps"], None if base is None else row["n"] * base["aggregate_tps"]
             )
-            share = _ratio(row["per_agent_tps"], base and base["per_agent_tps"])
+            share = _ratio(row["per_agent_tps"], _field(base, "per_agent_tps"))
             row["degradation"] = None if share is None else 1.0 - share
-            row["latency_p95_x"] = _ratio(row["latency_p95_ms"], base and base["latency_p95_ms"])
-            speed = _ratio(row["request_tps_p50"], base and base["request_tps_p50"])
+            row["latency_p95_x"] = _ratio(row["latency_p95_ms"], _field(base, "latency_p95_ms"))
+            speed = _ratio(row["request_tps_p50"], _field(base, "request_tps_p50"))
             if cliff is None and speed is not None and speed < 0.5:
                 cliff = row["n"]
         for row in members:
             row["cliff_n"] = cliff
     return rows
+
+
+def _field(row: dict[str, Any] | None, name: str) -> float | None:
+    """``row[name]``, or None without a row."""
+    return None if row is None else row[name]
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:

@@ -10,7 +10,7 @@ Layout of a dataset directory ``DIR``::
 Every file keeps its ``trace_id`` column as well as the ``trace_id=<id>`` directory name, so a reader gets a
 VARCHAR id even when hive type inference would have turned an all-digit id into a number. Column types are
 those of the store's DDL: files are written by DuckDB's ``COPY ... TO ... (FORMAT parquet)`` from tables
-created with :data:`traceforge.schema.DDL`, never through pyarrow.
+created with :data:`traceforge.store.schema.DDL`, never through pyarrow.
 
 A partition is written into ``DIR/_tmp/`` and then renamed into place table by table, ``traces`` last, so a
 partition counts as present only once its ``traces`` directory exists; a job killed half-way leaves at most
@@ -122,7 +122,7 @@ def write_partition(
         root: the dataset directory (created when absent).
         trace_row: the trace's row of ``traces`` (column name -> value); must hold ``trace_id``.
         tables: table name -> object with ``__arrow_c_stream__`` (read once); tables of
-            :data:`~traceforge.schema.TRACE_TABLES` that are absent are written empty.
+            :data:`~traceforge.store.schema.TRACE_TABLES` that are absent are written empty.
         overwrite: replace an existing partition of the same trace instead of keeping it.
 
     Returns:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import duckdb
+import pytest
 
 import traceforge
 
@@ -59,3 +60,17 @@ def test_the_store_records_its_layout_version(tmp_path) -> None:
         (LAYOUT_VERSION,)
     ]
     con.close()
+
+
+def test_a_store_of_a_newer_layout_is_refused(tmp_path) -> None:
+    from traceforge.errors import StoreError
+    from traceforge.store import LAYOUT_TABLE, LAYOUT_VERSION, Store
+    from traceforge.store.schema import STORAGE_SCHEMA
+
+    db = tmp_path / "s.duckdb"
+    Store(db).close()
+    con = duckdb.connect(str(db))
+    con.execute(f"UPDATE {STORAGE_SCHEMA}.{LAYOUT_TABLE} SET version = {LAYOUT_VERSION + 1}")
+    con.close()
+    with pytest.raises(StoreError, match="newer than this traceforge"):
+        Store(db)

@@ -215,10 +215,9 @@ def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[s
     with store.transaction() as con:
         if existing:
             delete_trace_rows(con, existing)
-        insert_trace_rows(con, "api_call_rows", handle.api_calls(), data.trace_id)
-        handle.finish()
-        for table in handle.table_names():
-            insert_trace_rows(con, table, handle.table(table), data.trace_id)
+        # In the core's write order: API calls first (streaming them matches launches), then the metrics.
+        for table, stream in handle.tables():
+            insert_trace_rows(con, table, stream, data.trace_id)
         info = handle.info()
         row = dict(data.trace_row)
         from .. import __version__

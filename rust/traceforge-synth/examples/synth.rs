@@ -1,5 +1,5 @@
-//! `cargo run --release -p traceforge-synth --example synth -- OUT KERNELS [DEVICES] [STREAMS] [SEED]`:
-//! write a synthetic export without Python (for profiling the generator).
+//! `cargo run --release -p traceforge-synth --example synth -- OUT KERNELS [DEVICES] [STREAMS] [SEED] [NSYS]`:
+//! write a synthetic export without Python (for profiling the generator); NSYS is 2025.3 (default) or 2022.4.
 use std::sync::atomic::AtomicBool;
 
 fn main() {
@@ -12,6 +12,13 @@ fn main() {
         seed: num(5, 0),
         requests: None,
         overwrite: true,
+        schema: match args.get(6) {
+            Some(v) => traceforge_synth::SchemaVariant::parse(v).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }),
+            None => traceforge_synth::SchemaVariant::default(),
+        },
     };
     let t = std::time::Instant::now();
     match traceforge_synth::synthesize(std::path::Path::new(&args[1]), &cfg, &AtomicBool::new(false)) {

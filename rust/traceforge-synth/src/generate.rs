@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, Statement};
 
 use crate::model::{Dist, KernelSpec, Model, OpKind};
 use crate::rng::Rng;
-use crate::{SynthConfig, SynthError, SynthSummary, SCHEMA_2025_3, STATIC_2025_3};
+use crate::{SchemaVariant, SynthConfig, SynthError, SynthSummary};
 
 /// `ANALYSIS_DETAILS.startTime` of the fitted capture: nsys session clocks start near half a second.
 const SESSION_START_NS: i64 = 495_482_087;
@@ -57,6 +57,27 @@ fn nccl_kernel(model: &Model) -> Result<(KernelSpec, Dist), SynthError> {
     Ok((spec, Dist::new(std::sync::Arc::new(coarse), q)?))
 }
 
+/// The launch API of every kernel in nsys 2022.4 exports: CUDA 11 driver-API launches, as in the real
+/// `cu11_driverapi_h200_nsys2022.4` export (no `cuKernelGetName`/`cuKernelGetAttribute` prelude: those
+/// driver calls are CUDA 12's).
+const DRIVER_LAUNCH: &str = "cuLaunchKernel";
+
+/// The model as a CUDA 11 driver-API program issues it: every kernel-launching API becomes the driver's
+/// `cuLaunchKernel` (its fitted call duration kept) and no call has a driver prelude. Indices are unchanged.
+fn driver_launches(model: &Model) -> Model {
+    let mut m = model.clone();
+    let launching: Vec<usize> = m.ops.iter().filter(|o| matches!(o.kind, OpKind::Kernel(_))).map(|o| o.api).collect();
+    for (i, api) in m.apis.iter_mut().enumerate() {
+        if launching.contains(&i) || api.name.starts_with("cudaLaunchKernel") || api.name.starts_with("cuLaunchKernel")
+        {
+            api.name = DRIVER_LAUNCH.to_string();
+            api.event_class = 1;
+        }
+        api.prelude.clear();
+    }
+    m
+}
+
 /// Interned `StringIds`.
 struct Strings {
     ids: HashMap<String, i64>,
@@ -91,6 +112,7 @@ struct Writer<'c> {
     memset: Statement<'c>,
     sync: Statement<'c>,
     nvtx: Statement<'c>,
+    schema: SchemaVariant,
     summary: SynthSummary,
 }
 
@@ -151,9 +173,9 @@ pub(crate) fn write(
          PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
     )
     .map_err(out_err)?;
-    con.execute_batch(SCHEMA_2025_3).map_err(out_err)?;
+    con.execute_batch(cfg.schema.schema_sql()).map_err(out_err)?;
     con.execute_batch("BEGIN").map_err(out_err)?;
-    con.execute_batch(STATIC_2025_3).map_err(out_err)?;
+    con.execute_batch(cfg.schema.static_sql()).map_err(out_err)?;
     let summary = simulate(&con, &model, abs, cfg, cancel)?;
     con.execute_batch("COMMIT").map_err(out_err)?;
     con.close().map_err(|(_, e)| out_err(e))?;
@@ -167,8 +189,23 @@ fn simulate(
     cfg: &SynthConfig,
     cancel: &AtomicBool,
 ) -> Result<SynthSummary, SynthError> {
+    // Looked up before the 2022.4 renaming (which keeps indices).
+    let nccl_api = model.api("cudaLaunchKernelExC_v11060").unwrap_or(0);
+    let sync_api = model.api("cudaStreamSynchronize_v3020").unwrap_or(0);
+    let driver_model;
+    let model = match cfg.schema {
+        SchemaVariant::Nsys2025_3 => model,
+        SchemaVariant::Nsys2022_4 => {
+            driver_model = driver_launches(model);
+            &driver_model
+        }
+    };
+    let v2022 = cfg.schema == SchemaVariant::Nsys2022_4;
     let mut strings = Strings::new();
-    let api_ids: Vec<i64> = model.apis.iter().map(|a| strings.id(&a.name)).collect();
+    // 2022.4 never calls the prelude-only driver functions (CUDA 12's cuKernelGet*): leave them out of StringIds.
+    let called = |i: usize| !v2022 || i == nccl_api || i == sync_api || model.ops.iter().any(|o| o.api == i);
+    let api_ids: Vec<i64> =
+        model.apis.iter().enumerate().map(|(i, a)| if called(i) { strings.id(&a.name) } else { 0 }).collect();
     let kernel_ids = |strings: &mut Strings, k: &KernelSpec| KernelIds {
         short: strings.id(&k.short),
         demangled: strings.id(&k.demangled),
@@ -184,8 +221,6 @@ fn simulate(
         .collect();
     let (nccl, nccl_dur) = nccl_kernel(model)?;
     let nccl_ids = kernel_ids(&mut strings, &nccl);
-    let nccl_api = model.api("cudaLaunchKernelExC_v11060").unwrap_or(0);
-    let sync_api = model.api("cudaStreamSynchronize_v3020").unwrap_or(0);
     let sync_type = model
         .ops
         .iter()
@@ -203,31 +238,46 @@ fn simulate(
                  returnValue, callchainId) VALUES (?, ?, ?, ?, ?, ?, 0, NULL)",
             )
             .map_err(sql_error)?,
+        // 2022.4 has no greenContextId (after contextId), MEMCPY.copyCount, SYNCHRONIZATION.deprecatedSyncType
+        // nor SYNCHRONIZATION.eventSyncId.
         kernel: con
-            .prepare(
+            .prepare(if v2022 {
+                "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+            } else {
                 "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-            )
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+            })
             .map_err(sql_error)?,
         memcpy: con
-            .prepare(
+            .prepare(if v2022 {
+                "INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, \
+                 NULL, NULL, NULL, NULL, NULL, NULL)"
+            } else {
                 "INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, \
-                 NULL, NULL, NULL, NULL, NULL, NULL, 1)",
-            )
+                 NULL, NULL, NULL, NULL, NULL, NULL, 1)"
+            })
             .map_err(sql_error)?,
         memset: con
-            .prepare("INSERT INTO CUPTI_ACTIVITY_KIND_MEMSET VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, NULL, ?)")
+            .prepare(if v2022 {
+                "INSERT INTO CUPTI_ACTIVITY_KIND_MEMSET VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+            } else {
+                "INSERT INTO CUPTI_ACTIVITY_KIND_MEMSET VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, NULL, ?)"
+            })
             .map_err(sql_error)?,
         sync: con
-            .prepare(
-                "INSERT INTO CUPTI_ACTIVITY_KIND_SYNCHRONIZATION VALUES (?, ?, ?, ?, NULL, ?, ?, ?, NULL, ?, ?, ?)",
-            )
+            .prepare(if v2022 {
+                "INSERT INTO CUPTI_ACTIVITY_KIND_SYNCHRONIZATION VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                "INSERT INTO CUPTI_ACTIVITY_KIND_SYNCHRONIZATION VALUES (?, ?, ?, ?, NULL, ?, ?, ?, NULL, ?, ?, ?)"
+            })
             .map_err(sql_error)?,
         nvtx: con
             .prepare(
                 "INSERT INTO NVTX_EVENTS (start, end, eventType, text, globalTid, domainId) VALUES (?, ?, 59, ?, ?, 0)",
             )
             .map_err(sql_error)?,
+        schema: cfg.schema,
         summary: SynthSummary { start_ns: SESSION_START_NS, ..Default::default() },
     };
 
@@ -369,18 +419,28 @@ fn simulate(
         "INSERT INTO ANALYSIS_DETAILS VALUES (?, ?, ?, ?)",
         &[&GLOBAL_VID, &(stop - SESSION_START_NS), &SESSION_START_NS, &stop],
     )?;
-    exec(
-        "UPDATE META_DATA_CAPTURE SET value = ? WHERE name = 'RUN_DURATION_MS'",
-        &[&((stop - SESSION_START_NS) / 1_000_000).to_string()],
-    )?;
+    if !v2022 {
+        exec(
+            "UPDATE META_DATA_CAPTURE SET value = ? WHERE name = 'RUN_DURATION_MS'",
+            &[&((stop - SESSION_START_NS) / 1_000_000).to_string()],
+        )?;
+    }
     for dev in &devices {
         exec("INSERT INTO PROCESSES VALUES (?, ?, 'python3')", &[&dev.gpid, &dev.pid])?;
         exec("INSERT INTO ThreadNames VALUES (?, 20, ?)", &[&thread_name, &dev.gtid])?;
-        exec("INSERT INTO TARGET_INFO_CUDA_DEVICE VALUES (?, ?, ?)", &[&dev.index, &dev.index, &dev.pid])?;
-        exec(
-            "INSERT INTO TARGET_INFO_CUDA_CONTEXT_INFO VALUES (?, 0, 1, ?, ?, ?, 0, 0)",
-            &[&DEFAULT_STREAM, &dev.pid, &dev.index, &dev.context],
-        )?;
+        if v2022 {
+            // 2022.4 has no TARGET_INFO_CUDA_DEVICE; a context's null stream is TARGET_INFO_CUDA_NULL_STREAM.
+            exec(
+                "INSERT INTO TARGET_INFO_CUDA_NULL_STREAM VALUES (?, 0, 1, ?, ?, ?)",
+                &[&DEFAULT_STREAM, &dev.pid, &dev.index, &dev.context],
+            )?;
+        } else {
+            exec("INSERT INTO TARGET_INFO_CUDA_DEVICE VALUES (?, ?, ?)", &[&dev.index, &dev.index, &dev.pid])?;
+            exec(
+                "INSERT INTO TARGET_INFO_CUDA_CONTEXT_INFO VALUES (?, 0, 1, ?, ?, ?, 0, 0)",
+                &[&DEFAULT_STREAM, &dev.pid, &dev.index, &dev.context],
+            )?;
+        }
         for &s in &dev.streams {
             let flag: i64 = if s == DEFAULT_STREAM { 3 } else { 2 };
             exec(
@@ -412,6 +472,9 @@ fn simulate(
     let abs_s = abs.to_string_lossy().into_owned();
     let abs_rep = abs.with_file_name(&rep).to_string_lossy().into_owned();
     let export_time = iso(utc_s + (stop - SESSION_START_NS) / 1_000_000_000 + 30);
+    if v2022 {
+        return export_meta_2022_4(&exec, &name, &rep, &abs_s, &abs_rep, &export_time, w.summary);
+    }
     let meta: Vec<(&str, String)> = vec![
         ("EXPORT_PRODUCT_NAME", "NVIDIA Nsight Systems".into()),
         ("EXPORT_PRODUCT_VERSION", "2025.3.2.0".into()),
@@ -447,6 +510,47 @@ fn simulate(
         exec("INSERT INTO META_DATA_EXPORT VALUES (?, ?)", &[k, v])?;
     }
     Ok(w.summary)
+}
+
+/// `EXPORT_META_DATA` as nsys 2022.4.2 writes it: its keys, in its order (`OUTUPT` spelt as there).
+fn export_meta_2022_4(
+    exec: &dyn Fn(&str, &[&dyn rusqlite::ToSql]) -> Result<(), SynthError>,
+    name: &str,
+    rep: &str,
+    abs_s: &str,
+    abs_rep: &str,
+    export_time: &str,
+    summary: SynthSummary,
+) -> Result<SynthSummary, SynthError> {
+    let meta: Vec<(&str, String)> = vec![
+        ("EXPORT_PRODUCT_NAME", "NVIDIA Nsight Systems".into()),
+        ("EXPORT_PRODUCT_VERSION", "2022.4.2.1".into()),
+        ("EXPORT_PRODUCT_DATE", "2022.4".into()),
+        ("EXPORT_SCHEMA_VERSION", "3.0.0".into()),
+        ("EXPORT_SCHEMA_VERSION_MAJOR", "3".into()),
+        ("EXPORT_SCHEMA_VERSION_MINOR", "0".into()),
+        ("EXPORT_SCHEMA_VERSION_MICRO", "0".into()),
+        ("EXPORT_SCHEMA_VERSION_CKSUM", "4042420554 115894".into()),
+        ("EXPORT_PLATFORM", "linux-desktop".into()),
+        ("EXPORT_ARCH", "x64".into()),
+        ("EXPORT_TIME", format!("{:.2}", summary.api_calls as f64 / 2.0e6)),
+        ("EXPORT_TIME_UTC", export_time.into()),
+        ("EXPORT_TIME_LOCAL", export_time.into()),
+        ("EXPORT_HOST", "traceforge-synth".into()),
+        ("EXPORT_USER", String::new()),
+        ("EXPORT_INPUT_FILE", rep.into()),
+        ("EXPORT_OUTUPT_FILE", name.into()),
+        ("EXPORT_INPUT_PATH", rep.into()),
+        ("EXPORT_OUTUPT_PATH", name.into()),
+        ("EXPORT_INPUT_PATH_ABS", abs_rep.into()),
+        ("EXPORT_OUTUPT_PATH_ABS", abs_s.into()),
+        ("EXPORT_OVERWRITE", "true".into()),
+        ("EXPORT_LAZY", "true".into()),
+    ];
+    for (k, v) in &meta {
+        exec("INSERT INTO EXPORT_META_DATA VALUES (?, ?)", &[k, v])?;
+    }
+    Ok(summary)
 }
 
 /// GPU start of work issued by a call `[api_start, api_end)` onto stream `s`.
@@ -575,8 +679,8 @@ fn synchronize(
     let rec_start = (start + model.sync_lead.draw(&mut dev.rng).max(0)).min(end);
     let rec_end = (end - 150).max(rec_start);
     w.summary.syncs += 1;
-    w.sync
-        .execute(params![
+    let done = match w.schema {
+        SchemaVariant::Nsys2025_3 => w.sync.execute(params![
             rec_start,
             rec_end,
             dev.index,
@@ -587,8 +691,20 @@ fn synchronize(
             sync_type,
             NO_EVENT,
             NO_EVENT
-        ])
-        .map_err(sql_error)?;
+        ]),
+        SchemaVariant::Nsys2022_4 => w.sync.execute(params![
+            rec_start,
+            rec_end,
+            dev.index,
+            dev.context,
+            dev.streams[s],
+            corr,
+            dev.gpid,
+            sync_type,
+            NO_EVENT
+        ]),
+    };
+    done.map_err(sql_error)?;
     dev.t_cpu = end;
     Ok(())
 }

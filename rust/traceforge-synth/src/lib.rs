@@ -1,4 +1,4 @@
-//! Synthetic nsys exports: the schema nsys 2025.3 writes, with distributions fitted to a real capture.
+//! Synthetic nsys exports: the schema nsys 2025.3 (or 2022.4) writes, with distributions fitted to a real capture.
 //!
 //! [`synthesize`] writes a SQLite file with exactly the tables, columns, types and column order of an
 //! nsys 2025.3.2 export (schema 3.20.3; the `CREATE TABLE` statements are copied from a real export into
@@ -7,6 +7,10 @@
 //! from empirical distributions fitted to the `llama1b_n1_h100_nsys2025.3` capture (`scripts/fit_synth.py`).
 //! Output is deterministic for a seed, written to a temporary file in one transaction with prepared
 //! statements and no indexes, and renamed into place only when complete.
+//!
+//! [`SchemaVariant::Nsys2022_4`] writes the same simulated events in the layout of nsys 2022.4.2 (schema
+//! 3.0.0, copied from the real `cu11_driverapi_h200_nsys2022.4` export into `data/schema_2022_4.sql`), with
+//! every kernel launched through the driver API `cuLaunchKernel` as in that export.
 
 pub mod error;
 mod generate;
@@ -22,6 +26,68 @@ pub use error::SynthError;
 pub const SCHEMA_2025_3: &str = include_str!("../data/schema_2025_3.sql");
 /// Enum tables, capture metadata and the GPU template row of the same export.
 pub const STATIC_2025_3: &str = include_str!("../data/static_2025_3.sql");
+/// The `CREATE TABLE` statements of a real nsys 2022.4.2 export (schema 3.0.0), in `sqlite_master` order.
+pub const SCHEMA_2022_4: &str = include_str!("../data/schema_2022_4.sql");
+/// Enum tables, `TARGET_INFO_SYSTEM_ENV` and the H200 GPU template row of the same export.
+pub const STATIC_2022_4: &str = include_str!("../data/static_2022_4.sql");
+
+/// Which nsys export layout the generator writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SchemaVariant {
+    /// nsys 2025.3.2 (schema 3.20.3): `META_DATA_EXPORT`, `META_DATA_CAPTURE`, `greenContextId` columns;
+    /// kernels launched through the runtime (`cudaLaunchKernel`) and driver (`cuLaunchKernelEx`) APIs.
+    #[default]
+    Nsys2025_3,
+    /// nsys 2022.4.2 (schema 3.0.0): `EXPORT_META_DATA`, `TARGET_INFO_CUDA_NULL_STREAM`, older column sets,
+    /// the H200 of the real 2022.4 export; every kernel launched through the driver API `cuLaunchKernel`.
+    Nsys2022_4,
+}
+
+impl SchemaVariant {
+    /// Every variant, oldest first.
+    pub const ALL: [SchemaVariant; 2] = [SchemaVariant::Nsys2022_4, SchemaVariant::Nsys2025_3];
+
+    /// The nsys version it imitates (`"2025.3"`, `"2022.4"`).
+    pub fn version(self) -> &'static str {
+        match self {
+            SchemaVariant::Nsys2025_3 => "2025.3",
+            SchemaVariant::Nsys2022_4 => "2022.4",
+        }
+    }
+
+    /// The variant of an nsys version string (`"2022.4"`, `"2025.3"`; `"2022.4.2"` etc. are accepted too).
+    pub fn parse(version: &str) -> Result<SchemaVariant, SynthError> {
+        let v = version.trim();
+        SchemaVariant::ALL
+            .into_iter()
+            .find(|s| v == s.version() || v.strip_prefix(s.version()).is_some_and(|rest| rest.starts_with('.')))
+            .ok_or_else(|| invalid("nsys_version", format!("{version:?} is not one of 2022.4, 2025.3")))
+    }
+
+    /// The `CREATE TABLE` statements written (copied verbatim from a real export of that version).
+    pub fn schema_sql(self) -> &'static str {
+        match self {
+            SchemaVariant::Nsys2025_3 => SCHEMA_2025_3,
+            SchemaVariant::Nsys2022_4 => SCHEMA_2022_4,
+        }
+    }
+
+    /// The static rows written (enum tables, system/capture metadata, the GPU template row).
+    pub fn static_sql(self) -> &'static str {
+        match self {
+            SchemaVariant::Nsys2025_3 => STATIC_2025_3,
+            SchemaVariant::Nsys2022_4 => STATIC_2022_4,
+        }
+    }
+
+    /// `EXPORT_SCHEMA_VERSION` of the export.
+    pub fn schema_version(self) -> &'static str {
+        match self {
+            SchemaVariant::Nsys2025_3 => "3.20.3",
+            SchemaVariant::Nsys2022_4 => "3.0.0",
+        }
+    }
+}
 
 /// Most kernels one call may generate (about 4 TB of export).
 pub const MAX_KERNELS: u64 = 1 << 34;
@@ -45,11 +111,21 @@ pub struct SynthConfig {
     pub requests: Option<u64>,
     /// Replace an existing output file.
     pub overwrite: bool,
+    /// The nsys export layout to write (default: 2025.3).
+    pub schema: SchemaVariant,
 }
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { kernels: 10_000, devices: 1, streams: 1, seed: 0, requests: None, overwrite: false }
+        SynthConfig {
+            kernels: 10_000,
+            devices: 1,
+            streams: 1,
+            seed: 0,
+            requests: None,
+            overwrite: false,
+            schema: SchemaVariant::default(),
+        }
     }
 }
 

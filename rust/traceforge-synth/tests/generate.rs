@@ -20,7 +20,7 @@ fn count(con: &rusqlite::Connection, table: &str) -> u64 {
 fn summary_matches_the_rows_and_the_schema_is_the_embedded_one() {
     let dir = scratch("summary");
     let out = dir.join("t.sqlite");
-    let cfg = SynthConfig { kernels: 5_000, devices: 3, streams: 2, seed: 9, requests: Some(2), overwrite: false };
+    let cfg = SynthConfig { kernels: 5_000, devices: 3, streams: 2, seed: 9, requests: Some(2), ..Default::default() };
     let s = synthesize(&out, &cfg, &AtomicBool::new(false)).unwrap();
     let con = rusqlite::Connection::open(&out).unwrap();
     assert_eq!(s.kernels, 5_000);

@@ -1,7 +1,9 @@
 //! Re-deriving metrics from tables already in the store, without the original export.
 //!
-//! The stored `kernels`, `memops` and `nvtx_ranges` rows (read back as Arrow batches) carry everything
-//! the metric code needs, including the launch join, so the same [`timeline::derive`] runs on them.
+//! The stored `kernels`, `memops`, `nvtx_ranges` and `graph_launches` rows (read back as Arrow batches)
+//! carry everything the metric code needs, including the launch join, so the same [`timeline::derive`]
+//! runs on them. The graph-mode rows of `graph_launches` (those without a `kernel_count`) are the stored
+//! whole-graph executions, GPU activities next to the kernels.
 use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
@@ -14,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::ids::{launch_key, NULL_I64};
 use crate::ingest::tables;
 use crate::options::IngestOptions;
-use crate::timeline::{self, NvtxRanges};
+use crate::timeline::{self, graphs, GraphLaunch, GraphLaunches, NvtxRanges};
 use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
@@ -95,13 +97,53 @@ fn arrow(e: ArrowError) -> Error {
     Error::Invalid(format!("reading stored rows: {e}"))
 }
 
+/// The stored `graph_launches` rows.
+fn read_graph_launches(batches: Batches<'_>) -> Result<GraphLaunches> {
+    let mut g = GraphLaunches::default();
+    for b in batches {
+        let b = b.map_err(arrow)?;
+        ints(&b, "device_id", &mut g.device)?;
+        ints(&b, "stream_id", &mut g.stream)?;
+        ints(&b, "graph_id", &mut g.graph_id)?;
+        ints(&b, "graph_exec_id", &mut g.graph_exec_id)?;
+        ints(&b, "start_ns", &mut g.start)?;
+        ints(&b, "end_ns", &mut g.end)?;
+        ints(&b, "pid", &mut g.pid)?;
+        ints(&b, "correlation_id", &mut g.correlation)?;
+        ints(&b, "launch_tid", &mut g.launch_tid)?;
+        ints(&b, "api_start_ns", &mut g.api_start)?;
+        ints(&b, "kernel_count", &mut g.kernel_count)?;
+        ints(&b, "kernel_ns", &mut g.kernel_ns)?;
+    }
+    Ok(g)
+}
+
 /// Derived tables recomputed from stored rows; names as in [`crate::ingest::Trace::WRITE_ORDER`].
+/// `graph_launches` (None: a store without them) gives the graph executions and `graph_summary`.
 pub fn rederive(
     kernels: Batches<'_>,
     memops: Batches<'_>,
     nvtx: Batches<'_>,
+    graph_launches: Option<Batches<'_>>,
     options: &IngestOptions,
 ) -> Result<Vec<(&'static str, BatchStream)>> {
+    let launches = match graph_launches {
+        Some(batches) => read_graph_launches(batches)?,
+        None => GraphLaunches::default(),
+    };
+    // The graph-mode executions (no kernel_count): activities of their device and stream.
+    let mut g = Ops::default();
+    for i in (0..launches.len()).filter(|&i| launches.kernel_count[i] == NULL_I64) {
+        let r: GraphLaunch = launches.get(i);
+        g.device.push(r.device);
+        g.stream.push(r.stream);
+        g.start.push(r.start);
+        g.end.push(r.end);
+        g.pid.push(r.pid);
+        g.correlation.push(r.correlation);
+        g.launch_tid.push(r.launch_tid);
+        g.api_start.push(r.api_start);
+    }
     let mut k = Ops::default();
     let mut names: Vec<String> = Vec::new();
     let mut name_index: HashMap<String, u32> = HashMap::new();
@@ -156,9 +198,20 @@ pub fn rederive(
 
     let (k_thread, k_launch) = k.launch_columns();
     let (m_thread, m_launch) = m.launch_columns();
+    let (g_thread, g_launch) = g.launch_columns();
     let narrow = |v: &[i64]| -> Vec<i32> { v.iter().map(|&x| i32::try_from(x).unwrap_or(-1)).collect() };
     let (k_dev, k_stream, m_dev, m_stream) =
         (narrow(&k.device), narrow(&k.stream), narrow(&m.device), narrow(&m.stream));
+    let (g_dev, g_stream) = (narrow(&g.device), narrow(&g.stream));
+    let gv = OpsView {
+        device: (&g_dev).into(),
+        stream: (&g_stream).into(),
+        start: &g.start,
+        end: &g.end,
+        thread: Threads::Keys(&g_thread),
+        api_start: &g.api_start,
+        launch: LaunchKeys::Plain(&g_launch),
+    };
     let kv = KernelsView {
         ops: OpsView {
             device: (&k_dev).into(),
@@ -186,8 +239,9 @@ pub fn rederive(
         bytes: &m_bytes,
     };
     let (projected, [rt, rs, re]) = r.projectable();
-    let mut d = timeline::derive(&kv, &mv, &RangesView { thread: &rt, start: &rs, end: &re }, options);
+    let mut d = timeline::derive(&kv, &mv, &gv, &RangesView { thread: &rt, start: &rs, end: &re }, options);
     d.gaps.materialize(&kv.ops);
+    d.graph_summary = graphs::graph_summary(&launches);
 
     let one = |b: std::result::Result<RecordBatch, ArrowError>| -> Result<BatchStream> {
         Ok(BatchStream::from_batches(b.map_err(arrow)?, Vec::new()))
@@ -199,6 +253,7 @@ pub fn rederive(
         ("gap_rows", one(tables::gaps_batch(&d.gaps, 0..d.gaps.len()))?),
         ("kernel_summary", one(tables::kernel_summary_batch(&d.kernel_summary, |id| names.get(id as usize).cloned()))?),
         ("memop_summary", one(tables::memop_summary_batch(&d.memop_summary))?),
+        ("graph_summary", one(tables::graph_summary_batch(&d.graph_summary))?),
         ("nvtx_projection", one(tables::projection_batch(&d.projection, &r, &projected))?),
     ])
 }

@@ -22,22 +22,27 @@ fn import_stream(obj: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader> {
     ArrowArrayStreamReader::try_new(stream).map_err(|e| PyTypeError::new_err(format!("invalid Arrow stream: {e}")))
 }
 
-/// Recompute the derived tables of one trace from its stored `kernels`, `memops` and `nvtx_ranges`.
+/// Recompute the derived tables of one trace from its stored `kernels`, `memops`, `nvtx_ranges` and
+/// (when given) `graph_launches`.
 ///
 /// Returns a dict: table name -> Arrow stream.
 #[pyfunction]
+#[pyo3(signature = (kernels, memops, nvtx_ranges, graph_launches = None))]
 fn rederive<'py>(
     py: Python<'py>,
     kernels: &Bound<'py, PyAny>,
     memops: &Bound<'py, PyAny>,
     nvtx_ranges: &Bound<'py, PyAny>,
+    graph_launches: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mut k = import_stream(kernels)?;
     let mut m = import_stream(memops)?;
     let mut n = import_stream(nvtx_ranges)?;
+    let mut g = graph_launches.map(import_stream).transpose()?;
     let options = IngestOptions::from_env();
     let tables = run_native(py, move || -> Result<_, Error> {
-        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, &options)
+        let g = g.as_mut().map(|g| g as &mut dyn Iterator<Item = _>);
+        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, g, &options)
     })?;
     let out = PyDict::new(py);
     for (name, stream) in tables {

@@ -107,6 +107,8 @@ impl TraceHandle {
         d.set_item("memop_count", c.memops)?;
         d.set_item("api_call_count", c.api_calls)?;
         d.set_item("nvtx_count", c.nvtx)?;
+        d.set_item("graph_exec_count", c.graph_execs)?;
+        d.set_item("cuda_graph_trace", t.cuda_graph_trace())?;
         d.set_item("metadata", t.caps.metadata.clone().into_iter().collect::<Vec<_>>())?;
         Ok(d)
     }

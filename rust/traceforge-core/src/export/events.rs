@@ -55,6 +55,8 @@ const SHAPE_DEVICE: usize = 0;
 const SHAPE_STREAM: usize = 2;
 const SHAPE_PID: usize = 3;
 const SHAPE_NAME: usize = 4;
+/// Position of `graphNodeId` in a [`KernelShape`].
+pub const SHAPE_GRAPH_NODE: usize = 15;
 
 impl Kernels {
     /// Number of kernels.
@@ -100,6 +102,17 @@ impl Kernels {
         }
     }
 
+    /// The graph node id of kernel `i` (NULL_I64 outside graphs).
+    #[inline]
+    pub fn graph_node(&self, i: usize) -> i64 {
+        self.shapes[self.shape[i] as usize][SHAPE_GRAPH_NODE]
+    }
+
+    /// Whether any kernel ran as a node of a CUDA graph (node-mode graph tracing).
+    pub fn any_in_graphs(&self) -> bool {
+        self.shapes.iter().any(|s| s[SHAPE_GRAPH_NODE] != NULL_I64)
+    }
+
     /// The correlation id of kernel `i` (NULL_I64 when the export has none).
     #[inline]
     pub fn correlation(&self, i: usize) -> i64 {
@@ -141,11 +154,71 @@ impl Memops {
     }
 }
 
+/// Whole-graph executions (`CUPTI_ACTIVITY_KIND_GRAPH_TRACE` rows, graph mode), column-major. A trace holds
+/// few (one per `cudaGraphLaunch`), so they keep plain columns of their own, apart from the compact kernels.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GraphExecs {
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+    pub device: Vec<i32>,
+    pub stream: Vec<i32>,
+    pub correlation: Vec<i64>,
+    pub global_pid: Vec<i64>,
+    pub graph_id: Vec<i64>,
+    pub graph_exec_id: Vec<i64>,
+    /// Launch key `(pid << 40) | correlationId`, or NULL.
+    pub launch: Vec<i64>,
+}
+
+impl GraphExecs {
+    /// Number of graph executions.
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+}
+
+/// What an export says about CUDA graphs beyond the executions: node clones and the recorded trace mode.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GraphInfo {
+    /// `CUDA_GRAPH_NODE_EVENTS`: (graphNodeId, originalGraphNodeId or NULL), sorted by node id; where a node
+    /// appears twice (created, then cloned) the row with an original wins.
+    pub node_origins: Vec<(i64, i64)>,
+    /// `META_DATA_CAPTURE` `PROCESS_<n>:CUDA_GRAPH_TRACE_OPTIONS:MODE` values, by process index n.
+    pub trace_modes: Vec<(u64, String)>,
+}
+
+impl GraphInfo {
+    /// The original of graph node `node` (NULL_I64 when it is no clone or unknown).
+    pub fn origin(&self, node: i64) -> i64 {
+        self.node_origins.binary_search_by_key(&node, |x| x.0).map_or(NULL_I64, |i| self.node_origins[i].1)
+    }
+}
+
 /// Every GPU operation of a trace.
 #[derive(Debug, Default, Clone)]
 pub struct GpuOps {
     pub kernels: Kernels,
     pub memops: Memops,
+    /// Whole-graph executions (empty unless the capture traced graphs as a whole).
+    pub graphs: GraphExecs,
+}
+
+impl GpuOps {
+    /// Number of operations of every kind (kernels, then memops, then graph executions: the index space of
+    /// launch matching).
+    pub fn len(&self) -> usize {
+        self.kernels.len() + self.memops.len() + self.graphs.len()
+    }
+
+    /// Whether there is no operation.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A device or stream id as i32 (nsys ids are small; NULL and out-of-range become -1).
@@ -254,7 +327,108 @@ pub(crate) fn read_gpu_ops(
         memops.bytes.extend(take(&mut c, 6));
         memops.copy_kind.extend(take(&mut c, 7));
     }
-    Ok(GpuOps { kernels, memops })
+    Ok(GpuOps { kernels, memops, graphs: GraphExecs::default() })
+}
+
+/// Read the whole-graph executions (`CUPTI_ACTIVITY_KIND_GRAPH_TRACE`; none when the table is absent), the
+/// graph node clones and the recorded CUDA graph trace mode. The tables are small: plain queries.
+pub(crate) fn read_graphs(
+    file: &ExportFile,
+    caps: &Capabilities,
+    conn: &rusqlite::Connection,
+) -> Result<(GraphExecs, GraphInfo)> {
+    let mut g = GraphExecs::default();
+    let t = probe::GRAPH_TRACE_TABLE;
+    if caps.has_table(t) {
+        caps.require_columns(file, t, &["start", "end", "deviceId", "streamId"])?;
+        let cols = ["start", "end", "deviceId", "streamId", "correlationId", "globalPid", "graphId", "graphExecId"];
+        let sql = format!("SELECT {} FROM {t} ORDER BY rowid", exprs(caps, t, &cols).join(", "));
+        for_each_row(file, conn, &sql, |r| {
+            let cell = |i: usize| r.get_ref(i).map(int_cell);
+            g.start.push(cell(0)?);
+            g.end.push(cell(1)?);
+            g.device.push(small_id(cell(2)?));
+            g.stream.push(small_id(cell(3)?));
+            let (correlation, global_pid) = (cell(4)?, cell(5)?);
+            g.correlation.push(correlation);
+            g.global_pid.push(global_pid);
+            g.launch.push(launch_key(decode_global_id(global_pid).0, correlation));
+            g.graph_id.push(cell(6)?);
+            g.graph_exec_id.push(cell(7)?);
+            Ok(())
+        })?;
+    }
+    let mut info = GraphInfo::default();
+    let t = probe::GRAPH_NODE_EVENTS_TABLE;
+    if caps.has_column(t, "graphNodeId") {
+        let original = caps.column_or_null(t, "originalGraphNodeId");
+        let order = if caps.has_column(t, "start") { "start, rowid" } else { "rowid" };
+        let sql = format!("SELECT graphNodeId, {original} FROM {t} ORDER BY {order}");
+        let mut origins: ahash::AHashMap<i64, i64> = ahash::AHashMap::new();
+        for_each_row(file, conn, &sql, |r| {
+            let (node, original) = (int_cell(r.get_ref(0)?), int_cell(r.get_ref(1)?));
+            if node != NULL_I64 && (original != NULL_I64 || !origins.contains_key(&node)) {
+                origins.insert(node, original);
+            }
+            Ok(())
+        })?;
+        info.node_origins = origins.into_iter().collect();
+        info.node_origins.sort_unstable();
+    }
+    let t = probe::CAPTURE_META_TABLE;
+    if caps.has_column(t, "name") && caps.has_column(t, "value") {
+        // Only the graph keys: the table also holds the profiled process's whole environment.
+        let sql =
+            format!("SELECT name, CAST(value AS TEXT) FROM {t} WHERE name LIKE '%:CUDA_GRAPH_TRACE_OPTIONS:MODE'");
+        let mut modes: std::collections::BTreeMap<u64, String> = Default::default();
+        for_each_row(file, conn, &sql, |r| {
+            let name = text_cell(r.get_ref(0)?).unwrap_or_default();
+            let value = text_cell(r.get_ref(1)?);
+            if let (Some(index), Some(value)) = (capture_mode_process(&name), value) {
+                modes.insert(index, value);
+            }
+            Ok(())
+        })?;
+        info.trace_modes = modes.into_iter().collect();
+    }
+    Ok((g, info))
+}
+
+/// The process index n of a `PROCESS_<n>:CUDA_GRAPH_TRACE_OPTIONS:MODE` key.
+fn capture_mode_process(name: &str) -> Option<u64> {
+    let mut parts = name.split(':');
+    let process = parts.next()?.strip_prefix("PROCESS_")?;
+    let rest: Vec<&str> = parts.collect();
+    if rest != ["CUDA_GRAPH_TRACE_OPTIONS", "MODE"]
+        || process.is_empty()
+        || !process.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    process.parse().ok()
+}
+
+/// `traces.cuda_graph_trace`: "graph", "node" or None. None when the capture launched no graph (no graph
+/// execution and no kernel with a graph node id; nsys 2025.3 records `MODE = Graph` in every capture, graphs
+/// or not). Otherwise the recorded mode, lowercased, when every process that has one says the same `Graph` or
+/// `Node`; else inferred from the rows: "graph" when there are graph executions, "node" otherwise.
+pub fn cuda_graph_trace(
+    has_graph_execs: bool,
+    has_node_kernels: bool,
+    trace_modes: &[(u64, String)],
+) -> Option<&'static str> {
+    if !has_graph_execs && !has_node_kernels {
+        return None;
+    }
+    let mut said: Vec<String> = trace_modes.iter().map(|(_, v)| v.trim().to_lowercase()).collect();
+    said.sort_unstable();
+    said.dedup();
+    match said.as_slice() {
+        [one] if one == "graph" => Some("graph"),
+        [one] if one == "node" => Some("node"),
+        _ if has_graph_execs => Some("graph"),
+        _ => Some("node"),
+    }
 }
 
 /// One chunk of the kernel table being read: each row reduced to its times, correlation id and a shape id

@@ -24,6 +24,12 @@ pub const DRIVER_TABLE: &str = "CUPTI_ACTIVITY_KIND_DRIVER";
 pub const SYNC_TABLE: &str = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION";
 /// NVTX ranges, marks and domains.
 pub const NVTX_TABLE: &str = "NVTX_EVENTS";
+/// Whole-graph executions (`--cuda-graph-trace=graph`; absent from older exports and node-mode captures).
+pub const GRAPH_TRACE_TABLE: &str = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE";
+/// CUDA graph node creations and clones (`graphNodeId`, `originalGraphNodeId`).
+pub const GRAPH_NODE_EVENTS_TABLE: &str = "CUDA_GRAPH_NODE_EVENTS";
+/// Capture settings (`name`, `value`), e.g. `PROCESS_0:CUDA_GRAPH_TRACE_OPTIONS:MODE`.
+pub const CAPTURE_META_TABLE: &str = "META_DATA_CAPTURE";
 
 /// Highest export schema major version this build understands.
 pub const MAX_SCHEMA_MAJOR: u32 = 3;
@@ -160,11 +166,20 @@ impl Capabilities {
 
     /// Comma-separated names of the event tables traceforge reads that are present.
     pub fn present_event_tables(&self) -> Vec<String> {
-        [KERNEL_TABLE, MEMCPY_TABLE, MEMSET_TABLE, RUNTIME_TABLE, DRIVER_TABLE, SYNC_TABLE, NVTX_TABLE]
-            .iter()
-            .filter(|t| self.has_table(t))
-            .map(|t| t.to_string())
-            .collect()
+        [
+            KERNEL_TABLE,
+            MEMCPY_TABLE,
+            MEMSET_TABLE,
+            RUNTIME_TABLE,
+            DRIVER_TABLE,
+            SYNC_TABLE,
+            NVTX_TABLE,
+            GRAPH_TRACE_TABLE,
+        ]
+        .iter()
+        .filter(|t| self.has_table(t))
+        .map(|t| t.to_string())
+        .collect()
     }
 }
 

@@ -10,7 +10,7 @@ use crate::export::events::{ApiChunk, GpuOps};
 use crate::ids::{decode_global_id, launch_key, thread_key, NULL_I64};
 use crate::views::NO_THREAD;
 
-/// Which API call launched each GPU operation (kernels first, then memops).
+/// Which API call launched each GPU operation (kernels first, then memops, then graph executions).
 pub(crate) struct LaunchState {
     /// Op indices with a launch key, sorted by key, for matching API rows.
     pub(super) order: Vec<u32>,
@@ -35,18 +35,20 @@ fn key_of(ops: &GpuOps, op: u32) -> i64 {
     let op = op as usize;
     if op < nk {
         ops.kernels.launch(op)
-    } else {
+    } else if op < nk + ops.memops.len() {
         ops.memops.launch[op - nk]
+    } else {
+        ops.graphs.launch[op - nk - ops.memops.len()]
     }
 }
 
 impl LaunchState {
     /// No op matched yet; the ops with a launch key indexed by it.
     pub(super) fn new(ops: &GpuOps) -> Self {
-        let n = ops.kernels.len() + ops.memops.len();
+        let n = ops.len();
         let mut order: Vec<u32> = Vec::with_capacity(n);
         order.extend((0..n as u32).filter(|&op| key_of(ops, op) != NULL_I64));
-        // Kernels then memops, each in export order, which is nearly launch order: a run-adaptive (stable)
+        // Kernels then memops (then the few graph executions), each in export order, which is nearly launch order: a run-adaptive (stable)
         // sort merges those few runs in about linear time, where an unstable sort would not notice them.
         order.par_sort_by_key(|&op| key_of(ops, op));
         LaunchState {
@@ -178,7 +180,24 @@ mod tests {
             m.correlation.push(corr);
             m.global_pid.push(pid << 24);
         }
-        GpuOps { kernels: k, memops: m }
+        GpuOps { kernels: k, memops: m, graphs: Default::default() }
+    }
+
+    /// `ops` plus graph executions of the given (pid, correlation id).
+    fn with_graphs(mut ops: GpuOps, graphs: &[(i64, i64)]) -> GpuOps {
+        for (i, &(pid, corr)) in graphs.iter().enumerate() {
+            let g = &mut ops.graphs;
+            g.start.push(1_000 + i as i64);
+            g.end.push(1_100 + i as i64);
+            g.device.push(0);
+            g.stream.push(13);
+            g.correlation.push(corr);
+            g.global_pid.push(pid << 24);
+            g.graph_id.push(1);
+            g.graph_exec_id.push(2);
+            g.launch.push(launch_key(pid, corr));
+        }
+        ops
     }
 
     /// API rows (globalTid, correlation id, start, name id) of one table (0 = runtime, 1 = driver).
@@ -250,5 +269,20 @@ mod tests {
         let mut st = LaunchState::new(&ops);
         st.absorb(&ops, &chunk(0, &shuffled));
         assert!((0..n as usize).all(|i| st.api_start[i] == 1_000 + i as i64));
+    }
+
+    #[test]
+    fn graph_executions_match_their_graph_launch_after_kernels_and_memops() {
+        // A's kernel (corr 1), A's memcpy (corr 2); graph executions of A (corr 3), of B with A's corr 1 (the
+        // process tells them apart), and one whose call was not traced (corr 77).
+        let ops = with_graphs(ops(&[(PID_A, 1)], &[(PID_A, 2)]), &[(PID_A, 3), (PID_B, 1), (PID_A, 77)]);
+        assert_eq!(ops.len(), 5);
+        let mut st = LaunchState::new(&ops);
+        st.absorb(&ops, &chunk(0, &[(TID_A, 1, 10, 7), (TID_A, 2, 20, 8), (TID_A, 3, 30, 9), (TID_B, 1, 40, 9)]));
+        // Op indices: kernel 0, memop 1, graph executions 2, 3, 4.
+        assert_eq!(st.api_start, vec![10, 20, 30, 40, NULL_I64]);
+        assert_eq!(st.launched_by(2), (thread_key(TID_A), 9));
+        assert_eq!(st.launched_by(3), (thread_key(TID_B), 9));
+        assert_eq!(st.launcher[4], NO_LAUNCHER);
     }
 }

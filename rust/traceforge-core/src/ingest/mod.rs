@@ -25,17 +25,18 @@ use self::api_reader::{read_api_tables, ApiChunks};
 use self::classes::{Dictionaries, Interner, KernelClassIds};
 use self::launch::LaunchState;
 use self::tables::{
-    api_batch, api_classes_batch, devices_batch, gaps_batch, kernel_classes_batch, kernel_summary_batch, kernels_batch,
-    levels_batch, memop_summary_batch, memops_batch, metrics_batch, nvtx_batch, processes_batch, projection_batch,
-    sync_batch, threads_batch, BatchResult,
+    api_batch, api_classes_batch, devices_batch, gaps_batch, graph_launches_batch, graph_summary_batch,
+    kernel_classes_batch, kernel_summary_batch, kernels_batch, levels_batch, memop_summary_batch, memops_batch,
+    metrics_batch, nvtx_batch, processes_batch, projection_batch, sync_batch, threads_batch, BatchResult,
 };
 use crate::columnar::{batch, int_col, BatchStream, BATCH_ROWS};
 use crate::error::{Error, Result};
-use crate::export::events::{self, ApiChunk, GpuOps, NvtxEvents, SyncEvents, TargetInfo};
+use crate::export::events::{self, ApiChunk, GpuOps, GraphInfo, NvtxEvents, SyncEvents, TargetInfo};
 use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
 use crate::export::scan::ScanReader;
 use crate::export::{Capabilities, ExportFile, StringTable};
 use crate::options::IngestOptions;
+use crate::timeline::graphs::{graph_summary, GraphLaunch, GraphLaunches, NodeKernel};
 use crate::timeline::nvtx::{build_nvtx_ranges, NvtxEventColumns, NvtxRanges};
 use crate::timeline::{self, Derived};
 use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
@@ -48,6 +49,8 @@ pub struct Finished {
     pub nvtx: NvtxRanges,
     /// Index into `nvtx` of each projected range (the rows of `derived.projection`).
     pub projected: Vec<usize>,
+    /// One row per graph execution, in either capture mode, ordered by (device, start, stream, pid).
+    pub graph_launches: GraphLaunches,
 }
 
 /// Counts for the `traces` row.
@@ -59,6 +62,8 @@ pub struct TraceCounts {
     pub api_calls: u64,
     /// NVTX ranges and marks (0 until the metrics were derived).
     pub nvtx: u64,
+    /// Whole-graph executions (`CUPTI_ACTIVITY_KIND_GRAPH_TRACE` rows, graph mode).
+    pub graph_execs: u64,
 }
 
 /// One export being ingested.
@@ -71,6 +76,8 @@ pub struct Trace {
     pub target: TargetInfo,
     pub(crate) strings: StringTable,
     pub(crate) ops: GpuOps,
+    /// Graph node clones and the recorded CUDA graph trace mode.
+    pub(crate) graph_info: GraphInfo,
     pub(crate) nvtx_events: NvtxEvents,
     pub(crate) sync: SyncEvents,
     cancel: Arc<AtomicBool>,
@@ -90,7 +97,7 @@ impl Trace {
     /// Every table an ingest stores, in the order it must be written: `api_call_rows` first (streaming
     /// it matches the launches), then the tables [`Trace::finish`] makes possible, each dictionary
     /// (`kernel_classes`, `api_call_classes`) after the stream that builds it.
-    pub const WRITE_ORDER: [&'static str; 17] = [
+    pub const WRITE_ORDER: [&'static str; 19] = [
         "api_call_rows",
         "devices",
         "processes",
@@ -100,6 +107,7 @@ impl Trace {
         "kernel_classes",
         "api_call_classes",
         "memops",
+        "graph_launches",
         "sync_events",
         "nvtx_ranges",
         "device_metrics",
@@ -107,6 +115,7 @@ impl Trace {
         "concurrency_levels",
         "kernel_summary",
         "memop_summary",
+        "graph_summary",
         "nvtx_projection",
     ];
 
@@ -123,7 +132,9 @@ impl Trace {
         let caps = Capabilities::probe(&file, &conn)?;
         let strings = StringTable::load(&file, &conn, caps.has_table("StringIds"))?;
         let target = events::read_target_info(&file, &caps, &conn, &strings)?;
-        let ops = events::read_gpu_ops(&file, &caps, &options, &cancel)?;
+        let mut ops = events::read_gpu_ops(&file, &caps, &options, &cancel)?;
+        let graph_info;
+        (ops.graphs, graph_info) = events::read_graphs(&file, &caps, &conn)?;
         let nvtx_events = events::read_nvtx(&file, &caps, &options, &cancel)?;
         let sync = events::read_sync(&file, &caps, &options, &cancel)?;
         // Validate the API tables' columns now, before anything streams.
@@ -141,6 +152,7 @@ impl Trace {
             strings,
             target,
             ops,
+            graph_info,
             nvtx_events,
             sync,
             cancel,
@@ -238,7 +250,8 @@ impl Trace {
         let state = self.lock();
         let k = &self.ops.kernels;
         let m = &self.ops.memops;
-        let nk = k.len();
+        let g = &self.ops.graphs;
+        let (nk, nm) = (k.len(), m.len());
         let launcher_threads = state.launcher_threads();
         let kernels = KernelsView {
             ops: OpsView {
@@ -258,23 +271,86 @@ impl Trace {
                 stream: (&m.stream).into(),
                 start: &m.start,
                 end: &m.end,
-                thread: Threads::Indexed { ids: &state.launcher[nk..], keys: &launcher_threads },
-                api_start: &state.api_start[nk..],
+                thread: Threads::Indexed { ids: &state.launcher[nk..nk + nm], keys: &launcher_threads },
+                api_start: &state.api_start[nk..nk + nm],
                 launch: LaunchKeys::Plain(&m.launch),
             },
             op: &m.op,
             copy_kind: &m.copy_kind,
             bytes: &m.bytes,
         };
+        let graphs = OpsView {
+            device: (&g.device).into(),
+            stream: (&g.stream).into(),
+            start: &g.start,
+            end: &g.end,
+            thread: Threads::Indexed { ids: &state.launcher[nk + nm..], keys: &launcher_threads },
+            api_start: &state.api_start[nk + nm..],
+            launch: LaunchKeys::Plain(&g.launch),
+        };
         let nvtx = build_nvtx_ranges(&self.nvtx_columns(), |id| self.strings.get(id));
         let (projected, [r_thread, r_start, r_end]) = nvtx.projectable();
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
-        let mut derived = timeline::derive(&kernels, &memops, &ranges, &self.options);
+        let mut derived = timeline::derive(&kernels, &memops, &graphs, &ranges, &self.options);
+        let graph_launches = self.graph_launches(&state);
+        derived.graph_summary = graph_summary(&graph_launches);
         drop(state);
         crate::memory::release_free_memory(); // the working buffers of the metrics
         *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
-        let _ = self.finished.set(Finished { derived, nvtx, projected });
+        let _ = self.finished.set(Finished { derived, nvtx, projected, graph_launches });
         Ok(self.finished.get().expect("set above"))
+    }
+
+    /// The `graph_launches` rows: each whole-graph execution (graph mode) with its launching call, and the
+    /// node-mode executions rebuilt from the kernels with a graph node id.
+    fn graph_launches(&self, state: &LaunchState) -> GraphLaunches {
+        let (k, g) = (&self.ops.kernels, &self.ops.graphs);
+        let first_graph = k.len() + self.ops.memops.len();
+        let mut out = GraphLaunches::default();
+        for i in 0..g.len() {
+            let (thread, _) = state.launched_by(first_graph + i);
+            out.push(GraphLaunch {
+                device: i64::from(g.device[i]),
+                stream: i64::from(g.stream[i]),
+                graph_id: g.graph_id[i],
+                graph_exec_id: g.graph_exec_id[i],
+                start: g.start[i],
+                end: g.end[i],
+                pid: crate::ids::decode_global_id(g.global_pid[i]).0,
+                correlation: g.correlation[i],
+                launch_tid: if thread == crate::ids::NULL_I64 { thread } else { thread & 0xFF_FFFF },
+                api_start: state.api_start[first_graph + i],
+                kernel_count: crate::ids::NULL_I64,
+                kernel_ns: crate::ids::NULL_I64,
+            });
+        }
+        if k.any_in_graphs() {
+            let nodes: Vec<NodeKernel> = (0..k.len())
+                .filter(|&i| k.graph_node(i) != crate::ids::NULL_I64)
+                .map(|i| NodeKernel {
+                    pid: k.shape_pid[k.shape[i] as usize],
+                    correlation: k.correlation(i),
+                    device: i64::from(k.device().get(i)),
+                    stream: i64::from(k.stream().get(i)),
+                    start: k.start[i],
+                    end: k.end[i],
+                    node: k.graph_node(i),
+                    thread: state.launched_by(i).0,
+                    api_start: state.api_start[i],
+                })
+                .collect();
+            out.add_node_mode(&nodes, |node| self.graph_info.origin(node));
+        }
+        out.sorted()
+    }
+
+    /// `traces.cuda_graph_trace`: "graph", "node", or None when the capture launched no CUDA graph.
+    pub fn cuda_graph_trace(&self) -> Option<&'static str> {
+        events::cuda_graph_trace(
+            !self.ops.graphs.is_empty(),
+            self.ops.kernels.any_in_graphs(),
+            &self.graph_info.trace_modes,
+        )
     }
 
     /// Row counts for the `traces` row.
@@ -284,6 +360,7 @@ impl Trace {
             memops: self.ops.memops.len() as u64,
             api_calls: self.api_rows.load(Ordering::Relaxed),
             nvtx: self.finished.get().map_or(0, |f| f.nvtx.start.len() as u64),
+            graph_execs: self.ops.graphs.len() as u64,
         }
     }
 
@@ -404,6 +481,8 @@ impl Trace {
             "kernel_rows" => self.kernels_stream(),
             "kernel_classes" => one(self.kernel_classes_batch()?),
             "api_call_classes" => one(self.api_classes_batch()?),
+            "graph_launches" => one(graph_launches_batch(&fin.graph_launches)),
+            "graph_summary" => one(graph_summary_batch(&fin.derived.graph_summary)),
             "memops" => BatchStream::chunked(self.ops.memops.len(), move |r| memops_batch(&t.ops, &t.lock(), r))
                 .map_err(arrow_err),
             "devices" => one(devices_batch(&self.target, &self.ops)),

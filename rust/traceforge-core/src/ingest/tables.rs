@@ -14,7 +14,7 @@ use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, Kernels, Sy
 use crate::export::StringTable;
 use crate::ids::{decode_global_id, NULL_I64};
 use crate::timeline::projection::ProjectionRow;
-use crate::timeline::{Gaps, KernelSummaryRow, MemopSummaryRow, MetricRow, NvtxRanges};
+use crate::timeline::{Gaps, GraphLaunches, GraphSummaryRow, KernelSummaryRow, MemopSummaryRow, MetricRow, NvtxRanges};
 
 /// What every builder returns.
 pub(crate) type BatchResult = std::result::Result<RecordBatch, ArrowError>;
@@ -110,7 +110,13 @@ pub(crate) fn memops_batch(ops: &GpuOps, st: &LaunchState, r: std::ops::Range<us
 pub(crate) fn devices_batch(target: &TargetInfo, ops: &GpuOps) -> BatchResult {
     let mut gpus = target.gpus.clone();
     let kernels = &ops.kernels;
-    let mut seen: Vec<i64> = kernels.shape_device.iter().chain(&ops.memops.device).map(|&d| i64::from(d)).collect();
+    let mut seen: Vec<i64> = kernels
+        .shape_device
+        .iter()
+        .chain(&ops.memops.device)
+        .chain(&ops.graphs.device)
+        .map(|&d| i64::from(d))
+        .collect();
     seen.sort_unstable();
     seen.dedup();
     for d in seen {
@@ -258,6 +264,8 @@ pub(crate) fn metrics_batch(rows: &[MetricRow], per_stream: bool) -> BatchResult
         ("launch_latency_p99_ns", of(|r| r.launch_latency_p99_ns)),
         ("launch_matched", i(|r| r.launch_matched)),
         ("stream_count", i(|r| r.stream_count)),
+        ("graph_launch_count", i(|r| r.graph_launch_count)),
+        ("graph_ns", i(|r| r.graph_ns)),
     ]);
     batch(cols)
 }
@@ -316,6 +324,43 @@ pub(crate) fn projection_batch(rows: &[ProjectionRow], n: &NvtxRanges, projected
         ("launch_count", int_col(rows.iter().map(|r| r.launch_count))),
         ("kernel_count", int_col(rows.iter().map(|r| r.kernel_count))),
         ("kernel_time_ns", int_col(rows.iter().map(|r| r.kernel_time_ns))),
+        ("graph_ns", int_col(rows.iter().map(|r| r.graph_ns))),
+    ])
+}
+
+/// `graph_launches` batch: one row per graph execution (either capture mode).
+pub(crate) fn graph_launches_batch(g: &GraphLaunches) -> BatchResult {
+    let c = |v: &Vec<i64>| int_col(v.iter().copied());
+    let latency = g.start.iter().zip(&g.api_start).map(|(&s, &a)| if a == NULL_I64 { NULL_I64 } else { s - a });
+    batch(vec![
+        ("device_id", c(&g.device)),
+        ("stream_id", c(&g.stream)),
+        ("graph_id", c(&g.graph_id)),
+        ("graph_exec_id", c(&g.graph_exec_id)),
+        ("start_ns", c(&g.start)),
+        ("end_ns", c(&g.end)),
+        ("duration_ns", int_col(g.start.iter().zip(&g.end).map(|(s, e)| e - s))),
+        ("pid", c(&g.pid)),
+        ("correlation_id", c(&g.correlation)),
+        ("launch_tid", c(&g.launch_tid)),
+        ("api_start_ns", c(&g.api_start)),
+        ("launch_latency_ns", int_col(latency)),
+        ("kernel_count", c(&g.kernel_count)),
+        ("kernel_ns", c(&g.kernel_ns)),
+    ])
+}
+
+/// `graph_summary` batch.
+pub(crate) fn graph_summary_batch(rows: &[GraphSummaryRow]) -> BatchResult {
+    batch(vec![
+        ("device_id", int_col(rows.iter().map(|r| r.device))),
+        ("graph_id", int_col(rows.iter().map(|r| r.graph_id))),
+        ("count", int_col(rows.iter().map(|r| r.count))),
+        ("total_ns", int_col(rows.iter().map(|r| r.total_ns))),
+        ("avg_ns", float_col(rows.iter().map(|r| Some(r.avg_ns)))),
+        ("median_ns", float_col(rows.iter().map(|r| Some(r.median_ns)))),
+        ("min_ns", int_col(rows.iter().map(|r| r.min_ns))),
+        ("max_ns", int_col(rows.iter().map(|r| r.max_ns))),
     ])
 }
 

@@ -38,6 +38,10 @@ pub struct MetricRow {
     pub launch_latency_p99_ns: Option<f64>,
     pub launch_matched: i64,
     pub stream_count: i64,
+    /// Whole-graph executions (graph mode) on the device or stream.
+    pub graph_launch_count: i64,
+    /// Σ(end − start) of those executions.
+    pub graph_ns: i64,
 }
 
 /// Whether `values` never decrease.
@@ -69,11 +73,16 @@ fn percentile_triple<I: Iterator<Item = i64>>(
     [p[0], p[1], p[2]]
 }
 
-/// Kernel-side metrics of one group of kernel indices; also returns the sweep for levels. Gaps go to
+/// Timeline metrics of one group of GPU activities: the kernels `members` (indices into `k`) and the
+/// whole-graph executions `g_members` (indices into `g`), each activity one interval `[start, end)`;
+/// `kernel_count`/`kernel_time_ns` count the kernels only. Also returns the sweep for levels. Gaps go to
 /// `gaps` under the given device when it is Some (a device's gaps are stored), else they are only counted.
+/// Without graph executions this is exactly the kernels-only computation.
 pub(crate) fn kernel_metrics(
     k: &OpsView<'_>,
     members: &[u32],
+    g: &OpsView<'_>,
+    g_members: &[u32],
     row: &mut MetricRow,
     gaps: Option<(&mut Gaps, i64)>,
     low_memory_above: usize,
@@ -93,17 +102,31 @@ pub(crate) fn kernel_metrics(
             streams.push(stream);
         }
     }
+    for &i in g_members {
+        let (s, e) = (g.start[i as usize], g.end[i as usize]);
+        row.graph_launch_count += 1;
+        row.graph_ns += e - s;
+        first = first.min(s);
+        last = last.max(e);
+        let stream = g.stream.get(i as usize);
+        if !streams.contains(&stream) {
+            streams.push(stream);
+        }
+    }
     row.stream_count = streams.len() as i64;
-    if row.kernel_count > 0 {
+    if row.kernel_count > 0 || row.graph_launch_count > 0 {
         row.first_start_ns = Some(first);
         row.last_end_ns = Some(last);
         row.span_ns = Some(last - first);
     }
     let nonempty = || members.iter().map(|&i| i as usize).filter(|&i| k.end[i] > k.start[i]);
+    let g_nonempty = || g_members.iter().map(|&i| i as usize).filter(|&i| g.end[i] > g.start[i]);
     // Kernels that run one after another come with starts and ends both in order: sweep them where they
     // lie, and find their gaps again by a pass instead of storing them (16 bytes a gap). Otherwise sort
-    // copies (16 bytes a kernel), freed right after, and store a device's gaps.
-    let in_order = ascending(nonempty().map(|i| k.start[i])) && ascending(nonempty().map(|i| k.end[i]));
+    // copies (16 bytes a kernel), freed right after, and store a device's gaps. Graph executions are merged
+    // into the sorted copies (the pass that finds gaps again reads kernels only).
+    let in_order =
+        g_members.is_empty() && ascending(nonempty().map(|i| k.start[i])) && ascending(nonempty().map(|i| k.end[i]));
     let sw = if in_order {
         let sw = sweep::sweep_sorted(nonempty().map(|i| k.start[i]), nonempty().map(|i| k.end[i]), |_, _| {});
         let lengths = || {
@@ -116,8 +139,8 @@ pub(crate) fn kernel_metrics(
         }
         sw
     } else {
-        let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).collect();
-        let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).collect();
+        let mut starts: Vec<i64> = nonempty().map(|i| k.start[i]).chain(g_nonempty().map(|i| g.start[i])).collect();
+        let mut ends: Vec<i64> = nonempty().map(|i| k.end[i]).chain(g_nonempty().map(|i| g.end[i])).collect();
         match gaps {
             Some((g, device)) => {
                 let first_gap = g.len();
@@ -142,7 +165,9 @@ pub(crate) fn kernel_metrics(
     row.max_concurrency = sw.max_concurrency;
     row.overlap_ns = sw.overlap_ns();
     let latencies = || {
-        members.iter().map(|&i| i as usize).filter(|&i| k.api_start[i] != NULL_I64).map(|i| k.start[i] - k.api_start[i])
+        let of = |v: &OpsView<'_>, i: usize| (v.api_start[i] != NULL_I64).then(|| v.start[i] - v.api_start[i]);
+        let kernels = members.iter().filter_map(move |&i| of(k, i as usize));
+        kernels.chain(g_members.iter().filter_map(move |&i| of(g, i as usize)))
     };
     let matched = latencies().count();
     row.launch_matched = matched as i64;
@@ -177,28 +202,37 @@ fn add_memops(m: &MemopsView<'_>, members: &[u32], row: &mut MetricRow) {
     }
 }
 
-/// Device metrics, stream metrics, concurrency levels and gaps.
+/// Device metrics, stream metrics, concurrency levels and gaps; a device's (and a stream's) activities are
+/// its kernels and its whole-graph executions `graphs`.
 pub(crate) fn device_and_stream_metrics(
     kernels: &KernelsView<'_>,
     memops: &MemopsView<'_>,
+    graphs: &OpsView<'_>,
     low_memory_above: usize,
 ) -> Derived {
     let mut out = Derived::default();
     let k = &kernels.ops;
     let m = &memops.ops;
+    let g = graphs;
+    let none: &[u32] = &[];
 
     // Per device.
     let k_by_dev = group_by(k.len(), |i| k.device.get(i), low_memory_above);
     let m_by_dev = group_by(m.len(), |i| m.device.get(i), low_memory_above);
-    let mut devices: Vec<i32> = k_by_dev.iter().map(|g| g.0).chain(m_by_dev.iter().map(|g| g.0)).collect();
+    let g_by_dev = group_by(g.len(), |i| g.device.get(i), low_memory_above);
+    let mut devices: Vec<i32> =
+        k_by_dev.iter().map(|x| x.0).chain(m_by_dev.iter().map(|x| x.0)).chain(g_by_dev.iter().map(|x| x.0)).collect();
     devices.sort_unstable();
     devices.dedup();
-    // Kernel-side metrics of each device: a stream holding all of its device's kernels has the same ones.
+    // Kernel-side metrics of each device: a stream holding all of its device's activities has the same ones.
     let mut device_kernel_rows: Vec<MetricRow> = Vec::new();
     for dev in devices {
         let mut row = MetricRow { device: dev.into(), ..Default::default() };
-        if let Some((_, members)) = k_by_dev.iter().find(|g| g.0 == dev) {
-            let sw = kernel_metrics(k, members, &mut row, Some((&mut out.gaps, i64::from(dev))), low_memory_above);
+        let members = k_by_dev.iter().find(|x| x.0 == dev).map(|x| &x.1[..]);
+        let g_members = g_by_dev.iter().find(|x| x.0 == dev).map_or(none, |x| &x.1[..]);
+        if members.is_some() || !g_members.is_empty() {
+            let gaps = Some((&mut out.gaps, i64::from(dev)));
+            let sw = kernel_metrics(k, members.unwrap_or(none), g, g_members, &mut row, gaps, low_memory_above);
             for (level, &t) in sw.level_time.iter().enumerate().skip(1) {
                 if t > 0 {
                     out.concurrency_levels.push((dev.into(), level as i64, t));
@@ -206,40 +240,48 @@ pub(crate) fn device_and_stream_metrics(
             }
         }
         device_kernel_rows.push(row.clone());
-        if let Some((_, members)) = m_by_dev.iter().find(|g| g.0 == dev) {
+        if let Some((_, members)) = m_by_dev.iter().find(|x| x.0 == dev) {
             add_memops(memops, members, &mut row);
         }
         out.device_metrics.push(row);
     }
     // Index vectors cost 8 bytes per operation; free each grouping before building the next.
-    drop((k_by_dev, m_by_dev));
+    drop((k_by_dev, m_by_dev, g_by_dev));
 
     // Per (device, stream).
     let k_by_stream = group_by(k.len(), |i| (k.device.get(i), k.stream.get(i)), low_memory_above);
     let m_by_stream = group_by(m.len(), |i| (m.device.get(i), m.stream.get(i)), low_memory_above);
-    let mut streams: Vec<(i32, i32)> = k_by_stream.iter().map(|g| g.0).chain(m_by_stream.iter().map(|g| g.0)).collect();
+    let g_by_stream = group_by(g.len(), |i| (g.device.get(i), g.stream.get(i)), low_memory_above);
+    let mut streams: Vec<(i32, i32)> = k_by_stream
+        .iter()
+        .map(|x| x.0)
+        .chain(m_by_stream.iter().map(|x| x.0))
+        .chain(g_by_stream.iter().map(|x| x.0))
+        .collect();
     streams.sort_unstable();
     streams.dedup();
     for key in streams {
         let mut row = MetricRow { device: key.0.into(), stream: Some(key.1.into()), ..Default::default() };
-        if let Ok(pos) = k_by_stream.binary_search_by_key(&key, |g| g.0) {
-            let members = &k_by_stream[pos].1;
+        let members = k_by_stream.binary_search_by_key(&key, |x| x.0).ok().map(|pos| &k_by_stream[pos].1[..]);
+        let g_members = g_by_stream.binary_search_by_key(&key, |x| x.0).map_or(none, |pos| &g_by_stream[pos].1[..]);
+        if members.is_some() || !g_members.is_empty() {
+            let members = members.unwrap_or(none);
             let device_row = device_kernel_rows.iter().find(|r| r.device == i64::from(key.0));
             match device_row {
-                Some(d) if d.kernel_count == members.len() as i64 => {
+                Some(d) if d.kernel_count == members.len() as i64 && d.graph_launch_count == g_members.len() as i64 => {
                     row = MetricRow { stream: Some(key.1.into()), ..d.clone() };
                 }
                 _ => {
-                    kernel_metrics(k, members, &mut row, None, low_memory_above);
+                    kernel_metrics(k, members, g, g_members, &mut row, None, low_memory_above);
                 }
             }
         }
-        if let Ok(pos) = m_by_stream.binary_search_by_key(&key, |g| g.0) {
+        if let Ok(pos) = m_by_stream.binary_search_by_key(&key, |x| x.0) {
             add_memops(memops, &m_by_stream[pos].1, &mut row);
         }
         out.stream_metrics.push(row);
     }
-    drop((k_by_stream, m_by_stream));
+    drop((k_by_stream, m_by_stream, g_by_stream));
 
     out
 }
@@ -247,7 +289,7 @@ pub(crate) fn device_and_stream_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::testing::plain_ops;
+    use crate::timeline::testing::{no_graphs, plain_ops};
 
     #[test]
     fn kernels_in_order_are_swept_in_place_with_the_same_results() {
@@ -266,7 +308,7 @@ mod tests {
         let run = |members: &[u32]| {
             let mut row = MetricRow::default();
             let mut gaps = Gaps::default();
-            let sw = kernel_metrics(&k, members, &mut row, Some((&mut gaps, 0)), usize::MAX);
+            let sw = kernel_metrics(&k, members, &no_graphs(), &[], &mut row, Some((&mut gaps, 0)), usize::MAX);
             let found_again = gaps.in_order_devices == [0];
             gaps.materialize(&k);
             (row, gaps, sw, found_again)
@@ -281,5 +323,48 @@ mod tests {
         let nested: Vec<u32> = vec![3, 4, 5, 6];
         let (row, _, _, _) = run(&nested);
         assert_eq!((row.max_concurrency, row.busy_ns, row.overlap_ns), (2, 25, 4));
+    }
+
+    #[test]
+    fn graph_executions_are_activities_next_to_kernels() {
+        // Kernels on stream 0: [0, 10), [20, 30), [50, 60). Graph executions: [5, 25) on stream 1, bridging
+        // the first gap and overlapping both kernels; a zero-length one at 40 on stream 0 (counted, never
+        // active, splits nothing); one on device 1 alone.
+        let (kd, ks, kst, ke) = (vec![0i32; 3], vec![0i32; 3], vec![0i64, 20, 50], vec![10i64, 30, 60]);
+        let k_api = vec![-5i64, NULL_I64, 45];
+        let nulls = vec![NULL_I64; 3];
+        let k = plain_ops(&kd, &ks, &kst, &ke, &nulls, &k_api, &nulls);
+        let kernels = KernelsView { ops: k, name: (&[0u32, 0, 0][..]).into() };
+        let (gd, gs, gst, ge) = (vec![0i32, 0, 1], vec![1i32, 0, 4], vec![5i64, 40, 100], vec![25i64, 40, 130]);
+        let g_api = vec![1i64, NULL_I64, 90];
+        let g = plain_ops(&gd, &gs, &gst, &ge, &nulls, &g_api, &nulls);
+        let memops = MemopsView { ops: no_graphs(), op: &[], copy_kind: &[], bytes: &[] };
+        let d = device_and_stream_metrics(&kernels, &memops, &g, usize::MAX);
+        let dev0 = &d.device_metrics[0];
+        assert_eq!((dev0.kernel_count, dev0.kernel_time_ns, dev0.graph_launch_count, dev0.graph_ns), (3, 30, 2, 20));
+        assert_eq!((dev0.first_start_ns, dev0.last_end_ns, dev0.span_ns), (Some(0), Some(60), Some(60)));
+        // Union [0, 30) + [50, 60); 2 active on [5, 10) and [20, 25); one gap [30, 50).
+        assert_eq!((dev0.busy_ns, dev0.max_concurrency, dev0.overlap_ns), (40, 2, 10));
+        assert_eq!((dev0.gap_count, dev0.gap_total_ns, dev0.stream_count), (1, 20, 2));
+        // Latencies 5 (kernel 0), 5 (kernel 2), 4 (graph 0).
+        assert_eq!((dev0.launch_matched, dev0.launch_latency_p50_ns), (3, Some(5.0)));
+        assert_eq!(d.concurrency_levels, vec![(0, 1, 30), (0, 2, 10), (1, 1, 30)]);
+        assert_eq!(
+            (d.gaps.start.clone(), d.gaps.end.clone(), d.gaps.in_order_devices.clone()),
+            (vec![30], vec![50], vec![])
+        );
+        // Device 1 has only a graph execution; stream (0, 1) only graph work; (0, 0) kernels and the empty one.
+        let dev1 = &d.device_metrics[1];
+        assert_eq!((dev1.kernel_count, dev1.graph_launch_count, dev1.busy_ns, dev1.utilization), (0, 1, 30, Some(1.0)));
+        let by_stream: Vec<(i64, Option<i64>, i64, i64, i64)> = d
+            .stream_metrics
+            .iter()
+            .map(|r| (r.device, r.stream, r.kernel_count, r.graph_launch_count, r.busy_ns))
+            .collect();
+        assert_eq!(by_stream, vec![(0, Some(0), 3, 1, 30), (0, Some(1), 0, 1, 20), (1, Some(4), 0, 1, 30)]);
+        // Without graph executions: exactly the kernels-only metrics.
+        let plain = device_and_stream_metrics(&kernels, &memops, &no_graphs(), usize::MAX);
+        assert_eq!((plain.device_metrics[0].busy_ns, plain.device_metrics[0].graph_launch_count), (30, 0));
+        assert_eq!(plain.gaps.in_order_devices, vec![0]);
     }
 }

@@ -7,6 +7,7 @@
 //! the GPU work they launched), over the [`nvtx`] range model; [`sweep`], [`percentile`] and
 //! [`grouping`] are their shared algorithms. [`derive`] computes them all.
 pub mod gaps;
+pub mod graphs;
 pub(crate) mod grouping;
 pub mod metrics;
 pub mod nvtx;
@@ -16,12 +17,13 @@ pub mod summaries;
 pub mod sweep;
 
 pub use gaps::{Gaps, InOrderGaps};
+pub use graphs::{GraphLaunch, GraphLaunches, GraphSummaryRow};
 pub use metrics::MetricRow;
 pub use nvtx::{NvtxEventColumns, NvtxRanges};
 pub use summaries::{KernelSummaryRow, MemopSummaryRow};
 
 use crate::options::IngestOptions;
-use crate::views::{KernelsView, MemopsView, RangesView};
+use crate::views::{KernelsView, MemopsView, OpsView, RangesView};
 
 /// Everything derived from one trace.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,31 +36,36 @@ pub struct Derived {
     pub kernel_summary: Vec<KernelSummaryRow>,
     pub memop_summary: Vec<MemopSummaryRow>,
     pub projection: Vec<projection::ProjectionRow>,
+    /// Per (device, graph id) over the graph launches (set by the caller from [`graphs::graph_summary`]).
+    pub graph_summary: Vec<GraphSummaryRow>,
 }
 
 /// Compute every derived table of a trace; beyond `options.low_memory_above` operations the parts run
-/// one after another, with a lower peak.
+/// one after another, with a lower peak. `graphs` are the whole-graph executions (graph mode): GPU
+/// activities next to the kernels for the timeline metrics, GPU operations for the NVTX projection.
 pub fn derive(
     kernels: &KernelsView<'_>,
     memops: &MemopsView<'_>,
+    graphs: &OpsView<'_>,
     ranges: &RangesView<'_>,
     options: &IngestOptions,
 ) -> Derived {
-    let low_memory = options.low_memory(kernels.ops.len() + memops.ops.len());
-    derive_with(kernels, memops, ranges, !low_memory, options.low_memory_above)
+    let low_memory = options.low_memory(kernels.ops.len() + memops.ops.len() + graphs.len());
+    derive_with(kernels, memops, graphs, ranges, !low_memory, options.low_memory_above)
 }
 
 /// [`derive`], its parts side by side when `parallel`.
 fn derive_with(
     kernels: &KernelsView<'_>,
     memops: &MemopsView<'_>,
+    graphs: &OpsView<'_>,
     ranges: &RangesView<'_>,
     parallel: bool,
     low_memory_above: usize,
 ) -> Derived {
-    let device_part = || metrics::device_and_stream_metrics(kernels, memops, low_memory_above);
+    let device_part = || metrics::device_and_stream_metrics(kernels, memops, graphs, low_memory_above);
     let summary_part = || summaries::summaries(kernels, memops, low_memory_above);
-    let projection_part = || projection::project(kernels, memops, ranges);
+    let projection_part = || projection::project(kernels, memops, graphs, ranges);
     // The three parts read the same columns and write disjoint tables. Side by side they finish sooner,
     // but their working buffers (tens of bytes per operation) then add up instead of taking turns: large
     // traces run them one after another so that peak memory stays bounded.
@@ -85,6 +92,11 @@ fn derive_with(
 pub(crate) mod testing {
     //! Helpers shared by the timeline's unit tests.
     use crate::views::{OpsView, Threads};
+
+    /// No graph executions.
+    pub(crate) fn no_graphs() -> OpsView<'static> {
+        plain_ops(&[], &[], &[], &[], &[], &[], &[])
+    }
 
     /// Operations from spelled-out columns.
     pub(crate) fn plain_ops<'a>(
@@ -119,7 +131,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{plain_ops, Lcg};
+    use super::testing::{no_graphs, plain_ops, Lcg};
     use super::*;
     use crate::ids::NULL_I64;
     use crate::views::{OpsView, Threads, NO_THREAD};
@@ -166,11 +178,11 @@ mod tests {
         let r_end: Vec<i64> = r_start.iter().map(|&s| s + rng.next(200_000)).collect();
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
 
-        let side_by_side = derive_with(&kernels, &memops, &ranges, true, usize::MAX);
-        let in_turn = derive_with(&kernels, &memops, &ranges, false, usize::MAX);
+        let side_by_side = derive_with(&kernels, &memops, &no_graphs(), &ranges, true, usize::MAX);
+        let in_turn = derive_with(&kernels, &memops, &no_graphs(), &ranges, false, usize::MAX);
         assert_eq!(side_by_side, in_turn);
         // The low-memory way (no per-row group memory, percentiles found without a copy) agrees too.
-        assert_eq!(derive_with(&kernels, &memops, &ranges, false, 0), side_by_side);
+        assert_eq!(derive_with(&kernels, &memops, &no_graphs(), &ranges, false, 0), side_by_side);
         // Threads held as ids into their distinct keys (as ingest holds them) give the same tables.
         let mut keys: Vec<i64> = thread.iter().copied().filter(|&t| t != NULL_I64).collect();
         keys.sort_unstable();
@@ -184,7 +196,10 @@ mod tests {
             ops: OpsView { thread: Threads::Indexed { ids: &ids[..m], keys: &keys }, ..memops.ops },
             ..memops
         };
-        assert_eq!(derive_with(&indexed_kernels, &indexed_memops, &ranges, true, usize::MAX), side_by_side);
+        assert_eq!(
+            derive_with(&indexed_kernels, &indexed_memops, &no_graphs(), &ranges, true, usize::MAX),
+            side_by_side
+        );
         assert_eq!(side_by_side.device_metrics.len(), 3);
         assert!(side_by_side.kernel_summary.iter().all(|r| r.share.is_some_and(|s| s > 0.0 && s <= 1.0)));
         assert!(side_by_side.projection.iter().any(|r| r.gpu_op_count > 0));

@@ -20,9 +20,11 @@ pub struct ProjectionRow {
     pub launch_count: i64,
     pub kernel_count: i64,
     pub kernel_time_ns: i64,
+    /// Σ(end − start) of the whole-graph executions launched inside the range.
+    pub graph_ns: i64,
 }
 
-/// A matched GPU operation: its index among kernels then memops (4 bytes, so that a large trace does not
+/// A matched GPU operation: its index among kernels, then memops, then graph executions (4 bytes, so that a large trace does not
 /// need a 32-byte record per operation).
 type OpRef = u32;
 
@@ -30,6 +32,7 @@ type OpRef = u32;
 struct OpTable<'a> {
     kernels: &'a KernelsView<'a>,
     memops: &'a MemopsView<'a>,
+    graphs: &'a OpsView<'a>,
 }
 
 impl OpTable<'_> {
@@ -39,9 +42,15 @@ impl OpTable<'_> {
         let i = op as usize;
         if i < nk {
             (&self.kernels.ops, i, true)
-        } else {
+        } else if i < nk + self.memops.ops.len() {
             (&self.memops.ops, i - nk, false)
+        } else {
+            (self.graphs, i - nk - self.memops.ops.len(), false)
         }
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.kernels.ops.len() + self.memops.ops.len() + self.graphs.len()
     }
     /// (thread, api_start) of an operation's launching call. With the launch key this orders and tells
     /// apart launches; the launch key costs the most to look up and only separates launches made by one
@@ -64,6 +73,10 @@ impl OpTable<'_> {
     #[inline]
     fn is_kernel(&self, op: OpRef) -> bool {
         (op as usize) < self.kernels.ops.len()
+    }
+    #[inline]
+    fn is_graph(&self, op: OpRef) -> bool {
+        (op as usize) >= self.kernels.ops.len() + self.memops.ops.len()
     }
 }
 
@@ -118,7 +131,7 @@ fn collect_ops(t: &OpTable<'_>, ranges: &RangesView<'_>) -> Vec<OpRef> {
     let mut threads: Vec<i64> = ranges.thread.to_vec();
     threads.sort_unstable();
     threads.dedup();
-    let n = t.kernels.ops.len() + t.memops.ops.len();
+    let n = t.len();
     let mut ops: Vec<OpRef> = (0..n as u32)
         .filter(|&op| {
             let thread = t.call(op).0;
@@ -147,20 +160,27 @@ fn launch_starts(t: &OpTable<'_>, ops: &[OpRef]) -> Vec<u64> {
     starts
 }
 
-/// Project every range of `ranges` onto the GPU work its thread launched inside it.
+/// Project every range of `ranges` onto the GPU work its thread launched inside it: kernels, memops and
+/// whole-graph executions (`graphs`, one GPU operation each).
 ///
 /// Each range is two binary searches; its aggregates come from a direct pass over its operations when
 /// the ranges together cover few operations (the usual nesting of a few levels), or from prefix sums and
 /// a min/max tree when they cover many times the trace (many overlapping ranges), so the cost stays
 /// O((operations + ranges) log operations) either way.
-pub fn project(kernels: &KernelsView<'_>, memops: &MemopsView<'_>, ranges: &RangesView<'_>) -> Vec<ProjectionRow> {
-    project_with(kernels, memops, ranges, 8)
+pub fn project(
+    kernels: &KernelsView<'_>,
+    memops: &MemopsView<'_>,
+    graphs: &OpsView<'_>,
+    ranges: &RangesView<'_>,
+) -> Vec<ProjectionRow> {
+    project_with(kernels, memops, graphs, ranges, 8)
 }
 
 /// [`project`] with the direct pass allowed while ranges cover at most `scan_factor` times the operations.
 fn project_with(
     kernels: &KernelsView<'_>,
     memops: &MemopsView<'_>,
+    graphs: &OpsView<'_>,
     ranges: &RangesView<'_>,
     scan_factor: usize,
 ) -> Vec<ProjectionRow> {
@@ -168,7 +188,7 @@ fn project_with(
     if n_ranges == 0 {
         return Vec::new();
     }
-    let t = OpTable { kernels, memops };
+    let t = OpTable { kernels, memops, graphs };
     let ops = collect_ops(&t, ranges);
     let interval = |op: &OpRef| t.interval(*op);
     let spans: Vec<(usize, usize)> = (0..n_ranges)
@@ -191,6 +211,7 @@ fn project_with(
         launch_count: 0,
         kernel_count: 0,
         kernel_time_ns: 0,
+        graph_ns: 0,
     };
     let starts = launch_starts(&t, &ops);
     let new_launch = |j: usize, lo: usize| j == lo || (starts[j / 64] >> (j % 64)) & 1 == 1;
@@ -213,6 +234,8 @@ fn project_with(
                         if t.is_kernel(*op) {
                             row.kernel_count += 1;
                             row.kernel_time_ns += e - s;
+                        } else if t.is_graph(*op) {
+                            row.graph_ns += e - s;
                         }
                     }
                     row.gpu_start_ns = Some(gs);
@@ -229,12 +252,14 @@ fn project_with(
     let mut launches = vec![0i64; n + 1];
     let mut kernel_count = vec![0i64; n + 1];
     let mut kernel_time = vec![0i64; n + 1];
+    let mut graph_time = vec![0i64; n + 1];
     for j in 0..n {
         let (s, e) = interval(&ops[j]);
         launches[j + 1] = launches[j] + i64::from(new_launch(j, 0));
         let is_kernel = t.is_kernel(ops[j]);
         kernel_count[j + 1] = kernel_count[j] + i64::from(is_kernel);
         kernel_time[j + 1] = kernel_time[j] + if is_kernel { e - s } else { 0 };
+        graph_time[j + 1] = graph_time[j] + if t.is_graph(ops[j]) { e - s } else { 0 };
     }
     let tree = MinMaxTree::new(ops.iter().map(|o| interval(o).0), ops.iter().map(|o| interval(o).1), n);
     spans
@@ -251,6 +276,7 @@ fn project_with(
                 row.launch_count = launches[hi] - launches[lo];
                 row.kernel_count = kernel_count[hi] - kernel_count[lo];
                 row.kernel_time_ns = kernel_time[hi] - kernel_time[lo];
+                row.graph_ns = graph_time[hi] - graph_time[lo];
             }
             row
         })
@@ -309,7 +335,7 @@ mod tests {
         let rs = [0, 5, 0, 30];
         let re = [50, 20, 50, 31];
         let r = RangesView { thread: &rt, start: &rs, end: &re };
-        let p = project(&k, &m, &r);
+        let p = project(&k, &m, &NO_MEMOPS.ops, &r);
         assert_eq!(
             (p[0].launch_count, p[0].gpu_op_count, p[0].gpu_start_ns, p[0].gpu_end_ns),
             (2, 4, Some(100), Some(320))
@@ -318,7 +344,7 @@ mod tests {
         assert_eq!((p[1].launch_count, p[1].gpu_op_count), (1, 3));
         assert_eq!((p[2].launch_count, p[2].gpu_op_count, p[2].gpu_start_ns), (1, 1, Some(150)));
         assert_eq!((p[3].launch_count, p[3].gpu_op_count), (1, 1));
-        assert_eq!(project_with(&k, &m, &r, 0), p, "prefix-sum path agrees with the direct pass");
+        assert_eq!(project_with(&k, &m, &NO_MEMOPS.ops, &r, 0), p, "prefix-sum path agrees with the direct pass");
     }
 
     #[test]
@@ -345,8 +371,8 @@ mod tests {
         let rs: Vec<i64> = (0..200).map(|_| (next() % 900) as i64).collect();
         let re: Vec<i64> = rs.iter().map(|s| s + (next() % 400) as i64).collect();
         let r = RangesView { thread: &rt, start: &rs, end: &re };
-        let direct = project_with(&k, &m, &r, usize::MAX / 2);
-        assert_eq!(project_with(&k, &m, &r, 0), direct);
+        let direct = project_with(&k, &m, &NO_MEMOPS.ops, &r, usize::MAX / 2);
+        assert_eq!(project_with(&k, &m, &NO_MEMOPS.ops, &r, 0), direct);
         // Brute force: every matched op on the thread whose API call started inside the range.
         for (i, row) in direct.iter().enumerate() {
             let inside: Vec<usize> = (0..n)
@@ -359,5 +385,32 @@ mod tests {
             assert_eq!(row.launch_count, keys.len() as i64);
             assert_eq!(row.gpu_start_ns, inside.iter().map(|&j| start[j]).min());
         }
+    }
+
+    #[test]
+    fn a_graph_execution_is_one_gpu_operation_of_its_range() {
+        // Thread 7: a kernel launched at 10 (ends 110) and a graph launched at 20 (runs 200..260); thread 8
+        // launched a graph at 25 that no range of thread 7 sees; a graph without a call is never projected.
+        let k = kernels_view(&[0], &[0], [&[100], &[110], &[7], &[10], &[1]]);
+        let (dev, stream) = ([0i32; 3], [13i32; 3]);
+        let graphs = OpsView {
+            device: (&dev[..]).into(),
+            stream: (&stream[..]).into(),
+            start: &[200, 210, 220],
+            end: &[260, 270, 280],
+            thread: Threads::Keys(&[7, 8, NULL_I64]),
+            api_start: &[20, 25, NULL_I64],
+            launch: LaunchKeys::Plain(&[2, 3, NULL_I64]),
+        };
+        let r = RangesView { thread: &[7, 7, 8], start: &[0, 15, 0], end: &[50, 50, 50] };
+        let p = project(&k, &NO_MEMOPS, &graphs, &r);
+        assert_eq!(
+            (p[0].gpu_op_count, p[0].launch_count, p[0].gpu_start_ns, p[0].gpu_end_ns),
+            (2, 2, Some(100), Some(260))
+        );
+        assert_eq!((p[0].kernel_count, p[0].kernel_time_ns, p[0].graph_ns), (1, 10, 60));
+        assert_eq!((p[1].gpu_op_count, p[1].kernel_count, p[1].graph_ns), (1, 0, 60));
+        assert_eq!((p[2].gpu_op_count, p[2].graph_ns, p[2].gpu_start_ns), (1, 60, Some(210)));
+        assert_eq!(project_with(&k, &NO_MEMOPS, &graphs, &r, 0), p, "prefix-sum path agrees");
     }
 }

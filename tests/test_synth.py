@@ -73,6 +73,18 @@ def multi(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int
     return synthesize_with_summary(out, kernels=4_000, devices=2, streams=3, seed=11, requests=3)
 
 
+NSYS2022 = "cu11_driverapi_h200_nsys2022.4.sqlite"
+
+
+@pytest.fixture(scope="module")
+def multi_2022(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    """The same simulation as ``multi`` in the nsys 2022.4 layout (schema 3.0.0, driver-API launches)."""
+    out = tmp_path_factory.mktemp("synth2022") / "multi2022.sqlite"
+    return synthesize_with_summary(
+        out, kernels=4_000, devices=2, streams=3, seed=11, requests=3, nsys_version="2022.4"
+    )
+
+
 # --- schema fidelity -------------------------------------------------------------------------------------
 
 
@@ -82,6 +94,29 @@ def test_schema_equals_real_2025_3_export(multi: tuple[Path, dict], llama_export
     assert ours["master"] == real["master"], "CREATE TABLE text differs"
     assert ours["columns"] == real["columns"]
     assert all(m[0] == "table" for m in ours["master"]), "nsys exports carry no indexes or views"
+
+
+def test_schema_2022_4_equals_real_2022_4_export(multi_2022: tuple[Path, dict], real_export: Any) -> None:
+    """Same tables (order, CREATE text), columns, declared types, NOT NULL, keys as the real 2022.4 export."""
+    path, summary = multi_2022
+    ours, real = schema(path), schema(real_export(NSYS2022))
+    assert [m[1] for m in ours["master"]] == [m[1] for m in real["master"]], "tables or their order differ"
+    assert ours["columns"] == real["columns"]
+    assert ours["master"] == real["master"], "CREATE TABLE text differs"
+    keys = "SELECT name FROM EXPORT_META_DATA ORDER BY rowid"
+    assert rows(path, keys) == rows(real_export(NSYS2022), keys)
+    meta = dict(rows(path, "SELECT name, value FROM EXPORT_META_DATA"))
+    assert meta["EXPORT_SCHEMA_VERSION"] == "3.0.0" and meta["EXPORT_PRODUCT_VERSION"] == "2022.4.2.1"
+    assert meta["EXPORT_OUTUPT_PATH_ABS"] == str(path)  # sic, as nsys 2022.4 spells it
+    launches = rows(
+        path,
+        "SELECT s.value, r.eventClass, count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL k "
+        "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = k.correlationId "
+        "AND r.globalTid >> 24 = k.globalPid >> 24 JOIN StringIds s ON s.id = r.nameId GROUP BY 1, 2",
+    )
+    assert launches == [("cuLaunchKernel", 1, summary["kernels"])], (
+        "driver-API launches, as in the real export"
+    )
 
 
 def test_schema_covers_the_small_matmul_export(multi: tuple[Path, dict], small_matmul_export: Path) -> None:
@@ -275,8 +310,12 @@ def close(a: Any, b: Any) -> bool:
     return a == b
 
 
-def test_ingest_matches_reference(multi: tuple[Path, dict], tmp_path: Path) -> None:
-    path, _ = multi
+@pytest.mark.parametrize(("variant", "schema_version"), [("multi", "3.20.3"), ("multi_2022", "3.0.0")])
+def test_ingest_matches_reference(
+    variant: str, schema_version: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Both layouts (2025.3 and 2022.4) ingest to the metrics of the plain-Python reference."""
+    path, _ = request.getfixturevalue(variant)
     ref = reference.compute(str(path))
     with traceforge.connect(tmp_path / "store.duckdb") as tf:
         tf.ingest([path])
@@ -330,7 +369,7 @@ def test_ingest_matches_reference(multi: tuple[Path, dict], tmp_path: Path) -> N
         ]
         check(f"nvtx_projection[{exp['name']}]", got, exp, cols)
     assert trace["kernel_count"] == len(ref.export.kernels) == 4_000
-    assert trace["gpu_count"] == 2 and trace["schema_version"] == "3.20.3"
+    assert trace["gpu_count"] == 2 and trace["schema_version"] == schema_version
     assert not bad, "\n".join(bad[:40])
 
 
@@ -350,6 +389,46 @@ def test_nsys_stats_reads_the_synthetic_export(
     assert sum(r["Total Time (ns)"] for r in kern) == direct
     mem = stats["gpumemtimesum"]
     assert mem is not None and sum(r["Count"] for r in mem) == summary["memcpys"] + summary["memsets"]
+
+
+@pytest.mark.nsys
+def test_nsys_2022_4_gpukernsum_matches_kernel_summary(
+    tmp_path: Path, nsys_cache: Path, nsys_bin: Any
+) -> None:
+    """nsys 2022.4's gpukernsum on a small 2022.4 synthetic export agrees with traceforge's kernel_summary."""
+    from nsys_oracle import run_stats
+
+    path = synthesize(tmp_path / "small2022.sqlite", kernels=2_000, streams=2, seed=5, nsys_version="2022.4")
+    kern = run_stats(path, nsys_cache, reports=("gpukernsum",), nsys=nsys_bin)["gpukernsum"]
+    assert kern is not None
+    with traceforge.connect(tmp_path / "store.duckdb") as tf:
+        tf.ingest([path])
+        ours = tf.sql("SELECT * FROM kernel_summary").to_dicts()
+    theirs: dict[str, list[dict[str, Any]]] = {}
+    for r in kern:
+        theirs.setdefault(r["Name"], []).append(r)
+    mine: dict[str, list[dict[str, Any]]] = {}
+    for r in ours:
+        mine.setdefault(r["name"], []).append(r)
+    assert set(mine) == set(theirs)
+    bad = []
+    for name, rs in theirs.items():
+        m = mine[name]
+        pairs = [
+            ("count", sum(r["count"] for r in m), sum(r["Instances"] for r in rs)),
+            ("total_ns", sum(r["total_ns"] for r in m), sum(r["Total Time (ns)"] for r in rs)),
+            ("min_ns", min(r["min_ns"] for r in m), min(r["Min (ns)"] for r in rs)),
+            ("max_ns", max(r["max_ns"] for r in m), max(r["Max (ns)"] for r in rs)),
+        ]
+        if len(rs) == len(m) == 1:
+            for col, n in (("avg_ns", "Avg (ns)"), ("median_ns", "Med (ns)"), ("stddev_ns", "StdDev (ns)")):
+                pairs.append((col, m[0][col], rs[0][n]))
+        # nsys rounds averages, medians and standard deviations to 0.1 ns
+        bad += [
+            f"{name!r}.{c}: {a} vs nsys {b}" for c, a, b in pairs if not math.isclose(a, b, abs_tol=0.051)
+        ]
+    assert sum(r["Instances"] for r in kern) == 2_000
+    assert not bad, "\n".join(bad[:20])
 
 
 # --- determinism -------------------------------------------------------------------------------------------
@@ -464,6 +543,22 @@ def test_cli_unparseable_and_unwritable(run_cli: Any, tmp_path: Path) -> None:
     assert str(target) in res.stderr and "does not exist" in res.stderr
     res = run_cli("synth", "--out", tmp_path, "--kernels", 10)
     assert res.rc != 0 and "directory" in res.stderr.lower(), res
+
+
+def test_cli_nsys_version(run_cli: Any, tmp_path: Path) -> None:
+    out = tmp_path / "old.sqlite"
+    res = run_cli("synth", "--out", out, "--kernels", 300, "--nsys-version", "2022.4", "--quiet")
+    assert res.rc == 0, res
+    tables = {t for (t,) in rows(out, "SELECT name FROM sqlite_master")}
+    assert "EXPORT_META_DATA" in tables and "META_DATA_EXPORT" not in tables
+    assert rows(out, "SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL") == [(300,)]
+    bad = run_cli("synth", "--out", tmp_path / "x.sqlite", "--nsys-version", "2023.1")
+    assert bad.rc == 2 and "--nsys-version" in bad.stderr, bad
+    helped = run_cli("synth", "--help")
+    assert "--nsys-version" in helped.stdout and "--nsys-version 2022.4" in helped.stdout
+    with pytest.raises(SynthArgumentError, match="invalid nsys_version"):
+        synthesize(tmp_path / "y.sqlite", kernels=10, nsys_version="2022.3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.sqlite"]
 
 
 def test_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:

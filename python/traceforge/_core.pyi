@@ -106,5 +106,6 @@ def synthesize(
     seed: int,
     requests: int | None = None,
     overwrite: bool = False,
+    nsys_version: str = "2025.3",
 ) -> dict[str, Any]:
-    """Write a synthetic nsys 2025.3 export to ``out``; returns what it holds."""
+    """Write a synthetic nsys 2025.3 (or 2022.4) export to ``out``; returns what it holds."""

@@ -4,12 +4,16 @@
 nsys 2025.3.2 export (schema 3.20.3), filled with a simulated PyTorch LLM decode loop whose kernel names,
 durations, gaps, launch latencies, memcpy sizes and synchronisations follow distributions fitted to a real
 H100 capture (``llama1b_n1``; see ``scripts/fit_synth.py``). The same arguments give the same file.
-Generation runs in the Rust core without the GIL and stops on Ctrl-C, leaving no partial file.
+``nsys_version="2022.4"`` writes the same simulated events in the nsys 2022.4.2 layout instead (schema
+3.0.0, ``EXPORT_META_DATA``, copied from the real ``cu11_driverapi_h200_nsys2022.4`` export; every kernel
+launched through the driver API ``cuLaunchKernel``). Generation runs in the Rust core without the GIL and
+stops on Ctrl-C, leaving no partial file.
 
 Example::
 
     from traceforge.synth import synthesize
     path = synthesize("demo.sqlite", kernels=100_000, devices=2, streams=2, seed=1)
+    old = synthesize("old.sqlite", kernels=10_000, nsys_version="2022.4")
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ __all__ = [
 MAX_KERNELS = 1 << 34
 MAX_DEVICES = 64
 MAX_STREAMS = 256
+#: The nsys export layouts the generator writes (the first is the default).
+NSYS_VERSIONS = ("2025.3", "2022.4")
 
 
 def _check_int(field: str, value: Any, low: int, high: int) -> int:
@@ -61,6 +67,7 @@ def synthesize_with_summary(
     seed: int = 0,
     requests: Optional[int] = None,
     overwrite: bool = False,
+    nsys_version: str = "2025.3",
 ) -> tuple[Path, dict[str, int]]:
     """Like :func:`synthesize`, also returning the row counts written.
 
@@ -76,8 +83,12 @@ def synthesize_with_summary(
     _check_int("seed", seed, 0, (1 << 64) - 1)
     if requests is not None:
         _check_int("requests", requests, 1, kernels // devices)
+    if nsys_version not in NSYS_VERSIONS:
+        raise SynthArgumentError(
+            f"invalid nsys_version: {nsys_version!r} is not one of {', '.join(NSYS_VERSIONS)}"
+        )
     path = Path(out)
-    summary = _synthesize(path, kernels, devices, streams, seed, requests, overwrite)
+    summary = _synthesize(path, kernels, devices, streams, seed, requests, overwrite, nsys_version)
     return path, dict(summary)
 
 
@@ -90,8 +101,9 @@ def synthesize(
     seed: int = 0,
     requests: Optional[int] = None,
     overwrite: bool = False,
+    nsys_version: str = "2025.3",
 ) -> Path:
-    """Write a synthetic nsys 2025.3 SQLite export.
+    """Write a synthetic nsys 2025.3 (or 2022.4) SQLite export.
 
     Args:
         out: Path of the ``.sqlite`` file to write; it appears only once complete.
@@ -101,6 +113,8 @@ def synthesize(
         seed: Seed; the same arguments and seed give a byte-identical file.
         requests: NVTX request ranges per device (default: one per ~45,800 kernels, as in the fitted capture).
         overwrite: Replace ``out`` if it exists.
+        nsys_version: ``"2025.3"`` (schema 3.20.3) or ``"2022.4"`` (schema 3.0.0, driver-API launches): the
+            export layout, copied from a real export of that version.
 
     Returns:
         The path written.
@@ -118,5 +132,6 @@ def synthesize(
         seed=seed,
         requests=requests,
         overwrite=overwrite,
+        nsys_version=nsys_version,
     )
     return path

@@ -23,6 +23,15 @@ import click
 @click.option(
     "--requests", default=None, type=int, help="NVTX ranges per device [default: 1 per ~45.8k kernels]."
 )
+@click.option(
+    "--nsys-version",
+    type=click.Choice(["2025.3", "2022.4"]),
+    default="2025.3",
+    show_default=True,
+    help="Export layout to imitate, copied from a real export of that nsys version; 2022.4 (schema 3.0.0, "
+    "EXPORT_META_DATA) launches every kernel with the driver API cuLaunchKernel. "
+    "Example: traceforge synth --out old.sqlite --kernels 100000 --nsys-version 2022.4",
+)
 @click.option("--force-overwrite", "-f", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
 def synth(
@@ -32,10 +41,11 @@ def synth(
     streams: int,
     seed: int,
     requests: Optional[int],
+    nsys_version: str,
     force_overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Write a synthetic nsys 2025.3 export (real schema, timing fitted to a real H100 LLM capture)."""
+    """Write a synthetic nsys 2025.3 or 2022.4 export (real schema, timing fitted to a real LLM capture)."""
     from ..synth import synthesize_with_summary
 
     t0 = time.perf_counter()
@@ -47,6 +57,7 @@ def synth(
         seed=seed,
         requests=requests,
         overwrite=force_overwrite,
+        nsys_version=nsys_version,
     )
     if not quiet:
         size = path.stat().st_size

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use traceforge_synth::{SynthConfig, SynthError, SynthSummary};
+use traceforge_synth::{SchemaVariant, SynthConfig, SynthError, SynthSummary};
 
 /// The `traceforge.synth` exception for a generator error.
 fn to_py_err(py: Python<'_>, err: SynthError) -> PyErr {
@@ -51,9 +51,9 @@ fn summary_dict<'py>(py: Python<'py>, s: &SynthSummary) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
-/// Write a synthetic nsys 2025.3 export; returns its row counts. See `traceforge.synth.synthesize`.
+/// Write a synthetic nsys 2025.3 (or 2022.4) export; returns its row counts. See `traceforge.synth.synthesize`.
 #[pyfunction]
-#[pyo3(signature = (out, kernels, devices, streams, seed, requests=None, overwrite=false))]
+#[pyo3(signature = (out, kernels, devices, streams, seed, requests=None, overwrite=false, nsys_version="2025.3"))]
 #[allow(clippy::too_many_arguments)]
 fn synthesize<'py>(
     py: Python<'py>,
@@ -64,8 +64,10 @@ fn synthesize<'py>(
     seed: u64,
     requests: Option<u64>,
     overwrite: bool,
+    nsys_version: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let cfg = SynthConfig { kernels, devices, streams, seed, requests, overwrite };
+    let schema = SchemaVariant::parse(nsys_version).map_err(|e| to_py_err(py, e))?;
+    let cfg = SynthConfig { kernels, devices, streams, seed, requests, overwrite, schema };
     let cancel = Arc::new(AtomicBool::new(false));
     let worker = {
         let cancel = Arc::clone(&cancel);

@@ -473,7 +473,7 @@ fn simulate(
     let abs_rep = abs.with_file_name(&rep).to_string_lossy().into_owned();
     let export_time = iso(utc_s + (stop - SESSION_START_NS) / 1_000_000_000 + 30);
     if v2022 {
-        return export_meta_2022_4(&exec, &name, &rep, &abs_s, &abs_rep, &export_time, w.summary);
+        return export_meta_2022_4(con, &name, &rep, &abs_s, &abs_rep, &export_time, w.summary);
     }
     let meta: Vec<(&str, String)> = vec![
         ("EXPORT_PRODUCT_NAME", "NVIDIA Nsight Systems".into()),
@@ -514,7 +514,7 @@ fn simulate(
 
 /// `EXPORT_META_DATA` as nsys 2022.4.2 writes it: its keys, in its order (`OUTUPT` spelt as there).
 fn export_meta_2022_4(
-    exec: &dyn Fn(&str, &[&dyn rusqlite::ToSql]) -> Result<(), SynthError>,
+    con: &Connection,
     name: &str,
     rep: &str,
     abs_s: &str,
@@ -547,8 +547,9 @@ fn export_meta_2022_4(
         ("EXPORT_OVERWRITE", "true".into()),
         ("EXPORT_LAZY", "true".into()),
     ];
+    let mut insert = con.prepare("INSERT INTO EXPORT_META_DATA VALUES (?, ?)").map_err(sql_error)?;
     for (k, v) in &meta {
-        exec("INSERT INTO EXPORT_META_DATA VALUES (?, ?)", &[k, v])?;
+        insert.execute(params![k, v]).map_err(sql_error)?;
     }
     Ok(summary)
 }

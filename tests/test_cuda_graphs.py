@@ -206,30 +206,30 @@ def _compare_metrics(c: Case, table: str, columns: list[str]) -> None:
 # device_metrics / stream_metrics / concurrency_levels / gaps over activities
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(GRAPH_MODE)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_device_metrics_over_activities(case: Callable[[str], Case], name: str) -> None:
     """Every existing device_metrics column, timeline columns over kernels + graph executions."""
     _compare_metrics(case(name), "device_metrics", EXISTING_COLUMNS)
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(GRAPH_MODE)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_stream_metrics_over_activities(case: Callable[[str], Case], name: str) -> None:
     _compare_metrics(case(name), "stream_metrics", EXISTING_COLUMNS)
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_graph_columns_device_metrics(case: Callable[[str], Case], name: str) -> None:
     """graph_launch_count (GRAPH_TRACE rows) and graph_ns (their summed durations); 0 in node mode and without
     graphs."""
     _compare_metrics(case(name), "device_metrics", GRAPH_COLUMNS)
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_graph_columns_stream_metrics(case: Callable[[str], Case], name: str) -> None:
     _compare_metrics(case(name), "stream_metrics", GRAPH_COLUMNS)
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(GRAPH_MODE)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_concurrency_levels_over_activities(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got: dict[int, dict[int, int]] = {}
@@ -244,7 +244,7 @@ def test_concurrency_levels_over_activities(case: Callable[[str], Case], name: s
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(GRAPH_MODE)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_gaps_over_activities(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got: dict[int, list[tuple[int, int, int]]] = {}
@@ -285,7 +285,7 @@ def test_kernels_stay_kernels(case: Callable[[str], Case], name: str) -> None:
 # traces.cuda_graph_trace, graph_launches, graph_summary
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_cuda_graph_trace_mode(case: Callable[[str], Case], name: str) -> None:
     """'graph' / 'node' from META_DATA_CAPTURE; NULL for small_matmul, whose META says Graph but which
     launched no graph."""
@@ -296,7 +296,7 @@ def test_cuda_graph_trace_mode(case: Callable[[str], Case], name: str) -> None:
     assert trace["cuda_graph_trace"] == expected
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_graph_launches_rows(case: Callable[[str], Case], name: str) -> None:
     """One row per graph execution in either mode, launch matched on (pid, correlationId); node-mode kernel
     counts."""
@@ -316,7 +316,7 @@ def test_graph_launches_rows(case: Callable[[str], Case], name: str) -> None:
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_graph_summary(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = {
@@ -343,7 +343,7 @@ def _projection(c: Case) -> tuple[dict[tuple, dict[str, Any]], dict[tuple, dict[
     return got, expected
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(GRAPH_MODE)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_nvtx_projection_over_activities(case: Callable[[str], Case], name: str) -> None:
     """A graph execution is one GPU operation of the range whose thread launched it."""
     c = case(name)
@@ -358,7 +358,7 @@ def test_nvtx_projection_over_activities(case: Callable[[str], Case], name: str)
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_nvtx_projection_graph_ns(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got, expected = _projection(c)
@@ -490,7 +490,7 @@ def test_reference_graph_vs_node_mode(case: Callable[[str], Case], graph_name: s
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("graph_name", files(*GRAPH_MODE, failing=tuple(GRAPH_MODE)))
+@pytest.mark.parametrize("graph_name", files(*GRAPH_MODE))
 def test_graph_vs_node_mode(case: Callable[[str], Case], graph_name: str) -> None:
     """traceforge: busy within the run-to-run spread, 20 graph launches in both, the same ranges and launch
     counts."""
@@ -689,7 +689,7 @@ def test_reference_graph_edge_export(edge_case: Callable[[str], Case]) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", [pytest.param(EDGE_GRAPH, marks=NOT_YET), EDGE_NODE])
+@pytest.mark.parametrize("name", [EDGE_GRAPH, EDGE_NODE])
 def test_edge_metrics(edge_case: Callable[[str], Case], name: str) -> None:
     c = edge_case(name)
     _compare_metrics(c, "device_metrics", EXISTING_COLUMNS)
@@ -697,7 +697,6 @@ def test_edge_metrics(edge_case: Callable[[str], Case], name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [EDGE_GRAPH, EDGE_NODE])
-@NOT_YET
 def test_edge_graph_tables(edge_case: Callable[[str], Case], name: str) -> None:
     c = edge_case(name)
     _compare_metrics(c, "device_metrics", GRAPH_COLUMNS)
@@ -718,7 +717,7 @@ def test_edge_graph_tables(edge_case: Callable[[str], Case], name: str) -> None:
     assert trace["cuda_graph_trace"] == c.ref.cuda_graph_trace
 
 
-@pytest.mark.parametrize("name", [pytest.param(EDGE_GRAPH, marks=NOT_YET), EDGE_NODE])
+@pytest.mark.parametrize("name", [EDGE_GRAPH, EDGE_NODE])
 def test_edge_levels_and_gaps(edge_case: Callable[[str], Case], name: str) -> None:
     c = edge_case(name)
     levels: dict[int, dict[int, int]] = {}

@@ -237,7 +237,6 @@ def test_nvtx_projection(cu11: Export2022) -> None:
     _report("nvtx_projection vs reference", problems)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21: not implemented yet")
 def test_no_graph_columns(cu11: Export2022) -> None:
     """A 2022.4 export without graphs: cuda_graph_trace NULL (no META_DATA_CAPTURE either), no graph work."""
     assert cu11.ref.cuda_graph_trace is None

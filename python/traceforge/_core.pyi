@@ -52,10 +52,11 @@ class TraceHandle:
         The first pair is ``api_call_rows`` (streaming it matches API calls to the GPU operations they
         launched); the metrics are derived when the next pair is asked for; then come ``devices``,
         ``processes``, ``threads``, ``gap_rows``, ``kernel_rows``, ``kernel_classes``,
-        ``api_call_classes``, ``memops``, ``sync_events``, ``nvtx_ranges``, ``device_metrics``,
-        ``stream_metrics``, ``concurrency_levels``, ``kernel_summary``, ``memop_summary`` and
-        ``nvtx_projection``. Consume each stream before asking for the next pair: each dictionary
-        (``kernel_classes``, ``api_call_classes``) is complete only once the stream that builds it was read.
+        ``api_call_classes``, ``memops``, ``graph_launches``, ``sync_events``, ``nvtx_ranges``,
+        ``device_metrics``, ``stream_metrics``, ``concurrency_levels``, ``kernel_summary``,
+        ``memop_summary``, ``graph_summary`` and ``nvtx_projection``. Consume each stream before asking
+        for the next pair: each dictionary (``kernel_classes``, ``api_call_classes``) is complete only once
+        the stream that builds it was read.
         A core error ends the iteration with the matching ``traceforge.errors`` exception.
         """
     def api_calls(self) -> ArrowStream:
@@ -95,8 +96,13 @@ def open_trace(
 ) -> TraceHandle:
     """Open an nsys SQLite export and read its GPU operations (``threads`` = 0: all cores)."""
 
-def rederive(kernels: object, memops: object, nvtx_ranges: object) -> dict[str, ArrowStream]:
-    """Recompute the derived tables of one trace from its stored rows (Arrow streams in, streams out)."""
+def rederive(
+    kernels: object, memops: object, nvtx_ranges: object, graph_launches: object | None = None
+) -> dict[str, ArrowStream]:
+    """Recompute the derived tables of one trace from its stored rows (Arrow streams in, streams out).
+
+    ``graph_launches``: the stored graph launches (their graph-mode rows are GPU activities).
+    """
 
 def synthesize(
     out: str | os.PathLike[str],

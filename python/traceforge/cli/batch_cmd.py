@@ -101,6 +101,8 @@ def ingest_batch(
                     f"{outcome.status:8} {outcome.trace_id or '-':16}  {outcome.path}  ({outcome.message}, "
                     f"{outcome.seconds:.2f} s)"
                 )
+                for note in outcome.notes:
+                    click.echo(f"{'':8} {'':16}  {note}")
 
         # The store is opened by `run`, so the first export is read while DuckDB loads (its read-ahead).
         report = run(

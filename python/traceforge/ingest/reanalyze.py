@@ -150,7 +150,12 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
         "SELECT pid, tid, start_ns, end_ns, name, domain, kind, level::BIGINT AS level FROM nvtx_ranges "
         "WHERE trace_id = $1 ORDER BY range_index"
     )
-    tables = _core.rederive(kernels, memops, nvtx)
+    graph_launches = fetch(
+        "SELECT device_id::BIGINT AS device_id, stream_id, graph_id, graph_exec_id, start_ns, end_ns, pid, "
+        "correlation_id, launch_tid, api_start_ns, kernel_count, kernel_ns FROM graph_launches "
+        "WHERE trace_id = $1"
+    )
+    tables = _core.rederive(kernels, memops, nvtx, graph_launches)
     for table in DERIVED_TABLES:
         storage = DERIVED_STORAGE.get(table)
         if storage is None:

@@ -33,6 +33,8 @@ class IngestOutcome:
     error: TraceforgeError | None = field(default=None, repr=False)
     kernel_count: int = 0
     seconds: float = 0.0
+    #: Lines worth telling the user about this trace (e.g. that it was captured in CUDA graph mode).
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +94,7 @@ def _trace_data(handle: Any, fingerprint: str, path: str, source_path: str | Non
         "gpu_count": info["gpu_count"],
         "gpus": info["gpus"],
         "tables_present": info["tables_present"],
+        "cuda_graph_trace": info.get("cuda_graph_trace"),
     }
     return TraceData(trace_id, fingerprint, row["source_path"], row, handle)
 
@@ -169,6 +172,17 @@ def skipped(store: Store, path: str, fingerprint: str, trace_id: str) -> IngestO
     )
 
 
+def graph_mode_note(cuda_graph_trace: str | None, graph_exec_count: int) -> str | None:
+    """The line ``ingest`` prints for a trace captured with ``--cuda-graph-trace=graph``; None otherwise."""
+    if cuda_graph_trace != "graph":
+        return None
+    return (
+        f"CUDA graph mode: {graph_exec_count:,} graph executions recorded whole (graph_launches, graph_ns); "
+        "per-kernel tables (kernels, kernel_summary) do not see inside them: re-capture with "
+        "--cuda-graph-trace=node for that"
+    )
+
+
 def write_trace(store: Store, data: TraceData, *, force: bool = False) -> IngestOutcome:
     """Write every table of one trace in one transaction; skip content already stored unless ``force``."""
     started = time.perf_counter()
@@ -200,6 +214,7 @@ def write_trace(store: Store, data: TraceData, *, force: bool = False) -> Ingest
                 f"reading the export failed: {text[:300]}", path=data.trace_row["export_path"]
             ) from exc
         raise StoreError(f"writing the trace failed: {text[:300]}", path=store.path) from exc
+    note = graph_mode_note(info.get("cuda_graph_trace"), int(info.get("graph_exec_count") or 0))
     return IngestOutcome(
         data.source_path,
         "ingested",
@@ -207,6 +222,7 @@ def write_trace(store: Store, data: TraceData, *, force: bool = False) -> Ingest
         f"{info['kernel_count']:,} kernels, {info['api_call_count']:,} API calls",
         kernel_count=int(info["kernel_count"]),
         seconds=time.perf_counter() - started,
+        notes=[note] if note else [],
     )
 
 

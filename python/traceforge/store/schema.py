@@ -8,7 +8,7 @@ from __future__ import annotations
 
 #: Version of the metric code; bump when a derived-metric definition changes so
 #: ``traceforge reanalyze`` knows which rows are stale.
-METRIC_VERSION = 1
+METRIC_VERSION = 2
 
 #: Tables holding one trace's rows, in the order they are written.
 TRACE_TABLES: tuple[str, ...] = (
@@ -17,6 +17,7 @@ TRACE_TABLES: tuple[str, ...] = (
     "threads",
     "kernels",
     "memops",
+    "graph_launches",
     "api_calls",
     "sync_events",
     "nvtx_ranges",
@@ -26,6 +27,7 @@ TRACE_TABLES: tuple[str, ...] = (
     "gaps",
     "kernel_summary",
     "memop_summary",
+    "graph_summary",
     "nvtx_projection",
 )
 
@@ -37,6 +39,7 @@ DERIVED_TABLES: tuple[str, ...] = (
     "gaps",
     "kernel_summary",
     "memop_summary",
+    "graph_summary",
     "nvtx_projection",
 )
 
@@ -67,8 +70,22 @@ _KERNEL_METRIC_COLUMNS = """
     launch_latency_p99_ns DOUBLE,
     launch_matched BIGINT,
     stream_count INTEGER,
-    metric_version INTEGER
+    metric_version INTEGER,
+    graph_launch_count BIGINT,
+    graph_ns BIGINT
 """
+
+#: Columns added to existing tables after their first release (CUDA graphs, issue 21), in the order they
+#: were added: new stores declare them last, as the upgrade of an older store appends them
+#: (``storage._upgrade_graph_columns``).
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("traces", "cuda_graph_trace", "VARCHAR"),
+    ("device_metrics", "graph_launch_count", "BIGINT"),
+    ("device_metrics", "graph_ns", "BIGINT"),
+    ("stream_metrics", "graph_launch_count", "BIGINT"),
+    ("stream_metrics", "graph_ns", "BIGINT"),
+    ("nvtx_projection", "graph_ns", "BIGINT"),
+)
 
 DDL: dict[str, str] = {
     "traces": """
@@ -93,7 +110,8 @@ DDL: dict[str, str] = {
             tables_present VARCHAR,
             traceforge_version VARCHAR,
             metric_version INTEGER,
-            ingested_at TIMESTAMP
+            ingested_at TIMESTAMP,
+            cuda_graph_trace VARCHAR
         )""",
     "devices": """
         CREATE TABLE IF NOT EXISTS devices (
@@ -117,6 +135,13 @@ DDL: dict[str, str] = {
             trace_id VARCHAR, device_id INTEGER, stream_id BIGINT, pid BIGINT, correlation_id BIGINT,
             start_ns BIGINT, end_ns BIGINT, duration_ns BIGINT, op VARCHAR, copy_kind VARCHAR, bytes BIGINT,
             bandwidth_gbps DOUBLE, launch_tid BIGINT, api_start_ns BIGINT
+        )""",
+    "graph_launches": """
+        CREATE TABLE IF NOT EXISTS graph_launches (
+            trace_id VARCHAR, device_id INTEGER, stream_id BIGINT, graph_id BIGINT, graph_exec_id BIGINT,
+            start_ns BIGINT, end_ns BIGINT, duration_ns BIGINT, pid BIGINT, correlation_id BIGINT,
+            launch_tid BIGINT, api_start_ns BIGINT, launch_latency_ns BIGINT, kernel_count BIGINT,
+            kernel_ns BIGINT
         )""",
     "api_calls": """
         CREATE TABLE IF NOT EXISTS api_calls (
@@ -162,12 +187,17 @@ DDL: dict[str, str] = {
             total_bytes BIGINT, avg_ns DOUBLE, min_ns BIGINT, max_ns BIGINT, bandwidth_gbps DOUBLE,
             metric_version INTEGER
         )""",
+    "graph_summary": """
+        CREATE TABLE IF NOT EXISTS graph_summary (
+            trace_id VARCHAR, device_id INTEGER, graph_id BIGINT, count BIGINT, total_ns BIGINT,
+            avg_ns DOUBLE, median_ns DOUBLE, min_ns BIGINT, max_ns BIGINT, metric_version INTEGER
+        )""",
     "nvtx_projection": """
         CREATE TABLE IF NOT EXISTS nvtx_projection (
             trace_id VARCHAR, range_index BIGINT, name VARCHAR, domain VARCHAR, pid BIGINT, tid BIGINT,
             start_ns BIGINT, end_ns BIGINT, level INTEGER, gpu_start_ns BIGINT, gpu_end_ns BIGINT,
             gpu_op_count BIGINT, launch_count BIGINT, kernel_count BIGINT, kernel_time_ns BIGINT,
-            metric_version INTEGER
+            metric_version INTEGER, graph_ns BIGINT
         )""",
     "ingest_failures": """
         CREATE TABLE IF NOT EXISTS ingest_failures (

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .schema import (
+    ADDED_COLUMNS,
     API_CLASS_COLUMNS,
     DDL,
     DERIVED_TABLES,
@@ -36,8 +37,10 @@ LAYOUT_TABLE = "layout"
 #: The store layout this build writes. Bump it with a step in ``LAYOUT_UPGRADES`` whenever stored rows
 #: must be rewritten for the new layout (new tables and views alone need no step: they are created as
 #: the store opens). 1: every public table a base table; 2: storage tables with plain columns; 3: the
-#: storage tables' row fields packed in one STRUCT column (``ROW_COLUMN``).
-LAYOUT_VERSION = 3
+#: storage tables' row fields packed in one STRUCT column (``ROW_COLUMN``); 4: the CUDA graph columns
+#: (``ADDED_COLUMNS``) in existing tables (the new tables ``graph_launches``/``graph_summary`` are created
+#: as the store opens).
+LAYOUT_VERSION = 4
 
 
 def layout_digest() -> str:
@@ -197,11 +200,30 @@ def _upgrade_plain_row_tables(con: Any) -> None:
         con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{old}")
 
 
+def _upgrade_graph_columns(con: Any) -> None:
+    """Add the CUDA graph columns (``ADDED_COLUMNS``) to the tables of a store written before them.
+
+    Rows already stored keep NULL there until ``traceforge reanalyze`` recomputes them (their
+    ``metric_version`` is older than ``METRIC_VERSION``); ``traces.cuda_graph_trace`` stays NULL (the export
+    is needed to tell the capture mode).
+    """
+    present = {
+        (str(t), str(c))
+        for t, c in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+        ).fetchall()
+    }
+    for table, column, kind in ADDED_COLUMNS:
+        if (table, column) not in present:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 #: version -> the step that upgrades a store of the version before it (in place, in the caller's
 #: transaction, after the current tables were created if missing).
 LAYOUT_UPGRADES: dict[int, Callable[[Any], None]] = {
     2: _upgrade_spelled_out_tables,
     3: _upgrade_plain_row_tables,
+    4: _upgrade_graph_columns,
 }
 
 

@@ -328,12 +328,17 @@ pub(crate) fn projection_batch(rows: &[ProjectionRow], n: &NvtxRanges, projected
     ])
 }
 
+/// A device id column as INTEGER (what the store declares; nsys device ids are small).
+fn device_col(devices: &[i64]) -> arrow_array::ArrayRef {
+    Arc::new(Int32Array::from_iter(devices.iter().map(|&d| i32::try_from(d).ok())))
+}
+
 /// `graph_launches` batch: one row per graph execution (either capture mode).
 pub(crate) fn graph_launches_batch(g: &GraphLaunches) -> BatchResult {
     let c = |v: &Vec<i64>| int_col(v.iter().copied());
     let latency = g.start.iter().zip(&g.api_start).map(|(&s, &a)| if a == NULL_I64 { NULL_I64 } else { s - a });
     batch(vec![
-        ("device_id", c(&g.device)),
+        ("device_id", device_col(&g.device)),
         ("stream_id", c(&g.stream)),
         ("graph_id", c(&g.graph_id)),
         ("graph_exec_id", c(&g.graph_exec_id)),
@@ -352,8 +357,9 @@ pub(crate) fn graph_launches_batch(g: &GraphLaunches) -> BatchResult {
 
 /// `graph_summary` batch.
 pub(crate) fn graph_summary_batch(rows: &[GraphSummaryRow]) -> BatchResult {
+    let devices: Vec<i64> = rows.iter().map(|r| r.device).collect();
     batch(vec![
-        ("device_id", int_col(rows.iter().map(|r| r.device))),
+        ("device_id", device_col(&devices)),
         ("graph_id", int_col(rows.iter().map(|r| r.graph_id))),
         ("count", int_col(rows.iter().map(|r| r.count))),
         ("total_ns", int_col(rows.iter().map(|r| r.total_ns))),

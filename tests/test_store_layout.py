@@ -196,3 +196,52 @@ def test_ingest_threads_and_pool_come_from_the_environment(
         assert store.con.execute("SELECT count(*) FROM traces").fetchone() == (0,)
         monkeypatch.delenv("TRACEFORGE_INGEST_MEMORY_LIMIT")
         assert [o.status for o in run(store, [str(small_matmul_export)]).outcomes] == ["ingested"]
+
+
+def test_a_store_before_cuda_graphs_gets_the_graph_columns_and_reanalysis_fills_them(
+    ingested: Any, real_export: Any, tmp_path: Path
+) -> None:
+    """Layout 3 (before issue 21: no graph columns or tables, metric version 1) is upgraded in place; the
+    new columns are NULL until ``reanalyze`` recomputes them. Reanalysis uses the stored graph executions:
+    on a store that has them it reproduces a fresh ingest; one written before them had none to store."""
+    from traceforge.ingest.reanalyze import reanalyze, stale_traces
+    from traceforge.store.schema import ADDED_COLUMNS, METRIC_VERSION
+
+    fresh, trace_id = ingested(real_export("known_graphmode_h200_nsys2025.3.sqlite"))
+    metrics = (
+        "(SELECT device_id, stream_id, busy_ns, gap_count, graph_launch_count, graph_ns FROM stream_metrics)"
+    )
+    for before_graphs in (False, True):
+        db = tmp_path / f"layout3_{before_graphs}.duckdb"
+        shutil.copyfile(fresh, db)
+        con = duckdb.connect(str(db))
+        expected = _rows(con, metrics)
+        if before_graphs:
+            for table, column, _kind in ADDED_COLUMNS:
+                con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+            con.execute("DROP TABLE graph_launches")
+            con.execute("DROP TABLE graph_summary")
+            con.execute(f"UPDATE {STORAGE_SCHEMA}.{LAYOUT_TABLE} SET version = 3, digest = 'layout3'")
+        con.execute("UPDATE traces SET metric_version = 1")
+        con.close()
+
+        with Store(db) as store:
+            columns = {(t, c) for t, c in store.con.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+            ).fetchall()}  # fmt: skip
+            assert {(t, c) for t, c, _kind in ADDED_COLUMNS} <= columns
+            if before_graphs:
+                assert store.con.execute("SELECT count(graph_ns) FROM device_metrics").fetchone() == (0,)
+            assert stale_traces(store) == [trace_id]
+            outcomes = reanalyze(store, [trace_id])
+            assert [o.status for o in outcomes] == ["recomputed"], outcomes
+            assert store.con.execute("SELECT metric_version FROM traces").fetchone() == (METRIC_VERSION,)
+            got = _rows(store.con, metrics)
+            summary = store.con.execute("SELECT count, total_ns FROM graph_summary").fetchall()
+        if before_graphs:
+            # No graph execution was stored: the kernels-only figures, and no graph work.
+            assert sum(r[4] for r in got) == 0 and summary == []
+            assert sum(r[2] for r in got) < sum(r[2] for r in expected)
+        else:
+            assert got == expected
+            assert summary == [(20, 1_120_638)]

@@ -41,6 +41,9 @@ DEVICE_COLUMNS: tuple[str, ...] = (
     "stream_count",
 )
 
+#: device_metrics columns of CUDA graph work, compared after ``DEVICE_COLUMNS`` when either trace has some.
+GRAPH_COLUMNS: tuple[str, ...] = ("graph_launch_count", "graph_ns")
+
 
 @dataclass
 class TraceDiff:
@@ -165,15 +168,17 @@ def diff_traces(store: Store, trace_a: str, trace_b: str, *, top: int = 10) -> T
     if a == b:
         notes.append("A and B are the same trace")
 
-    cols = ", ".join(DEVICE_COLUMNS)
+    cols = ", ".join((*DEVICE_COLUMNS, *GRAPH_COLUMNS))
     da = store.sql(f"SELECT device_id, {cols} FROM device_metrics WHERE trace_id = ? ORDER BY device_id", [a])
     db = store.sql(f"SELECT device_id, {cols} FROM device_metrics WHERE trace_id = ? ORDER BY device_id", [b])
     rows = []
     devices = sorted(set(da["device_id"].to_list()) | set(db["device_id"].to_list()))
+    with_graphs = any((v or 0) > 0 for v in [*da["graph_launch_count"], *db["graph_launch_count"]])
+    compared = (*DEVICE_COLUMNS, *GRAPH_COLUMNS) if with_graphs else DEVICE_COLUMNS
     for dev in devices:
         ra = da.filter(pl.col("device_id") == dev).to_dicts()
         rb = db.filter(pl.col("device_id") == dev).to_dicts()
-        for col in DEVICE_COLUMNS:
+        for col in compared:
             va = ra[0][col] if ra else None
             vb = rb[0][col] if rb else None
             delta = vb - va if va is not None and vb is not None else None

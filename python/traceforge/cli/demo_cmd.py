@@ -54,11 +54,15 @@ def demo(db: str | None) -> None:
                     [tid],
                 )
             )
+            graphs = tf.sql("SELECT * FROM graph_summary WHERE trace_id = ?", [tid])
+            if not graphs.is_empty():
+                click.echo("\ngraph_summary (CUDA graph executions):")
+                click.echo(graphs.drop("trace_id", "metric_version"))
             click.echo("\nnvtx_projection:")
             click.echo(
                 tf.sql(
                     "SELECT name, start_ns, end_ns, gpu_start_ns, gpu_end_ns, gpu_op_count, launch_count, "
-                    "kernel_time_ns FROM nvtx_projection WHERE trace_id = ?",
+                    "kernel_time_ns, graph_ns FROM nvtx_projection WHERE trace_id = ?",
                     [tid],
                 )
             )

@@ -54,6 +54,29 @@ _TRACE_METRICS = (
 _REQUEST_METRICS = ("requests.tokens_per_s", "requests.wall_ms", "requests.ttft_ms")
 
 
+def _graph_section(store: Store, trace_id: str) -> list[str]:
+    """The CUDA graphs of a trace (``graph_summary``), with what graph mode hides; nothing without graphs."""
+    rows = store.con.execute(
+        bind(
+            "SELECT s.device_id, s.graph_id, s.count, s.total_ns, s.avg_ns, s.min_ns, s.max_ns, "
+            "t.cuda_graph_trace FROM graph_summary s JOIN traces t USING (trace_id) "
+            "WHERE s.trace_id = ? ORDER BY s.device_id, s.graph_id",
+            [trace_id],
+        )
+    ).fetchall()
+    if not rows:
+        return []
+    columns = ["device_id", "graph_id", "count", "total_ns", "avg_ns", "min_ns", "max_ns"]
+    parts = ["<h3>CUDA graphs</h3>", table_html([dict(zip(columns, r)) for r in rows], columns)]
+    if rows[0][7] == "graph":
+        parts.append(
+            '<p class="note">Graph executions recorded whole (<code>--cuda-graph-trace=graph</code>): '
+            "they count in busy time and gaps as one activity each, but the kernel tables do not see inside "
+            "them (re-capture with <code>--cuda-graph-trace=node</code> for that).</p>"
+        )
+    return parts
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
@@ -136,6 +159,7 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
         parts.append(table_html(rows, ["metric", *devices], css_class="metrics"))
     else:
         parts.append('<p class="note">no device_metrics rows for this trace</p>')
+    parts.extend(_graph_section(store, trace_id))
     parts.append("<h3>GPU timeline</h3>")
     fig = plots.timeline_figure(store, trace_id, window_ms=window_ms)
     parts.append(_figure_html(plots.to_svg(fig), "One lane per stream; concurrency level below.", "timeline"))

@@ -501,17 +501,17 @@ class _Loader:
                 dataset.remove_partition(self.root, result.trace_id)
             kernels = counts[result.trace_id]
             note = " (partition from an earlier run)" if result.status == "cached" else ""
-            self.emit(
-                _outcome(
-                    result.path,
-                    "ingested",
-                    result.trace_id,
-                    f"{kernels} kernels{note}",
-                    None,
-                    result.seconds,
-                    kernels,
-                )
+            outcome = _outcome(
+                result.path,
+                "ingested",
+                result.trace_id,
+                f"{kernels} kernels{note}",
+                None,
+                result.seconds,
+                kernels,
             )
+            outcome.notes = _graph_notes(self.store, result.trace_id)
+            self.emit(outcome)
 
 
 def _settle(
@@ -551,6 +551,22 @@ def _error_from(result: JobResult) -> TraceforgeError:
     if cls is TraceforgeError and result.error_code:
         error.code = result.error_code
     return error
+
+
+def _graph_notes(store: Store, trace_id: str) -> list[str]:
+    """The graph-mode line of a loaded trace (see :func:`traceforge.ingest.trace.graph_mode_note`)."""
+    from ..store.sql_params import bind
+    from .trace import graph_mode_note
+
+    row = store.con.execute(
+        bind(
+            "SELECT cuda_graph_trace, (SELECT count(*) FROM graph_launches g WHERE g.trace_id = t.trace_id "
+            "AND g.kernel_count IS NULL) FROM traces t WHERE trace_id = ?",
+            [trace_id],
+        )
+    ).fetchone()
+    note = graph_mode_note(row[0], int(row[1])) if row else None
+    return [note] if note else []
 
 
 def _outcome(

@@ -174,7 +174,7 @@ def skipped(store: Store, path: str, fingerprint: str, trace_id: str) -> IngestO
 
 def graph_mode_note(cuda_graph_trace: str | None, graph_exec_count: int) -> str | None:
     """The line ``ingest`` prints for a trace captured with ``--cuda-graph-trace=graph``; None otherwise."""
-    if cuda_graph_trace != "graph":
+    if cuda_graph_trace != "graph" or graph_exec_count <= 0:
         return None
     return (
         f"CUDA graph mode: {graph_exec_count:,} graph executions recorded whole (graph_launches, graph_ns); "

@@ -216,3 +216,20 @@ def test_python_api(small_matmul_export: Path, edge_export: Any, fresh_db: Path)
         assert tf.traces().height == 2
         again = tf.ingest(small_matmul_export)
         assert [o.status for o in again] == ["skipped"]
+
+
+def test_ingest_says_when_a_trace_is_graph_mode(
+    tmp_path: Path, real_export: Any, small_matmul_export: Path, run_cli: Any
+) -> None:
+    """One line for a graph-mode capture (its GRAPH_TRACE row count, from the export), none otherwise."""
+    graph = real_export("known_graphmode_h200_nsys2025.3.sqlite")
+    node = real_export("known_nodemode_h200_nsys2025.3.sqlite")
+    executions = _sqlite_scalar(graph, "SELECT count(*) FROM CUPTI_ACTIVITY_KIND_GRAPH_TRACE")
+    for jobs in ("1", "2"):
+        db = tmp_path / f"graphs{jobs}.duckdb"
+        result = run_cli("ingest", "--db", db, "--jobs", jobs, graph, node, small_matmul_export)
+        assert result.rc == 0, str(result)
+        lines = [line for line in result.stdout.splitlines() if "CUDA graph mode" in line]
+        assert len(lines) == 1, result.stdout
+        assert f"{executions} graph executions recorded whole" in lines[0]
+        assert "--cuda-graph-trace=node" in lines[0]

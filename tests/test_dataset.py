@@ -291,3 +291,15 @@ def test_group_load_is_all_or_nothing(tmp_path: Path) -> None:
             (ids[0], 42),
             (ids[1], 42),
         ]
+
+
+def test_a_partition_from_before_cuda_graphs_loads(tmp_path: Path) -> None:
+    """A partition written before ``graph_launches``/``graph_summary`` existed loads without them."""
+    root = tmp_path / "ds"
+    trace_id = "0000000000000b01"
+    _write(root, trace_id)
+    for table in dataset.LATER_PARTITION_TABLES:
+        (root / table / f"trace_id={trace_id}" / "data.parquet").unlink()
+    with Store(tmp_path / "a.duckdb") as store:
+        assert dataset.load_partitions(store, root, [(trace_id, None, False)]) == {trace_id: 42}
+        assert store.con.execute("SELECT count(*) FROM graph_launches").fetchone() == (0,)

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 #: Tables of one trace's partition, in publication order: ``traces`` last marks the partition complete.
 PARTITION_TABLES: tuple[str, ...] = (*TRACE_TABLES, "traces")
 
+#: Tables added to partitions after the dataset format was first released (CUDA graphs, issue 21): a partition
+#: written by an earlier traceforge has none, and loads without them.
+LATER_PARTITION_TABLES: tuple[str, ...] = ("graph_launches", "graph_summary")
+
 #: Name of the directory holding partitions being written.
 TMP_DIR = "_tmp"
 
@@ -268,6 +272,10 @@ def load_partitions(
                     delete_trace_rows(con, trace_id)
             for table in PARTITION_TABLES:
                 files = [partition_file(root, table, trace_id) for trace_id in ids]
+                if table in LATER_PARTITION_TABLES:
+                    files = [path for path in files if path.is_file()]
+                    if not files:
+                        continue
                 for path in files:
                     if not path.is_file():
                         raise DatasetError(f"partition lacks table {table}", path=str(path))

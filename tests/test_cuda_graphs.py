@@ -729,3 +729,39 @@ def test_edge_levels_and_gaps(edge_case: Callable[[str], Case], name: str) -> No
     for r in c.rows("SELECT device_id, start_ns, end_ns FROM gaps WHERE trace_id = ?"):
         gaps.setdefault(r["device_id"], []).append((r["start_ns"], r["end_ns"]))
     assert {d: sorted(g) for d, g in gaps.items()} == {d: sorted(g) for d, g in c.ref.gaps.items() if g}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Re-analysis: the stored graph executions stand in for the export
+
+
+@pytest.mark.parametrize("name", [*files(GRAPH, NODE), EDGE_GRAPH])
+def test_reanalysis_reproduces_every_derived_table(
+    case: Callable[[str], Case], edge_case: Callable[[str], Case], name: str, tmp_path: Path
+) -> None:
+    """``reanalyze`` (no export file) recomputes every derived table exactly as ingest computed it, graph
+    executions included (read back from graph_launches)."""
+    from traceforge.ingest.reanalyze import reanalyze
+    from traceforge.store import Store
+    from traceforge.store.schema import DERIVED_TABLES
+
+    c = edge_case(name) if name == EDGE_GRAPH else case(name)
+    db = tmp_path / "reanalyzed.duckdb"
+    db.write_bytes(c.db.read_bytes())
+
+    def derived(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[Any, ...]]]:
+        out = {}
+        for table in DERIVED_TABLES:
+            cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall() if r[0] != "metric_version"]
+            rows = con.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE trace_id = ?", [c.trace_id])
+            out[table] = sorted(rows.fetchall(), key=repr)
+        return out
+
+    with Store(db) as store:
+        before = derived(store.con)
+        outcomes = reanalyze(store, [c.trace_id])
+        assert [o.status for o in outcomes] == ["recomputed"], outcomes
+        after = derived(store.con)
+    assert before["graph_summary"] == after["graph_summary"]
+    for table in DERIVED_TABLES:
+        assert after[table] == before[table], table

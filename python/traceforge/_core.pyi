@@ -12,6 +12,7 @@ __all__ = [
     "error_codes",
     "fingerprint",
     "open_trace",
+    "write_order",
     "TraceHandle",
     "TableIterator",
     "CancelToken",
@@ -59,15 +60,6 @@ class TraceHandle:
         the stream that builds it was read.
         A core error ends the iteration with the matching ``traceforge.errors`` exception.
         """
-    def api_calls(self) -> ArrowStream:
-        """Rows of ``tf_store.api_call_rows`` (stream before ``finish``); the first pair of ``tables``."""
-    def finish(self) -> None:
-        """Derive every metric (matching launches first if ``api_calls`` was not streamed)."""
-    def table(self, name: str) -> ArrowStream:
-        """One table of ``tables`` by name."""
-    @staticmethod
-    def table_names() -> list[str]:
-        """Tables ``table`` emits after ``api_calls``, in write order (``tables`` without its first pair)."""
     def cancel(self) -> None:
         """Ask running scans and streams to stop (Ctrl-C); they fail with ``IngestInterrupted``."""
 
@@ -87,6 +79,9 @@ def build_info() -> dict[str, str]:
 
 def error_codes() -> list[str]:
     """Every error code the core can raise; ``traceforge.errors.class_for_code`` maps each to its class."""
+
+def write_order() -> list[str]:
+    """Names of the tables ``TraceHandle.tables()`` yields, in write order."""
 
 def fingerprint(path: str | os.PathLike[str]) -> str:
     """xxh3-128 of a file's bytes as 32 hex digits."""

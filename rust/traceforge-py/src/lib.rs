@@ -71,6 +71,12 @@ fn error_codes() -> Vec<&'static str> {
 }
 
 /// xxh3-128 of a file's bytes as 32 hex digits.
+/// Names of the tables `TraceHandle.tables()` yields, in write order.
+#[pyfunction]
+fn write_order() -> Vec<&'static str> {
+    Trace::WRITE_ORDER.to_vec()
+}
+
 #[pyfunction]
 fn fingerprint(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     run_native(py, move || traceforge_core::fingerprint::fingerprint_file(&path))
@@ -117,30 +123,6 @@ impl TraceHandle {
     /// stream before taking the next pair.
     fn tables(&self) -> TableIterator {
         TableIterator { tables: Mutex::new(self.trace.tables()) }
-    }
-
-    /// The `api_call_rows` table as an Arrow stream; must be consumed before `finish`.
-    fn api_calls(&self, py: Python<'_>) -> PyResult<ArrowStream> {
-        self.table(py, "api_call_rows".into())
-    }
-
-    /// Derive every metric (matching launches first if `api_calls` was not streamed).
-    fn finish(&self, py: Python<'_>) -> PyResult<()> {
-        let trace = Arc::clone(&self.trace);
-        run_native(py, move || trace.finish().map(|_| ()))
-    }
-
-    /// One emitted table as an Arrow stream.
-    fn table(&self, py: Python<'_>, name: String) -> PyResult<ArrowStream> {
-        let trace = Arc::clone(&self.trace);
-        let stream = run_native(py, move || trace.table(&name))?;
-        Ok(ArrowStream::new(Box::new(stream)))
-    }
-
-    /// Names of the tables `table` emits after `api_calls`, in write order.
-    #[staticmethod]
-    fn table_names() -> Vec<&'static str> {
-        Trace::tables_after_api_calls().to_vec()
     }
 
     /// Ask running scans to stop (Ctrl-C).
@@ -212,6 +194,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(write_order, m)?)?;
     m.add_function(wrap_pyfunction!(open_trace, m)?)?;
     m.add_class::<TraceHandle>()?;
     m.add_class::<TableIterator>()?;

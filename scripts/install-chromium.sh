@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install a headless Chromium from Debian's packages for the report tests (tests/test_report.py).
+# Install a headless Chromium from Debian's packages for the report tests (tests/report/test_report.py).
 # Idempotent: does nothing when a chromium binary is already on PATH.
 set -euo pipefail
 

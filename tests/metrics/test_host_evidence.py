@@ -775,7 +775,7 @@ def test_nvtx_ranges_are_the_users(case: Callable[[str], Case], name: str) -> No
 @pytest.mark.parametrize("name", files(*ALL, failing=(GIL, EDGES)))
 def test_nvtx_projection_user_ranges(case: Callable[[str], Case], name: str) -> None:
     """nvtx_projection has one row per user range (GIL ranges are not projected), levels over user ranges.
-    Kernel columns only: graph executions in the projection are issue 21 (tests/test_cuda_graphs.py)."""
+    Kernel columns only: graph executions in the projection are issue 21 (test_cuda_graphs.py)."""
     c = case(name)
     got = {_user_range_key(r): r for r in c.rows("SELECT * FROM nvtx_projection WHERE trace_id = ?")}
     expected = {_user_range_key(r): r for r in c.ref.nvtx_projection}

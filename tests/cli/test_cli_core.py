@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from conftest import missing_tool
-from test_bad_input import dump
+from store_dump import dump
 
 
 def _sqlite_scalar(path: Path, query: str) -> Any:

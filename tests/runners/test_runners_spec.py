@@ -12,7 +12,7 @@ from traceforge.errors import InputNotFoundError, SpecError
 from traceforge.runners.spec import load_spec, parse_spec
 from traceforge.runners.sweep import plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = """
 name = "t"

@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from runner_servers import FakeServer  # noqa: E402
 from traceforge.runners.results import fetch_dicts, sweep_summary  # noqa: E402
 from traceforge.runners.spec import parse_spec  # noqa: E402

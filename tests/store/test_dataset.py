@@ -24,7 +24,7 @@ from traceforge.store import Store, dataset
 from traceforge.store.schema import TRACE_TABLES
 
 FIXTURE = data_export("small_matmul_h100_nsys2025.3.sqlite")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _export_tables(trace_id: str) -> tuple[dict, dict]:
@@ -231,7 +231,7 @@ def test_killed_writer_never_leaves_a_half_partition(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {str(ROOT / "tests")!r})
+        sys.path[:0] = [{str(ROOT / "tests" / "store")!r}, {str(ROOT / "tests")!r}]
         from test_dataset import _export_tables
         from traceforge.store import dataset
         i = 0

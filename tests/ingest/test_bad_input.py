@@ -18,6 +18,7 @@ import duckdb
 import pytest
 
 from export_builder import Kernel, build_export
+from store_dump import dump  # noqa: E402
 from traceforge.errors import (
     CorruptExportError,
     InputNotFoundError,
@@ -26,27 +27,6 @@ from traceforge.errors import (
     TraceforgeError,
     UnsupportedSchemaError,
 )
-
-IGNORED_TABLES = {"ingest_failures"}
-
-
-def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, sorted, keyed by table name."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        # Every schema's tables and views (the storage schema's too): nothing may change.
-        tables = con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables ORDER BY 1, 2"
-        ).fetchall()
-        out = {}
-        for schema, t in tables:
-            if t in IGNORED_TABLES:
-                continue
-            rows = con.execute(f'SELECT * FROM "{schema}"."{t}"').fetchall()
-            out[t if schema == "main" else f"{schema}.{t}"] = sorted(rows, key=repr)
-        return out
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def test_tiny_model_on_cpu(tmp_path: Path, mode: str) -> None:
 
 
 def test_runs_cli_json(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from runner_servers import FakeServer
 
     spec = tmp_path / "s.toml"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import traceforge
-from test_compare_diff import build_sweep_store
+from sweep_store import build_sweep_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -123,7 +123,9 @@ class Capture:
     ncu: bool = False
     nsys_path: str | None = None
     ncu_path: str | None = None
-    nsys_trace: str = "cuda,nvtx"
+    #: ``nsys profile -t``; ``None``: ``cuda,nvtx,osrt`` plus ``python-gil`` where nsys supports it
+    #: (:mod:`traceforge.runners.nsys_trace`).
+    nsys_trace: str | None = None
     nsys_args: tuple[str, ...] = ()
     ingest: bool = True
     ncu_top_k: int = 3

@@ -35,6 +35,7 @@ from typing import Any
 from ..errors import ServerFailed, StoreError
 from ..store.sql_params import bind
 from .cell import CellOutcome, kill_tree, run_cell
+from .nsys_trace import choose_trace
 from .results import ensure_tables, fetch_dicts, insert_rows
 from .spec import Spec
 from .telemetry import TelemetrySampler, gpu_inventory
@@ -114,11 +115,20 @@ def manifest(spec: Spec, nsys: str | None, ncu: str | None) -> dict[str, Any]:
         **gpu_inventory(),
         "libraries": libs,
         "nsys": _version_of(nsys) if spec.capture.nsys else None,
+        **_trace_fields(spec, nsys),
         "ncu": _version_of(ncu) if spec.capture.ncu else None,
         "spec_path": spec.source_path,
         "backend": spec.backend,
         "base_url": spec.base_url,
     }
+
+
+def _trace_fields(spec: Spec, nsys: str | None) -> dict[str, Any]:
+    """The manifest's record of what nsys traced (``-t``), and what was left out and why."""
+    if not (spec.capture.nsys and nsys):
+        return {}
+    choice = choose_trace(spec.capture.nsys_trace, nsys)
+    return {"nsys_trace": choice.trace, "nsys_trace_note": choice.note}
 
 
 class _Reporter:
@@ -203,6 +213,8 @@ def run_sweep(
     if run_id is None:
         run_id = f"{spec.name}-{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         man = manifest(spec, nsys, ncu)
+        if man.get("nsys_trace_note") and not quiet:
+            print(f"{spec.source_path or spec.name}: {man['nsys_trace_note']}", file=sys.stderr)
         insert_rows(
             con,
             "runs",
@@ -422,7 +434,7 @@ def _nsys_wrapper(spec: Spec, nsys: str, report_base: str) -> list[str]:
         nsys,
         "profile",
         "-t",
-        spec.capture.nsys_trace,
+        choose_trace(spec.capture.nsys_trace, nsys).trace,
         "-s",
         "none",
         "--cpuctxsw=none",

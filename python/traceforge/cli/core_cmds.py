@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Any
-
 import click
 
 from . import skip_teardown
+from .output import emit, format_option, limit_option
 
 _db_option = click.option(
     "--db",
@@ -86,42 +83,32 @@ def ingest(
     skip_teardown()
 
 
-def _emit(df: Any, fmt: str) -> None:
-    if fmt == "csv":
-        sys.stdout.write(df.write_csv())
-    elif fmt == "json":
-        sys.stdout.write(json.dumps(df.to_dicts(), default=str, indent=1) + "\n")
-    else:
-        import polars as pl
-
-        with pl.Config(tbl_rows=200, tbl_cols=40, fmt_str_lengths=80, tbl_width_chars=200):
-            click.echo(df)
-
-
 @click.command()
 @click.argument("query")
 @_db_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
-)
-def sql(query: str, db: str | None, fmt: str) -> None:
-    """Run QUERY against the store and print the result."""
+@format_option
+@limit_option
+def sql(query: str, db: str | None, fmt: str, limit: int | None) -> None:
+    """Run QUERY against the store and print the result.
+
+    A table too wide for the terminal is shown one column per line (as `--format line`); rows beyond
+    --limit are left out with a line saying how many.
+    """
     from ..store import Store
 
     with Store(db, read_only=True) as store:
-        _emit(store.sql(query), fmt)
+        emit(store.sql(query), fmt, limit)
     skip_teardown()
 
 
 @click.command()
 @_db_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
-)
-def traces(db: str | None, fmt: str) -> None:
+@format_option
+@limit_option
+def traces(db: str | None, fmt: str, limit: int | None) -> None:
     """List the stored traces."""
     from ..store import Store
 
     with Store(db, read_only=True) as store:
-        _emit(store.traces(), fmt)
+        emit(store.traces(), fmt, limit)
     skip_teardown()

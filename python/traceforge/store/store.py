@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError, StoreError, is_interruption
+from .result import to_polars
 from .schema import DDL, STORAGE_DDL, STORAGE_SCHEMA, VIEW_DDL
 from .sql_params import bind
 from .storage import LAYOUT_TABLE, LAYOUT_VERSION, layout_digest, upgrade_layout
@@ -208,11 +209,19 @@ class Store:
         """Run a query and return its result as a polars DataFrame."""
         import duckdb
 
+        text = bind(query, params) if params else query
         try:
-            relation = self.con.sql(bind(query, params)) if params else self.con.sql(query)
+            relation = self.con.sql(text)
+        except duckdb.Error as exc:
+            if is_interruption(exc):
+                raise KeyboardInterrupt from exc
+            raise QueryError(_query_error(self.con, text, exc)) from exc
+        try:
             return _to_polars(relation)
         except duckdb.Error as exc:
-            raise QueryError(_first_line(exc)) from exc
+            if is_interruption(exc):
+                raise KeyboardInterrupt from exc
+            raise QueryError(str(exc).strip() or type(exc).__name__) from exc
 
     def traces(self) -> pl.DataFrame:
         """The stored traces, newest first."""
@@ -246,13 +255,30 @@ class Store:
         self.close()
 
 
-def _to_polars(relation: Any) -> pl.DataFrame:
-    """Convert a DuckDB relation to polars through the Arrow C stream (no pyarrow needed)."""
-    import polars as pl
+def _query_error(con: duckdb.DuckDBPyConnection, query: str, exc: BaseException) -> str:
+    """DuckDB's whole message for a query it refused: its hints ("Did you mean", candidates, position).
 
-    if relation is None:  # a statement without a result (CREATE, INSERT...)
-        return pl.DataFrame()
-    return pl.DataFrame(relation)
+    The relation API leaves out the position (``LINE 1: ...``) that ``execute`` gives; a lone SELECT that
+    failed to bind fails again at once, without running, so it is asked again for the full text.
+    """
+    import duckdb
+
+    message = str(exc).strip() or type(exc).__name__
+    try:
+        statements = con.extract_statements(query)
+        if len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT:
+            con.execute(query)
+    except duckdb.Error as again:
+        if str(again).strip().startswith(message.splitlines()[0]):
+            return str(again).strip()
+    except Exception:  # noqa: BLE001 - the first message stands
+        pass
+    return message
+
+
+def _to_polars(relation: Any) -> pl.DataFrame:
+    """Convert a DuckDB relation to polars: unique column names, every type (see ``result.to_polars``)."""
+    return to_polars(relation)
 
 
 _SIZE_UNITS = {

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError
-from ..store.sql_params import bind
 
 if TYPE_CHECKING:
     import polars as pl
@@ -103,33 +102,44 @@ class TraceDiff:
 
 
 def resolve_trace(store: Store, trace: str) -> str:
-    """Return the full trace id for ``trace`` (a full id or a unique prefix).
+    """Return the full trace id for ``trace``: a trace id, its file name or path, or a unique prefix of one.
+
+    An exact id, path or file name wins over prefixes. Prefixes are matched literally (``%`` and ``_`` are
+    characters, not patterns); ids and file names without regard to case.
 
     Raises:
-        QueryError: no trace, or an ambiguous prefix.
+        QueryError: no trace, or an ambiguous name or prefix.
     """
-    text = trace.strip().lower()
+    import os
+
+    text = trace.strip()
     if not text:
         raise QueryError("empty trace id")
     try:
-        rows = store.con.execute(
-            bind("SELECT trace_id FROM traces WHERE lower(trace_id) LIKE ? || '%' ORDER BY 1", [text])
-        ).fetchall()
+        rows = store.con.execute("SELECT trace_id, source_path FROM traces ORDER BY trace_id").fetchall()
     except Exception as exc:
         raise QueryError(f"cannot read the traces table: {str(exc).splitlines()[0]}") from exc
-    exact = [r[0] for r in rows if str(r[0]).lower() == text]
-    if exact:
-        return str(exact[0])
-    if not rows:
-        count = store.con.execute("SELECT count(*) FROM traces").fetchone()
-        stored = int(count[0]) if count else 0
+    low = text.lower()
+    absolute = os.path.abspath(os.path.expanduser(text))
+    traces = [(str(tid), str(path or "")) for tid, path in rows]
+
+    def prefix_of(tid: str, path: str) -> bool:  # str.startswith: literal, unlike SQL LIKE
+        name = os.path.basename(path).lower()
+        return tid.lower().startswith(low) or name.startswith(low) or path.startswith((text, absolute))
+
+    exact = [t for t in traces if t[0].lower() == low or t[1] in (text, absolute)]
+    if not exact:
+        exact = [t for t in traces if os.path.basename(t[1]).lower() == low]
+    matches = exact or [t for t in traces if prefix_of(*t)]
+    if len(matches) == 1:
+        return matches[0][0]
+    if not matches:
         raise QueryError(
-            f"no trace '{trace}' in the store ({stored} trace(s) stored; see `traceforge traces`)"
+            f"no trace '{trace}' in the store ({len(traces)} trace(s) stored; see `traceforge traces`)"
         )
-    if len(rows) > 1:
-        ids = ", ".join(str(r[0]) for r in rows[:5])
-        raise QueryError(f"trace id prefix '{trace}' is ambiguous ({ids}{', ...' if len(rows) > 5 else ''})")
-    return str(rows[0][0])
+    listed = ", ".join(f"{tid} ({os.path.basename(path)})" for tid, path in matches[:5])
+    more = ", ..." if len(matches) > 5 else ""
+    raise QueryError(f"trace '{trace}' is ambiguous: {len(matches)} traces match ({listed}{more})")
 
 
 def _side_by_side(store: Store, sql: str, a: str, b: str, keys: list[str], values: list[str]) -> pl.DataFrame:

@@ -148,6 +148,15 @@ def _describe(outcome: Any) -> str:
     return f"{text} [{code}]" if code else text
 
 
+def _resolve_traces(store: Any, traces: tuple[str, ...]) -> list[str] | None:
+    """The ids of ``--trace`` values (ids, file names or paths, or unique prefixes); None when none given."""
+    from ..analysis.diff import resolve_trace
+
+    if not traces:
+        return None
+    return list(dict.fromkeys(resolve_trace(store, t) for t in traces))
+
+
 @click.command("reanalyze")
 @click.option("--db", "db", default=None, metavar="FILE", help=_DB_HELP)
 @click.option(
@@ -157,7 +166,11 @@ def _describe(outcome: Any) -> str:
     help="Recompute every trace, not only those whose metric version is older than this traceforge's.",
 )
 @click.option(
-    "--trace", "trace_ids", multiple=True, metavar="ID", help="Recompute only this trace (repeatable)."
+    "--trace",
+    "trace_ids",
+    multiple=True,
+    metavar="ID",
+    help="Recompute only this trace: id, file name or path, or a unique prefix (repeatable).",
 )
 def reanalyze(db: str | None, everything: bool, trace_ids: tuple[str, ...]) -> None:
     """Recompute derived metrics from the stored events (the export files are not needed).
@@ -172,7 +185,8 @@ def reanalyze(db: str | None, everything: bool, trace_ids: tuple[str, ...]) -> N
     from . import set_exit_code
 
     with Store(db) as store:
-        todo = stale_traces(store, everything=everything, trace_ids=list(trace_ids) or None)
+        wanted = _resolve_traces(store, trace_ids)
+        todo = stale_traces(store, everything=everything, trace_ids=wanted)
         if not todo:
             click.echo(f"nothing to do: every stored trace has metric version {METRIC_VERSION}")
             return
@@ -211,7 +225,11 @@ def reanalyze(db: str | None, everything: bool, trace_ids: tuple[str, ...]) -> N
     help="Dataset directory (hive-partitioned: DIR/<table>/trace_id=<id>/data.parquet).",
 )
 @click.option(
-    "--trace", "trace_ids", multiple=True, metavar="ID", help="Export only this trace (repeatable)."
+    "--trace",
+    "trace_ids",
+    multiple=True,
+    metavar="ID",
+    help="Export only this trace: id, file name or path, or a unique prefix (repeatable).",
 )
 @click.option(
     "--force-overwrite",
@@ -233,14 +251,13 @@ def export(db: str | None, fmt: str, output: str, trace_ids: tuple[str, ...], ov
 
         raise DatasetError("exists and is not a directory", path=output)
     with Store(db, read_only=True) as store:
+        wanted = _resolve_traces(store, trace_ids)
         count = store.con.execute("SELECT count(*) FROM traces").fetchone()
-        total = len(trace_ids) if trace_ids else int(count[0]) if count else 0
+        total = len(wanted) if wanted else int(count[0]) if count else 0
         written = kept = 0
         with _progress("export") as (progress, task):
             progress.update(task, total=total)
-            for trace_id, was_written in export_store(
-                store, output, trace_ids=list(trace_ids) or None, overwrite=overwrite
-            ):
+            for trace_id, was_written in export_store(store, output, trace_ids=wanted, overwrite=overwrite):
                 written += was_written
                 kept += not was_written
                 progress.update(task, advance=1, note=trace_id)

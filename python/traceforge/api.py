@@ -68,6 +68,33 @@ class Traceforge:
                     raise outcome.error
         return report.outcomes
 
+    def rm(self, *traces: str) -> list[str]:
+        """Remove traces from the store, with every row that belongs to them, in one transaction.
+
+        Each trace is named as ``traceforge rm`` takes it: a trace id, a unique prefix of one, or its file
+        name or path (:func:`traceforge.analysis.diff.resolve_trace`). All names are resolved first, so an
+        unknown or ambiguous one leaves the store untouched. Rows go from every table holding a
+        ``trace_id`` or ``trace_key`` (found in the catalog, the storage schema included), and the trace's
+        ``ingest_failures`` rows too; runner tables keep their rows, with their ``trace_id`` link (e.g.
+        ``cells.trace_id``) set to NULL. Ingesting the file again then stores it as a fresh store would.
+
+        Returns:
+            The ids removed, in the order named (each once).
+
+        Raises:
+            QueryError: a name matching no trace, or more than one.
+        """
+        from .analysis.diff import resolve_trace
+        from .store.storage import remove_trace
+
+        ids = list(dict.fromkeys(resolve_trace(self.store, t) for t in traces))
+        with self.store.transaction() as con:
+            for trace_id in ids:
+                remove_trace(con, trace_id)
+        return ids
+
+    remove = rm
+
     def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run SQL against the store; the result is a polars DataFrame."""
         return self.store.sql(query, params)

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("core_cmds:ingest", "Ingest nsys exports (.sqlite/.nsys-rep) and ncu CSV files."),
     "sql": ("core_cmds:sql", "Run a SQL query against the store."),
     "traces": ("core_cmds:traces", "List the stored traces."),
+    "rm": ("core_cmds:rm", "Remove traces and every row of theirs from the store."),
     "demo": ("demo_cmd:demo", "Ingest the bundled real H100 capture and show its metrics."),
     "synth": ("synth_cmd:synth", "Write a synthetic nsys export of any size."),
     "run": ("run_cmd:run", "Run a load sweep specified in a TOML file."),

@@ -112,3 +112,29 @@ def traces(db: str | None, fmt: str, limit: int | None) -> None:
     with Store(db, read_only=True) as store:
         emit(store.traces(), fmt, limit)
     skip_teardown()
+
+
+@click.command()
+@click.argument("traces", nargs=-1, required=True)
+@_db_option
+def rm(traces: tuple[str, ...], db: str | None) -> None:
+    """Remove TRACES from the store, with every row that belongs to them, in one transaction.
+
+    Each TRACE is a trace id, a unique prefix of one, or the trace's file name or path (matched
+    literally). Its rows go from every table (the storage schema's included) and its ingest_failures
+    rows too; runner tables keep their rows, with the link to the trace (cells.trace_id) set to NULL.
+    Ingesting the file again then stores it as into a fresh store. A name matching no trace, or more than
+    one, is refused and nothing is removed.
+
+    Example: traceforge rm --db runs.duckdb small_matmul.sqlite 3f2a9c
+    """
+    from ..api import Traceforge
+    from ..store import Store
+
+    with Store(db, read_only=True) as store:
+        paths = dict(store.con.execute("SELECT trace_id, source_path FROM traces").fetchall())
+    with Traceforge(db) as tf:
+        removed = tf.rm(*traces)
+    for trace_id in removed:
+        click.echo(f"removed  {trace_id}  {paths.get(trace_id) or ''}".rstrip())
+    skip_teardown()

@@ -23,7 +23,6 @@ from .schema import (
     STORAGE_IDENTITY,
     STORAGE_SCHEMA,
     TRACE_KEY_SQL,
-    TRACE_TABLES,
     VIEW_DDL,
     pack_row_fields,
     storage_trace_key,
@@ -51,13 +50,78 @@ def layout_digest() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: Catalog query for every base table of the store holding rows keyed by trace: a ``trace_id`` or
+#: ``trace_key`` column, or a packed row STRUCT (``ROW_COLUMN``) with a ``trace_key`` field.
+_TRACE_COLUMNS_SQL = """
+    SELECT c.schema_name, c.table_name, c.column_name, c.data_type
+    FROM duckdb_columns() c JOIN duckdb_tables() t
+      ON t.database_name = c.database_name AND t.schema_name = c.schema_name AND t.table_name = c.table_name
+    WHERE c.database_name = current_database() AND NOT t.temporary
+      AND (c.column_name IN ('trace_id', 'trace_key')
+           OR (c.data_type LIKE 'STRUCT(%' AND c.data_type LIKE '%trace_key %'))
+    ORDER BY c.schema_name, c.table_name, c.column_name
+"""
+
+
+def trace_keyed_tables(con: Any) -> dict[tuple[str, str], str]:
+    """Every base table holding rows of a trace, found in the catalog, with the WHERE clause selecting them.
+
+    ``(schema, table)`` -> the condition (one ``?`` for the trace id) selecting one trace's rows. Found
+    rather than listed, so tables added later (in any schema) are covered. A table with both a
+    ``trace_id`` and a ``trace_key`` column is matched on ``trace_id``.
+    """
+    found: dict[tuple[str, str], str] = {}
+    for schema, table, column, _type in con.execute(_TRACE_COLUMNS_SQL).fetchall():
+        where = {
+            "trace_id": "trace_id = ?",
+            "trace_key": f"trace_key = {TRACE_KEY_SQL.format('?')}",
+        }.get(str(column), f'"{column}".trace_key = {TRACE_KEY_SQL.format("?")}')
+        key = (str(schema), str(table))
+        if key not in found or column == "trace_id":
+            found[key] = where
+    return found
+
+
+def runner_tables() -> frozenset[str]:
+    """The runner tables (``runs``, ``cells``, ...): their ``trace_id`` is a link to a trace, not its row."""
+    from ..runners.results import COLUMNS
+
+    return frozenset(COLUMNS)
+
+
 def delete_trace_rows(con: Any, trace_id: str) -> None:
-    """Remove every row of one trace, storage tables included (inside the caller's transaction)."""
-    for table in (*TRACE_TABLES, "traces"):
-        if table not in VIEW_DDL:
-            con.execute(bind(f"DELETE FROM {table} WHERE trace_id = ?", [trace_id]))
-    for table in STORAGE_DDL:
-        delete_storage_rows(con, table, trace_id)
+    """Remove every row of one trace, storage tables included (inside the caller's transaction).
+
+    Every table of the store with a ``trace_id`` or ``trace_key`` (``trace_keyed_tables``) is covered, in
+    every schema, except the runner tables, whose links are kept (``remove_trace`` clears them).
+    """
+    runners = runner_tables()
+    for (schema, table), where in trace_keyed_tables(con).items():
+        if schema == "main" and table in runners:
+            continue
+        con.execute(bind(f'DELETE FROM "{schema}"."{table}" WHERE {where}', [trace_id]))
+
+
+def remove_trace(con: Any, trace_id: str) -> None:
+    """Remove a trace from the store for good (inside the caller's transaction).
+
+    Its rows in every table (``delete_trace_rows``), its ``ingest_failures`` (by its fingerprint and its
+    file paths), and the runner tables' links to it: ``cells.trace_id`` (and any other runner table's
+    ``trace_id``) is set to NULL, so the cell's own results stay.
+    """
+    con.execute(
+        bind(
+            "DELETE FROM ingest_failures WHERE path IN (SELECT source_path FROM traces WHERE trace_id = ? "
+            "UNION SELECT export_path FROM traces WHERE trace_id = ?) "
+            "OR fingerprint IN (SELECT fingerprint FROM traces WHERE trace_id = ?)",
+            [trace_id, trace_id, trace_id],
+        )
+    )
+    runners = runner_tables()
+    for (schema, table), where in trace_keyed_tables(con).items():
+        if schema == "main" and table in runners:
+            con.execute(bind(f'UPDATE "{schema}"."{table}" SET trace_id = NULL WHERE {where}', [trace_id]))
+    delete_trace_rows(con, trace_id)
 
 
 def delete_storage_rows(con: Any, table: str, trace_id: str) -> None:

@@ -171,7 +171,13 @@ def plot(
     sweep_index: int,
     output: str,
 ) -> None:
-    """Write one figure: timeline, gaps, kernels (of a trace) or sweep (degradation curves)."""
+    """Write one figure: timeline, gaps, kernels (of a trace) or sweep (degradation curves).
+
+    gaps: the idle gaps by length (log bins), as the idle time in each bin (time-weighted, so the few long
+    gaps holding most of the idle time show) above the number of gaps in each.
+
+    Example: traceforge plot gaps --trace small_matmul.sqlite --output gaps.svg
+    """
     from ..errors import QueryError
 
     lower = output.lower()

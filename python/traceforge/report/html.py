@@ -165,7 +165,11 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
     parts.append(_figure_html(plots.to_svg(fig), "One lane per stream; concurrency level below.", "timeline"))
     parts.append("<h3>Idle gaps</h3>")
     parts.append(
-        _figure_html(plots.to_svg(plots.gap_histogram_figure(store, trace_id)), "Gap lengths.", "gaps")
+        _figure_html(
+            plots.to_svg(plots.gap_histogram_figure(store, trace_id)),
+            "Idle time (top) and number of gaps (bottom) by gap length.",
+            "gaps",
+        )
     )
     parts.append("<h3>Kernel time</h3>")
     fig = plots.kernel_breakdown_figure(store, trace_id)

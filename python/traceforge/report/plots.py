@@ -241,34 +241,97 @@ def timeline_figure(
     return fig
 
 
-def gap_histogram_figure(store: Store, trace_id: str, *, device_id: int | None = None) -> Figure:
-    """Histogram of idle gaps between busy periods (``gaps`` table), log-spaced bins in microseconds."""
+@dataclass
+class GapBins:
+    """The gap histogram's numbers: log-spaced bins of gap length, with the gaps and the idle time in each.
+
+    Attributes:
+        edges_us: bin edges in microseconds (``len(counts) + 1``); each bin holds lengths in
+            ``[edges[i], edges[i + 1])``, the last one its upper edge too (as ``numpy.histogram``).
+        counts: gaps in each bin.
+        time_ns: idle time in each bin (the sum of its gaps' lengths), in nanoseconds.
+        gap_lengths_us: every gap's length (µs), for the percentiles.
+    """
+
+    edges_us: Any
+    counts: Any
+    time_ns: Any
+    gap_lengths_us: Any
+
+    @property
+    def total_ns(self) -> float:
+        """Idle time in all gaps."""
+        return float(self.time_ns.sum())
+
+
+def gap_histogram_bins(
+    store: Store, trace_id: str, *, device_id: int | None = None, bins: int = 40
+) -> GapBins:
+    """Bin a trace's gaps (``gaps`` table, lengths > 0) by length: how many, and how much idle time, per bin.
+
+    The bins are log-spaced between the shortest and the longest gap (10 linear bins when all are as long).
+    """
     import numpy as np
 
-    fig, axes = _figure(7, 3.6)
-    ax = axes[0][0]
     params: list[Any] = [trace_id]
     dev_sql = ""
     if device_id is not None:
         dev_sql, params = " AND device_id = ?", [trace_id, device_id]
     rows = store.con.execute(
-        bind(f"SELECT duration_ns FROM gaps WHERE trace_id = ?{dev_sql}", params)
+        bind(f"SELECT duration_ns FROM gaps WHERE trace_id = ? AND duration_ns > 0{dev_sql}", params)
     ).fetchall()
-    d = np.asarray([r[0] for r in rows if r[0] is not None and r[0] > 0], dtype=float) / 1e3
+    ns = np.asarray([r[0] for r in rows], dtype=float)
+    d = ns / 1e3
     if d.size == 0:
-        return _empty(fig, ax, f"trace {trace_id}: no gaps between kernels recorded")
+        empty = np.zeros(0)
+        return GapBins(np.zeros(1), empty, empty, empty)
     lo, hi = max(d.min(), 1e-3), d.max()
-    bins = np.logspace(np.log10(lo), np.log10(hi * 1.0001), 40) if hi > lo else 10
-    ax.hist(d, bins=bins, color="#55A868", edgecolor="white", linewidth=0.4)
-    if hi > lo:
-        ax.set_xscale("log")
+    edges = (
+        np.logspace(np.log10(lo), np.log10(hi * 1.0001), bins + 1)
+        if hi > lo
+        else np.histogram_bin_edges(d, 10)
+    )
+    counts, _ = np.histogram(d, bins=edges)
+    time_ns, _ = np.histogram(d, bins=edges, weights=ns)
+    return GapBins(edges, counts, time_ns, d)
+
+
+def gap_histogram_figure(store: Store, trace_id: str, *, device_id: int | None = None) -> Figure:
+    """Idle gaps between busy periods (``gaps`` table) by length, log-spaced bins in microseconds.
+
+    Two panels over the same bins: the idle time in each bin (time-weighted: the few long gaps that hold
+    much of the idle time show), and the number of gaps in each (:func:`gap_histogram_bins`).
+    """
+    import numpy as np
+
+    fig, axes = _figure(7, 5.2, rows=2, sharex=True)
+    ax_time, ax_count = axes[0][0], axes[1][0]
+    hist = gap_histogram_bins(store, trace_id, device_id=device_id)
+    d = hist.gap_lengths_us
+    if d.size == 0:
+        fig.delaxes(ax_count)
+        return _empty(fig, ax_time, f"trace {trace_id}: no gaps between kernels recorded")
+    edges = hist.edges_us
+    widths = np.diff(edges)
+    style = {"align": "edge", "edgecolor": "white", "linewidth": 0.4}
+    ax_time.bar(edges[:-1], hist.time_ns / 1e6, width=widths, color="#4C72B0", **style)
+    ax_count.bar(edges[:-1], hist.counts, width=widths, color="#55A868", **style)
+    if edges[-1] / edges[0] > 10:
+        ax_count.set_xscale("log")
     p50, p99 = np.percentile(d, [50, 99])
-    for v, label, c in ((p50, "p50", "#333"), (p99, "p99", "#C44E52")):
-        ax.axvline(v, color=c, linestyle="--", linewidth=1)
-        ax.text(v, ax.get_ylim()[1] * 0.95, f" {label} {v:.3g} µs", color=c, fontsize=8, va="top")
-    ax.set_xlabel("gap length (µs)")
-    ax.set_ylabel("gaps")
-    ax.set_title(f"Idle gaps between kernels: {d.size} gaps, {d.sum() / 1e3:.3g} ms in total")
+    for ax in (ax_time, ax_count):
+        for v, label, c in ((p50, "p50", "#333"), (p99, "p99", "#C44E52")):
+            ax.axvline(v, color=c, linestyle="--", linewidth=1)
+            ax.text(v, ax.get_ylim()[1] * 0.95, f" {label} {v:.3g} µs", color=c, fontsize=8, va="top")
+    ax_time.set_ylabel("idle time (ms)")
+    ax_count.set_ylabel("gaps")
+    ax_count.set_xlabel("gap length (µs)")
+    total = hist.total_ns
+    long_share = float(d[d > 1e3].sum() * 1e3) / total if total else 0.0
+    ax_time.set_title(
+        f"Idle gaps between kernels: {d.size} gaps, {total / 1e6:.3g} ms in total "
+        f"({long_share:.0%} of it in gaps > 1 ms)"
+    )
     return fig
 
 

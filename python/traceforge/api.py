@@ -40,6 +40,7 @@ class Traceforge:
         mode: str | None = None,
         scheduler: str | None = None,
         output: str | os.PathLike[str] | None = None,
+        exclude: Iterable[str] = (),
     ) -> list[IngestOutcome]:
         """Ingest nsys exports (``.sqlite``), reports (``.nsys-rep``) and ncu CSV exports.
 
@@ -55,13 +56,25 @@ class Traceforge:
             mode: ``none``, ``concurrent`` or ``dask-futures`` (None: ``concurrent`` when ``jobs`` > 1).
             scheduler: Dask scheduler address for ``dask-futures``.
             output: a Parquet dataset directory that also keeps every trace's partition.
+            exclude: glob patterns of files to leave out of directories and patterns, matched against the
+                path relative to the directory searched and the file name (``--exclude``). ``nsys stats``
+                CSVs found there are left out too (no outcome, no failure), named explicitly they fail.
 
         Returns:
             One outcome per file (and per input that named no file), in the order they landed.
         """
         from .ingest import run
 
-        report = run(self.store, paths, force=force, jobs=jobs, mode=mode, scheduler=scheduler, output=output)
+        report = run(
+            self.store,
+            paths,
+            force=force,
+            jobs=jobs,
+            mode=mode,
+            scheduler=scheduler,
+            output=output,
+            exclude=exclude,
+        )
         if raise_on_error:
             for outcome in report.outcomes:
                 if outcome.error is not None:

@@ -65,6 +65,7 @@ def ingest_batch(
     mode: str | None = None,
     scheduler: str | None = None,
     output: str | None = None,
+    exclude: Sequence[str] = (),
 ) -> IngestReport:
     """Run ``traceforge ingest`` over files, directories and globs; print the summary; set the exit code.
 
@@ -82,6 +83,7 @@ def ingest_batch(
         mode: ``none``, ``concurrent`` or ``dask-futures`` (None: by ``jobs``).
         scheduler: Dask scheduler address.
         output: a Parquet dataset directory that keeps every trace's partition.
+        exclude: glob patterns of files to leave out of directories and patterns.
 
     Returns:
         The batch report.
@@ -116,7 +118,11 @@ def ingest_batch(
             threads=threads or None,
             on_start=lambda total: progress.update(task, total=total),
             on_outcome=on_outcome,
+            exclude=exclude,
         )
+    if not quiet:
+        for path, why in report.not_captures:
+            click.echo(f"skipped {path}: {why}")
     failed = report.count("failed")
     # Failures are listed once, together at the end, where a long batch's user will look for them.
     for outcome in report.failures:

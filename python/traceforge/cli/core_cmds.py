@@ -50,6 +50,14 @@ _db_option = click.option(
     metavar="DIR",
     help="Also keep each trace as a hive-partitioned Parquet partition in DIR (see `export`).",
 )
+@click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out files of directories and patterns whose path relative to the directory, or file name, "
+    "matches GLOB (repeatable; a matching directory is not searched).",
+)
 def ingest(
     paths: tuple[str, ...],
     db: str | None,
@@ -60,12 +68,18 @@ def ingest(
     mode: str | None,
     scheduler: str | None,
     output: str | None,
+    exclude: tuple[str, ...],
 ) -> None:
     """Ingest nsys exports (.sqlite), reports (.nsys-rep) and ncu CSV exports.
 
     PATHS may be files, directories (searched recursively) or glob patterns. Each trace lands in one
     transaction; a bad file is reported on one line and the others still land. Content already stored is
     skipped, so an interrupted batch is finished by running the same command again (docs/batch.md).
+
+    In directories and patterns, files matching --exclude are left out, and so are `nsys stats` CSVs (a
+    "skipped FILE" note line, not a failure); a file named explicitly is always read.
+
+    Example: traceforge ingest runs/ --exclude 'stats/*' --exclude '*_cpu.nsys-rep'
     """
     from .batch_cmd import ingest_batch
 
@@ -79,6 +93,7 @@ def ingest(
         mode=mode,
         scheduler=scheduler,
         output=output,
+        exclude=exclude,
     )
     skip_teardown()
 

@@ -46,6 +46,9 @@ class IngestReport:
         workers: how many files were processed at once.
         seconds: wall time of the whole ingest.
         worker_peak_rss_bytes: per worker process, its peak resident memory (jobs only).
+        not_captures: ``(path, why)`` per file a directory or pattern reached that is recognisably not a
+            capture (an ``nsys stats`` CSV): left out, with no outcome and no failure row.
+        excluded: the files (and directories) ``exclude`` left out.
     """
 
     outcomes: list[IngestOutcome] = field(default_factory=list)
@@ -53,6 +56,8 @@ class IngestReport:
     workers: int = 1
     seconds: float = 0.0
     worker_peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+    not_captures: list[tuple[str, str]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         """Count the outcomes with this status (``ingested``, ``skipped``, ``failed``)."""
@@ -89,6 +94,7 @@ def run(
     threads: int | None = None,
     on_start: Callable[[int], None] | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
+    exclude: Iterable[str] = (),
 ) -> IngestReport:
     """Ingest files, directories and glob patterns; never stops at a bad file.
 
@@ -104,6 +110,8 @@ def run(
         threads: Rust core threads per file; None sizes them so jobs x threads = the cores.
         on_start: called once with the number of outcomes to expect.
         on_outcome: called with each outcome as it lands (for progress display).
+        exclude: glob patterns of files to leave out of directories and patterns (matched against the path
+            relative to the directory searched, and the file name; :func:`expand_inputs`).
 
     Returns:
         The report; failures are in it and in ``ingest_failures``, never raised.
@@ -118,7 +126,7 @@ def run(
 
     mode = resolve_mode(mode, jobs)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    expansion = expand_inputs(items)
+    expansion = expand_inputs(items, exclude=[exclude] if isinstance(exclude, str) else exclude)
     direct = mode == "none" and output is None
     opened = not isinstance(store, Store)
     # Reading the first export overlaps importing DuckDB and opening the store; with a store already
@@ -169,6 +177,7 @@ def _run(
 
         batch = Batch(store, mode=mode, jobs=jobs, scheduler=scheduler, output=output)
     report = IngestReport(mode=mode, workers=1 if batch is None else batch.workers)
+    report.not_captures, report.excluded = expansion.skipped, expansion.excluded
     if on_start is not None:
         on_start(len(expansion.paths) + len(expansion.problems))
 
@@ -178,6 +187,8 @@ def _run(
             on_outcome(outcome)
 
     try:
+        if expansion.skipped:  # an earlier, greedier ingest recorded them as failures
+            clear_failures(store, [path for path, _why in expansion.skipped])
         for path, error in expansion.problems:
             record_failure(store, path, None, error)
             emit(IngestOutcome(path, "failed", None, str(error), error))

@@ -130,8 +130,11 @@ def ingest_batch(
     if len(report.outcomes) > 1 or failed:
         ingested, skipped = report.count("ingested"), report.count("skipped")
         rate = len(report.outcomes) / report.seconds if report.seconds > 0 else 0.0
+        left_out = len(report.not_captures)
+        not_captures = f", {left_out} left out (not captures)" if left_out else ""
         click.echo(
-            f"{ingested} ingested, {skipped} skipped, {failed} failed in {report.seconds:.1f} s "
+            f"{ingested} ingested, {skipped} skipped, {failed} failed{not_captures} "
+            f"in {report.seconds:.1f} s "
             f"({rate:.1f} files/s; mode {report.mode}, {report.workers} worker(s))",
             err=bool(failed),
         )

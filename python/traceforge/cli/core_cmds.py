@@ -79,7 +79,7 @@ def ingest(
     In directories and patterns, files matching --exclude are left out, and so are `nsys stats` CSVs (a
     "skipped FILE" note line, not a failure); a file named explicitly is always read.
 
-    Example: traceforge ingest runs/ --exclude 'stats/*' --exclude '*_cpu.nsys-rep'
+    Example: traceforge ingest runs/ --exclude 'stats/*' --exclude '*.nsys-rep'
     """
     from .batch_cmd import ingest_batch
 

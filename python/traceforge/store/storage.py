@@ -16,8 +16,10 @@ from .schema import (
     API_CLASS_COLUMNS,
     DDL,
     DERIVED_TABLES,
+    IDLE_COLUMNS,
     KERNEL_CLASS_COLUMNS,
     METRIC_VERSION,
+    ROW_COLUMN,
     ROW_FIELDS,
     STORAGE_DDL,
     STORAGE_IDENTITY,
@@ -39,8 +41,9 @@ LAYOUT_TABLE = "layout"
 #: the store opens). 1: every public table a base table; 2: storage tables with plain columns; 3: the
 #: storage tables' row fields packed in one STRUCT column (``ROW_COLUMN``); 4: the CUDA graph columns
 #: (``ADDED_COLUMNS``) in existing tables (the new tables ``graph_launches``/``graph_summary`` are created
-#: as the store opens).
-LAYOUT_VERSION = 4
+#: as the store opens); 5: the idle attribution columns (issue 15) in ``device_metrics`` (``ADDED_COLUMNS``)
+#: and in the ``gap_rows`` row fields (the new host tables are created as the store opens).
+LAYOUT_VERSION = 5
 
 
 def layout_digest() -> str:
@@ -132,6 +135,15 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
             _load_kernels(con)
         elif table == "api_calls":
             _load_api_calls(con)
+        elif table == "gil_intervals":
+            insert_storage_rows(
+                con,
+                "gil_rows",
+                "SELECT * REPLACE (CASE state WHEN 'hold' THEN 0 WHEN 'wait' THEN 1 END::TINYINT AS state)"
+                " FROM _tf_load",
+            )
+        elif table == "os_calls":
+            _load_rows_with_classes(con, "os_call_rows", "os_call_names", "name_id", ("name",))
         else:
             insert_storage_rows(con, "gap_rows", "SELECT * FROM _tf_load")
     finally:
@@ -218,12 +230,40 @@ def _upgrade_graph_columns(con: Any) -> None:
             con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _upgrade_idle_columns(con: Any) -> None:
+    """Add the idle attribution columns (issue 15) to ``device_metrics`` and to the ``gap_rows`` fields.
+
+    Rows already stored keep NULL there until ``traceforge reanalyze`` recomputes them (their
+    ``metric_version`` is older than ``METRIC_VERSION``).
+    """
+    _upgrade_graph_columns(con)
+    row = con.execute(
+        bind(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = ? "
+            "AND table_name = 'gap_rows' AND column_name = ?",
+            [STORAGE_SCHEMA, ROW_COLUMN],
+        ),
+    ).fetchone()
+    if row is None or "idle_sync_ns" in str(row[0]):
+        return
+    old = "_tf_gap_rows_before_idle"
+    con.execute(f"ALTER TABLE {STORAGE_SCHEMA}.gap_rows RENAME TO {old}")
+    con.execute(STORAGE_DDL["gap_rows"])
+    kept = ", ".join(
+        f"NULL::BIGINT AS {name}" if name in IDLE_COLUMNS else f"{ROW_COLUMN}.{name} AS {name}"
+        for name, _kind in ROW_FIELDS["gap_rows"]
+    )
+    insert_storage_rows(con, "gap_rows", f"SELECT {kept} FROM {STORAGE_SCHEMA}.{old}")
+    con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{old}")
+
+
 #: version -> the step that upgrades a store of the version before it (in place, in the caller's
 #: transaction, after the current tables were created if missing).
 LAYOUT_UPGRADES: dict[int, Callable[[Any], None]] = {
     2: _upgrade_spelled_out_tables,
     3: _upgrade_plain_row_tables,
     4: _upgrade_graph_columns,
+    5: _upgrade_idle_columns,
 }
 
 

@@ -1,0 +1,414 @@
+//! Idle-gap attribution: what the thread that launched the GPU activity ending a gap was doing during it.
+//!
+//! For a gap `[a, b)` of a device, the next activity is the non-empty activity (kernel or whole-graph
+//! execution) starting at `b` whose launching API call was matched; among several, the call that started
+//! first (then lower thread, then lower launch key). Its thread T is looked at instant by instant: the
+//! first of [`STATE_NAMES`] that holds for T (`sync`: inside a CUDA call whose name contains
+//! `Synchronize`; `gil_wait`: inside a `Waiting for GIL` range; `os`: inside an OS runtime call;
+//! `cuda_api`: inside any other CUDA call), else `other`. A gap whose next activity has no matched launch
+//! is `unattributed`. The six amounts ([`Idle`]) sum to the gap's length.
+//!
+//! Each state of each thread is held as a merged, disjoint union (built once by [`StateIntervals`]), so
+//! a gap costs a binary search per state and a cut at each piece boundary inside it.
+use std::collections::HashMap;
+
+use super::gaps::{Gaps, InOrderGaps};
+use crate::ids::NULL_I64;
+use crate::views::OpsView;
+
+/// The thread states, in priority order (before `other`).
+pub const STATE_NAMES: [&str; 4] = ["sync", "gil_wait", "os", "cuda_api"];
+/// Index of `sync` in [`STATE_NAMES`].
+pub const SYNC: usize = 0;
+/// Index of `gil_wait`.
+pub const GIL_WAIT: usize = 1;
+/// Index of `os`.
+pub const OS: usize = 2;
+/// Index of `cuda_api`.
+pub const CUDA_API: usize = 3;
+/// Index of `other` in [`Idle`].
+pub const OTHER: usize = 4;
+/// Index of `unattributed` in [`Idle`].
+pub const UNATTRIBUTED: usize = 5;
+
+/// Idle time of a gap (or a device) in ns: sync, gil_wait, os, cuda_api, other, unattributed.
+pub type Idle = [i64; 6];
+
+/// The six column names of an [`Idle`], as stored.
+pub const IDLE_COLUMNS: [&str; 6] =
+    ["idle_sync_ns", "idle_gil_wait_ns", "idle_os_ns", "idle_cuda_api_ns", "idle_other_ns", "idle_unattributed_ns"];
+
+/// Raw state intervals of each thread, as they are collected (unsorted, possibly overlapping).
+#[derive(Debug, Default, Clone)]
+pub struct StateIntervals {
+    index: HashMap<i64, usize>,
+    keys: Vec<i64>,
+    intervals: Vec<[Vec<(i64, i64)>; 4]>,
+    last: Option<(i64, usize)>,
+}
+
+impl StateIntervals {
+    /// Record that thread `thread` (a thread key) is in `state` during `[start, end)`; empty intervals and
+    /// NULL threads or times are ignored.
+    pub fn push(&mut self, thread: i64, state: usize, start: i64, end: i64) {
+        if thread == NULL_I64 || start == NULL_I64 || end == NULL_I64 || end <= start {
+            return;
+        }
+        let slot = match self.last {
+            Some((t, slot)) if t == thread => slot,
+            _ => {
+                let next = self.keys.len();
+                let slot = *self.index.entry(thread).or_insert(next);
+                if slot == next {
+                    self.keys.push(thread);
+                    self.intervals.push(Default::default());
+                }
+                self.last = Some((thread, slot));
+                slot
+            }
+        };
+        let list = &mut self.intervals[slot][state];
+        // Calls nested in the previous one (driver calls in runtime calls) or touching it need no entry.
+        if let Some(last) = list.last_mut() {
+            if start >= last.0 && start <= last.1 {
+                last.1 = last.1.max(end);
+                return;
+            }
+        }
+        list.push((start, end));
+    }
+
+    /// The merged unions, per thread.
+    pub fn merged(self) -> ThreadStates {
+        let mut order: Vec<usize> = (0..self.keys.len()).collect();
+        order.sort_unstable_by_key(|&i| self.keys[i]);
+        let keys: Vec<i64> = order.iter().map(|&i| self.keys[i]).collect();
+        let mut intervals: Vec<Option<[Vec<(i64, i64)>; 4]>> = self.intervals.into_iter().map(Some).collect();
+        let states = order
+            .iter()
+            .map(|&i| {
+                let raw = intervals[i].take().unwrap_or_default();
+                raw.map(Union::of)
+            })
+            .collect();
+        ThreadStates { keys, states }
+    }
+}
+
+/// A sorted union of disjoint, non-touching half-open intervals.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Union {
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+}
+
+impl Union {
+    /// The union of `intervals` (consumed).
+    pub fn of(mut intervals: Vec<(i64, i64)>) -> Union {
+        intervals.sort_unstable();
+        let mut u = Union::default();
+        for (s, e) in intervals {
+            if e <= s {
+                continue;
+            }
+            match u.end.last_mut() {
+                Some(last) if s <= *last => *last = (*last).max(e),
+                _ => {
+                    u.start.push(s);
+                    u.end.push(e);
+                }
+            }
+        }
+        u.start.shrink_to_fit();
+        u.end.shrink_to_fit();
+        u
+    }
+
+    /// Append the pieces of the union inside `[a, b)` to `out`.
+    fn clip(&self, a: i64, b: i64, out: &mut Vec<(i64, i64)>) {
+        let mut i = self.start.partition_point(|&s| s <= a).saturating_sub(1);
+        while i < self.start.len() && self.start[i] < b {
+            let (s, e) = (self.start[i].max(a), self.end[i].min(b));
+            if e > s {
+                out.push((s, e));
+            }
+            i += 1;
+        }
+    }
+}
+
+/// The merged state unions of every thread that has any, by thread key.
+#[derive(Debug, Default, Clone)]
+pub struct ThreadStates {
+    keys: Vec<i64>,
+    states: Vec<[Union; 4]>,
+}
+
+/// Reused buffers of [`ThreadStates::attribute`].
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pieces: [Vec<(i64, i64)>; 4],
+    cuts: Vec<i64>,
+}
+
+impl ThreadStates {
+    /// Number of threads with states.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no thread has a state.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Index of a thread's states, if it has any.
+    pub fn index(&self, thread: i64) -> Option<usize> {
+        self.keys.binary_search(&thread).ok()
+    }
+
+    /// The idle amounts of the gap `[a, b)` whose next activity was launched by the thread of index
+    /// `thread` (None: a thread without states, all `other`).
+    pub fn attribute(&self, thread: Option<usize>, a: i64, b: i64, scratch: &mut Scratch) -> Idle {
+        let mut out: Idle = [0; 6];
+        let Some(t) = thread else {
+            out[OTHER] = b - a;
+            return out;
+        };
+        let states = &self.states[t];
+        scratch.cuts.clear();
+        scratch.cuts.extend([a, b]);
+        for (s, pieces) in scratch.pieces.iter_mut().enumerate() {
+            pieces.clear();
+            states[s].clip(a, b, pieces);
+            scratch.cuts.extend(pieces.iter().flat_map(|&(s, e)| [s, e]));
+        }
+        if scratch.pieces.iter().all(Vec::is_empty) {
+            out[OTHER] = b - a;
+            return out;
+        }
+        scratch.cuts.sort_unstable();
+        scratch.cuts.dedup();
+        let mut next = [0usize; 4];
+        for w in scratch.cuts.windows(2) {
+            let (lo, hi) = (w[0], w[1]);
+            let mut chosen = OTHER;
+            for (s, pieces) in scratch.pieces.iter().enumerate() {
+                while next[s] < pieces.len() && pieces[next[s]].1 <= lo {
+                    next[s] += 1;
+                }
+                if next[s] < pieces.len() && pieces[next[s]].0 <= lo {
+                    chosen = s;
+                    break;
+                }
+            }
+            out[chosen] += hi - lo;
+        }
+        out
+    }
+}
+
+/// Every gap in the order `gap_rows` emits them: the stored gaps, then those of each in-order device found
+/// again from the kernels (`kernels`, the view the gaps were found on).
+pub fn for_each_gap(gaps: &Gaps, kernels: &OpsView<'_>, mut f: impl FnMut(i64, i64, i64)) {
+    for (i, device) in gaps.devices(0..gaps.len()).enumerate() {
+        f(device, gaps.start[i], gaps.end[i]);
+    }
+    for &device in &gaps.in_order_devices {
+        let mut cursor = InOrderGaps::default();
+        cursor.advance(kernels.start, kernels.end, kernels.device, device, usize::MAX, |s, e| {
+            f(i64::from(device), s, e)
+        });
+    }
+}
+
+/// No matched next activity: the gap is unattributed.
+pub const NO_LAUNCH: u32 = u32::MAX;
+/// A launching thread without any state: the gap is `other`.
+pub const NO_STATES: u32 = u32::MAX - 1;
+
+/// The attribution of every gap of a trace.
+#[derive(Debug, Default, Clone)]
+pub struct IdleAttribution {
+    /// Per gap in emission order ([`for_each_gap`]): the index of its launching thread in `states`, or
+    /// [`NO_LAUNCH`] / [`NO_STATES`] (4 bytes a gap; the amounts are computed again as gaps are written).
+    pub gap_thread: Vec<u32>,
+    /// (device, totals) in device order.
+    pub devices: Vec<(i64, Idle)>,
+    pub states: ThreadStates,
+}
+
+impl IdleAttribution {
+    /// The amounts of gap number `i` (emission order) `[a, b)`.
+    pub fn gap(&self, i: usize, a: i64, b: i64, scratch: &mut Scratch) -> Idle {
+        match self.gap_thread.get(i).copied().unwrap_or(NO_LAUNCH) {
+            NO_LAUNCH => {
+                let mut out: Idle = [0; 6];
+                out[UNATTRIBUTED] = b - a;
+                out
+            }
+            NO_STATES => self.states.attribute(None, a, b, scratch),
+            t => self.states.attribute(Some(t as usize), a, b, scratch),
+        }
+    }
+
+    /// The totals of `device` (zeros when it has no gap).
+    pub fn device(&self, device: i64) -> Idle {
+        self.devices.iter().find(|d| d.0 == device).map_or([0; 6], |d| d.1)
+    }
+}
+
+/// Attribute every gap of `gaps` (found over `kernels` and the whole-graph executions `graphs`) with the
+/// thread states `states`.
+pub fn attribute(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>, states: ThreadStates) -> IdleAttribution {
+    // Gap ends by (device, end): gaps of a device are disjoint, so at most one gap ends at a given instant.
+    let mut ends: Vec<(i64, i64, u32)> = Vec::new();
+    for_each_gap(gaps, kernels, |device, _, b| {
+        let n = ends.len() as u32;
+        ends.push((device, b, n));
+    });
+    let n = ends.len();
+    ends.sort_unstable();
+    // The winning launch of each gap: (call start, thread key, launch key), smallest first.
+    let mut best: Vec<(i64, i64, i64)> = vec![(i64::MAX, NULL_I64, i64::MAX); n];
+    if n > 0 {
+        for ops in [kernels, graphs] {
+            for i in 0..ops.len() {
+                let (s, e, call) = (ops.start[i], ops.end[i], ops.api_start[i]);
+                if e <= s || call == NULL_I64 {
+                    continue;
+                }
+                let thread = ops.thread.get(i);
+                if thread == NULL_I64 {
+                    continue;
+                }
+                let device = i64::from(ops.device.get(i));
+                if let Ok(pos) = ends.binary_search_by(|x| (x.0, x.1).cmp(&(device, s))) {
+                    let slot = &mut best[ends[pos].2 as usize];
+                    let candidate = (call, thread, ops.launch.get(i));
+                    if candidate < *slot {
+                        *slot = candidate;
+                    }
+                }
+            }
+        }
+    }
+    drop(ends);
+    let gap_thread: Vec<u32> = best
+        .iter()
+        .map(|&(call, thread, _)| {
+            if call == i64::MAX {
+                NO_LAUNCH
+            } else {
+                states.index(thread).map_or(NO_STATES, |t| t as u32)
+            }
+        })
+        .collect();
+    drop(best);
+    let mut out = IdleAttribution { gap_thread, devices: Vec::new(), states };
+    let mut scratch = Scratch::default();
+    let mut totals: Vec<(i64, Idle)> = Vec::new();
+    let mut i = 0usize;
+    for_each_gap(gaps, kernels, |device, a, b| {
+        let idle = out.gap(i, a, b, &mut scratch);
+        i += 1;
+        let slot = match totals.iter().position(|t| t.0 == device) {
+            Some(p) => p,
+            None => {
+                totals.push((device, [0; 6]));
+                totals.len() - 1
+            }
+        };
+        for (t, v) in totals[slot].1.iter_mut().zip(idle) {
+            *t += v;
+        }
+    });
+    totals.sort_unstable_by_key(|t| t.0);
+    out.devices = totals;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::testing::plain_ops;
+
+    fn states(rows: &[(i64, usize, i64, i64)]) -> ThreadStates {
+        let mut s = StateIntervals::default();
+        for &(t, st, a, b) in rows {
+            s.push(t, st, a, b);
+        }
+        s.merged()
+    }
+
+    #[test]
+    fn unions_merge_overlapping_and_touching_intervals() {
+        let u = Union::of(vec![(5, 7), (0, 2), (2, 3), (6, 9), (10, 10), (11, 12)]);
+        assert_eq!((u.start, u.end), (vec![0, 5, 11], vec![3, 9, 12]));
+    }
+
+    #[test]
+    fn states_overlapping_the_gap_edges_are_clipped_and_ranked() {
+        // The edges export's first gap [200, 1000) on thread A: sync [150, 300) over the left edge, a
+        // GIL wait [250, 450), poll [400, 600), a launch [900, 990), read [950, 1050) over the right edge.
+        let a = 7;
+        let s = states(&[
+            (a, SYNC, 150, 300),
+            (a, GIL_WAIT, 250, 450),
+            (a, OS, 400, 600),
+            (a, CUDA_API, 900, 990),
+            (a, OS, 950, 1050),
+            (a, CUDA_API, 50, 60),
+        ]);
+        let t = s.index(a);
+        assert_eq!(s.attribute(t, 200, 1000, &mut Scratch::default()), [100, 150, 200, 50, 300, 0]);
+        // A thread without states: all other; one with states outside the gap: all other too.
+        assert_eq!(s.attribute(None, 0, 10, &mut Scratch::default()), [0, 0, 0, 0, 10, 0]);
+        assert_eq!(s.attribute(t, 2000, 2010, &mut Scratch::default()), [0, 0, 0, 0, 10, 0]);
+        assert_eq!(s.index(8), None);
+    }
+
+    #[test]
+    fn ties_at_the_gap_end_go_to_the_call_that_started_first() {
+        // Device 0: K0 [0, 100) then, at 500, K1 (call at 300 by thread 2), K2 (call at 200 by thread 1),
+        // K3 empty (call at 100 by thread 3: never active); at 900, K4 with no matched launch.
+        let device = [0i32; 5];
+        let stream = [0i32; 5];
+        let start = [0i64, 500, 500, 500, 900];
+        let end = [100i64, 600, 550, 500, 950];
+        let thread = [1i64, 2, 1, 3, NULL_I64];
+        let api_start = [-10i64, 300, 200, 100, NULL_I64];
+        let launch = [10i64, 11, 12, 13, NULL_I64];
+        let k = plain_ops(&device, &stream, &start, &end, &thread, &api_start, &launch);
+        let g = plain_ops(&[], &[], &[], &[], &[], &[], &[]);
+        let mut gaps = Gaps::default();
+        gaps.push(0, 100, 500);
+        gaps.push(0, 600, 900);
+        let s = states(&[(1, GIL_WAIT, 0, 150), (2, SYNC, 0, 1000), (3, SYNC, 0, 1000)]);
+        let idle = attribute(&gaps, &k, &g, s);
+        let mut scratch = Scratch::default();
+        // Thread 1 waits for the GIL on [100, 150), then other.
+        assert_eq!(idle.gap(0, 100, 500, &mut scratch), [0, 50, 0, 0, 350, 0]);
+        assert_eq!(idle.gap(1, 600, 900, &mut scratch), [0, 0, 0, 0, 0, 300]);
+        assert_eq!(idle.device(0), [0, 50, 0, 0, 350, 300]);
+        assert_eq!(idle.device(1), [0; 6]);
+    }
+
+    #[test]
+    fn a_launching_thread_without_states_is_other_and_in_order_gaps_are_found_again() {
+        let device = [0i32; 3];
+        let stream = [0i32; 3];
+        let start = [0i64, 20, 50];
+        let end = [10i64, 30, 60];
+        let thread = [5i64, 5, 6];
+        let api_start = [-1i64, 15, 40];
+        let launch = [1i64, 2, 3];
+        let k = plain_ops(&device, &stream, &start, &end, &thread, &api_start, &launch);
+        let g = plain_ops(&[], &[], &[], &[], &[], &[], &[]);
+        let gaps = Gaps { in_order_devices: vec![0], ..Default::default() };
+        let idle = attribute(&gaps, &k, &g, states(&[(5, CUDA_API, 15, 25)]));
+        assert_eq!(idle.gap_thread, vec![0, NO_STATES]);
+        // [10, 20): thread 5 is in a CUDA call on [15, 20); [30, 50): thread 6 has no state.
+        assert_eq!(idle.device(0), [0, 0, 0, 5, 25, 0]);
+    }
+}

@@ -145,9 +145,17 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
         elif table == "os_calls":
             _load_rows_with_classes(con, "os_call_rows", "os_call_names", "name_id", ("name",))
         else:
-            insert_storage_rows(con, "gap_rows", "SELECT * FROM _tf_load")
+            insert_storage_rows(con, "gap_rows", _with_missing_fields(con, "gap_rows", "_tf_load"))
     finally:
         con.execute("DROP TABLE IF EXISTS _tf_load")
+
+
+def _with_missing_fields(con: Any, table: str, relation: str) -> str:
+    """A query over ``relation`` giving each field of the row table ``table`` it lacks as NULL (rows written
+    before a field existed, e.g. gaps before their idle columns)."""
+    present = {str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+    missing = [f"NULL::{kind} AS {name}" for name, kind in ROW_FIELDS[table] if name not in present]
+    return f"SELECT *{''.join(', ' + m for m in missing)} FROM {relation}"
 
 
 def _load_classes(con: Any, classes: str, class_id: str, columns: tuple[str, ...]) -> None:
@@ -186,7 +194,9 @@ def _upgrade_spelled_out_tables(con: Any) -> None:
     """Move the rows of a store written before the views existed (tables spelled out) into storage."""
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' AND table_name IN ('kernels', 'api_calls', 'gaps')"
+        "AND table_type = 'BASE TABLE' AND table_name IN ("
+        + ", ".join(f"'{t}'" for t in VIEW_DDL)
+        + ")"
     ).fetchall()
     for (table,) in rows:
         old = f"_tf_spelled_out_{table}"
@@ -200,7 +210,9 @@ def _upgrade_plain_row_tables(con: Any) -> None:
     rows = con.execute(
         bind(
             "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = ? "
-            "AND column_name = 'trace_key' AND table_name IN ('kernel_rows', 'api_call_rows', 'gap_rows')",
+            "AND column_name = 'trace_key' AND table_name IN ("
+            + ", ".join(f"'{t}'" for t in ROW_FIELDS)
+            + ")",
             [STORAGE_SCHEMA],
         ),
     ).fetchall()
@@ -208,7 +220,7 @@ def _upgrade_plain_row_tables(con: Any) -> None:
         old = f"_tf_plain_{table}"
         con.execute(f"ALTER TABLE {STORAGE_SCHEMA}.{table} RENAME TO {old}")
         con.execute(STORAGE_DDL[table])
-        insert_storage_rows(con, table, f"SELECT * FROM {STORAGE_SCHEMA}.{old}")
+        insert_storage_rows(con, table, _with_missing_fields(con, table, f"{STORAGE_SCHEMA}.{old}"))
         con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{old}")
 
 

@@ -125,7 +125,8 @@ fn read_states(batches: Batches<'_>) -> Result<StateIntervals> {
     let mut states = StateIntervals::default();
     for b in batches {
         let b = b.map_err(arrow)?;
-        let (mut pid, mut tid, mut state, mut start, mut end) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut pid, mut tid, mut state, mut start, mut end) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         ints(&b, "pid", &mut pid)?;
         ints(&b, "tid", &mut tid)?;
         ints(&b, "state", &mut state)?;

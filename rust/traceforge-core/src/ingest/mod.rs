@@ -25,10 +25,10 @@ use self::api_reader::{read_api_tables, ApiChunks};
 use self::classes::{Dictionaries, Interner, KernelClassIds};
 use self::launch::LaunchState;
 use self::tables::{
-    api_batch, api_classes_batch, devices_batch, gaps_batch, graph_launches_batch, graph_summary_batch,
-    gil_rows_batch, kernel_classes_batch, kernel_summary_batch, kernels_batch, levels_batch, memop_summary_batch,
-    memops_batch, metrics_batch, nvtx_batch, os_call_names_batch, os_call_rows_batch, os_call_summary_batch,
-    processes_batch, projection_batch, sync_batch, thread_gil_batch, threads_batch, BatchResult,
+    api_batch, api_classes_batch, devices_batch, gaps_batch, gil_rows_batch, graph_launches_batch, graph_summary_batch,
+    kernel_classes_batch, kernel_summary_batch, kernels_batch, levels_batch, memop_summary_batch, memops_batch,
+    metrics_batch, nvtx_batch, os_call_names_batch, os_call_rows_batch, os_call_summary_batch, processes_batch,
+    projection_batch, sync_batch, thread_gil_batch, threads_batch, BatchResult,
 };
 use crate::columnar::{batch, int_col, BatchStream, BATCH_ROWS};
 use crate::error::{Error, Result};
@@ -40,7 +40,9 @@ use crate::options::IngestOptions;
 use crate::timeline::graphs::{graph_summary, GraphLaunch, GraphLaunches, NodeKernel};
 use crate::timeline::host::{OsCallSummaryRow, ThreadGilRow};
 use crate::timeline::idle::{self, IdleAttribution, StateIntervals};
-use crate::timeline::nvtx::{build_nvtx_ranges, gil_domains, gil_intervals, GilIntervals, NvtxEventColumns, NvtxRanges};
+use crate::timeline::nvtx::{
+    build_nvtx_ranges, gil_domains, gil_intervals, GilIntervals, NvtxEventColumns, NvtxRanges,
+};
 use crate::timeline::{self, Derived};
 use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 
@@ -578,9 +580,8 @@ impl Trace {
             })
             .map_err(arrow_err),
             "thread_gil" => one(thread_gil_batch(&fin.thread_gil, &self.target)),
-            "os_call_rows" => {
-                BatchStream::chunked(self.os_calls.len(), move |r| os_call_rows_batch(&t.os_calls, r)).map_err(arrow_err)
-            }
+            "os_call_rows" => BatchStream::chunked(self.os_calls.len(), move |r| os_call_rows_batch(&t.os_calls, r))
+                .map_err(arrow_err),
             "os_call_names" => one(os_call_names_batch(&fin.os_call_summary, &self.strings)),
             "os_call_summary" => one(os_call_summary_batch(&fin.os_call_summary, &self.strings)),
             other => Err(Error::Invalid(format!("unknown table {other}"))),
@@ -594,6 +595,8 @@ fn collect_api_states(chunk: &ApiChunk, strings: &StringTable, is_sync: &mut Vec
     for r in 0..chunk.len() {
         let name = chunk.name_id[r];
         let sync = match usize::try_from(name) {
+            // StringIds ids are dense from 0; a stray huge id is looked up without the cache.
+            Ok(id) if id > 1 << 24 => strings.get(name).is_some_and(|n| n.contains("Synchronize")),
             Ok(id) => {
                 if id >= is_sync.len() {
                     is_sync.resize(id + 1, 0);

@@ -118,21 +118,27 @@ mod tests {
                 wait_max_ns: Some(300)
             }
         );
-        assert_eq!((rows[1].hold_ns, rows[1].wait_count, rows[1].wait_p50_ns, rows[1].wait_max_ns), (90, 0, None, None));
+        assert_eq!(
+            (rows[1].hold_ns, rows[1].wait_count, rows[1].wait_p50_ns, rows[1].wait_max_ns),
+            (90, 0, None, None)
+        );
     }
 
     #[test]
     fn os_call_summary_per_name() {
         let rows = os_call_summary(&[7, 8, 7, 7], &[0, 0, 10, 20], &[200, 100, 110, 21]);
-        assert_eq!(rows[0], OsCallSummaryRow {
-            name_id: 7,
-            count: 3,
-            total_ns: 301,
-            avg_ns: 301.0 / 3.0,
-            median_ns: 100.0,
-            min_ns: 1,
-            max_ns: 200
-        });
+        assert_eq!(
+            rows[0],
+            OsCallSummaryRow {
+                name_id: 7,
+                count: 3,
+                total_ns: 301,
+                avg_ns: 301.0 / 3.0,
+                median_ns: 100.0,
+                min_ns: 1,
+                max_ns: 200
+            }
+        );
         assert_eq!((rows[1].name_id, rows[1].median_ns), (8, 100.0));
     }
 }

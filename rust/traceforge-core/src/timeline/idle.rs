@@ -216,9 +216,8 @@ pub fn for_each_gap(gaps: &Gaps, kernels: &OpsView<'_>, mut f: impl FnMut(i64, i
     }
     for &device in &gaps.in_order_devices {
         let mut cursor = InOrderGaps::default();
-        cursor.advance(kernels.start, kernels.end, kernels.device, device, usize::MAX, |s, e| {
-            f(i64::from(device), s, e)
-        });
+        cursor
+            .advance(kernels.start, kernels.end, kernels.device, device, usize::MAX, |s, e| f(i64::from(device), s, e));
     }
 }
 
@@ -296,13 +295,15 @@ pub fn attribute(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>, state
     drop(ends);
     let gap_thread: Vec<u32> = best
         .iter()
-        .map(|&(call, thread, _)| {
-            if call == i64::MAX {
-                NO_LAUNCH
-            } else {
-                states.index(thread).map_or(NO_STATES, |t| t as u32)
-            }
-        })
+        .map(
+            |&(call, thread, _)| {
+                if call == i64::MAX {
+                    NO_LAUNCH
+                } else {
+                    states.index(thread).map_or(NO_STATES, |t| t as u32)
+                }
+            },
+        )
         .collect();
     drop(best);
     let mut out = IdleAttribution { gap_thread, devices: Vec::new(), states };

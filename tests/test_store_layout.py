@@ -258,7 +258,7 @@ def test_a_store_before_idle_attribution_gets_the_idle_columns_and_reanalysis_fi
 
     fresh, trace_id = ingested(real_export("known_gpumetrics_osrt_h200_nsys2025.3.sqlite"))
     idle = ", ".join(IDLE_COLUMNS)
-    queries = (f"(SELECT device_id, gap_total_ns, {idle} FROM device_metrics)", f"(SELECT * FROM gaps)")
+    queries = (f"(SELECT device_id, gap_total_ns, {idle} FROM device_metrics)", "(SELECT * FROM gaps)")
     db = tmp_path / "layout4.duckdb"
     shutil.copyfile(fresh, db)
     con = duckdb.connect(str(db))

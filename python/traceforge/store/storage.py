@@ -151,8 +151,10 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
 
 
 def _with_missing_fields(con: Any, table: str, relation: str) -> str:
-    """A query over ``relation`` giving each field of the row table ``table`` it lacks as NULL (rows written
-    before a field existed, e.g. gaps before their idle columns)."""
+    """A query over ``relation`` that gives each field of the row table ``table`` it lacks as NULL.
+
+    For rows written before a field existed, e.g. gaps before their idle columns.
+    """
     present = {str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
     missing = [f"NULL::{kind} AS {name}" for name, kind in ROW_FIELDS[table] if name not in present]
     return f"SELECT *{''.join(', ' + m for m in missing)} FROM {relation}"
@@ -194,9 +196,7 @@ def _upgrade_spelled_out_tables(con: Any) -> None:
     """Move the rows of a store written before the views existed (tables spelled out) into storage."""
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' AND table_name IN ("
-        + ", ".join(f"'{t}'" for t in VIEW_DDL)
-        + ")"
+        "AND table_type = 'BASE TABLE' AND table_name IN (" + ", ".join(f"'{t}'" for t in VIEW_DDL) + ")"
     ).fetchall()
     for (table,) in rows:
         old = f"_tf_spelled_out_{table}"

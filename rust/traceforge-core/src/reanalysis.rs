@@ -274,7 +274,7 @@ pub fn rederive(
     let mut d = timeline::derive(&kv, &mv, &gv, &RangesView { thread: &rt, start: &rs, end: &re }, options);
     d.gaps.materialize(&kv.ops);
     d.graph_summary = graphs::graph_summary(&launches);
-    let attribution = idle::attribute(&d.gaps, &kv.ops, &gv, states.merged());
+    let attribution = idle::attribute(&d.gaps, &kv.ops, &gv, states.merged(), options.low_memory_above);
     for row in &mut d.device_metrics {
         row.idle = attribution.device(row.device);
     }

@@ -337,7 +337,8 @@ impl Trace {
         for i in 0..os.len() {
             states.push(os.thread[i], idle::OS, os.start[i], os.end[i]);
         }
-        let idle = idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged());
+        let idle =
+            idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged(), self.options.low_memory_above);
         for row in &mut derived.device_metrics {
             row.idle = idle.device(row.device);
         }

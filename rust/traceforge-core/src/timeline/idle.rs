@@ -105,7 +105,10 @@ pub struct Union {
 impl Union {
     /// The union of `intervals` (consumed).
     pub fn of(mut intervals: Vec<(i64, i64)>) -> Union {
-        intervals.sort_unstable();
+        // A thread's calls come mostly in time order already: a check is cheaper than a sort.
+        if !intervals.windows(2).all(|w| w[0] <= w[1]) {
+            intervals.sort_unstable();
+        }
         let mut u = Union::default();
         for (s, e) in intervals {
             if e <= s {
@@ -124,9 +127,26 @@ impl Union {
         u
     }
 
-    /// Append the pieces of the union inside `[a, b)` to `out`.
-    fn clip(&self, a: i64, b: i64, out: &mut Vec<(i64, i64)>) {
-        let mut i = self.start.partition_point(|&s| s <= a).saturating_sub(1);
+    /// Append the pieces of the union inside `[a, b)` to `out`. `hint` is where the previous search ended:
+    /// gaps come mostly in time order, so the search gallops forward from it (then becomes the new hint).
+    fn clip(&self, a: i64, b: i64, hint: &mut usize, out: &mut Vec<(i64, i64)>) {
+        let (start, n) = (&self.start, self.start.len());
+        // i = the last piece starting at or before a (or 0).
+        let mut i = if *hint < n && start[*hint] <= a {
+            let (mut lo, mut step) = (*hint, 1usize);
+            let hi = loop {
+                let hi = lo + step;
+                if hi >= n || start[hi] > a {
+                    break hi.min(n);
+                }
+                lo = hi;
+                step *= 2;
+            };
+            lo + start[lo..hi].partition_point(|&s| s <= a) - 1
+        } else {
+            start.partition_point(|&s| s <= a).saturating_sub(1)
+        };
+        *hint = i;
         while i < self.start.len() && self.start[i] < b {
             let (s, e) = (self.start[i].max(a), self.end[i].min(b));
             if e > s {
@@ -149,6 +169,8 @@ pub struct ThreadStates {
 pub struct Scratch {
     pieces: [Vec<(i64, i64)>; 4],
     cuts: Vec<i64>,
+    /// Per thread and state, where the last search in its union ended.
+    hints: Vec<[usize; 4]>,
 }
 
 impl ThreadStates {
@@ -176,16 +198,29 @@ impl ThreadStates {
             return out;
         };
         let states = &self.states[t];
+        if scratch.hints.len() < self.states.len() {
+            scratch.hints.resize(self.states.len(), [0; 4]);
+        }
         scratch.cuts.clear();
         scratch.cuts.extend([a, b]);
         for (s, pieces) in scratch.pieces.iter_mut().enumerate() {
             pieces.clear();
-            states[s].clip(a, b, pieces);
+            states[s].clip(a, b, &mut scratch.hints[t][s], pieces);
             scratch.cuts.extend(pieces.iter().flat_map(|&(s, e)| [s, e]));
         }
-        if scratch.pieces.iter().all(Vec::is_empty) {
-            out[OTHER] = b - a;
-            return out;
+        // One state alone (the common case without GIL or OS tracing): no cut is needed.
+        let mut busy = scratch.pieces.iter().enumerate().filter(|(_, p)| !p.is_empty());
+        match (busy.next(), busy.next()) {
+            (None, _) => {
+                out[OTHER] = b - a;
+                return out;
+            }
+            (Some((s, pieces)), None) => {
+                out[s] = pieces.iter().map(|&(lo, hi)| hi - lo).sum();
+                out[OTHER] = b - a - out[s];
+                return out;
+            }
+            _ => {}
         }
         scratch.cuts.sort_unstable();
         scratch.cuts.dedup();
@@ -230,8 +265,11 @@ pub const NO_STATES: u32 = u32::MAX - 1;
 #[derive(Debug, Default, Clone)]
 pub struct IdleAttribution {
     /// Per gap in emission order ([`for_each_gap`]): the index of its launching thread in `states`, or
-    /// [`NO_LAUNCH`] / [`NO_STATES`] (4 bytes a gap; the amounts are computed again as gaps are written).
+    /// [`NO_LAUNCH`] / [`NO_STATES`] (4 bytes a gap).
     pub gap_thread: Vec<u32>,
+    /// Per gap in emission order, its amounts, kept when there are at most `keep_amounts_up_to` gaps
+    /// (48 bytes a gap); beyond, they are computed again as the gaps are written.
+    pub amounts: Vec<Idle>,
     /// (device, totals) in device order.
     pub devices: Vec<(i64, Idle)>,
     pub states: ThreadStates,
@@ -240,6 +278,13 @@ pub struct IdleAttribution {
 impl IdleAttribution {
     /// The amounts of gap number `i` (emission order) `[a, b)`.
     pub fn gap(&self, i: usize, a: i64, b: i64, scratch: &mut Scratch) -> Idle {
+        if let Some(&kept) = self.amounts.get(i) {
+            return kept;
+        }
+        self.compute(i, a, b, scratch)
+    }
+
+    fn compute(&self, i: usize, a: i64, b: i64, scratch: &mut Scratch) -> Idle {
         match self.gap_thread.get(i).copied().unwrap_or(NO_LAUNCH) {
             NO_LAUNCH => {
                 let mut out: Idle = [0; 6];
@@ -258,8 +303,14 @@ impl IdleAttribution {
 }
 
 /// Attribute every gap of `gaps` (found over `kernels` and the whole-graph executions `graphs`) with the
-/// thread states `states`.
-pub fn attribute(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>, states: ThreadStates) -> IdleAttribution {
+/// thread states `states`; each gap's amounts are kept when there are at most `keep_amounts_up_to` gaps.
+pub fn attribute(
+    gaps: &Gaps,
+    kernels: &OpsView<'_>,
+    graphs: &OpsView<'_>,
+    states: ThreadStates,
+    keep_amounts_up_to: usize,
+) -> IdleAttribution {
     // Gap ends by (device, end): gaps of a device are disjoint, so at most one gap ends at a given instant.
     let mut ends: Vec<(i64, i64, u32)> = Vec::new();
     for_each_gap(gaps, kernels, |device, _, b| {
@@ -271,6 +322,9 @@ pub fn attribute(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>, state
     // The winning launch of each gap: (call start, thread key, launch key), smallest first.
     let mut best: Vec<(i64, i64, i64)> = vec![(i64::MAX, NULL_I64, i64::MAX); n];
     if n > 0 {
+        // Activities come mostly in start order per device: search forward from the last hit (galloping)
+        // before a full binary search.
+        let mut hint = 0usize;
         for ops in [kernels, graphs] {
             for i in 0..ops.len() {
                 let (s, e, call) = (ops.start[i], ops.end[i], ops.api_start[i]);
@@ -282,7 +336,7 @@ pub fn attribute(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>, state
                     continue;
                 }
                 let device = i64::from(ops.device.get(i));
-                if let Ok(pos) = ends.binary_search_by(|x| (x.0, x.1).cmp(&(device, s))) {
+                if let Some(pos) = gallop_find(&ends, (device, s), &mut hint) {
                     let slot = &mut best[ends[pos].2 as usize];
                     let candidate = (call, thread, ops.launch.get(i));
                     if candidate < *slot {
@@ -306,13 +360,18 @@ pub fn attribute(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>, state
         )
         .collect();
     drop(best);
-    let mut out = IdleAttribution { gap_thread, devices: Vec::new(), states };
+    let mut out = IdleAttribution { gap_thread, amounts: Vec::new(), devices: Vec::new(), states };
+    let keep = n <= keep_amounts_up_to;
+    let mut amounts: Vec<Idle> = Vec::with_capacity(if keep { n } else { 0 });
     let mut scratch = Scratch::default();
     let mut totals: Vec<(i64, Idle)> = Vec::new();
     let mut i = 0usize;
     for_each_gap(gaps, kernels, |device, a, b| {
-        let idle = out.gap(i, a, b, &mut scratch);
+        let idle = out.compute(i, a, b, &mut scratch);
         i += 1;
+        if keep {
+            amounts.push(idle);
+        }
         let slot = match totals.iter().position(|t| t.0 == device) {
             Some(p) => p,
             None => {
@@ -326,7 +385,32 @@ pub fn attribute(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>, state
     });
     totals.sort_unstable_by_key(|t| t.0);
     out.devices = totals;
+    out.amounts = amounts;
     out
+}
+
+/// The position of `key` among the sorted `(device, end, _)` entries, searched forward from `hint` (which
+/// becomes the position where the search ended).
+fn gallop_find(ends: &[(i64, i64, u32)], key: (i64, i64), hint: &mut usize) -> Option<usize> {
+    let n = ends.len();
+    let at = |i: usize| (ends[i].0, ends[i].1);
+    let lower = if *hint < n && at(*hint) <= key {
+        let (mut lo, mut step) = (*hint, 1usize);
+        let hi = loop {
+            let hi = lo + step;
+            if hi >= n || at(hi) > key {
+                break hi.min(n);
+            }
+            lo = hi;
+            step *= 2;
+        };
+        // the first entry >= key lies in [lo, hi]
+        lo + ends[lo..hi].partition_point(|x| (x.0, x.1) < key)
+    } else {
+        ends.partition_point(|x| (x.0, x.1) < key)
+    };
+    *hint = lower.min(n.saturating_sub(1));
+    (lower < n && at(lower) == key).then_some(lower)
 }
 
 #[cfg(test)]
@@ -340,6 +424,39 @@ mod tests {
             s.push(t, st, a, b);
         }
         s.merged()
+    }
+
+    #[test]
+    fn galloping_from_the_hint_finds_what_a_fresh_search_finds() {
+        let u = Union::of((0..1000).map(|i| (i * 10, i * 10 + 5)).collect());
+        let mut rng = crate::timeline::testing::Lcg(3);
+        let mut hint = 0usize;
+        for _ in 0..2000 {
+            let a = rng.next(10_100) - 50;
+            let b = a + rng.next(60);
+            let (mut with_hint, mut fresh) = (Vec::new(), Vec::new());
+            u.clip(a, b, &mut hint, &mut with_hint);
+            u.clip(a, b, &mut 0, &mut fresh);
+            let brute: Vec<(i64, i64)> =
+                u.start.iter().zip(&u.end).map(|(&s, &e)| (s.max(a), e.min(b))).filter(|&(s, e)| e > s).collect();
+            assert_eq!(with_hint, brute, "[{a}, {b})");
+            assert_eq!(fresh, brute);
+        }
+    }
+
+    #[test]
+    fn galloping_lookup_of_gap_ends_equals_a_binary_search() {
+        let ends: Vec<(i64, i64, u32)> = (0..500).map(|i| (i % 3, (i / 3) * 7, i as u32)).collect();
+        let mut ends = ends;
+        ends.sort_unstable();
+        let mut rng = crate::timeline::testing::Lcg(5);
+        let mut hint = 0usize;
+        for _ in 0..3000 {
+            let key = (rng.next(4), rng.next(1200));
+            let expected = ends.binary_search_by(|x| (x.0, x.1).cmp(&key)).ok();
+            assert_eq!(gallop_find(&ends, key, &mut hint), expected, "{key:?}");
+        }
+        assert_eq!(gallop_find(&[], (0, 0), &mut hint), None);
     }
 
     #[test]
@@ -386,7 +503,7 @@ mod tests {
         gaps.push(0, 100, 500);
         gaps.push(0, 600, 900);
         let s = states(&[(1, GIL_WAIT, 0, 150), (2, SYNC, 0, 1000), (3, SYNC, 0, 1000)]);
-        let idle = attribute(&gaps, &k, &g, s);
+        let idle = attribute(&gaps, &k, &g, s, usize::MAX);
         let mut scratch = Scratch::default();
         // Thread 1 waits for the GIL on [100, 150), then other.
         assert_eq!(idle.gap(0, 100, 500, &mut scratch), [0, 50, 0, 0, 350, 0]);
@@ -407,7 +524,7 @@ mod tests {
         let k = plain_ops(&device, &stream, &start, &end, &thread, &api_start, &launch);
         let g = plain_ops(&[], &[], &[], &[], &[], &[], &[]);
         let gaps = Gaps { in_order_devices: vec![0], ..Default::default() };
-        let idle = attribute(&gaps, &k, &g, states(&[(5, CUDA_API, 15, 25)]));
+        let idle = attribute(&gaps, &k, &g, states(&[(5, CUDA_API, 15, 25)]), 0);
         assert_eq!(idle.gap_thread, vec![0, NO_STATES]);
         // [10, 20): thread 5 is in a CUDA call on [15, 20); [30, 50): thread 6 has no state.
         assert_eq!(idle.device(0), [0, 0, 0, 5, 25, 0]);

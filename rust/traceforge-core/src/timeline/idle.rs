@@ -83,14 +83,8 @@ impl StateIntervals {
         let mut order: Vec<usize> = (0..self.keys.len()).collect();
         order.sort_unstable_by_key(|&i| self.keys[i]);
         let keys: Vec<i64> = order.iter().map(|&i| self.keys[i]).collect();
-        let mut intervals: Vec<Option<[Vec<(i64, i64)>; 4]>> = self.intervals.into_iter().map(Some).collect();
-        let states = order
-            .iter()
-            .map(|&i| {
-                let raw = intervals[i].take().unwrap_or_default();
-                raw.map(Union::of)
-            })
-            .collect();
+        let mut intervals = self.intervals;
+        let states = order.iter().map(|&i| std::mem::take(&mut intervals[i]).map(Union::of)).collect();
         ThreadStates { keys, states }
     }
 }

@@ -259,7 +259,7 @@ pub const NO_STATES: u32 = u32::MAX - 1;
 #[derive(Debug, Default, Clone)]
 pub struct IdleAttribution {
     /// Per gap in emission order ([`for_each_gap`]): the index of its launching thread in `states`, or
-    /// [`NO_LAUNCH`] / [`NO_STATES`] (4 bytes a gap).
+    /// [`NO_LAUNCH`] / [`NO_STATES`] (4 bytes a gap); empty, like `states`, when every amount is kept.
     pub gap_thread: Vec<u32>,
     /// Per gap in emission order, its amounts, kept when there are at most `keep_amounts_up_to` gaps
     /// (48 bytes a gap); beyond, they are computed again as the gaps are written.
@@ -379,7 +379,12 @@ pub fn attribute(
     });
     totals.sort_unstable_by_key(|t| t.0);
     out.devices = totals;
-    out.amounts = amounts;
+    if keep {
+        // Every amount is kept: the states and launching threads are not needed any more.
+        out.amounts = amounts;
+        out.states = ThreadStates::default();
+        out.gap_thread = Vec::new();
+    }
     out
 }
 
@@ -497,7 +502,7 @@ mod tests {
         gaps.push(0, 100, 500);
         gaps.push(0, 600, 900);
         let s = states(&[(1, GIL_WAIT, 0, 150), (2, SYNC, 0, 1000), (3, SYNC, 0, 1000)]);
-        let idle = attribute(&gaps, &k, &g, s, usize::MAX);
+        let idle = attribute(&gaps, &k, &g, s, 0);
         let mut scratch = Scratch::default();
         // Thread 1 waits for the GIL on [100, 150), then other.
         assert_eq!(idle.gap(0, 100, 500, &mut scratch), [0, 50, 0, 0, 350, 0]);
@@ -520,6 +525,12 @@ mod tests {
         let gaps = Gaps { in_order_devices: vec![0], ..Default::default() };
         let idle = attribute(&gaps, &k, &g, states(&[(5, CUDA_API, 15, 25)]), 0);
         assert_eq!(idle.gap_thread, vec![0, NO_STATES]);
+        // Kept amounts give the same answers, without the states.
+        let kept = attribute(&gaps, &k, &g, states(&[(5, CUDA_API, 15, 25)]), usize::MAX);
+        let mut scratch = Scratch::default();
+        assert!(kept.states.is_empty() && kept.gap_thread.is_empty());
+        assert_eq!(kept.gap(0, 10, 20, &mut scratch), idle.gap(0, 10, 20, &mut scratch));
+        assert_eq!(kept.gap(1, 30, 50, &mut scratch), [0, 0, 0, 0, 20, 0]);
         // [10, 20): thread 5 is in a CUDA call on [15, 20); [30, 50): thread 6 has no state.
         assert_eq!(idle.device(0), [0, 0, 0, 5, 25, 0]);
     }

@@ -725,7 +725,7 @@ def test_idle_attribution_reference_vs_sweep(case: Callable[[str], Case], name: 
 # traceforge against the reference (xfail strict until issue 15 is built)
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_gil_intervals(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = sorted(
@@ -739,7 +739,7 @@ def test_gil_intervals(case: Callable[[str], Case], name: str) -> None:
     assert got == expected
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_thread_gil(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = {(r["pid"], r["tid"]): r for r in c.rows("SELECT * FROM thread_gil WHERE trace_id = ?")}
@@ -748,7 +748,7 @@ def test_thread_gil(case: Callable[[str], Case], name: str) -> None:
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=(GIL, EDGES)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_nvtx_ranges_are_the_users(case: Callable[[str], Case], name: str) -> None:
     """nvtx_ranges keeps the user's ranges only (no GIL domain), push/pop levels over those. Passes today
     where there is no GIL trace."""
@@ -772,7 +772,7 @@ def test_nvtx_ranges_are_the_users(case: Callable[[str], Case], name: str) -> No
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=(GIL, EDGES)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_nvtx_projection_user_ranges(case: Callable[[str], Case], name: str) -> None:
     """nvtx_projection has one row per user range (GIL ranges are not projected), levels over user ranges.
     Kernel columns only: graph executions in the projection are issue 21 (test_cuda_graphs.py)."""
@@ -784,7 +784,7 @@ def test_nvtx_projection_user_ranges(case: Callable[[str], Case], name: str) -> 
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_os_calls(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = Counter(
@@ -796,7 +796,7 @@ def test_os_calls(case: Callable[[str], Case], name: str) -> None:
     assert got == expected
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_os_call_summary(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = {r["name"]: r for r in c.rows("SELECT * FROM os_call_summary WHERE trace_id = ?")}
@@ -805,7 +805,7 @@ def test_os_call_summary(case: Callable[[str], Case], name: str) -> None:
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_idle_device_metrics(case: Callable[[str], Case], name: str) -> None:
     """The six idle columns of device_metrics, exact integers summing to gap_total_ns."""
     c = case(name)
@@ -824,7 +824,7 @@ def test_idle_device_metrics(case: Callable[[str], Case], name: str) -> None:
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_idle_gaps(case: Callable[[str], Case], name: str) -> None:
     """The six idle columns of every gap."""
     c = case(name)

@@ -245,3 +245,49 @@ def test_a_store_before_cuda_graphs_gets_the_graph_columns_and_reanalysis_fills_
         else:
             assert got == expected
             assert summary == [(20, 1_120_638)]
+
+
+def test_a_store_before_idle_attribution_gets_the_idle_columns_and_reanalysis_fills_them(
+    ingested: Any, real_export: Any, tmp_path: Path
+) -> None:
+    """Layout 4 (before issue 15: no idle columns in device_metrics or the gap rows) is upgraded in place;
+    the idle columns are NULL until ``reanalyze`` recomputes them from the stored API calls, GIL ranges and
+    OS calls, which reproduces a fresh ingest."""
+    from traceforge.ingest.reanalyze import reanalyze, stale_traces
+    from traceforge.store.schema import IDLE_COLUMNS, METRIC_VERSION
+
+    fresh, trace_id = ingested(real_export("known_gpumetrics_osrt_h200_nsys2025.3.sqlite"))
+    idle = ", ".join(IDLE_COLUMNS)
+    queries = (f"(SELECT device_id, gap_total_ns, {idle} FROM device_metrics)", "(SELECT * FROM gaps)")
+    db = tmp_path / "layout4.duckdb"
+    shutil.copyfile(fresh, db)
+    con = duckdb.connect(str(db))
+    expected = [_rows(con, q) for q in queries]
+    assert sum(r[1] for r in expected[0]) > 0 and sum(r[4] for r in expected[0]) > 0  # os time attributed
+    for column in IDLE_COLUMNS:
+        con.execute(f"ALTER TABLE device_metrics DROP COLUMN {column}")
+    kept = [(n, k) for n, k in ROW_FIELDS["gap_rows"] if n not in IDLE_COLUMNS]
+    con.execute("DROP VIEW gaps")
+    con.execute(
+        f"CREATE TABLE {STORAGE_SCHEMA}._old AS SELECT struct_pack("
+        + ", ".join(f"{n} := {ROW_COLUMN}.{n}" for n, _k in kept)
+        + f") AS {ROW_COLUMN} FROM {STORAGE_SCHEMA}.gap_rows"
+    )
+    con.execute(f"DROP TABLE {STORAGE_SCHEMA}.gap_rows")
+    con.execute(f"ALTER TABLE {STORAGE_SCHEMA}._old RENAME TO gap_rows")
+    con.execute(f"UPDATE {STORAGE_SCHEMA}.{LAYOUT_TABLE} SET version = 4, digest = 'layout4'")
+    con.execute("UPDATE traces SET metric_version = 2")
+    con.close()
+
+    with Store(db) as store:
+        nulls = store.con.execute("SELECT count(idle_os_ns) FROM device_metrics").fetchone()
+        assert nulls == (0,)
+        assert store.con.execute("SELECT count(*), count(idle_os_ns) FROM gaps").fetchone() == (70, 0)
+        assert stale_traces(store) == [trace_id]
+        outcomes = reanalyze(store, [trace_id])
+        assert [o.status for o in outcomes] == ["recomputed"], outcomes
+        assert store.con.execute("SELECT metric_version FROM traces").fetchone() == (METRIC_VERSION,)
+        got = [_rows(store.con, q) for q in queries]
+    assert got[0] == expected[0]
+    # gaps: the same rows (metric_version aside, which is current in both)
+    assert got[1] == expected[1]

@@ -155,7 +155,15 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
         "correlation_id, launch_tid, api_start_ns, kernel_count, kernel_ns FROM graph_launches "
         "WHERE trace_id = $1"
     )
-    tables = _core.rederive(kernels, memops, nvtx, graph_launches)
+    # What each thread was doing, for idle attribution (state 0 sync, 1 gil_wait, 2 os, 3 cuda_api).
+    host_states = fetch(
+        "SELECT pid, tid, CASE WHEN contains(name, 'Synchronize') THEN 0 ELSE 3 END::BIGINT AS state, "
+        "start_ns, end_ns FROM api_calls WHERE trace_id = $1 "
+        "UNION ALL SELECT pid, tid, 1::BIGINT, start_ns, end_ns FROM gil_intervals "
+        "WHERE trace_id = $1 AND state = 'wait' "
+        "UNION ALL SELECT pid, tid, 2::BIGINT, start_ns, end_ns FROM os_calls WHERE trace_id = $1"
+    )
+    tables = _core.rederive(kernels, memops, nvtx, graph_launches, host_states)
     for table in DERIVED_TABLES:
         storage = DERIVED_STORAGE.get(table)
         if storage is None:

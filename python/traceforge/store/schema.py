@@ -8,7 +8,7 @@ from __future__ import annotations
 
 #: Version of the metric code; bump when a derived-metric definition changes so
 #: ``traceforge reanalyze`` knows which rows are stale.
-METRIC_VERSION = 2
+METRIC_VERSION = 3
 
 #: Tables holding one trace's rows, in the order they are written.
 TRACE_TABLES: tuple[str, ...] = (
@@ -29,6 +29,10 @@ TRACE_TABLES: tuple[str, ...] = (
     "memop_summary",
     "graph_summary",
     "nvtx_projection",
+    "gil_intervals",
+    "thread_gil",
+    "os_calls",
+    "os_call_summary",
 )
 
 #: Derived tables that ``reanalyze`` recomputes from the event tables.
@@ -75,9 +79,21 @@ _KERNEL_METRIC_COLUMNS = """
     graph_ns BIGINT
 """
 
-#: Columns added to existing tables after their first release (CUDA graphs, issue 21), in the order they
-#: were added: new stores declare them last, as the upgrade of an older store appends them
-#: (``storage._upgrade_graph_columns``).
+#: The idle-gap attribution columns (issue 15) of ``device_metrics`` and ``gaps``: they sum to the gap time.
+IDLE_COLUMNS: tuple[str, ...] = (
+    "idle_sync_ns",
+    "idle_gil_wait_ns",
+    "idle_os_ns",
+    "idle_cuda_api_ns",
+    "idle_other_ns",
+    "idle_unattributed_ns",
+)
+
+_IDLE_COLUMN_DDL = ", ".join(f"{c} BIGINT" for c in IDLE_COLUMNS)
+
+#: Columns added to existing tables after their first release (CUDA graphs, issue 21; idle attribution,
+#: issue 15), in the order they were added: new stores declare them last, as the upgrade of an older
+#: store appends them (``storage._upgrade_graph_columns``, ``storage._upgrade_idle_columns``).
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("traces", "cuda_graph_trace", "VARCHAR"),
     ("device_metrics", "graph_launch_count", "BIGINT"),
@@ -85,6 +101,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("stream_metrics", "graph_launch_count", "BIGINT"),
     ("stream_metrics", "graph_ns", "BIGINT"),
     ("nvtx_projection", "graph_ns", "BIGINT"),
+    *(("device_metrics", c, "BIGINT") for c in IDLE_COLUMNS),
 )
 
 DDL: dict[str, str] = {
@@ -160,7 +177,7 @@ DDL: dict[str, str] = {
         )""",
     "device_metrics": f"""
         CREATE TABLE IF NOT EXISTS device_metrics (
-            trace_id VARCHAR, device_id INTEGER, {_KERNEL_METRIC_COLUMNS}
+            trace_id VARCHAR, device_id INTEGER, {_KERNEL_METRIC_COLUMNS}, {_IDLE_COLUMN_DDL}
         )""",
     "stream_metrics": f"""
         CREATE TABLE IF NOT EXISTS stream_metrics (
@@ -170,10 +187,10 @@ DDL: dict[str, str] = {
         CREATE TABLE IF NOT EXISTS concurrency_levels (
             trace_id VARCHAR, device_id INTEGER, level INTEGER, time_ns BIGINT, metric_version INTEGER
         )""",
-    "gaps": """
+    "gaps": f"""
         CREATE TABLE IF NOT EXISTS gaps (
             trace_id VARCHAR, device_id INTEGER, start_ns BIGINT, end_ns BIGINT, duration_ns BIGINT,
-            metric_version INTEGER
+            metric_version INTEGER, {_IDLE_COLUMN_DDL}
         )""",
     "kernel_summary": """
         CREATE TABLE IF NOT EXISTS kernel_summary (
@@ -198,6 +215,26 @@ DDL: dict[str, str] = {
             start_ns BIGINT, end_ns BIGINT, level INTEGER, gpu_start_ns BIGINT, gpu_end_ns BIGINT,
             gpu_op_count BIGINT, launch_count BIGINT, kernel_count BIGINT, kernel_time_ns BIGINT,
             metric_version INTEGER, graph_ns BIGINT
+        )""",
+    # Host-side evidence (issue 15). GIL ranges are stored here, not in nvtx_ranges / nvtx_projection,
+    # which keep the user's ranges only. `gil_intervals` and `os_calls` are views over tf_store.
+    "gil_intervals": """
+        CREATE TABLE IF NOT EXISTS gil_intervals (
+            trace_id VARCHAR, pid BIGINT, tid BIGINT, state VARCHAR, start_ns BIGINT, end_ns BIGINT
+        )""",
+    "thread_gil": """
+        CREATE TABLE IF NOT EXISTS thread_gil (
+            trace_id VARCHAR, pid BIGINT, tid BIGINT, name VARCHAR, gil_hold_ns BIGINT, gil_wait_ns BIGINT,
+            gil_wait_count BIGINT, gil_wait_p50_ns DOUBLE, gil_wait_p99_ns DOUBLE, gil_wait_max_ns BIGINT
+        )""",
+    "os_calls": """
+        CREATE TABLE IF NOT EXISTS os_calls (
+            trace_id VARCHAR, pid BIGINT, tid BIGINT, name VARCHAR, start_ns BIGINT, end_ns BIGINT
+        )""",
+    "os_call_summary": """
+        CREATE TABLE IF NOT EXISTS os_call_summary (
+            trace_id VARCHAR, name VARCHAR, count BIGINT, total_ns BIGINT, avg_ns DOUBLE, median_ns DOUBLE,
+            min_ns BIGINT, max_ns BIGINT
         )""",
     "ingest_failures": """
         CREATE TABLE IF NOT EXISTS ingest_failures (
@@ -246,6 +283,25 @@ ROW_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("start_ns", "BIGINT"),
         ("end_ns", "BIGINT"),
         ("metric_version", "INTEGER"),
+        *((c, "BIGINT") for c in IDLE_COLUMNS),
+    ),
+    # state: 0 = hold, 1 = wait (the view spells it out)
+    "gil_rows": (
+        ("trace_key", "UBIGINT"),
+        ("pid", "BIGINT"),
+        ("tid", "BIGINT"),
+        ("state", "TINYINT"),
+        ("start_ns", "BIGINT"),
+        ("end_ns", "BIGINT"),
+    ),
+    # name_id: into os_call_names (one name per distinct call name of the trace)
+    "os_call_rows": (
+        ("trace_key", "UBIGINT"),
+        ("pid", "BIGINT"),
+        ("tid", "BIGINT"),
+        ("name_id", "INTEGER"),
+        ("start_ns", "BIGINT"),
+        ("end_ns", "BIGINT"),
     ),
 }
 
@@ -295,6 +351,12 @@ STORAGE_DDL: dict[str, str] = {
             api ENUM('runtime', 'driver'), return_value BIGINT
         )""",
     "gap_rows": _row_table_ddl("gap_rows"),
+    "gil_rows": _row_table_ddl("gil_rows"),
+    "os_call_rows": _row_table_ddl("os_call_rows"),
+    "os_call_names": f"""
+        CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.os_call_names (
+            trace_key UBIGINT, trace_id VARCHAR, name_id INTEGER, name VARCHAR
+        )""",
 }
 
 #: Which identity columns (``trace_key``, ``trace_id``) each storage table holds.
@@ -304,6 +366,9 @@ STORAGE_IDENTITY: dict[str, tuple[str, ...]] = {
     "api_call_rows": ("trace_key",),
     "api_call_classes": ("trace_key", "trace_id"),
     "gap_rows": ("trace_key", "metric_version"),
+    "gil_rows": ("trace_key",),
+    "os_call_rows": ("trace_key",),
+    "os_call_names": ("trace_key", "trace_id"),
 }
 
 #: The storage table a derived table is written to, where it is not written as itself.
@@ -359,9 +424,20 @@ VIEW_DDL: dict[str, str] = {
     "gaps": f"""
         CREATE OR REPLACE VIEW gaps AS
         SELECT t.trace_id, g.device_id, g.start_ns, g.end_ns, g.end_ns - g.start_ns AS duration_ns,
-            g.metric_version
+            g.metric_version, {", ".join(f"g.{c}" for c in IDLE_COLUMNS)}
         FROM {unpacked_rows("gap_rows")} g
         JOIN traces t ON g.trace_key = TRY_CAST('0x' || t.trace_id AS UBIGINT)""",
+    "gil_intervals": f"""
+        CREATE OR REPLACE VIEW gil_intervals AS
+        SELECT t.trace_id, g.pid, g.tid, CASE g.state WHEN 0 THEN 'hold' WHEN 1 THEN 'wait' END AS state,
+            g.start_ns, g.end_ns
+        FROM {unpacked_rows("gil_rows")} g
+        JOIN traces t ON g.trace_key = TRY_CAST('0x' || t.trace_id AS UBIGINT)""",
+    "os_calls": f"""
+        CREATE OR REPLACE VIEW os_calls AS
+        SELECT n.trace_id, o.pid, o.tid, n.name, o.start_ns, o.end_ns
+        FROM {unpacked_rows("os_call_rows")} o
+        JOIN {STORAGE_SCHEMA}.os_call_names n ON o.trace_key = n.trace_key AND o.name_id = n.name_id""",
 }
 
 

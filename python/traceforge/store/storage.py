@@ -16,8 +16,10 @@ from .schema import (
     API_CLASS_COLUMNS,
     DDL,
     DERIVED_TABLES,
+    IDLE_COLUMNS,
     KERNEL_CLASS_COLUMNS,
     METRIC_VERSION,
+    ROW_COLUMN,
     ROW_FIELDS,
     STORAGE_DDL,
     STORAGE_IDENTITY,
@@ -38,8 +40,9 @@ LAYOUT_TABLE = "layout"
 #: the store opens). 1: every public table a base table; 2: storage tables with plain columns; 3: the
 #: storage tables' row fields packed in one STRUCT column (``ROW_COLUMN``); 4: the CUDA graph columns
 #: (``ADDED_COLUMNS``) in existing tables (the new tables ``graph_launches``/``graph_summary`` are created
-#: as the store opens).
-LAYOUT_VERSION = 4
+#: as the store opens); 5: the idle attribution columns (issue 15) in ``device_metrics`` (``ADDED_COLUMNS``)
+#: and in the ``gap_rows`` row fields (the new host tables are created as the store opens).
+LAYOUT_VERSION = 5
 
 
 def layout_digest() -> str:
@@ -196,10 +199,29 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
             _load_kernels(con)
         elif table == "api_calls":
             _load_api_calls(con)
+        elif table == "gil_intervals":
+            insert_storage_rows(
+                con,
+                "gil_rows",
+                "SELECT * REPLACE (CASE state WHEN 'hold' THEN 0 WHEN 'wait' THEN 1 END::TINYINT AS state)"
+                " FROM _tf_load",
+            )
+        elif table == "os_calls":
+            _load_rows_with_classes(con, "os_call_rows", "os_call_names", "name_id", ("name",))
         else:
-            insert_storage_rows(con, "gap_rows", "SELECT * FROM _tf_load")
+            insert_storage_rows(con, "gap_rows", _with_missing_fields(con, "gap_rows", "_tf_load"))
     finally:
         con.execute("DROP TABLE IF EXISTS _tf_load")
+
+
+def _with_missing_fields(con: Any, table: str, relation: str) -> str:
+    """A query over ``relation`` that gives each field of the row table ``table`` it lacks as NULL.
+
+    For rows written before a field existed, e.g. gaps before their idle columns.
+    """
+    present = {str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+    missing = [f"NULL::{kind} AS {name}" for name, kind in ROW_FIELDS[table] if name not in present]
+    return f"SELECT *{''.join(', ' + m for m in missing)} FROM {relation}"
 
 
 def _load_classes(con: Any, classes: str, class_id: str, columns: tuple[str, ...]) -> None:
@@ -238,7 +260,7 @@ def _upgrade_spelled_out_tables(con: Any) -> None:
     """Move the rows of a store written before the views existed (tables spelled out) into storage."""
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' AND table_name IN ('kernels', 'api_calls', 'gaps')"
+        "AND table_type = 'BASE TABLE' AND table_name IN (" + ", ".join(f"'{t}'" for t in VIEW_DDL) + ")"
     ).fetchall()
     for (table,) in rows:
         old = f"_tf_spelled_out_{table}"
@@ -252,7 +274,9 @@ def _upgrade_plain_row_tables(con: Any) -> None:
     rows = con.execute(
         bind(
             "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = ? "
-            "AND column_name = 'trace_key' AND table_name IN ('kernel_rows', 'api_call_rows', 'gap_rows')",
+            "AND column_name = 'trace_key' AND table_name IN ("
+            + ", ".join(f"'{t}'" for t in ROW_FIELDS)
+            + ")",
             [STORAGE_SCHEMA],
         ),
     ).fetchall()
@@ -260,7 +284,7 @@ def _upgrade_plain_row_tables(con: Any) -> None:
         old = f"_tf_plain_{table}"
         con.execute(f"ALTER TABLE {STORAGE_SCHEMA}.{table} RENAME TO {old}")
         con.execute(STORAGE_DDL[table])
-        insert_storage_rows(con, table, f"SELECT * FROM {STORAGE_SCHEMA}.{old}")
+        insert_storage_rows(con, table, _with_missing_fields(con, table, f"{STORAGE_SCHEMA}.{old}"))
         con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{old}")
 
 
@@ -282,12 +306,40 @@ def _upgrade_graph_columns(con: Any) -> None:
             con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _upgrade_idle_columns(con: Any) -> None:
+    """Add the idle attribution columns (issue 15) to ``device_metrics`` and to the ``gap_rows`` fields.
+
+    Rows already stored keep NULL there until ``traceforge reanalyze`` recomputes them (their
+    ``metric_version`` is older than ``METRIC_VERSION``).
+    """
+    _upgrade_graph_columns(con)
+    row = con.execute(
+        bind(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = ? "
+            "AND table_name = 'gap_rows' AND column_name = ?",
+            [STORAGE_SCHEMA, ROW_COLUMN],
+        ),
+    ).fetchone()
+    if row is None or "idle_sync_ns" in str(row[0]):
+        return
+    old = "_tf_gap_rows_before_idle"
+    con.execute(f"ALTER TABLE {STORAGE_SCHEMA}.gap_rows RENAME TO {old}")
+    con.execute(STORAGE_DDL["gap_rows"])
+    kept = ", ".join(
+        f"NULL::BIGINT AS {name}" if name in IDLE_COLUMNS else f"{ROW_COLUMN}.{name} AS {name}"
+        for name, _kind in ROW_FIELDS["gap_rows"]
+    )
+    insert_storage_rows(con, "gap_rows", f"SELECT {kept} FROM {STORAGE_SCHEMA}.{old}")
+    con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{old}")
+
+
 #: version -> the step that upgrades a store of the version before it (in place, in the caller's
 #: transaction, after the current tables were created if missing).
 LAYOUT_UPGRADES: dict[int, Callable[[Any], None]] = {
     2: _upgrade_spelled_out_tables,
     3: _upgrade_plain_row_tables,
     4: _upgrade_graph_columns,
+    5: _upgrade_idle_columns,
 }
 
 

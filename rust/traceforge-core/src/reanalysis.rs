@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::ids::{launch_key, NULL_I64};
 use crate::ingest::tables;
 use crate::options::IngestOptions;
+use crate::timeline::idle::{self, StateIntervals};
 use crate::timeline::{self, graphs, GraphLaunch, GraphLaunches, NvtxRanges};
 use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 
@@ -118,15 +119,46 @@ fn read_graph_launches(batches: Batches<'_>) -> Result<GraphLaunches> {
     Ok(g)
 }
 
+/// The stored thread states for idle attribution: rows of (`pid`, `tid`, `state`, `start_ns`, `end_ns`),
+/// `state` an index into [`idle::STATE_NAMES`] (the CUDA calls, GIL waits and OS calls of the trace).
+fn read_states(batches: Batches<'_>) -> Result<StateIntervals> {
+    let mut states = StateIntervals::default();
+    for b in batches {
+        let b = b.map_err(arrow)?;
+        let (mut pid, mut tid, mut state, mut start, mut end) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        ints(&b, "pid", &mut pid)?;
+        ints(&b, "tid", &mut tid)?;
+        ints(&b, "state", &mut state)?;
+        ints(&b, "start_ns", &mut start)?;
+        ints(&b, "end_ns", &mut end)?;
+        for i in 0..pid.len() {
+            let Ok(st) = usize::try_from(state[i]) else { continue };
+            if pid[i] == NULL_I64 || tid[i] == NULL_I64 || st >= idle::STATE_NAMES.len() {
+                continue;
+            }
+            states.push((pid[i] << 24) | tid[i], st, start[i], end[i]);
+        }
+    }
+    Ok(states)
+}
+
 /// Derived tables recomputed from stored rows; names as in [`crate::ingest::Trace::WRITE_ORDER`].
-/// `graph_launches` (None: a store without them) gives the graph executions and `graph_summary`.
+/// `graph_launches` (None: a store without them) gives the graph executions and `graph_summary`;
+/// `host_states` ([`read_states`]; None: no thread has a state, so every attributed gap is `other`) the
+/// thread states the idle columns are attributed from.
 pub fn rederive(
     kernels: Batches<'_>,
     memops: Batches<'_>,
     nvtx: Batches<'_>,
     graph_launches: Option<Batches<'_>>,
+    host_states: Option<Batches<'_>>,
     options: &IngestOptions,
 ) -> Result<Vec<(&'static str, BatchStream)>> {
+    let states = match host_states {
+        Some(batches) => read_states(batches)?,
+        None => StateIntervals::default(),
+    };
     let launches = match graph_launches {
         Some(batches) => read_graph_launches(batches)?,
         None => GraphLaunches::default(),
@@ -242,6 +274,13 @@ pub fn rederive(
     let mut d = timeline::derive(&kv, &mv, &gv, &RangesView { thread: &rt, start: &rs, end: &re }, options);
     d.gaps.materialize(&kv.ops);
     d.graph_summary = graphs::graph_summary(&launches);
+    let attribution = idle::attribute(&d.gaps, &kv.ops, &gv, states.merged(), options.low_memory_above);
+    for row in &mut d.device_metrics {
+        row.idle = attribution.device(row.device);
+    }
+    let mut scratch = idle::Scratch::default();
+    let gap_idle: Vec<idle::Idle> =
+        (0..d.gaps.len()).map(|i| attribution.gap(i, d.gaps.start[i], d.gaps.end[i], &mut scratch)).collect();
 
     let one = |b: std::result::Result<RecordBatch, ArrowError>| -> Result<BatchStream> {
         Ok(BatchStream::from_batches(b.map_err(arrow)?, Vec::new()))
@@ -250,7 +289,7 @@ pub fn rederive(
         ("device_metrics", one(tables::metrics_batch(&d.device_metrics, false))?),
         ("stream_metrics", one(tables::metrics_batch(&d.stream_metrics, true))?),
         ("concurrency_levels", one(tables::levels_batch(&d.concurrency_levels))?),
-        ("gap_rows", one(tables::gaps_batch(&d.gaps, 0..d.gaps.len()))?),
+        ("gap_rows", one(tables::gaps_batch(&d.gaps, 0..d.gaps.len(), &gap_idle))?),
         ("kernel_summary", one(tables::kernel_summary_batch(&d.kernel_summary, |id| names.get(id as usize).cloned()))?),
         ("memop_summary", one(tables::memop_summary_batch(&d.memop_summary))?),
         ("graph_summary", one(tables::graph_summary_batch(&d.graph_summary))?),

@@ -23,26 +23,30 @@ fn import_stream(obj: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader> {
 }
 
 /// Recompute the derived tables of one trace from its stored `kernels`, `memops`, `nvtx_ranges` and
-/// (when given) `graph_launches`.
+/// (when given) `graph_launches`, and the thread states of idle attribution `host_states` (rows of pid,
+/// tid, state, start_ns, end_ns).
 ///
 /// Returns a dict: table name -> Arrow stream.
 #[pyfunction]
-#[pyo3(signature = (kernels, memops, nvtx_ranges, graph_launches = None))]
+#[pyo3(signature = (kernels, memops, nvtx_ranges, graph_launches = None, host_states = None))]
 fn rederive<'py>(
     py: Python<'py>,
     kernels: &Bound<'py, PyAny>,
     memops: &Bound<'py, PyAny>,
     nvtx_ranges: &Bound<'py, PyAny>,
     graph_launches: Option<&Bound<'py, PyAny>>,
+    host_states: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mut k = import_stream(kernels)?;
     let mut m = import_stream(memops)?;
     let mut n = import_stream(nvtx_ranges)?;
     let mut g = graph_launches.map(import_stream).transpose()?;
+    let mut h = host_states.map(import_stream).transpose()?;
     let options = IngestOptions::from_env();
     let tables = run_native(py, move || -> Result<_, Error> {
         let g = g.as_mut().map(|g| g as &mut dyn Iterator<Item = _>);
-        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, g, &options)
+        let h = h.as_mut().map(|h| h as &mut dyn Iterator<Item = _>);
+        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, g, h, &options)
     })?;
     let out = PyDict::new(py);
     for (name, stream) in tables {

@@ -634,6 +634,71 @@ pub(crate) fn read_nvtx(
     })
 }
 
+/// OS runtime calls (`OSRT_API` rows of `eventClass` 27, the real calls; nsys' zero-length start and
+/// finish markers, classes 31 and 32, are left out as `nsys stats --report osrtsum` leaves them out).
+#[derive(Debug, Default, Clone)]
+pub struct OsCalls {
+    /// Thread key `(pid << 24) | tid` ([`NULL_I64`] without a globalTid).
+    pub thread: Vec<i64>,
+    /// `StringIds` id of the call's name.
+    pub name_id: Vec<i64>,
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+}
+
+impl OsCalls {
+    /// Number of calls.
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+}
+
+/// `eventClass` of a real OS runtime call (`TRACE_PROCESS_EVENT_OS_RUNTIME`).
+pub const OS_RUNTIME_CLASS: i64 = 27;
+
+/// Read the OS runtime calls (an export without `OSRT_API` gives none).
+pub(crate) fn read_os_calls(
+    file: &ExportFile,
+    caps: &Capabilities,
+    options: &IngestOptions,
+    cancel: &AtomicBool,
+) -> Result<OsCalls> {
+    let (threads, reader) = (options.reader_threads(), ScanReader::chosen(options));
+    let t = probe::OSRT_TABLE;
+    if !caps.has_table(t) {
+        return Ok(OsCalls::default());
+    }
+    caps.require_columns(file, t, &["start", "end", "globalTid", "nameId"])?;
+    let cols = ["start", "end", "globalTid", "nameId", "eventClass"];
+    let (mut c, _) = scan_table(file, t, &exprs(caps, t, &cols), &[], threads, cancel, reader)?;
+    let (mut start, mut end, gtid, mut name_id, class) =
+        (take(&mut c, 0), take(&mut c, 1), take(&mut c, 2), take(&mut c, 3), take(&mut c, 4));
+    let mut thread: Vec<i64> = gtid.into_iter().map(crate::ids::thread_key).collect();
+    // Without an eventClass column (older exports) every row is a call.
+    if caps.has_column(t, "eventClass") {
+        let mut kept = 0usize;
+        for i in 0..class.len() {
+            if class[i] == OS_RUNTIME_CLASS {
+                start[kept] = start[i];
+                end[kept] = end[i];
+                thread[kept] = thread[i];
+                name_id[kept] = name_id[i];
+                kept += 1;
+            }
+        }
+        for v in [&mut start, &mut end, &mut thread, &mut name_id] {
+            v.truncate(kept);
+            v.shrink_to_fit();
+        }
+    }
+    Ok(OsCalls { thread, name_id, start, end })
+}
+
 /// Synchronization events.
 #[derive(Debug, Default, Clone)]
 pub struct SyncEvents {

@@ -24,6 +24,8 @@ pub const DRIVER_TABLE: &str = "CUPTI_ACTIVITY_KIND_DRIVER";
 pub const SYNC_TABLE: &str = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION";
 /// NVTX ranges, marks and domains.
 pub const NVTX_TABLE: &str = "NVTX_EVENTS";
+/// OS runtime calls (`-t osrt`).
+pub const OSRT_TABLE: &str = "OSRT_API";
 /// Whole-graph executions (`--cuda-graph-trace=graph`; absent from older exports and node-mode captures).
 pub const GRAPH_TRACE_TABLE: &str = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE";
 /// CUDA graph node creations and clones (`graphNodeId`, `originalGraphNodeId`).

@@ -25,19 +25,24 @@ use self::api_reader::{read_api_tables, ApiChunks};
 use self::classes::{Dictionaries, Interner, KernelClassIds};
 use self::launch::LaunchState;
 use self::tables::{
-    api_batch, api_classes_batch, devices_batch, gaps_batch, graph_launches_batch, graph_summary_batch,
+    api_batch, api_classes_batch, devices_batch, gaps_batch, gil_rows_batch, graph_launches_batch, graph_summary_batch,
     kernel_classes_batch, kernel_summary_batch, kernels_batch, levels_batch, memop_summary_batch, memops_batch,
-    metrics_batch, nvtx_batch, processes_batch, projection_batch, sync_batch, threads_batch, BatchResult,
+    metrics_batch, nvtx_batch, os_call_names_batch, os_call_rows_batch, os_call_summary_batch, processes_batch,
+    projection_batch, sync_batch, thread_gil_batch, threads_batch, BatchResult,
 };
 use crate::columnar::{batch, int_col, BatchStream, BATCH_ROWS};
 use crate::error::{Error, Result};
-use crate::export::events::{self, ApiChunk, GpuOps, GraphInfo, NvtxEvents, SyncEvents, TargetInfo};
+use crate::export::events::{self, ApiChunk, GpuOps, GraphInfo, NvtxEvents, OsCalls, SyncEvents, TargetInfo};
 use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
 use crate::export::scan::ScanReader;
 use crate::export::{Capabilities, ExportFile, StringTable};
 use crate::options::IngestOptions;
 use crate::timeline::graphs::{graph_summary, GraphLaunch, GraphLaunches, NodeKernel};
-use crate::timeline::nvtx::{build_nvtx_ranges, NvtxEventColumns, NvtxRanges};
+use crate::timeline::host::{OsCallSummaryRow, ThreadGilRow};
+use crate::timeline::idle::{self, IdleAttribution, StateIntervals};
+use crate::timeline::nvtx::{
+    build_nvtx_ranges, gil_domains, gil_intervals, GilIntervals, NvtxEventColumns, NvtxRanges,
+};
 use crate::timeline::{self, Derived};
 use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 
@@ -51,6 +56,12 @@ pub struct Finished {
     pub projected: Vec<usize>,
     /// One row per graph execution, in either capture mode, ordered by (device, start, stream, pid).
     pub graph_launches: GraphLaunches,
+    /// The GIL ranges (`gil_intervals`), out of the user's NVTX ranges.
+    pub gil: GilIntervals,
+    pub thread_gil: Vec<ThreadGilRow>,
+    pub os_call_summary: Vec<OsCallSummaryRow>,
+    /// The idle-gap attribution of every gap (device totals are in `derived.device_metrics`).
+    pub idle: IdleAttribution,
 }
 
 /// Counts for the `traces` row.
@@ -80,6 +91,10 @@ pub struct Trace {
     pub(crate) graph_info: GraphInfo,
     pub(crate) nvtx_events: NvtxEvents,
     pub(crate) sync: SyncEvents,
+    /// OS runtime calls (`OSRT_API`, real calls only).
+    pub(crate) os_calls: OsCalls,
+    /// Each thread's CUDA call intervals (sync / other), collected as the API tables stream.
+    api_states: Mutex<Option<StateIntervals>>,
     cancel: Arc<AtomicBool>,
     /// The options it was opened with, `threads` resolved (never 0).
     options: IngestOptions,
@@ -97,7 +112,7 @@ impl Trace {
     /// Every table an ingest stores, in the order it must be written: `api_call_rows` first (streaming
     /// it matches the launches), then the tables [`Trace::finish`] makes possible, each dictionary
     /// (`kernel_classes`, `api_call_classes`) after the stream that builds it.
-    pub const WRITE_ORDER: [&'static str; 19] = [
+    pub const WRITE_ORDER: [&'static str; 24] = [
         "api_call_rows",
         "devices",
         "processes",
@@ -117,6 +132,11 @@ impl Trace {
         "memop_summary",
         "graph_summary",
         "nvtx_projection",
+        "gil_rows",
+        "thread_gil",
+        "os_call_rows",
+        "os_call_names",
+        "os_call_summary",
     ];
 
     /// The tables written after `api_call_rows`, in write order (the binding's `table_names`).
@@ -137,6 +157,7 @@ impl Trace {
         (ops.graphs, graph_info) = events::read_graphs(&file, &caps, &conn)?;
         let nvtx_events = events::read_nvtx(&file, &caps, &options, &cancel)?;
         let sync = events::read_sync(&file, &caps, &options, &cancel)?;
+        let os_calls = events::read_os_calls(&file, &caps, &options, &cancel)?;
         // Validate the API tables' columns now, before anything streams.
         for table in [RUNTIME_TABLE, DRIVER_TABLE] {
             events::api_exprs(&file, &caps, table)?;
@@ -155,6 +176,8 @@ impl Trace {
             graph_info,
             nvtx_events,
             sync,
+            os_calls,
+            api_states: Default::default(),
             cancel,
             options,
             launches,
@@ -188,6 +211,10 @@ impl Trace {
         let trace = Arc::clone(self);
         let mut failed = false;
         let mut names = Interner::new();
+        // Each thread's CUDA call intervals, for idle attribution; whether a name id is a synchronizing
+        // call is looked up once per id (0 unknown, 1 no, 2 yes).
+        let mut states = StateIntervals::default();
+        let mut is_sync: Vec<u8> = Vec::new();
         let iter = std::iter::from_fn(move || {
             if failed {
                 return None;
@@ -196,6 +223,7 @@ impl Trace {
                 Ok(Ok((api, cols))) => {
                     let chunk = ApiChunk::from_columns(api, cols);
                     trace.lock().absorb(&trace.ops, &chunk);
+                    collect_api_states(&chunk, &trace.strings, &mut is_sync, &mut states);
                     trace.api_rows.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     Some(api_batch(chunk, &mut names))
                 }
@@ -214,6 +242,7 @@ impl Trace {
                     drop(state);
                     crate::memory::release_free_memory(); // the API chunks' columns
                     trace.dicts().api_classes = Some(std::mem::take(&mut names.values));
+                    *trace.api_states.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut states));
                     None
                 }
             }
@@ -288,16 +317,44 @@ impl Trace {
             api_start: &state.api_start[nk + nm..],
             launch: LaunchKeys::Plain(&g.launch),
         };
-        let nvtx = build_nvtx_ranges(&self.nvtx_columns(), |id| self.strings.get(id));
+        let text_of = |id| self.strings.get(id);
+        let nvtx = build_nvtx_ranges(&self.nvtx_columns(), text_of);
         let (projected, [r_thread, r_start, r_end]) = nvtx.projectable();
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
         let mut derived = timeline::derive(&kernels, &memops, &graphs, &ranges, &self.options);
         let graph_launches = self.graph_launches(&state);
         derived.graph_summary = graph_summary(&graph_launches);
+        // Host-side evidence: GIL ranges, OS calls, and what the launching thread did during each gap.
+        let columns = self.nvtx_columns();
+        let gil = gil_intervals(&columns, &gil_domains(&columns, text_of), text_of);
+        let thread_gil = timeline::host::thread_gil(&gil);
+        let os = &self.os_calls;
+        let os_call_summary = timeline::host::os_call_summary(&os.name_id, &os.start, &os.end);
+        let mut states = self.api_states.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+        for i in (0..gil.len()).filter(|&i| gil.state[i] == 1) {
+            states.push(gil.thread[i], idle::GIL_WAIT, gil.start[i], gil.end[i]);
+        }
+        for i in 0..os.len() {
+            states.push(os.thread[i], idle::OS, os.start[i], os.end[i]);
+        }
+        let idle =
+            idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged(), self.options.low_memory_above);
+        for row in &mut derived.device_metrics {
+            row.idle = idle.device(row.device);
+        }
         drop(state);
         crate::memory::release_free_memory(); // the working buffers of the metrics
         *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
-        let _ = self.finished.set(Finished { derived, nvtx, projected, graph_launches });
+        let _ = self.finished.set(Finished {
+            derived,
+            nvtx,
+            projected,
+            graph_launches,
+            gil,
+            thread_gil,
+            os_call_summary,
+            idle,
+        });
         Ok(self.finished.get().expect("set above"))
     }
 
@@ -389,16 +446,23 @@ impl Trace {
     /// The `gap_rows` table: the stored gaps, then those of each in-order device found again from the
     /// kernels, in batches (one gap per kernel boundary at worst, so never one trace-sized batch).
     fn gaps_stream(self: &Arc<Self>, mut gaps: timeline::Gaps) -> Result<BatchStream> {
-        let schema = gaps_batch(&timeline::Gaps::default(), 0..0).map_err(arrow_err)?.schema();
+        let schema = gaps_batch(&timeline::Gaps::default(), 0..0, &[]).map_err(arrow_err)?.schema();
         let trace = Arc::clone(self);
         let mut stored = 0..gaps.len();
         let mut in_order = std::mem::take(&mut gaps.in_order_devices).into_iter();
         let mut current: Option<(i32, timeline::InOrderGaps)> = None;
+        // The idle amounts are computed again as gaps are written (4 bytes a gap are kept, not 48).
+        let mut scratch = idle::Scratch::default();
+        let mut emitted = 0usize;
         let iter = interruptible(Arc::clone(&self.cancel), move || {
+            let attribution = &trace.finished.get().expect("gaps are emitted after finish").idle;
             if !stored.is_empty() {
                 let rows = stored.start..(stored.start + BATCH_ROWS).min(stored.end);
                 stored.start = rows.end;
-                return Some(gaps_batch(&gaps, rows));
+                let amounts: Vec<idle::Idle> =
+                    rows.clone().map(|i| attribution.gap(i, gaps.start[i], gaps.end[i], &mut scratch)).collect();
+                emitted = rows.end;
+                return Some(gaps_batch(&gaps, rows, &amounts));
             }
             let k = &trace.ops.kernels;
             loop {
@@ -416,11 +480,17 @@ impl Trace {
                     current = None;
                 }
                 if !starts.is_empty() {
-                    return Some(batch(vec![
+                    let amounts: Vec<idle::Idle> = (0..starts.len())
+                        .map(|j| attribution.gap(emitted + j, starts[j], ends[j], &mut scratch))
+                        .collect();
+                    emitted += starts.len();
+                    let mut cols = vec![
                         ("device_id", int_col(std::iter::repeat_n(device, starts.len()))),
                         ("start_ns", int_col(starts.into_iter())),
                         ("end_ns", int_col(ends.into_iter())),
-                    ]));
+                    ];
+                    cols.extend(tables::idle_cols(&amounts));
+                    return Some(batch(cols));
                 }
             }
         });
@@ -506,8 +576,41 @@ impl Trace {
             })),
             "memop_summary" => one(memop_summary_batch(&fin.derived.memop_summary)),
             "nvtx_projection" => one(projection_batch(&fin.derived.projection, &fin.nvtx, &fin.projected)),
+            "gil_rows" => BatchStream::chunked(fin.gil.len(), move |r| {
+                gil_rows_batch(&t.finished.get().expect("finished above").gil, r)
+            })
+            .map_err(arrow_err),
+            "thread_gil" => one(thread_gil_batch(&fin.thread_gil, &self.target)),
+            "os_call_rows" => BatchStream::chunked(self.os_calls.len(), move |r| os_call_rows_batch(&t.os_calls, r))
+                .map_err(arrow_err),
+            "os_call_names" => one(os_call_names_batch(&fin.os_call_summary, &self.strings)),
+            "os_call_summary" => one(os_call_summary_batch(&fin.os_call_summary, &self.strings)),
             other => Err(Error::Invalid(format!("unknown table {other}"))),
         }
+    }
+}
+
+/// Add the CUDA calls of `chunk` to each thread's `sync` or `cuda_api` intervals (`is_sync` caches, per
+/// name id, whether the name contains `Synchronize`).
+fn collect_api_states(chunk: &ApiChunk, strings: &StringTable, is_sync: &mut Vec<u8>, states: &mut StateIntervals) {
+    for r in 0..chunk.len() {
+        let name = chunk.name_id[r];
+        let sync = match usize::try_from(name) {
+            // StringIds ids are dense from 0; a stray huge id is looked up without the cache.
+            Ok(id) if id > 1 << 24 => strings.get(name).is_some_and(|n| n.contains("Synchronize")),
+            Ok(id) => {
+                if id >= is_sync.len() {
+                    is_sync.resize(id + 1, 0);
+                }
+                if is_sync[id] == 0 {
+                    is_sync[id] = if strings.get(name).is_some_and(|n| n.contains("Synchronize")) { 2 } else { 1 };
+                }
+                is_sync[id] == 2
+            }
+            Err(_) => false,
+        };
+        let state = if sync { idle::SYNC } else { idle::CUDA_API };
+        states.push(crate::ids::thread_key(chunk.global_tid[r]), state, chunk.start[r], chunk.end[r]);
     }
 }
 

@@ -4,15 +4,18 @@
 //! Column names and types here are the store's schema (`docs/schema.md`); nothing else names them.
 use std::sync::Arc;
 
-use arrow_array::{Int32Array, RecordBatch};
+use arrow_array::{Int32Array, Int8Array, RecordBatch};
 use arrow_schema::ArrowError;
 
 use super::classes::{ApiClassKey, Interner, KernelClassIds, KernelClassKey, KERNEL_CLASS_FIELDS};
 use super::launch::LaunchState;
 use crate::columnar::{batch, dict_col, float_col, int_col, int_col_owned, opt_int_col, str_col};
-use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, Kernels, SyncEvents, TargetInfo};
+use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, Kernels, OsCalls, SyncEvents, TargetInfo};
 use crate::export::StringTable;
 use crate::ids::{decode_global_id, NULL_I64};
+use crate::timeline::host::{OsCallSummaryRow, ThreadGilRow};
+use crate::timeline::idle::{Idle, IDLE_COLUMNS};
+use crate::timeline::nvtx::GilIntervals;
 use crate::timeline::projection::ProjectionRow;
 use crate::timeline::{Gaps, GraphLaunches, GraphSummaryRow, KernelSummaryRow, MemopSummaryRow, MetricRow, NvtxRanges};
 
@@ -200,12 +203,98 @@ pub(crate) fn levels_batch(rows: &[(i64, i64, i64)]) -> BatchResult {
     ])
 }
 
-/// `gap_rows` batch (the storage behind the `gaps` view) of the gaps in `range`.
-pub(crate) fn gaps_batch(gaps: &Gaps, range: std::ops::Range<usize>) -> BatchResult {
-    batch(vec![
+/// `gap_rows` batch (the storage behind the `gaps` view) of the gaps in `range`, with their idle
+/// attribution `idle` (one per gap of `range`).
+pub(crate) fn gaps_batch(gaps: &Gaps, range: std::ops::Range<usize>, idle: &[Idle]) -> BatchResult {
+    let mut cols = vec![
         ("device_id", int_col(gaps.devices(range.clone()))),
         ("start_ns", int_col(gaps.start[range.clone()].iter().copied())),
         ("end_ns", int_col(gaps.end[range].iter().copied())),
+    ];
+    cols.extend(idle_cols(idle));
+    batch(cols)
+}
+
+/// The six idle columns of `rows` ([`IDLE_COLUMNS`]).
+pub(crate) fn idle_cols(rows: &[Idle]) -> Vec<(&'static str, arrow_array::ArrayRef)> {
+    IDLE_COLUMNS.iter().enumerate().map(|(c, &name)| (name, int_col(rows.iter().map(|r| r[c])))).collect()
+}
+
+/// pid and tid of a thread key (NULL stays NULL).
+fn pid_tid(thread: i64) -> (i64, i64) {
+    if thread == NULL_I64 {
+        (NULL_I64, NULL_I64)
+    } else {
+        ((thread >> 24) & 0xFF_FFFF, thread & 0xFF_FFFF)
+    }
+}
+
+/// `gil_rows` batch (the storage behind the `gil_intervals` view) of the GIL ranges in `r`.
+pub(crate) fn gil_rows_batch(g: &GilIntervals, r: std::ops::Range<usize>) -> BatchResult {
+    let threads = &g.thread[r.clone()];
+    batch(vec![
+        ("pid", int_col(threads.iter().map(|&t| pid_tid(t).0))),
+        ("tid", int_col(threads.iter().map(|&t| pid_tid(t).1))),
+        ("state", Arc::new(Int8Array::from_iter_values(g.state[r.clone()].iter().map(|&s| s as i8)))),
+        ("start_ns", int_col(g.start[r.clone()].iter().copied())),
+        ("end_ns", int_col(g.end[r].iter().copied())),
+    ])
+}
+
+/// `thread_gil` batch; a thread's name from the capture's thread names (the last one listed wins).
+pub(crate) fn thread_gil_batch(rows: &[ThreadGilRow], t: &TargetInfo) -> BatchResult {
+    let mut names: std::collections::HashMap<(i64, i64), Option<&str>> = std::collections::HashMap::new();
+    for (pid, tid, name) in &t.threads {
+        names.insert((*pid, *tid), name.as_deref());
+    }
+    let keys: Vec<(i64, i64)> = rows.iter().map(|r| pid_tid(r.thread)).collect();
+    batch(vec![
+        ("pid", int_col(keys.iter().map(|k| k.0))),
+        ("tid", int_col(keys.iter().map(|k| k.1))),
+        ("name", str_col(keys.iter().map(|k| names.get(k).copied().flatten()))),
+        ("gil_hold_ns", int_col(rows.iter().map(|r| r.hold_ns))),
+        ("gil_wait_ns", int_col(rows.iter().map(|r| r.wait_ns))),
+        ("gil_wait_count", int_col(rows.iter().map(|r| r.wait_count))),
+        ("gil_wait_p50_ns", float_col(rows.iter().map(|r| r.wait_p50_ns))),
+        ("gil_wait_p99_ns", float_col(rows.iter().map(|r| r.wait_p99_ns))),
+        ("gil_wait_max_ns", opt_int_col(rows.iter().map(|r| r.wait_max_ns))),
+    ])
+}
+
+/// `os_call_rows` batch (the storage behind the `os_calls` view) of the calls in `r`; the name is an id
+/// into `os_call_names`.
+pub(crate) fn os_call_rows_batch(o: &OsCalls, r: std::ops::Range<usize>) -> BatchResult {
+    let threads = &o.thread[r.clone()];
+    let name_ids = o.name_id[r.clone()].iter().map(|&n| i32::try_from(n).unwrap_or(-1));
+    batch(vec![
+        ("pid", int_col(threads.iter().map(|&t| pid_tid(t).0))),
+        ("tid", int_col(threads.iter().map(|&t| pid_tid(t).1))),
+        ("name_id", Arc::new(Int32Array::from_iter_values(name_ids))),
+        ("start_ns", int_col(o.start[r.clone()].iter().copied())),
+        ("end_ns", int_col(o.end[r].iter().copied())),
+    ])
+}
+
+/// `os_call_names` batch: each name id of the summary (every id `os_call_rows` uses) and its name.
+pub(crate) fn os_call_names_batch(rows: &[OsCallSummaryRow], strings: &StringTable) -> BatchResult {
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.name_id).collect();
+    ids.sort_unstable();
+    batch(vec![
+        ("name_id", Arc::new(Int32Array::from_iter_values(ids.iter().map(|&n| i32::try_from(n).unwrap_or(-1))))),
+        ("name", str_col(ids.iter().map(|&n| strings.get(n)))),
+    ])
+}
+
+/// `os_call_summary` batch.
+pub(crate) fn os_call_summary_batch(rows: &[OsCallSummaryRow], strings: &StringTable) -> BatchResult {
+    batch(vec![
+        ("name", str_col(rows.iter().map(|r| strings.get(r.name_id)))),
+        ("count", int_col(rows.iter().map(|r| r.count))),
+        ("total_ns", int_col(rows.iter().map(|r| r.total_ns))),
+        ("avg_ns", float_col(rows.iter().map(|r| Some(r.avg_ns)))),
+        ("median_ns", float_col(rows.iter().map(|r| Some(r.median_ns)))),
+        ("min_ns", int_col(rows.iter().map(|r| r.min_ns))),
+        ("max_ns", int_col(rows.iter().map(|r| r.max_ns))),
     ])
 }
 
@@ -267,6 +356,10 @@ pub(crate) fn metrics_batch(rows: &[MetricRow], per_stream: bool) -> BatchResult
         ("graph_launch_count", i(|r| r.graph_launch_count)),
         ("graph_ns", i(|r| r.graph_ns)),
     ]);
+    if !per_stream {
+        let idle: Vec<Idle> = rows.iter().map(|r| r.idle).collect();
+        cols.extend(idle_cols(&idle));
+    }
     batch(cols)
 }
 

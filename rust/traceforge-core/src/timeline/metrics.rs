@@ -42,6 +42,9 @@ pub struct MetricRow {
     pub graph_launch_count: i64,
     /// Σ(end − start) of those executions.
     pub graph_ns: i64,
+    /// Idle-gap attribution of the device's gaps ([`super::idle::Idle`]; device rows only, set after
+    /// [`super::derive`] by [`super::idle::attribute`]).
+    pub idle: super::idle::Idle,
 }
 
 /// Whether `values` never decrease.

@@ -9,6 +9,8 @@
 pub mod gaps;
 pub mod graphs;
 pub(crate) mod grouping;
+pub mod host;
+pub mod idle;
 pub mod metrics;
 pub mod nvtx;
 pub mod percentile;

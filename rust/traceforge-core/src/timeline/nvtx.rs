@@ -56,9 +56,106 @@ const NVTX_PUSH_POP: i64 = 59;
 const NVTX_START_END: i64 = 60;
 const NVTX_DOMAIN_CREATE: i64 = 75;
 
+/// The name of the NVTX domain Python's GIL tracing (`nsys -t python-gil`) creates its ranges in.
+pub const GIL_DOMAIN: &str = "GIL Trace";
+/// GIL range labels and their `gil_intervals.state` code (0 = hold, 1 = wait).
+pub const GIL_LABELS: [(&str, u8); 2] = [("Holding GIL", 0), ("Waiting for GIL", 1)];
+
+/// The (pid, domain id) of every domain created with the name [`GIL_DOMAIN`]: domain ids are small
+/// per-process counters, so the domain is found per process by its create event's text.
+pub fn gil_domains<'s>(ev: &NvtxEventColumns<'_>, text_of: impl Fn(i64) -> Option<&'s str>) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for i in 0..ev.start.len() {
+        if ev.event_type[i] != NVTX_DOMAIN_CREATE || ev.domain_id[i] == NULL_I64 || ev.global_tid[i] == NULL_I64 {
+            continue;
+        }
+        let name = ev.text[i].as_deref().or_else(|| text_of(ev.text_id[i]));
+        if name == Some(GIL_DOMAIN) {
+            out.push((decode_global_id(ev.global_tid[i]).0, ev.domain_id[i]));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Whether event `i` belongs to one of the GIL `domains` (from [`gil_domains`]).
+#[inline]
+fn in_gil_domain(ev: &NvtxEventColumns<'_>, i: usize, domains: &[(i64, i64)]) -> bool {
+    !domains.is_empty()
+        && ev.domain_id[i] != NULL_I64
+        && ev.global_tid[i] != NULL_I64
+        && domains.binary_search(&(decode_global_id(ev.global_tid[i]).0, ev.domain_id[i])).is_ok()
+}
+
+/// The GIL ranges of a trace: one row per `Holding GIL` / `Waiting for GIL` range (push/pop or start/end,
+/// with an end) of a GIL domain, in export order.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GilIntervals {
+    /// Thread key `(pid << 24) | tid`.
+    pub thread: Vec<i64>,
+    /// 0 = hold, 1 = wait ([`GIL_LABELS`]).
+    pub state: Vec<u8>,
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+}
+
+impl GilIntervals {
+    /// Number of GIL ranges.
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+}
+
+/// The GIL ranges of the GIL `domains` ([`gil_domains`]); labels are resolved once per text id.
+pub fn gil_intervals<'s>(
+    ev: &NvtxEventColumns<'_>,
+    domains: &[(i64, i64)],
+    text_of: impl Fn(i64) -> Option<&'s str>,
+) -> GilIntervals {
+    let mut out = GilIntervals::default();
+    if domains.is_empty() {
+        return out;
+    }
+    let state_of = |label: Option<&str>| GIL_LABELS.iter().find(|l| Some(l.0) == label).map(|l| l.1);
+    let mut cached: Option<(i64, Option<u8>)> = None;
+    for i in 0..ev.start.len() {
+        if !matches!(ev.event_type[i], NVTX_PUSH_POP | NVTX_START_END)
+            || ev.end[i] == NULL_I64
+            || !in_gil_domain(ev, i, domains)
+        {
+            continue;
+        }
+        let state = match &ev.text[i] {
+            Some(text) => state_of(Some(text)),
+            None => match cached {
+                Some((id, s)) if id == ev.text_id[i] => s,
+                _ => {
+                    let s = state_of(text_of(ev.text_id[i]));
+                    cached = Some((ev.text_id[i], s));
+                    s
+                }
+            },
+        };
+        let Some(state) = state else { continue };
+        out.thread.push(thread_key(ev.global_tid[i]));
+        out.state.push(state);
+        out.start.push(ev.start[i]);
+        out.end.push(ev.end[i]);
+    }
+    out
+}
+
 /// Resolve names and domains, order by start, and compute push/pop nesting levels per thread;
-/// `text_of` resolves an interned text id.
-pub fn build_nvtx_ranges<'s>(ev: &NvtxEventColumns<'_>, text_of: impl Fn(i64) -> Option<&'s str>) -> NvtxRanges {
+/// `text_of` resolves an interned text id. The GIL domains' ranges are not the user's: they are left out
+/// (see [`gil_intervals`]), and levels are computed over the user's ranges only.
+pub fn build_nvtx_ranges<'s>(ev: &NvtxEventColumns<'_>, text_of: impl Fn(i64) -> Option<&'s str> + Copy) -> NvtxRanges {
+    let gil = gil_domains(ev, text_of);
     let name_of = |i: usize| ev.text[i].clone().or_else(|| text_of(ev.text_id[i]).map(str::to_string));
     let mut domains: Vec<(i64, String)> = Vec::new();
     for i in 0..ev.start.len() {
@@ -70,6 +167,7 @@ pub fn build_nvtx_ranges<'s>(ev: &NvtxEventColumns<'_>, text_of: impl Fn(i64) ->
     }
     let mut rows: Vec<usize> = (0..ev.start.len())
         .filter(|&i| matches!(ev.event_type[i], NVTX_MARK | NVTX_PUSH_POP | NVTX_START_END))
+        .filter(|&i| !in_gil_domain(ev, i, &gil))
         .collect();
     rows.sort_by_key(|&i| (ev.start[i], thread_key(ev.global_tid[i]), i));
     let mut out = NvtxRanges::default();
@@ -183,6 +281,47 @@ mod tests {
         let (projected, [_, starts, _]) = r.projectable();
         assert_eq!(projected.len(), 6);
         assert!(!starts.contains(&25));
+    }
+
+    #[test]
+    fn gil_ranges_are_not_user_ranges_and_do_not_nest_them() {
+        const OTHER_PID: i64 = (200 << 24) | 201;
+        let events: Vec<Event> = vec![
+            (0, 0, NVTX_DOMAIN_CREATE, A, "=GIL Trace", 1),
+            (0, 50, NVTX_PUSH_POP, A, "Holding GIL", 1),
+            (40, 1000, NVTX_PUSH_POP, A, "=step", 0),
+            (45, 70, NVTX_PUSH_POP, A, "=inner", 0),
+            (250, 450, NVTX_PUSH_POP, B, "Waiting for GIL", 1),
+            (300, 310, NVTX_PUSH_POP, B, "something else", 1),
+            // Domain 1 of another process is not a GIL domain.
+            (5, 6, NVTX_PUSH_POP, OTHER_PID, "=Holding GIL", 1),
+        ];
+        let r = ranges(&events);
+        // (Domain names are looked up by id alone, as before: the other process' range is named after it.)
+        assert_eq!(r.name, vec!["GIL Trace:Holding GIL".to_string(), "step".to_string(), "inner".to_string()]);
+        assert_eq!(r.level, vec![0, 0, 1]);
+        let col = |f: fn(&Event) -> i64| events.iter().map(f).collect::<Vec<i64>>();
+        let (start, end, event_type, global_tid, domain_id) =
+            (col(|e| e.0), col(|e| e.1), col(|e| e.2), col(|e| e.3), col(|e| e.5));
+        let text: Vec<Option<String>> = events.iter().map(|e| e.4.strip_prefix('=').map(str::to_string)).collect();
+        let text_id: Vec<i64> = (0..events.len() as i64).collect();
+        let strings: Vec<&str> = events.iter().map(|e| e.4).collect();
+        let view = NvtxEventColumns {
+            start: &start,
+            end: &end,
+            event_type: &event_type,
+            global_tid: &global_tid,
+            text_id: &text_id,
+            domain_id: &domain_id,
+            text: &text,
+        };
+        let text_of = |id: i64| strings.get(id as usize).copied();
+        let domains = gil_domains(&view, text_of);
+        assert_eq!(domains, vec![(100, 1)]);
+        let g = gil_intervals(&view, &domains, text_of);
+        assert_eq!(g.state, vec![0, 1]);
+        assert_eq!((g.start, g.end), (vec![0, 250], vec![50, 450]));
+        assert_eq!(g.thread, vec![(100 << 24) | 101, (100 << 24) | 102]);
     }
 
     #[test]

@@ -838,7 +838,7 @@ def test_idle_gaps(case: Callable[[str], Case], name: str) -> None:
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_gpu_metrics(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = sorted(
@@ -849,7 +849,7 @@ def test_gpu_metrics(case: Callable[[str], Case], name: str) -> None:
     assert got == c.ref.gpu_metrics
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_gpu_metric_summary(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = {
@@ -861,7 +861,9 @@ def test_gpu_metric_summary(case: Callable[[str], Case], name: str) -> None:
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+# edges: its GIL ranges are NVTX ranges until the GIL half of issue 15 takes them out of nvtx_ranges (one GIL
+# wait range projects onto a kernel and gets a row); every user range's row agrees already.
+@pytest.mark.parametrize("name", files(*ALL, failing=(EDGES,)))
 def test_nvtx_gpu_metrics(case: Callable[[str], Case], name: str) -> None:
     """Per user range with a GPU projection and metric: samples in [gpu_start_ns, gpu_end_ns) and their mean;
     ``range`` is nvtx_projection's range_index."""

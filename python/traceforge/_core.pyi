@@ -97,11 +97,16 @@ def open_trace(
     """Open an nsys SQLite export and read its GPU operations (``threads`` = 0: all cores)."""
 
 def rederive(
-    kernels: object, memops: object, nvtx_ranges: object, graph_launches: object | None = None
+    kernels: object,
+    memops: object,
+    nvtx_ranges: object,
+    graph_launches: object | None = None,
+    gpu_metrics: object | None = None,
 ) -> dict[str, ArrowStream]:
     """Recompute the derived tables of one trace from its stored rows (Arrow streams in, streams out).
 
     ``graph_launches``: the stored graph launches (their graph-mode rows are GPU activities).
+    ``gpu_metrics``: the stored GPU metric samples (``device_id, metric, ts_ns, value``).
     """
 
 def synthesize(

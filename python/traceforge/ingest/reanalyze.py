@@ -155,7 +155,8 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
         "correlation_id, launch_tid, api_start_ns, kernel_count, kernel_ns FROM graph_launches "
         "WHERE trace_id = $1"
     )
-    tables = _core.rederive(kernels, memops, nvtx, graph_launches)
+    gpu_metrics = fetch("SELECT device_id, metric, ts_ns, value FROM gpu_metrics WHERE trace_id = $1")
+    tables = _core.rederive(kernels, memops, nvtx, graph_launches, gpu_metrics)
     for table in DERIVED_TABLES:
         storage = DERIVED_STORAGE.get(table)
         if storage is None:

@@ -29,6 +29,9 @@ TRACE_TABLES: tuple[str, ...] = (
     "memop_summary",
     "graph_summary",
     "nvtx_projection",
+    "gpu_metrics",
+    "gpu_metric_summary",
+    "nvtx_gpu_metrics",
 )
 
 #: Derived tables that ``reanalyze`` recomputes from the event tables.
@@ -41,6 +44,8 @@ DERIVED_TABLES: tuple[str, ...] = (
     "memop_summary",
     "graph_summary",
     "nvtx_projection",
+    "gpu_metric_summary",
+    "nvtx_gpu_metrics",
 )
 
 _KERNEL_METRIC_COLUMNS = """
@@ -199,6 +204,19 @@ DDL: dict[str, str] = {
             gpu_op_count BIGINT, launch_count BIGINT, kernel_count BIGINT, kernel_time_ns BIGINT,
             metric_version INTEGER, graph_ns BIGINT
         )""",
+    "gpu_metrics": """
+        CREATE TABLE IF NOT EXISTS gpu_metrics (
+            trace_id VARCHAR, device_id INTEGER, metric VARCHAR, ts_ns BIGINT, value BIGINT
+        )""",
+    "gpu_metric_summary": """
+        CREATE TABLE IF NOT EXISTS gpu_metric_summary (
+            trace_id VARCHAR, device_id INTEGER, metric VARCHAR, sample_count BIGINT, mean DOUBLE, min BIGINT,
+            max BIGINT, p50 DOUBLE, p90 DOUBLE, p99 DOUBLE, metric_version INTEGER
+        )""",
+    "nvtx_gpu_metrics": """
+        CREATE TABLE IF NOT EXISTS nvtx_gpu_metrics (
+            trace_id VARCHAR, "range" BIGINT, metric VARCHAR, mean DOUBLE, samples BIGINT, metric_version INTEGER
+        )""",
     "ingest_failures": """
         CREATE TABLE IF NOT EXISTS ingest_failures (
             path VARCHAR, fingerprint VARCHAR, error_code VARCHAR, message VARCHAR, failed_at TIMESTAMP
@@ -207,7 +225,7 @@ DDL: dict[str, str] = {
 
 # --- Storage behind the three largest tables -----------------------------------------------------------
 #
-# ``kernels``, ``api_calls`` and ``gaps`` are views. Their rows are stored normalised in the ``tf_store``
+# ``kernels``, ``api_calls``, ``gaps`` and ``gpu_metrics`` are views. Their rows are stored normalised in the ``tf_store``
 # schema: a kernel row keeps its times, correlation id and a 4-byte ``kernel_class`` id in place of the
 # columns that repeat across launches (~250 bytes of names, launch shape, device, stream, thread), an API
 # call a ``call_class`` id likewise, and all three a numeric ``trace_key`` in place of the trace id.
@@ -246,6 +264,13 @@ ROW_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("start_ns", "BIGINT"),
         ("end_ns", "BIGINT"),
         ("metric_version", "INTEGER"),
+    ),
+    "gpu_metric_rows": (
+        ("trace_key", "UBIGINT"),
+        ("device_id", "INTEGER"),
+        ("metric_class", "INTEGER"),
+        ("ts_ns", "BIGINT"),
+        ("value", "BIGINT"),
     ),
 }
 
@@ -295,6 +320,11 @@ STORAGE_DDL: dict[str, str] = {
             api ENUM('runtime', 'driver'), return_value BIGINT
         )""",
     "gap_rows": _row_table_ddl("gap_rows"),
+    "gpu_metric_rows": _row_table_ddl("gpu_metric_rows"),
+    "gpu_metric_classes": f"""
+        CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.gpu_metric_classes (
+            trace_key UBIGINT, metric_class INTEGER, trace_id VARCHAR, metric VARCHAR
+        )""",
 }
 
 #: Which identity columns (``trace_key``, ``trace_id``) each storage table holds.
@@ -304,6 +334,8 @@ STORAGE_IDENTITY: dict[str, tuple[str, ...]] = {
     "api_call_rows": ("trace_key",),
     "api_call_classes": ("trace_key", "trace_id"),
     "gap_rows": ("trace_key", "metric_version"),
+    "gpu_metric_rows": ("trace_key",),
+    "gpu_metric_classes": ("trace_key", "trace_id"),
 }
 
 #: The storage table a derived table is written to, where it is not written as itself.
@@ -335,6 +367,9 @@ KERNEL_CLASS_COLUMNS: tuple[str, ...] = (
 #: Class columns of an API call, held once per distinct combination in ``api_call_classes``.
 API_CLASS_COLUMNS: tuple[str, ...] = ("pid", "tid", "name", "api", "return_value")
 
+#: Class columns of a GPU metric sample: its metric name, held once per trace in ``gpu_metric_classes``.
+GPU_METRIC_CLASS_COLUMNS: tuple[str, ...] = ("metric",)
+
 #: The public views over the storage tables (same columns, order and types as ``DDL``'s tables).
 VIEW_DDL: dict[str, str] = {
     "kernels": f"""
@@ -355,6 +390,13 @@ VIEW_DDL: dict[str, str] = {
         FROM {unpacked_rows("api_call_rows")} a
         JOIN {STORAGE_SCHEMA}.api_call_classes c
             ON a.trace_key = c.trace_key AND a.call_class = c.call_class""",
+    # Tens of millions of samples a capture: each row is (trace key, device, metric id, time, value).
+    "gpu_metrics": f"""
+        CREATE OR REPLACE VIEW gpu_metrics AS
+        SELECT c.trace_id, g.device_id, c.metric, g.ts_ns, g.value
+        FROM {unpacked_rows("gpu_metric_rows")} g
+        JOIN {STORAGE_SCHEMA}.gpu_metric_classes c
+            ON g.trace_key = c.trace_key AND g.metric_class = c.metric_class""",
     # A gap has no name to carry the trace id: it comes from `traces` (one row per trace).
     "gaps": f"""
         CREATE OR REPLACE VIEW gaps AS

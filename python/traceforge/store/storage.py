@@ -16,6 +16,7 @@ from .schema import (
     API_CLASS_COLUMNS,
     DDL,
     DERIVED_TABLES,
+    GPU_METRIC_CLASS_COLUMNS,
     KERNEL_CLASS_COLUMNS,
     METRIC_VERSION,
     ROW_FIELDS,
@@ -132,6 +133,10 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
             _load_kernels(con)
         elif table == "api_calls":
             _load_api_calls(con)
+        elif table == "gpu_metrics":
+            _load_rows_with_classes(
+                con, "gpu_metric_rows", "gpu_metric_classes", "metric_class", GPU_METRIC_CLASS_COLUMNS
+            )
         else:
             insert_storage_rows(con, "gap_rows", "SELECT * FROM _tf_load")
     finally:
@@ -172,9 +177,10 @@ def _load_rows_with_classes(
 
 def _upgrade_spelled_out_tables(con: Any) -> None:
     """Move the rows of a store written before the views existed (tables spelled out) into storage."""
+    views = ", ".join(f"'{table}'" for table in VIEW_DDL)
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' AND table_name IN ('kernels', 'api_calls', 'gaps')"
+        f"AND table_type = 'BASE TABLE' AND table_name IN ({views})"
     ).fetchall()
     for (table,) in rows:
         old = f"_tf_spelled_out_{table}"
@@ -185,10 +191,11 @@ def _upgrade_spelled_out_tables(con: Any) -> None:
 
 def _upgrade_plain_row_tables(con: Any) -> None:
     """Pack the rows of storage tables written as plain columns (before ``ROW_COLUMN``) into one STRUCT."""
+    row_tables = ", ".join(f"'{table}'" for table in ROW_FIELDS)
     rows = con.execute(
         bind(
             "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = ? "
-            "AND column_name = 'trace_key' AND table_name IN ('kernel_rows', 'api_call_rows', 'gap_rows')",
+            f"AND column_name = 'trace_key' AND table_name IN ({row_tables})",
             [STORAGE_SCHEMA],
         ),
     ).fetchall()

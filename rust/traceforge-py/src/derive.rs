@@ -23,26 +23,29 @@ fn import_stream(obj: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader> {
 }
 
 /// Recompute the derived tables of one trace from its stored `kernels`, `memops`, `nvtx_ranges` and
-/// (when given) `graph_launches`.
+/// (when given) `graph_launches` and `gpu_metrics`.
 ///
 /// Returns a dict: table name -> Arrow stream.
 #[pyfunction]
-#[pyo3(signature = (kernels, memops, nvtx_ranges, graph_launches = None))]
+#[pyo3(signature = (kernels, memops, nvtx_ranges, graph_launches = None, gpu_metrics = None))]
 fn rederive<'py>(
     py: Python<'py>,
     kernels: &Bound<'py, PyAny>,
     memops: &Bound<'py, PyAny>,
     nvtx_ranges: &Bound<'py, PyAny>,
     graph_launches: Option<&Bound<'py, PyAny>>,
+    gpu_metrics: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mut k = import_stream(kernels)?;
     let mut m = import_stream(memops)?;
     let mut n = import_stream(nvtx_ranges)?;
     let mut g = graph_launches.map(import_stream).transpose()?;
+    let mut s = gpu_metrics.map(import_stream).transpose()?;
     let options = IngestOptions::from_env();
     let tables = run_native(py, move || -> Result<_, Error> {
         let g = g.as_mut().map(|g| g as &mut dyn Iterator<Item = _>);
-        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, g, &options)
+        let s = s.as_mut().map(|s| s as &mut dyn Iterator<Item = _>);
+        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, g, s, &options)
     })?;
     let out = PyDict::new(py);
     for (name, stream) in tables {

@@ -283,6 +283,52 @@ fn project_with(
         .collect()
 }
 
+/// For each range of `ranges`: the devices (sorted, distinct) of the GPU operations it projects onto (the
+/// operations [`project`] counts), restricted to `wanted` (sorted): one prefix count per wanted device over
+/// the sorted operations, so a range costs two binary searches and one difference per wanted device.
+pub fn range_devices(
+    kernels: &KernelsView<'_>,
+    memops: &MemopsView<'_>,
+    graphs: &OpsView<'_>,
+    ranges: &RangesView<'_>,
+    wanted: &[i64],
+) -> Vec<Vec<i64>> {
+    let n_ranges = ranges.start.len();
+    if n_ranges == 0 || wanted.is_empty() {
+        return vec![Vec::new(); n_ranges];
+    }
+    let t = OpTable { kernels, memops, graphs };
+    let ops = collect_ops(&t, ranges);
+    let device = |op: OpRef| {
+        let (v, i, _) = t.view(op);
+        i64::from(v.device.get(i))
+    };
+    let counts: Vec<Vec<u32>> = wanted
+        .iter()
+        .map(|&d| {
+            let mut c = Vec::with_capacity(ops.len() + 1);
+            c.push(0u32);
+            let mut acc = 0u32;
+            for &op in &ops {
+                acc += u32::from(device(op) == d);
+                c.push(acc);
+            }
+            c
+        })
+        .collect();
+    (0..n_ranges)
+        .map(|r| {
+            let (thread, start, end) = (ranges.thread[r], ranges.start[r], ranges.end[r]);
+            if thread == NULL_I64 || end == NULL_I64 {
+                return Vec::new();
+            }
+            let lo = ops.partition_point(|&o| t.call(o) < (thread, start));
+            let hi = ops.partition_point(|&o| t.call(o) < (thread, end)).max(lo);
+            wanted.iter().zip(&counts).filter(|(_, c)| c[hi] > c[lo]).map(|(&d, _)| d).collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -318,9 +318,15 @@ impl Trace {
         derived.graph_summary = graph_summary(&graph_launches);
         crate::memory::release_free_memory(); // the working buffers of the metrics
         let gpu_metrics = if self.caps.has_table(GPU_METRICS_TABLE) {
+            let t0 = std::time::Instant::now();
             let samples = read_gpu_metrics(&self.file, &self.caps, &self.options, &self.cancel)?;
+            let t1 = std::time::Instant::now();
             let devices = timeline::projection::range_devices(&kernels, &memops, &graphs, &ranges, &samples.devices());
+            let t2 = std::time::Instant::now();
             let tables = gpu_metric_tables(&samples, &derived.projection, devices);
+            if std::env::var_os("TF_GM_TIMING").is_some() {
+                eprintln!("gm read {:?} devices {:?} tables {:?}", t1 - t0, t2 - t1, t2.elapsed());
+            }
             *self.gpu_samples.lock().unwrap_or_else(|p| p.into_inner()) = Some(samples);
             tables
         } else {
@@ -599,10 +605,11 @@ pub(crate) fn gpu_metric_tables(
 /// The `gpu_metric_rows` stream: series by series, in batches; the samples are freed with the stream.
 pub(crate) fn gpu_metric_rows_stream(samples: GpuMetrics, cancel: Arc<AtomicBool>) -> BatchStream {
     let schema = gpu_metric_rows_batch(&Default::default(), 0..0).expect("an empty batch").schema();
-    let (mut series, mut next) = (0usize, 0usize);
+    let (mut samples, mut series, mut next) = (samples, 0usize, 0usize);
     let iter = interruptible(cancel, move || loop {
         let s = samples.series.get(series)?;
         if next >= s.len() {
+            samples.series[series] = Default::default(); // written: freed now, not with the stream
             series += 1;
             next = 0;
             continue;

@@ -160,6 +160,56 @@ pub struct RangeWindow {
     pub devices: Vec<i64>,
 }
 
+/// Prefix sums of one series' values: `between(lo, hi)` is the (sum, count) of the non-NULL values there.
+enum Prefix {
+    /// No NULL and every partial sum fits i64.
+    Plain(Vec<i64>),
+    /// Sums and counts of non-NULL values.
+    Wide(Vec<i128>, Vec<u32>),
+}
+
+impl Prefix {
+    fn of(values: &[i64]) -> Prefix {
+        let mut sums = Vec::with_capacity(values.len() + 1);
+        sums.push(0i64);
+        let mut acc = 0i64;
+        for &v in values {
+            match acc.checked_add(v) {
+                Some(next) if v != NULL_I64 => {
+                    acc = next;
+                    sums.push(acc);
+                }
+                _ => return Prefix::wide(values),
+            }
+        }
+        Prefix::Plain(sums)
+    }
+
+    fn wide(values: &[i64]) -> Prefix {
+        let mut sums = Vec::with_capacity(values.len() + 1);
+        let mut counts = Vec::with_capacity(values.len() + 1);
+        let (mut acc, mut cnt) = (0i128, 0u32);
+        sums.push(0);
+        counts.push(0);
+        for &v in values {
+            if v != NULL_I64 {
+                acc += i128::from(v);
+                cnt += 1;
+            }
+            sums.push(acc);
+            counts.push(cnt);
+        }
+        Prefix::Wide(sums, counts)
+    }
+
+    fn between(&self, lo: usize, hi: usize) -> (i128, i64) {
+        match self {
+            Prefix::Plain(s) => (i128::from(s[hi]) - i128::from(s[lo]), (hi - lo) as i64),
+            Prefix::Wide(s, c) => (s[hi] - s[lo], i64::from(c[hi] - c[lo])),
+        }
+    }
+}
+
 /// One `nvtx_gpu_metrics` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeMetricRow {
@@ -177,27 +227,9 @@ pub fn range_means(g: &GpuMetrics, windows: &[RangeWindow]) -> Vec<RangeMetricRo
     if g.series.is_empty() || windows.is_empty() {
         return Vec::new();
     }
-    // Prefix sums of each series' values (NULL counts as no value), built once.
-    let prefix: Vec<(Vec<i128>, Vec<u32>)> = g
-        .series
-        .iter()
-        .map(|s| {
-            let mut sums = Vec::with_capacity(s.len() + 1);
-            let mut counts = Vec::with_capacity(s.len() + 1);
-            let (mut acc, mut cnt) = (0i128, 0u32);
-            sums.push(0);
-            counts.push(0);
-            for &v in &s.value {
-                if v != NULL_I64 {
-                    acc += i128::from(v);
-                    cnt += 1;
-                }
-                sums.push(acc);
-                counts.push(cnt);
-            }
-            (sums, counts)
-        })
-        .collect();
+    // Prefix sums of each series' values, built once: 8 bytes a sample unless a series has NULLs or its
+    // sum leaves i64 (then 20 bytes a sample, exact).
+    let prefix: Vec<Prefix> = g.series.iter().map(|s| Prefix::of(&s.value)).collect();
     // Metric ids in name order, so that each window's rows come out sorted by name.
     let mut order: Vec<u32> = (0..g.names.len() as u32).collect();
     order.sort_by(|&a, &b| g.names[a as usize].cmp(&g.names[b as usize]));
@@ -209,16 +241,17 @@ pub fn range_means(g: &GpuMetrics, windows: &[RangeWindow]) -> Vec<RangeMetricRo
     // Per metric rank: (present, sum, value count).
     let mut acc: Vec<(bool, i128, i64)> = vec![(false, 0, 0); g.names.len()];
     for w in windows {
-        for (s, (sums, counts)) in g.series.iter().zip(&prefix) {
+        for (s, p) in g.series.iter().zip(&prefix) {
             if w.devices.binary_search(&s.device).is_err() {
                 continue;
             }
             let lo = s.ts.partition_point(|&t| t < w.gpu_start_ns);
             let hi = s.ts.partition_point(|&t| t < w.gpu_end_ns).max(lo);
+            let (sum, count) = p.between(lo, hi);
             let slot = &mut acc[rank[s.metric as usize]];
             slot.0 = true;
-            slot.1 += sums[hi] - sums[lo];
-            slot.2 += i64::from(counts[hi] - counts[lo]);
+            slot.1 += sum;
+            slot.2 += count;
         }
         for (r, slot) in acc.iter_mut().enumerate() {
             if slot.0 {
@@ -275,6 +308,18 @@ mod tests {
         assert_eq!((rows[0].samples, rows[0].mean), (3, Some(14.0 / 3.0)));
         assert_eq!((rows[1].range, rows[1].samples, rows[1].mean), (1, 0, None));
         assert_eq!((rows[2].samples, rows[2].mean), (3, Some((2.0 + 4.0 + 64.0) / 3.0)));
+    }
+
+    #[test]
+    fn nulls_and_huge_values_take_the_wide_sums() {
+        let big = i64::MAX / 2;
+        let g =
+            GpuMetrics::from_samples([(0, None, 1, big), (0, None, 2, big), (0, None, 3, big), (0, None, 4, NULL_I64)]);
+        let w = RangeWindow { range: 0, gpu_start_ns: 0, gpu_end_ns: 10, devices: vec![0] };
+        let rows = range_means(&g, &[w]);
+        assert_eq!((rows[0].samples, rows[0].mean), (3, Some(big as f64)));
+        let s = summaries(&g);
+        assert_eq!((s[0].sample_count, s[0].mean, s[0].max), (4, Some(big as f64), Some(big)));
     }
 
     #[test]

@@ -50,7 +50,9 @@ def duckdb_gpu_metrics(path: str, db_out: str) -> Measurement:
     """DuckDB + sqlite_scanner: copy the samples (names resolved) and summarise them."""
     ext = find_sqlite_extension()
     if ext is None:
-        raise RuntimeError("DuckDB's sqlite extension not found: pip install duckdb-ext-sqlite==1.4.4.20260205")
+        raise RuntimeError(
+            "DuckDB's sqlite extension not found: pip install duckdb-ext-sqlite==1.4.4.20260205"
+        )
     for suffix in ("", ".wal"):
         if os.path.exists(db_out + suffix):
             os.unlink(db_out + suffix)
@@ -63,7 +65,9 @@ def duckdb_gpu_metrics(path: str, db_out: str) -> Measurement:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--input", required=True, help="an nsys export with GPU_METRICS")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workdir", default=tempfile.gettempdir())
@@ -75,7 +79,9 @@ def main() -> int:
     ensure_bytecode()
     results: dict[str, list[Measurement]] = {"traceforge": [], "duckdb": []}
     for _ in range(args.runs):
-        results["traceforge"].append(traceforge_ingest(args.input, os.path.join(args.workdir, "tf_gm.duckdb")))
+        results["traceforge"].append(
+            traceforge_ingest(args.input, os.path.join(args.workdir, "tf_gm.duckdb"))
+        )
         results["duckdb"].append(duckdb_gpu_metrics(args.input, os.path.join(args.workdir, "duck_gm.duckdb")))
     for runs in results.values():
         bad = [m for m in runs if m.rc != 0]

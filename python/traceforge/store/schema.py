@@ -215,7 +215,8 @@ DDL: dict[str, str] = {
         )""",
     "nvtx_gpu_metrics": """
         CREATE TABLE IF NOT EXISTS nvtx_gpu_metrics (
-            trace_id VARCHAR, "range" BIGINT, metric VARCHAR, mean DOUBLE, samples BIGINT, metric_version INTEGER
+            trace_id VARCHAR, "range" BIGINT, metric VARCHAR, mean DOUBLE, samples BIGINT,
+            metric_version INTEGER
         )""",
     "ingest_failures": """
         CREATE TABLE IF NOT EXISTS ingest_failures (
@@ -223,12 +224,13 @@ DDL: dict[str, str] = {
         )""",
 }
 
-# --- Storage behind the three largest tables -----------------------------------------------------------
+# --- Storage behind the largest tables ------------------------------------------------------------------
 #
-# ``kernels``, ``api_calls``, ``gaps`` and ``gpu_metrics`` are views. Their rows are stored normalised in the ``tf_store``
-# schema: a kernel row keeps its times, correlation id and a 4-byte ``kernel_class`` id in place of the
-# columns that repeat across launches (~250 bytes of names, launch shape, device, stream, thread), an API
-# call a ``call_class`` id likewise, and all three a numeric ``trace_key`` in place of the trace id.
+# ``kernels``, ``api_calls``, ``gaps`` and ``gpu_metrics`` are views. Their rows are stored normalised in the
+# ``tf_store`` schema: a kernel row keeps its times, correlation id and a 4-byte ``kernel_class`` id in place
+# of the columns that repeat across launches (~250 bytes of names, launch shape, device, stream, thread), an
+# API call a ``call_class`` id likewise, a GPU metric sample a ``metric_class`` id in place of its name,
+# and all of them a numeric ``trace_key`` in place of the trace id.
 # DuckDB spends most of an ingest on strings and per-value work, so this stores a trace several times
 # faster than the spelled-out rows; the views give back exactly the documented columns, order and types.
 

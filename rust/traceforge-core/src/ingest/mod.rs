@@ -318,15 +318,9 @@ impl Trace {
         derived.graph_summary = graph_summary(&graph_launches);
         crate::memory::release_free_memory(); // the working buffers of the metrics
         let gpu_metrics = if self.caps.has_table(GPU_METRICS_TABLE) {
-            let t0 = std::time::Instant::now();
             let samples = read_gpu_metrics(&self.file, &self.caps, &self.options, &self.cancel)?;
-            let t1 = std::time::Instant::now();
             let devices = timeline::projection::range_devices(&kernels, &memops, &graphs, &ranges, &samples.devices());
-            let t2 = std::time::Instant::now();
             let tables = gpu_metric_tables(&samples, &derived.projection, devices);
-            if std::env::var_os("TF_GM_TIMING").is_some() {
-                eprintln!("gm read {:?} devices {:?} tables {:?}", t1 - t0, t2 - t1, t2.elapsed());
-            }
             *self.gpu_samples.lock().unwrap_or_else(|p| p.into_inner()) = Some(samples);
             tables
         } else {

@@ -394,6 +394,25 @@ mod tests {
     }
 
     #[test]
+    fn range_devices_are_those_of_the_projected_operations() {
+        // Thread 7 launches on devices 0 (api 10), 1 (api 30) and 2 (api 40, unmatched); thread 8 on 1.
+        let start = [100, 300, 400, 150];
+        let end = [110, 320, 410, 170];
+        let thread = [7, 7, 7, 8];
+        let api = [10, 30, 40, 15];
+        let launch = [1, 2, NULL_I64, 3];
+        let dev = [0i32, 1, 2, 1];
+        let names = [0u32; 4];
+        let k = kernels_view(&dev, &names, [&start, &end, &thread, &api, &launch]);
+        let (rt, rs, re) = ([7, 7, 8, 7, 7], [0, 20, 0, 35, 0], [50, 31, 50, 50, NULL_I64]);
+        let r = RangesView { thread: &rt, start: &rs, end: &re };
+        let d = range_devices(&k, &NO_MEMOPS, &NO_MEMOPS.ops, &r, &[0, 1, 2]);
+        assert_eq!(d, vec![vec![0, 1], vec![1], vec![1], vec![], vec![]]);
+        // Only the wanted devices are reported.
+        assert_eq!(range_devices(&k, &NO_MEMOPS, &NO_MEMOPS.ops, &r, &[1])[0], vec![1]);
+    }
+
+    #[test]
     fn both_paths_agree_on_overlapping_ranges() {
         let mut x: u64 = 7;
         let mut next = || {

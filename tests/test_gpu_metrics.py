@@ -36,7 +36,8 @@ def test_samples_are_stored_packed_with_each_name_once(
     try:
         key = int(trace_id, 16)
         names = con.execute(
-            "SELECT count(*), count(DISTINCT metric) FROM tf_store.gpu_metric_classes WHERE trace_key = ?", [key]
+            "SELECT count(*), count(DISTINCT metric) FROM tf_store.gpu_metric_classes WHERE trace_key = ?",
+            [key],
         ).fetchone()
         assert names == (22, 22)
         stored = con.execute(

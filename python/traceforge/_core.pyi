@@ -97,12 +97,14 @@ def rederive(
     nvtx_ranges: object,
     graph_launches: object | None = None,
     host_states: object | None = None,
+    gpu_metrics: object | None = None,
 ) -> dict[str, ArrowStream]:
     """Recompute the derived tables of one trace from its stored rows (Arrow streams in, streams out).
 
     ``graph_launches``: the stored graph launches (their graph-mode rows are GPU activities).
     ``host_states``: the thread states idle gaps are attributed from: rows of ``pid, tid, state, start_ns,
     end_ns``, ``state`` 0 sync, 1 gil_wait, 2 os, 3 cuda_api.
+    ``gpu_metrics``: the stored GPU metric samples (``device_id, metric, ts_ns, value``).
     """
 
 def synthesize(

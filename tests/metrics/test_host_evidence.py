@@ -838,7 +838,7 @@ def test_idle_gaps(case: Callable[[str], Case], name: str) -> None:
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_gpu_metrics(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = sorted(
@@ -849,7 +849,7 @@ def test_gpu_metrics(case: Callable[[str], Case], name: str) -> None:
     assert got == c.ref.gpu_metrics
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_gpu_metric_summary(case: Callable[[str], Case], name: str) -> None:
     c = case(name)
     got = {
@@ -861,7 +861,7 @@ def test_gpu_metric_summary(case: Callable[[str], Case], name: str) -> None:
     m.done()
 
 
-@pytest.mark.parametrize("name", files(*ALL, failing=tuple(ALL)))
+@pytest.mark.parametrize("name", files(*ALL))
 def test_nvtx_gpu_metrics(case: Callable[[str], Case], name: str) -> None:
     """Per user range with a GPU projection and metric: samples in [gpu_start_ns, gpu_end_ns) and their mean;
     ``range`` is nvtx_projection's range_index."""

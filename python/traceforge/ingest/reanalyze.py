@@ -163,7 +163,8 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
         "WHERE trace_id = $1 AND state = 'wait' "
         "UNION ALL SELECT pid, tid, 2::BIGINT, start_ns, end_ns FROM os_calls WHERE trace_id = $1"
     )
-    tables = _core.rederive(kernels, memops, nvtx, graph_launches, host_states)
+    gpu_metrics = fetch("SELECT device_id, metric, ts_ns, value FROM gpu_metrics WHERE trace_id = $1")
+    tables = _core.rederive(kernels, memops, nvtx, graph_launches, host_states, gpu_metrics)
     for table in DERIVED_TABLES:
         storage = DERIVED_STORAGE.get(table)
         if storage is None:

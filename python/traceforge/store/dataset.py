@@ -40,9 +40,15 @@ if TYPE_CHECKING:
 #: Tables of one trace's partition, in publication order: ``traces`` last marks the partition complete.
 PARTITION_TABLES: tuple[str, ...] = (*TRACE_TABLES, "traces")
 
-#: Tables added to partitions after the dataset format was first released (CUDA graphs, issue 21): a partition
-#: written by an earlier traceforge has none, and loads without them.
-LATER_PARTITION_TABLES: tuple[str, ...] = ("graph_launches", "graph_summary")
+#: Tables added to partitions after the dataset format was first released (CUDA graphs, issue 21; GPU metrics,
+#: issue 15): a partition written by an earlier traceforge has none, and loads without them.
+LATER_PARTITION_TABLES: tuple[str, ...] = (
+    "graph_launches",
+    "graph_summary",
+    "gpu_metrics",
+    "gpu_metric_summary",
+    "nvtx_gpu_metrics",
+)
 
 #: Name of the directory holding partitions being written.
 TMP_DIR = "_tmp"

@@ -33,6 +33,9 @@ TRACE_TABLES: tuple[str, ...] = (
     "thread_gil",
     "os_calls",
     "os_call_summary",
+    "gpu_metrics",
+    "gpu_metric_summary",
+    "nvtx_gpu_metrics",
 )
 
 #: Derived tables that ``reanalyze`` recomputes from the event tables.
@@ -45,6 +48,8 @@ DERIVED_TABLES: tuple[str, ...] = (
     "memop_summary",
     "graph_summary",
     "nvtx_projection",
+    "gpu_metric_summary",
+    "nvtx_gpu_metrics",
 )
 
 _KERNEL_METRIC_COLUMNS = """
@@ -236,18 +241,33 @@ DDL: dict[str, str] = {
             trace_id VARCHAR, name VARCHAR, count BIGINT, total_ns BIGINT, avg_ns DOUBLE, median_ns DOUBLE,
             min_ns BIGINT, max_ns BIGINT
         )""",
+    "gpu_metrics": """
+        CREATE TABLE IF NOT EXISTS gpu_metrics (
+            trace_id VARCHAR, device_id INTEGER, metric VARCHAR, ts_ns BIGINT, value BIGINT
+        )""",
+    "gpu_metric_summary": """
+        CREATE TABLE IF NOT EXISTS gpu_metric_summary (
+            trace_id VARCHAR, device_id INTEGER, metric VARCHAR, sample_count BIGINT, mean DOUBLE, min BIGINT,
+            max BIGINT, p50 DOUBLE, p90 DOUBLE, p99 DOUBLE, metric_version INTEGER
+        )""",
+    "nvtx_gpu_metrics": """
+        CREATE TABLE IF NOT EXISTS nvtx_gpu_metrics (
+            trace_id VARCHAR, "range" BIGINT, metric VARCHAR, mean DOUBLE, samples BIGINT,
+            metric_version INTEGER
+        )""",
     "ingest_failures": """
         CREATE TABLE IF NOT EXISTS ingest_failures (
             path VARCHAR, fingerprint VARCHAR, error_code VARCHAR, message VARCHAR, failed_at TIMESTAMP
         )""",
 }
 
-# --- Storage behind the three largest tables -----------------------------------------------------------
+# --- Storage behind the largest tables ------------------------------------------------------------------
 #
-# ``kernels``, ``api_calls`` and ``gaps`` are views. Their rows are stored normalised in the ``tf_store``
-# schema: a kernel row keeps its times, correlation id and a 4-byte ``kernel_class`` id in place of the
-# columns that repeat across launches (~250 bytes of names, launch shape, device, stream, thread), an API
-# call a ``call_class`` id likewise, and all three a numeric ``trace_key`` in place of the trace id.
+# ``kernels``, ``api_calls``, ``gaps`` and ``gpu_metrics`` are views. Their rows are stored normalised in the
+# ``tf_store`` schema: a kernel row keeps its times, correlation id and a 4-byte ``kernel_class`` id in place
+# of the columns that repeat across launches (~250 bytes of names, launch shape, device, stream, thread), an
+# API call a ``call_class`` id likewise, a GPU metric sample a ``metric_class`` id in place of its name,
+# and all of them a numeric ``trace_key`` in place of the trace id.
 # DuckDB spends most of an ingest on strings and per-value work, so this stores a trace several times
 # faster than the spelled-out rows; the views give back exactly the documented columns, order and types.
 
@@ -303,6 +323,13 @@ ROW_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("start_ns", "BIGINT"),
         ("end_ns", "BIGINT"),
     ),
+    "gpu_metric_rows": (
+        ("trace_key", "UBIGINT"),
+        ("device_id", "INTEGER"),
+        ("metric_class", "INTEGER"),
+        ("ts_ns", "BIGINT"),
+        ("value", "BIGINT"),
+    ),
 }
 
 #: The one column of a ``ROW_FIELDS`` table.
@@ -357,6 +384,11 @@ STORAGE_DDL: dict[str, str] = {
         CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.os_call_names (
             trace_key UBIGINT, trace_id VARCHAR, name_id INTEGER, name VARCHAR
         )""",
+    "gpu_metric_rows": _row_table_ddl("gpu_metric_rows"),
+    "gpu_metric_classes": f"""
+        CREATE TABLE IF NOT EXISTS {STORAGE_SCHEMA}.gpu_metric_classes (
+            trace_key UBIGINT, metric_class INTEGER, trace_id VARCHAR, metric VARCHAR
+        )""",
 }
 
 #: Which identity columns (``trace_key``, ``trace_id``) each storage table holds.
@@ -369,6 +401,8 @@ STORAGE_IDENTITY: dict[str, tuple[str, ...]] = {
     "gil_rows": ("trace_key",),
     "os_call_rows": ("trace_key",),
     "os_call_names": ("trace_key", "trace_id"),
+    "gpu_metric_rows": ("trace_key",),
+    "gpu_metric_classes": ("trace_key", "trace_id"),
 }
 
 #: The storage table a derived table is written to, where it is not written as itself.
@@ -400,6 +434,9 @@ KERNEL_CLASS_COLUMNS: tuple[str, ...] = (
 #: Class columns of an API call, held once per distinct combination in ``api_call_classes``.
 API_CLASS_COLUMNS: tuple[str, ...] = ("pid", "tid", "name", "api", "return_value")
 
+#: Class columns of a GPU metric sample: its metric name, held once per trace in ``gpu_metric_classes``.
+GPU_METRIC_CLASS_COLUMNS: tuple[str, ...] = ("metric",)
+
 #: The public views over the storage tables (same columns, order and types as ``DDL``'s tables).
 VIEW_DDL: dict[str, str] = {
     "kernels": f"""
@@ -420,6 +457,13 @@ VIEW_DDL: dict[str, str] = {
         FROM {unpacked_rows("api_call_rows")} a
         JOIN {STORAGE_SCHEMA}.api_call_classes c
             ON a.trace_key = c.trace_key AND a.call_class = c.call_class""",
+    # Tens of millions of samples a capture: each row is (trace key, device, metric id, time, value).
+    "gpu_metrics": f"""
+        CREATE OR REPLACE VIEW gpu_metrics AS
+        SELECT c.trace_id, g.device_id, c.metric, g.ts_ns, g.value
+        FROM {unpacked_rows("gpu_metric_rows")} g
+        JOIN {STORAGE_SCHEMA}.gpu_metric_classes c
+            ON g.trace_key = c.trace_key AND g.metric_class = c.metric_class""",
     # A gap has no name to carry the trace id: it comes from `traces` (one row per trace).
     "gaps": f"""
         CREATE OR REPLACE VIEW gaps AS

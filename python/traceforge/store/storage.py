@@ -16,6 +16,7 @@ from .schema import (
     API_CLASS_COLUMNS,
     DDL,
     DERIVED_TABLES,
+    GPU_METRIC_CLASS_COLUMNS,
     IDLE_COLUMNS,
     KERNEL_CLASS_COLUMNS,
     METRIC_VERSION,
@@ -208,6 +209,10 @@ def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> N
             )
         elif table == "os_calls":
             _load_rows_with_classes(con, "os_call_rows", "os_call_names", "name_id", ("name",))
+        elif table == "gpu_metrics":
+            _load_rows_with_classes(
+                con, "gpu_metric_rows", "gpu_metric_classes", "metric_class", GPU_METRIC_CLASS_COLUMNS
+            )
         else:
             insert_storage_rows(con, "gap_rows", _with_missing_fields(con, "gap_rows", "_tf_load"))
     finally:
@@ -258,9 +263,10 @@ def _load_rows_with_classes(
 
 def _upgrade_spelled_out_tables(con: Any) -> None:
     """Move the rows of a store written before the views existed (tables spelled out) into storage."""
+    views = ", ".join(f"'{table}'" for table in VIEW_DDL)
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' AND table_name IN (" + ", ".join(f"'{t}'" for t in VIEW_DDL) + ")"
+        f"AND table_type = 'BASE TABLE' AND table_name IN ({views})"
     ).fetchall()
     for (table,) in rows:
         old = f"_tf_spelled_out_{table}"
@@ -271,12 +277,11 @@ def _upgrade_spelled_out_tables(con: Any) -> None:
 
 def _upgrade_plain_row_tables(con: Any) -> None:
     """Pack the rows of storage tables written as plain columns (before ``ROW_COLUMN``) into one STRUCT."""
+    row_tables = ", ".join(f"'{table}'" for table in ROW_FIELDS)
     rows = con.execute(
         bind(
             "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = ? "
-            "AND column_name = 'trace_key' AND table_name IN ("
-            + ", ".join(f"'{t}'" for t in ROW_FIELDS)
-            + ")",
+            f"AND column_name = 'trace_key' AND table_name IN ({row_tables})",
             [STORAGE_SCHEMA],
         ),
     ).fetchall()

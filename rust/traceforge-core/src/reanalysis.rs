@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::ids::{launch_key, NULL_I64};
 use crate::ingest::tables;
 use crate::options::IngestOptions;
+use crate::timeline::gpu_metrics::{GpuMetrics, MetricSeries};
 use crate::timeline::idle::{self, StateIntervals};
 use crate::timeline::{self, graphs, GraphLaunch, GraphLaunches, NvtxRanges};
 use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
@@ -143,16 +144,59 @@ fn read_states(batches: Batches<'_>) -> Result<StateIntervals> {
     Ok(states)
 }
 
+/// The stored GPU metric samples (`device_id`, `metric`, `ts_ns`, `value`), one series per (device, metric).
+fn read_gpu_metrics(batches: Batches<'_>) -> Result<GpuMetrics> {
+    let mut out = GpuMetrics::default();
+    let mut name_ids: HashMap<Option<String>, u32> = HashMap::new();
+    let mut series_of: HashMap<(i64, u32), usize> = HashMap::new();
+    let (mut device, mut ts, mut value) = (Vec::new(), Vec::new(), Vec::new());
+    for b in batches {
+        let b = b.map_err(arrow)?;
+        device.clear();
+        ts.clear();
+        value.clear();
+        ints(&b, "device_id", &mut device)?;
+        ints(&b, "ts_ns", &mut ts)?;
+        ints(&b, "value", &mut value)?;
+        let mut row = 0usize;
+        strings(&b, "metric", |name| {
+            let key = name.map(str::to_string);
+            let metric = match name_ids.get(&key) {
+                Some(&id) => id,
+                None => {
+                    out.names.push(key.clone());
+                    let id = (out.names.len() - 1) as u32;
+                    name_ids.insert(key, id);
+                    id
+                }
+            };
+            let d = device[row];
+            let i = *series_of.entry((d, metric)).or_insert_with(|| {
+                out.series.push(MetricSeries { device: d, metric, ..Default::default() });
+                out.series.len() - 1
+            });
+            out.series[i].ts.push(ts[row]);
+            out.series[i].value.push(value[row]);
+            row += 1;
+        })?;
+    }
+    out.normalise();
+    Ok(out)
+}
+
 /// Derived tables recomputed from stored rows; names as in [`crate::ingest::Trace::WRITE_ORDER`].
 /// `graph_launches` (None: a store without them) gives the graph executions and `graph_summary`;
 /// `host_states` ([`read_states`]; None: no thread has a state, so every attributed gap is `other`) the
 /// thread states the idle columns are attributed from.
+/// `gpu_metrics` (None: none stored) the GPU metric samples behind `gpu_metric_summary` and
+/// `nvtx_gpu_metrics`.
 pub fn rederive(
     kernels: Batches<'_>,
     memops: Batches<'_>,
     nvtx: Batches<'_>,
     graph_launches: Option<Batches<'_>>,
     host_states: Option<Batches<'_>>,
+    gpu_metrics: Option<Batches<'_>>,
     options: &IngestOptions,
 ) -> Result<Vec<(&'static str, BatchStream)>> {
     let states = match host_states {
@@ -271,7 +315,15 @@ pub fn rederive(
         bytes: &m_bytes,
     };
     let (projected, [rt, rs, re]) = r.projectable();
-    let mut d = timeline::derive(&kv, &mv, &gv, &RangesView { thread: &rt, start: &rs, end: &re }, options);
+    let ranges = RangesView { thread: &rt, start: &rs, end: &re };
+    let mut d = timeline::derive(&kv, &mv, &gv, &ranges, options);
+    let samples = match gpu_metrics {
+        Some(batches) => read_gpu_metrics(batches)?,
+        None => GpuMetrics::default(),
+    };
+    let devices = timeline::projection::range_devices(&kv, &mv, &gv, &ranges, &samples.devices());
+    let gpu = crate::ingest::gpu_metric_tables(&samples, &d.projection, devices);
+    drop(samples);
     d.gaps.materialize(&kv.ops);
     d.graph_summary = graphs::graph_summary(&launches);
     let attribution = idle::attribute(&d.gaps, &kv.ops, &gv, states.merged(), options.low_memory_above);
@@ -294,5 +346,7 @@ pub fn rederive(
         ("memop_summary", one(tables::memop_summary_batch(&d.memop_summary))?),
         ("graph_summary", one(tables::graph_summary_batch(&d.graph_summary))?),
         ("nvtx_projection", one(tables::projection_batch(&d.projection, &r, &projected))?),
+        ("gpu_metric_summary", one(tables::gpu_metric_summary_batch(&gpu.summary, &gpu.names))?),
+        ("nvtx_gpu_metrics", one(tables::nvtx_gpu_metrics_batch(&gpu.by_range, &gpu.names, |i| projected[i] as i64))?),
     ])
 }

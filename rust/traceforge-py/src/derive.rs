@@ -23,12 +23,12 @@ fn import_stream(obj: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader> {
 }
 
 /// Recompute the derived tables of one trace from its stored `kernels`, `memops`, `nvtx_ranges` and
-/// (when given) `graph_launches`, and the thread states of idle attribution `host_states` (rows of pid,
-/// tid, state, start_ns, end_ns).
+/// (when given) `graph_launches`, the thread states of idle attribution `host_states` (rows of pid,
+/// tid, state, start_ns, end_ns), and `gpu_metrics`.
 ///
 /// Returns a dict: table name -> Arrow stream.
 #[pyfunction]
-#[pyo3(signature = (kernels, memops, nvtx_ranges, graph_launches = None, host_states = None))]
+#[pyo3(signature = (kernels, memops, nvtx_ranges, graph_launches = None, host_states = None, gpu_metrics = None))]
 fn rederive<'py>(
     py: Python<'py>,
     kernels: &Bound<'py, PyAny>,
@@ -36,17 +36,20 @@ fn rederive<'py>(
     nvtx_ranges: &Bound<'py, PyAny>,
     graph_launches: Option<&Bound<'py, PyAny>>,
     host_states: Option<&Bound<'py, PyAny>>,
+    gpu_metrics: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mut k = import_stream(kernels)?;
     let mut m = import_stream(memops)?;
     let mut n = import_stream(nvtx_ranges)?;
     let mut g = graph_launches.map(import_stream).transpose()?;
     let mut h = host_states.map(import_stream).transpose()?;
+    let mut s = gpu_metrics.map(import_stream).transpose()?;
     let options = IngestOptions::from_env();
     let tables = run_native(py, move || -> Result<_, Error> {
         let g = g.as_mut().map(|g| g as &mut dyn Iterator<Item = _>);
         let h = h.as_mut().map(|h| h as &mut dyn Iterator<Item = _>);
-        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, g, h, &options)
+        let s = s.as_mut().map(|s| s as &mut dyn Iterator<Item = _>);
+        traceforge_core::reanalysis::rederive(&mut k, &mut m, &mut n, g, h, s, &options)
     })?;
     let out = PyDict::new(py);
     for (name, stream) in tables {

@@ -7,6 +7,7 @@
 //! nsys release adds columns, so every reader asks the probe instead of assuming.
 pub mod btree;
 pub mod events;
+pub mod gpu_metrics;
 pub mod open;
 pub mod plan;
 pub mod probe;

@@ -30,6 +30,10 @@ pub const OSRT_TABLE: &str = "OSRT_API";
 pub const GRAPH_TRACE_TABLE: &str = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE";
 /// CUDA graph node creations and clones (`graphNodeId`, `originalGraphNodeId`).
 pub const GRAPH_NODE_EVENTS_TABLE: &str = "CUDA_GRAPH_NODE_EVENTS";
+/// GPU metric samples (`--gpu-metrics-devices`): `typeId`, `metricId`, `timestamp`, `value`.
+pub const GPU_METRICS_TABLE: &str = "GPU_METRICS";
+/// GPU metric names per (`typeId`, `metricId`).
+pub const GPU_METRICS_NAMES_TABLE: &str = "TARGET_INFO_GPU_METRICS";
 /// Capture settings (`name`, `value`), e.g. `PROCESS_0:CUDA_GRAPH_TRACE_OPTIONS:MODE`.
 pub const CAPTURE_META_TABLE: &str = "META_DATA_CAPTURE";
 

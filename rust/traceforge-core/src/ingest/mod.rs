@@ -25,18 +25,21 @@ use self::api_reader::{read_api_tables, ApiChunks};
 use self::classes::{Dictionaries, Interner, KernelClassIds};
 use self::launch::LaunchState;
 use self::tables::{
-    api_batch, api_classes_batch, devices_batch, gaps_batch, gil_rows_batch, graph_launches_batch, graph_summary_batch,
-    kernel_classes_batch, kernel_summary_batch, kernels_batch, levels_batch, memop_summary_batch, memops_batch,
-    metrics_batch, nvtx_batch, os_call_names_batch, os_call_rows_batch, os_call_summary_batch, processes_batch,
+    api_batch, api_classes_batch, devices_batch, gaps_batch, gil_rows_batch, gpu_metric_classes_batch,
+    gpu_metric_rows_batch, gpu_metric_summary_batch, graph_launches_batch, graph_summary_batch, kernel_classes_batch,
+    kernel_summary_batch, kernels_batch, levels_batch, memop_summary_batch, memops_batch, metrics_batch, nvtx_batch,
+    nvtx_gpu_metrics_batch, os_call_names_batch, os_call_rows_batch, os_call_summary_batch, processes_batch,
     projection_batch, sync_batch, thread_gil_batch, threads_batch, BatchResult,
 };
 use crate::columnar::{batch, int_col, BatchStream, BATCH_ROWS};
 use crate::error::{Error, Result};
 use crate::export::events::{self, ApiChunk, GpuOps, GraphInfo, NvtxEvents, OsCalls, SyncEvents, TargetInfo};
-use crate::export::probe::{DRIVER_TABLE, RUNTIME_TABLE};
+use crate::export::gpu_metrics::read_gpu_metrics;
+use crate::export::probe::{DRIVER_TABLE, GPU_METRICS_TABLE, RUNTIME_TABLE};
 use crate::export::scan::ScanReader;
 use crate::export::{Capabilities, ExportFile, StringTable};
 use crate::options::IngestOptions;
+use crate::timeline::gpu_metrics::{self, GpuMetrics, MetricSummaryRow, RangeMetricRow, RangeWindow};
 use crate::timeline::graphs::{graph_summary, GraphLaunch, GraphLaunches, NodeKernel};
 use crate::timeline::host::{OsCallSummaryRow, ThreadGilRow};
 use crate::timeline::idle::{self, IdleAttribution, StateIntervals};
@@ -62,6 +65,18 @@ pub struct Finished {
     pub os_call_summary: Vec<OsCallSummaryRow>,
     /// The idle-gap attribution of every gap (device totals are in `derived.device_metrics`).
     pub idle: IdleAttribution,
+    /// The GPU metric tables but the samples themselves (empty without `GPU_METRICS`).
+    pub gpu_metrics: GpuMetricTables,
+}
+
+/// The derived GPU metric tables of a trace, and the metric names their rows refer to.
+#[derive(Debug, Clone, Default)]
+pub struct GpuMetricTables {
+    /// Metric names by `metric_class` id.
+    pub names: Vec<Option<String>>,
+    pub summary: Vec<MetricSummaryRow>,
+    /// Per (range, metric); `range` indexes `Finished::projected`.
+    pub by_range: Vec<RangeMetricRow>,
 }
 
 /// Counts for the `traces` row.
@@ -104,6 +119,8 @@ pub struct Trace {
     dictionaries: Mutex<Dictionaries>,
     /// Gaps from [`Trace::finish`] until `gap_rows` is emitted.
     gaps: Mutex<Option<timeline::Gaps>>,
+    /// GPU metric samples from [`Trace::finish`] until `gpu_metric_rows` is emitted.
+    gpu_samples: Mutex<Option<GpuMetrics>>,
     api_rows: std::sync::atomic::AtomicU64,
     finished: OnceLock<Finished>,
 }
@@ -112,7 +129,7 @@ impl Trace {
     /// Every table an ingest stores, in the order it must be written: `api_call_rows` first (streaming
     /// it matches the launches), then the tables [`Trace::finish`] makes possible, each dictionary
     /// (`kernel_classes`, `api_call_classes`) after the stream that builds it.
-    pub const WRITE_ORDER: [&'static str; 24] = [
+    pub const WRITE_ORDER: [&'static str; 28] = [
         "api_call_rows",
         "devices",
         "processes",
@@ -137,6 +154,10 @@ impl Trace {
         "os_call_rows",
         "os_call_names",
         "os_call_summary",
+        "gpu_metric_rows",
+        "gpu_metric_classes",
+        "gpu_metric_summary",
+        "nvtx_gpu_metrics",
     ];
 
     /// The tables written after `api_call_rows`, in write order (the binding's `table_names`).
@@ -184,6 +205,7 @@ impl Trace {
             api_chunks,
             dictionaries: Default::default(),
             gaps: Default::default(),
+            gpu_samples: Default::default(),
             api_rows: Default::default(),
             finished: OnceLock::new(),
         }))
@@ -342,8 +364,17 @@ impl Trace {
         for row in &mut derived.device_metrics {
             row.idle = idle.device(row.device);
         }
-        drop(state);
         crate::memory::release_free_memory(); // the working buffers of the metrics
+        let gpu_metrics = if self.caps.has_table(GPU_METRICS_TABLE) {
+            let samples = read_gpu_metrics(&self.file, &self.caps, &self.options, &self.cancel)?;
+            let devices = timeline::projection::range_devices(&kernels, &memops, &graphs, &ranges, &samples.devices());
+            let tables = gpu_metric_tables(&samples, &derived.projection, devices);
+            *self.gpu_samples.lock().unwrap_or_else(|p| p.into_inner()) = Some(samples);
+            tables
+        } else {
+            GpuMetricTables::default()
+        };
+        drop(state);
         *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
         let _ = self.finished.set(Finished {
             derived,
@@ -354,6 +385,7 @@ impl Trace {
             thread_gil,
             os_call_summary,
             idle,
+            gpu_metrics,
         });
         Ok(self.finished.get().expect("set above"))
     }
@@ -585,6 +617,15 @@ impl Trace {
                 .map_err(arrow_err),
             "os_call_names" => one(os_call_names_batch(&fin.os_call_summary, &self.strings)),
             "os_call_summary" => one(os_call_summary_batch(&fin.os_call_summary, &self.strings)),
+            "gpu_metric_rows" => {
+                let samples = self.gpu_samples.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Ok(gpu_metric_rows_stream(samples.unwrap_or_default(), Arc::clone(&self.cancel)))
+            }
+            "gpu_metric_classes" => one(gpu_metric_classes_batch(&fin.gpu_metrics.names)),
+            "gpu_metric_summary" => one(gpu_metric_summary_batch(&fin.gpu_metrics.summary, &fin.gpu_metrics.names)),
+            "nvtx_gpu_metrics" => one(nvtx_gpu_metrics_batch(&fin.gpu_metrics.by_range, &fin.gpu_metrics.names, |r| {
+                fin.projected[r] as i64
+            })),
             other => Err(Error::Invalid(format!("unknown table {other}"))),
         }
     }
@@ -632,6 +673,50 @@ fn interruptible(
         next()
     })
     .fuse()
+}
+
+/// The summaries and per-range means of `samples`; `devices[r]`: the metric devices of range `r`'s work.
+pub(crate) fn gpu_metric_tables(
+    samples: &GpuMetrics,
+    projection: &[timeline::projection::ProjectionRow],
+    devices: Vec<Vec<i64>>,
+) -> GpuMetricTables {
+    let mut devices = devices;
+    let windows: Vec<RangeWindow> = projection
+        .iter()
+        .filter_map(|p| {
+            Some(RangeWindow {
+                range: p.range,
+                gpu_start_ns: p.gpu_start_ns?,
+                gpu_end_ns: p.gpu_end_ns?,
+                devices: std::mem::take(devices.get_mut(p.range)?),
+            })
+        })
+        .collect();
+    GpuMetricTables {
+        names: samples.names.clone(),
+        summary: gpu_metrics::summaries(samples),
+        by_range: gpu_metrics::range_means(samples, &windows),
+    }
+}
+
+/// The `gpu_metric_rows` stream: series by series, in batches; the samples are freed with the stream.
+pub(crate) fn gpu_metric_rows_stream(samples: GpuMetrics, cancel: Arc<AtomicBool>) -> BatchStream {
+    let schema = gpu_metric_rows_batch(&Default::default(), 0..0).expect("an empty batch").schema();
+    let (mut samples, mut series, mut next) = (samples, 0usize, 0usize);
+    let iter = interruptible(cancel, move || loop {
+        let s = samples.series.get(series)?;
+        if next >= s.len() {
+            samples.series[series] = Default::default(); // written: freed now, not with the stream
+            series += 1;
+            next = 0;
+            continue;
+        }
+        let rows = next..(next + BATCH_ROWS).min(s.len());
+        next = rows.end;
+        return Some(gpu_metric_rows_batch(s, rows));
+    });
+    BatchStream::new(schema, Box::new(iter))
 }
 
 fn arrow_err(e: ArrowError) -> Error {

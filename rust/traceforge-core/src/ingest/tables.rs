@@ -13,6 +13,7 @@ use crate::columnar::{batch, dict_col, float_col, int_col, int_col_owned, opt_in
 use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, Kernels, OsCalls, SyncEvents, TargetInfo};
 use crate::export::StringTable;
 use crate::ids::{decode_global_id, NULL_I64};
+use crate::timeline::gpu_metrics::{MetricSeries, MetricSummaryRow, RangeMetricRow};
 use crate::timeline::host::{OsCallSummaryRow, ThreadGilRow};
 use crate::timeline::idle::{Idle, IDLE_COLUMNS};
 use crate::timeline::nvtx::GilIntervals;
@@ -495,5 +496,57 @@ pub(crate) fn api_classes_batch(classes: &[ApiClassKey], strings: &StringTable) 
         ("name", str_col(classes.iter().map(|c| strings.get(c.0)))),
         ("api", str_col(classes.iter().map(|c| Some(api_label(c.1))))),
         ("return_value", int_col(classes.iter().map(|c| c.4))),
+    ])
+}
+
+/// One `gpu_metric_rows` batch: the samples `rows` of one series (device and metric id repeat; DuckDB
+/// stores such runs in a few bytes).
+pub(crate) fn gpu_metric_rows_batch(s: &MetricSeries, rows: std::ops::Range<usize>) -> BatchResult {
+    let n = rows.len();
+    let device = i32::try_from(s.device).ok();
+    batch(vec![
+        ("device_id", Arc::new(Int32Array::from(vec![device; n])) as arrow_array::ArrayRef),
+        ("metric_class", Arc::new(Int32Array::from(vec![s.metric as i32; n]))),
+        ("ts_ns", int_col(s.ts[rows.clone()].iter().copied())),
+        ("value", int_col(s.value[rows].iter().copied())),
+    ])
+}
+
+/// `gpu_metric_classes` batch: each metric name of the trace once, by `metric_class` id.
+pub(crate) fn gpu_metric_classes_batch(names: &[Option<String>]) -> BatchResult {
+    batch(vec![
+        ("metric_class", Arc::new(Int32Array::from_iter_values(0..names.len() as i32)) as arrow_array::ArrayRef),
+        ("metric", str_col(names.iter().map(|n| n.as_deref()))),
+    ])
+}
+
+/// `gpu_metric_summary` batch.
+pub(crate) fn gpu_metric_summary_batch(rows: &[MetricSummaryRow], names: &[Option<String>]) -> BatchResult {
+    let name = |m: u32| names.get(m as usize).and_then(|n| n.as_deref());
+    batch(vec![
+        ("device_id", device_col(&rows.iter().map(|r| r.device).collect::<Vec<_>>())),
+        ("metric", str_col(rows.iter().map(|r| name(r.metric)))),
+        ("sample_count", int_col(rows.iter().map(|r| r.sample_count))),
+        ("mean", float_col(rows.iter().map(|r| r.mean))),
+        ("min", opt_int_col(rows.iter().map(|r| r.min))),
+        ("max", opt_int_col(rows.iter().map(|r| r.max))),
+        ("p50", float_col(rows.iter().map(|r| r.p50))),
+        ("p90", float_col(rows.iter().map(|r| r.p90))),
+        ("p99", float_col(rows.iter().map(|r| r.p99))),
+    ])
+}
+
+/// `nvtx_gpu_metrics` batch: `range_index[r]` is the stored `range_index` of window range `r`.
+pub(crate) fn nvtx_gpu_metrics_batch(
+    rows: &[RangeMetricRow],
+    names: &[Option<String>],
+    range_index: impl Fn(usize) -> i64,
+) -> BatchResult {
+    let name = |m: u32| names.get(m as usize).and_then(|n| n.as_deref());
+    batch(vec![
+        ("range", int_col(rows.iter().map(|r| range_index(r.range)))),
+        ("metric", str_col(rows.iter().map(|r| name(r.metric)))),
+        ("mean", float_col(rows.iter().map(|r| r.mean))),
+        ("samples", int_col(rows.iter().map(|r| r.samples))),
     ])
 }

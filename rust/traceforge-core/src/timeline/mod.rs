@@ -7,6 +7,7 @@
 //! the GPU work they launched), over the [`nvtx`] range model; [`sweep`], [`percentile`] and
 //! [`grouping`] are their shared algorithms. [`derive`] computes them all.
 pub mod gaps;
+pub mod gpu_metrics;
 pub mod graphs;
 pub(crate) mod grouping;
 pub mod host;

@@ -283,6 +283,52 @@ fn project_with(
         .collect()
 }
 
+/// For each range of `ranges`: the devices (sorted, distinct) of the GPU operations it projects onto (the
+/// operations [`project`] counts), restricted to `wanted` (sorted): one prefix count per wanted device over
+/// the sorted operations, so a range costs two binary searches and one difference per wanted device.
+pub fn range_devices(
+    kernels: &KernelsView<'_>,
+    memops: &MemopsView<'_>,
+    graphs: &OpsView<'_>,
+    ranges: &RangesView<'_>,
+    wanted: &[i64],
+) -> Vec<Vec<i64>> {
+    let n_ranges = ranges.start.len();
+    if n_ranges == 0 || wanted.is_empty() {
+        return vec![Vec::new(); n_ranges];
+    }
+    let t = OpTable { kernels, memops, graphs };
+    let ops = collect_ops(&t, ranges);
+    let device = |op: OpRef| {
+        let (v, i, _) = t.view(op);
+        i64::from(v.device.get(i))
+    };
+    let counts: Vec<Vec<u32>> = wanted
+        .iter()
+        .map(|&d| {
+            let mut c = Vec::with_capacity(ops.len() + 1);
+            c.push(0u32);
+            let mut acc = 0u32;
+            for &op in &ops {
+                acc += u32::from(device(op) == d);
+                c.push(acc);
+            }
+            c
+        })
+        .collect();
+    (0..n_ranges)
+        .map(|r| {
+            let (thread, start, end) = (ranges.thread[r], ranges.start[r], ranges.end[r]);
+            if thread == NULL_I64 || end == NULL_I64 {
+                return Vec::new();
+            }
+            let lo = ops.partition_point(|&o| t.call(o) < (thread, start));
+            let hi = ops.partition_point(|&o| t.call(o) < (thread, end)).max(lo);
+            wanted.iter().zip(&counts).filter(|(_, c)| c[hi] > c[lo]).map(|(&d, _)| d).collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +391,25 @@ mod tests {
         assert_eq!((p[2].launch_count, p[2].gpu_op_count, p[2].gpu_start_ns), (1, 1, Some(150)));
         assert_eq!((p[3].launch_count, p[3].gpu_op_count), (1, 1));
         assert_eq!(project_with(&k, &m, &NO_MEMOPS.ops, &r, 0), p, "prefix-sum path agrees with the direct pass");
+    }
+
+    #[test]
+    fn range_devices_are_those_of_the_projected_operations() {
+        // Thread 7 launches on devices 0 (api 10), 1 (api 30) and 2 (api 40, unmatched); thread 8 on 1.
+        let start = [100, 300, 400, 150];
+        let end = [110, 320, 410, 170];
+        let thread = [7, 7, 7, 8];
+        let api = [10, 30, 40, 15];
+        let launch = [1, 2, NULL_I64, 3];
+        let dev = [0i32, 1, 2, 1];
+        let names = [0u32; 4];
+        let k = kernels_view(&dev, &names, [&start, &end, &thread, &api, &launch]);
+        let (rt, rs, re) = ([7, 7, 8, 7, 7], [0, 20, 0, 35, 0], [50, 31, 50, 50, NULL_I64]);
+        let r = RangesView { thread: &rt, start: &rs, end: &re };
+        let d = range_devices(&k, &NO_MEMOPS, &NO_MEMOPS.ops, &r, &[0, 1, 2]);
+        assert_eq!(d, vec![vec![0, 1], vec![1], vec![1], vec![], vec![]]);
+        // Only the wanted devices are reported.
+        assert_eq!(range_devices(&k, &NO_MEMOPS, &NO_MEMOPS.ops, &r, &[1])[0], vec![1]);
     }
 
     #[test]

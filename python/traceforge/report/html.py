@@ -1,9 +1,11 @@
 """The self-contained HTML report: one file, figures as inline SVG, inline CSS, no script, no network.
 
-Sections: per trace a header, its device metrics, a GPU timeline of a window (one lane per stream, concurrency
-level over time), the gap histogram and the kernel-time breakdown; per sweep (backend, model, workload) the
-degradation curves with CIs and the boundary/cliff marked, the per-N table, and the comparison table of every
-N against the baseline N on request throughput, latency and TTFT (Holm-corrected as one family).
+Sections: per trace a header, its device metrics, why the GPU was idle (idle attribution per device, GIL
+wait per thread), a GPU timeline of a window (one lane per stream, concurrency level over time) with the key
+GPU metrics under it, the gap histogram and the kernel-time breakdown; per sweep (backend, model, workload)
+the degradation curves with CIs and the boundary/cliff marked, the per-N table, idle attribution per N, and
+the comparison table of every N against the baseline N on request throughput, latency and TTFT
+(Holm-corrected as one family).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError, StoreError
 from ..store.sql_params import bind
+from .idle import CSS as _IDLE_CSS
 
 if TYPE_CHECKING:
     from ..analysis.sweep_analysis import SweepAnalysis
@@ -125,7 +128,7 @@ def _has_table(store: Store, name: str) -> bool:
 
 
 def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] | None) -> str:
-    from . import plots
+    from . import idle, plots
 
     meta = store.con.execute(
         bind(
@@ -160,9 +163,22 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
     else:
         parts.append('<p class="note">no device_metrics rows for this trace</p>')
     parts.extend(_graph_section(store, trace_id))
+    parts.append(idle.trace_idle_section(store, trace_id))
     parts.append("<h3>GPU timeline</h3>")
     fig = plots.timeline_figure(store, trace_id, window_ms=window_ms)
     parts.append(_figure_html(plots.to_svg(fig), "One lane per stream; concurrency level below.", "timeline"))
+    parts.append("<h3>GPU metrics</h3>")
+    mfig = plots.gpu_metrics_figure(store, trace_id) if _has_table(store, "gpu_metric_summary") else None
+    if mfig is None:
+        parts.append(
+            '<p class="note">no GPU metrics in this trace '
+            "(capture with <code>--gpu-metrics-devices</code>)</p>"
+        )
+    else:
+        names = ", ".join(plots.KEY_GPU_METRICS)
+        parts.append(
+            _figure_html(plots.to_svg(mfig), f"Key GPU metrics ({names}), binned means.", "gpumetrics")
+        )
     parts.append("<h3>Idle gaps</h3>")
     parts.append(
         _figure_html(
@@ -244,7 +260,7 @@ def _sweep_comparisons(store: Store, a: SweepAnalysis) -> str:
 
 
 def _sweep_section(store: Store, a: SweepAnalysis) -> str:
-    from . import plots
+    from . import idle, plots
 
     anchor = html.escape("sweep-" + "-".join(str(x) for x in (a.backend, a.model, a.workload)))
     parts = [f'<section class="sweep" id="{anchor}">', f"<h2>Sweep {html.escape(a.label)}</h2>"]
@@ -281,6 +297,7 @@ def _sweep_section(store: Store, a: SweepAnalysis) -> str:
         "ttft_ms",
     ]
     parts.append(table_html([p.row() for p in a.points], cols, css_class="points"))
+    parts.append(idle.sweep_idle_section(store, a.backend, a.model, a.workload, a.run_ids, anchor))
     parts.append(f"<h3>Comparisons against N={a.baseline_n} (Holm-corrected)</h3>")
     parts.append(_sweep_comparisons(store, a))
     parts.append("</section>")
@@ -351,7 +368,7 @@ def build_report(
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>traceforge report</title><style>{_CSS}</style></head><body>"
+        f"<title>traceforge report</title><style>{_CSS}{_IDLE_CSS}</style></head><body>"
         f'<h1>traceforge report</h1><p class="meta">{html.escape(os.path.basename(store.path))} · '
         f"{len(traces)} trace(s), {len(analyses)} sweep(s) · traceforge {__version__} · {now}</p>"
         f"<nav>{nav}</nav>\n" + "\n".join(body) + "\n</body></html>\n"

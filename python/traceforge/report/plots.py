@@ -478,3 +478,73 @@ def sweep_figure(analysis: SweepAnalysis) -> Figure:
     ax.legend(fontsize=7)
     fig.suptitle(f"Sweep {analysis.label}")
     return fig
+
+
+#: Substrings picking the GPU metrics the report plots (``gpu_metrics.metric`` containing one of them).
+KEY_GPU_METRICS = ("SMs Active", "DRAM Read", "DRAM Write", "Tensor Active")
+
+
+def gpu_metric_series(
+    store: Store,
+    trace_id: str,
+    *,
+    device_id: int | None = None,
+    max_points: int = 2000,
+    patterns: tuple[str, ...] = KEY_GPU_METRICS,
+) -> dict[tuple[int, str], tuple[Any, Any]]:
+    """The key GPU metrics of a trace binned to at most ``max_points`` per series, in SQL.
+
+    Returns ``{(device_id, metric): (bucket start ns, mean value)}``; each bucket is an integer division of
+    ``ts_ns - min(ts_ns)`` by a width chosen so that the trace's time range makes ``max_points`` buckets.
+    Empty when the trace has no such metric.
+    """
+    import numpy as np
+
+    like = " OR ".join("metric LIKE ?" for _ in patterns)
+    params: list[Any] = [trace_id, *(f"%{p}%" for p in patterns)]
+    dev_sql = ""
+    if device_id is not None:
+        dev_sql = " AND device_id = ?"
+        params.append(device_id)
+    where = f"trace_id = ? AND ({like}){dev_sql}"
+    rows = store.con.execute(
+        bind(
+            f"WITH s AS (SELECT device_id, metric, ts_ns, value FROM gpu_metrics WHERE {where}), "
+            "r AS (SELECT min(ts_ns) AS lo, greatest((max(ts_ns) - min(ts_ns)) // ? + 1, 1) AS w FROM s) "
+            "SELECT device_id, metric, r.lo + ((ts_ns - r.lo) // r.w) * r.w AS t, avg(value) AS v "
+            "FROM s, r GROUP BY device_id, metric, t ORDER BY device_id, metric, t",
+            [*params, max_points],
+        )
+    ).fetchall()
+    out: dict[tuple[int, str], tuple[list[int], list[float]]] = {}
+    for dev, metric, t, v in rows:
+        ts, vs = out.setdefault((int(dev), str(metric)), ([], []))
+        ts.append(int(t))
+        vs.append(float(v))
+    return {k: (np.asarray(t, dtype=np.int64), np.asarray(v)) for k, (t, v) in out.items()}
+
+
+def gpu_metrics_figure(store: Store, trace_id: str, *, max_points: int = 2000) -> Figure | None:
+    """Key GPU metrics over time (one line per metric and device), or None without such metrics.
+
+    Time is in ms since the trace's first kernel (as the timeline's axis, on the same session clock).
+    """
+    series = gpu_metric_series(store, trace_id, max_points=max_points)
+    if not series:
+        return None
+    row = store.con.execute(
+        bind("SELECT min(start_ns) FROM kernels WHERE trace_id = ?", [trace_id])
+    ).fetchone()
+    origin = int(row[0]) if row and row[0] is not None else 0
+    fig, axes = _figure(11, 2.8)
+    ax = axes[0][0]
+    devices = {d for d, _ in series}
+    for i, ((dev, metric), (t, v)) in enumerate(sorted(series.items())):
+        label = _short(metric, 44) + (f" (device {dev})" if len(devices) > 1 else "")
+        ax.plot((t - origin) / 1e6, v, linewidth=0.8, color=_PALETTE[i % len(_PALETTE)], label=label)
+    ax.set_xlabel("time since the trace's first kernel (ms)")
+    ax.set_ylabel("value (as stored)")
+    ax.set_title(f"GPU metrics, trace {trace_id} (binned to ≤ {max_points} points per series)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig

@@ -43,6 +43,16 @@ DEVICE_COLUMNS: tuple[str, ...] = (
 #: device_metrics columns of CUDA graph work, compared after ``DEVICE_COLUMNS`` when either trace has some.
 GRAPH_COLUMNS: tuple[str, ...] = ("graph_launch_count", "graph_ns")
 
+#: device_metrics idle-attribution columns (issue 15), compared last when either trace has them (not NULL).
+IDLE_COLUMNS: tuple[str, ...] = (
+    "idle_sync_ns",
+    "idle_gil_wait_ns",
+    "idle_os_ns",
+    "idle_cuda_api_ns",
+    "idle_other_ns",
+    "idle_unattributed_ns",
+)
+
 
 @dataclass
 class TraceDiff:
@@ -178,13 +188,15 @@ def diff_traces(store: Store, trace_a: str, trace_b: str, *, top: int = 10) -> T
     if a == b:
         notes.append("A and B are the same trace")
 
-    cols = ", ".join((*DEVICE_COLUMNS, *GRAPH_COLUMNS))
+    cols = ", ".join((*DEVICE_COLUMNS, *GRAPH_COLUMNS, *IDLE_COLUMNS))
     da = store.sql(f"SELECT device_id, {cols} FROM device_metrics WHERE trace_id = ? ORDER BY device_id", [a])
     db = store.sql(f"SELECT device_id, {cols} FROM device_metrics WHERE trace_id = ? ORDER BY device_id", [b])
     rows = []
     devices = sorted(set(da["device_id"].to_list()) | set(db["device_id"].to_list()))
     with_graphs = any((v or 0) > 0 for v in [*da["graph_launch_count"], *db["graph_launch_count"]])
     compared = (*DEVICE_COLUMNS, *GRAPH_COLUMNS) if with_graphs else DEVICE_COLUMNS
+    if any(v is not None for v in [*da["idle_other_ns"], *db["idle_other_ns"]]):
+        compared = (*compared, *IDLE_COLUMNS)
     for dev in devices:
         ra = da.filter(pl.col("device_id") == dev).to_dicts()
         rb = db.filter(pl.col("device_id") == dev).to_dicts()

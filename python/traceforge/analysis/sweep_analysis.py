@@ -8,7 +8,9 @@ and requests with status ``ok``:
   (``max(start_s + wall_ms/1000) - min(start_s)``), described over repetitions;
 * parallel efficiency: ``aggregate(N) / (N/N0 * aggregate(N0))``, N0 the smallest N (normally 1);
 * p95 latency multiplier: p95 of ``wall_ms`` at N divided by p95 at N0;
-* TTFT mean and p95 per N.
+* TTFT mean and p95 per N;
+* idle attribution per N: ``device_metrics.idle_*_ns`` summed over the ok cells' linked traces
+  (``analysis.idle``), as total idle ms and each state's share in %.
 
 Then the breakdown boundary (smallest N > N0 with efficiency < ``efficiency_threshold``, default 0.65, or p95
 multiplier > ``latency_threshold``, default 2), the cliff (smallest N whose mean per-request speed is below
@@ -52,9 +54,13 @@ class SweepPoint:
     p95_latency_ms: float | None
     p95_multiplier: float | None
     ttft_ms: stats.Description
+    #: idle attribution summed over the ok cells' linked traces (``{state: ns}``), None without any
+    idle: dict[str, int] | None = None
 
     def row(self) -> dict[str, Any]:
         """Flat row for tables and CSV."""
+        from .idle import split
+
         pa, ag, tt = self.per_agent_tps, self.aggregate_tps, self.ttft_ms
         return {
             "n": self.n,
@@ -75,6 +81,7 @@ class SweepPoint:
             "ttft_ms_ci_low": tt.ci_low,
             "ttft_ms_ci_high": tt.ci_high,
             "ttft_p95_ms": tt.p95,
+            **split(self.idle),
         }
 
 
@@ -231,8 +238,16 @@ def analyze_sweeps(
         .unique()
         .sort(["backend", "model", "workload"], nulls_last=True)
     )
+    from dataclasses import replace
+
+    from .idle import idle_by_n
+
     for key in keys.iter_rows():
-        out.append(_analyze_one(cells, reqs, key, efficiency_threshold, latency_threshold, cliff_ratio))
+        a = _analyze_one(cells, reqs, key, efficiency_threshold, latency_threshold, cliff_ratio)
+        idle = {n: v for n, _, v in idle_by_n(store, a.backend, a.model, a.workload, a.run_ids)}
+        if idle:
+            a = replace(a, points=tuple(replace(p, idle=idle.get(p.n)) for p in a.points))
+        out.append(a)
     return out
 
 
@@ -407,6 +422,8 @@ def render(analyses: list[SweepAnalysis], fmt: str = "table") -> str:
         "p95_multiplier",
         "ttft_ms",
     ]
+    if any(p.idle is not None for a in analyses for p in a.points):
+        cols += ["idle_ms", "sync%", "gil_wait%", "os%", "cuda_api%", "other%"]
     for a in analyses:
         parts.append(f"== {a.label} (runs: {', '.join(a.run_ids)}) ==")
         parts.append(render_text_table([p.row() for p in a.points], cols))

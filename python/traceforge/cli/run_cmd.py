@@ -116,7 +116,7 @@ def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
             else fetch_dicts(
                 con,
                 """
-            SELECT workload, n, repetition, status, ok_requests, failed_requests, per_agent_tps,
+            SELECT cell_id, workload, n, repetition, status, ok_requests, failed_requests, per_agent_tps,
                    aggregate_tps,
                    latency_p50_ms, latency_p95_ms, ttft_p50_ms, ttft_p95_ms, trace_id, reason
             FROM cell_summary WHERE run_id = ? ORDER BY model, workload, n, repetition""",
@@ -124,6 +124,11 @@ def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
             )
         )
         summary = [] if show_all else sweep_summary(con, run_id)
+        from ..analysis.idle import idle_by_cell, split
+
+        idle = {} if show_all else idle_by_cell(store, run_id)
+        for c in cells:
+            c.update(split(idle.get(str(c["cell_id"]))))
     if fmt == "json":
         click.echo(json.dumps({"runs": run_rows, "cells": cells, "summary": summary}, default=str, indent=1))
         return
@@ -140,7 +145,7 @@ def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
     if show_all:
         return
     ctable = Table(title=f"cells of {run_id}")
-    ccols = (
+    ccols: tuple[str, ...] = (
         "workload",
         "n",
         "repetition",
@@ -155,6 +160,8 @@ def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
         "trace_id",
         "reason",
     )
+    if idle:  # the linked traces' idle split (device_metrics.idle_*_ns summed over devices)
+        ccols = (*ccols[:-2], "idle_ms", "sync%", "gil_wait%", "os%", "cuda_api%", "other%", *ccols[-2:])
     for col in ccols:
         ctable.add_column(col, overflow="fold")
     for r in cells:

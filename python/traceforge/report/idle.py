@@ -196,42 +196,12 @@ def gil_table(store: Store, trace_id: str) -> str:
     )
 
 
-def idle_by_n(
-    store: Store, backend: Any, model: Any, workload: Any, run_ids: Sequence[str]
-) -> list[tuple[int, int, dict[str, int] | None]]:
-    """Per N of a sweep: (n, traces with idle attribution, summed idle states over their devices).
-
-    Cells are those of the sweep's (backend, model, workload) in ``run_ids`` with status ``ok`` and a
-    ``trace_id`` linked to a stored trace; the states are summed over the traces' devices.
-    """
-    if not (_has_table(store, "cells") and _has_table(store, "device_metrics")):
-        return []
-    conds, params = ["c.status = 'ok'"], []
-    for col, val in (("backend", backend), ("model", model), ("workload", workload)):
-        if val is None:
-            conds.append(f"c.{col} IS NULL")
-        else:
-            conds.append(f"c.{col} = ?")
-            params.append(val)
-    if run_ids:
-        conds.append("c.run_id IN (" + ", ".join("?" for _ in run_ids) + ")")
-        params.extend(run_ids)
-    sums = ", ".join(f"sum(d.{c})" for c in IDLE_COLUMNS)
-    rows = store.con.execute(
-        bind(
-            f"SELECT c.n, count(DISTINCT d.trace_id), {sums} FROM cells c JOIN device_metrics d "
-            f"ON d.trace_id = c.trace_id AND d.idle_other_ns IS NOT NULL WHERE {' AND '.join(conds)} "
-            "GROUP BY c.n ORDER BY c.n",
-            params,
-        )
-    ).fetchall()
-    return [(int(r[0]), int(r[1]), {s[0]: int(v or 0) for s, v in zip(IDLE_STATES, r[2:])}) for r in rows]
-
-
 def sweep_idle_section(
     store: Store, backend: Any, model: Any, workload: Any, run_ids: Sequence[str], anchor: str
 ) -> str:
     """The panel per N of a sweep (idle states summed over the ok cells' linked traces)."""
+    from ..analysis.idle import idle_by_n
+
     parts = ["<h3>Why the GPU was idle, per N</h3>"]
     rows = idle_by_n(store, backend, model, workload, run_ids)
     if not rows:
@@ -244,6 +214,5 @@ def sweep_idle_section(
     )
     parts.append(legend_html())
     for n, traces, values in rows:
-        assert values is not None
         parts.append(_block(f"N={n} ({traces} trace(s))", values, "idle-n", f"{anchor}-idle-n{n}"))
     return "\n".join(parts)

@@ -2,7 +2,8 @@
 
 Kernel, memop and NVTX figures come from the raw event tables (``kernels``, ``memops``, ``nvtx_ranges``)
 summed over devices, so a diff does not depend on the derived tables being current; the device section reads
-``device_metrics`` (one row per device, matched on ``device_id``).
+``device_metrics`` (one row per device, matched on ``device_id``), the idle-attribution columns included
+when either trace has them.
 """
 
 from __future__ import annotations

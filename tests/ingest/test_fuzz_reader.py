@@ -140,6 +140,8 @@ def sqlite_reading(path: Path) -> tuple[bool, Optional[dict[str, Optional[list[t
         con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     except sqlite3.Error:
         return False, None
+    # Invalid UTF-8 reads as the ingest reads it (replacement characters), not as an error.
+    con.text_factory = lambda b: b.decode("utf-8", "replace")
     try:
         try:
             quick_ok = con.execute("PRAGMA quick_check").fetchall() == [("ok",)]
@@ -156,7 +158,7 @@ def sqlite_reading(path: Path) -> tuple[bool, Optional[dict[str, Optional[list[t
             has_rowid = "WITHOUT ROWID" not in " ".join((sql or "").upper().split())
             try:
                 got = con.execute(f'SELECT {"rowid, " if has_rowid else ""}* FROM "{name}"').fetchall()
-            except sqlite3.Error:
+            except (sqlite3.Error, UnicodeDecodeError):  # (column names of invalid UTF-8 too)
                 rows[name] = None
                 continue
             rows[name] = got if not has_rowid or len({r[0] for r in got}) == len(got) else None
@@ -169,6 +171,7 @@ def clean_copy(src: Path, rows: Rows, out: Path) -> None:
     """A database holding exactly `rows` in the tables of `src`: its tables with their columns' declared
     types (constraints left out: a damaged record may break them) and rowids, and its views."""
     con = sqlite3.connect(f"file:{src}?mode=ro&immutable=1", uri=True)
+    con.text_factory = lambda b: b.decode("utf-8", "replace")
     schema = con.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid").fetchall()
     columns = {
         name: con.execute(f'PRAGMA table_info("{name}")').fetchall() for kind, name, _ in schema if kind == "table"

@@ -869,8 +869,26 @@ fn decode_header_partial(
     if data > payload_len {
         return Err(format!("fields end at byte {data}, past the {payload_len}-byte record"));
     }
-    if (have.len() as u64) < data {
-        return Ok(Decoded::Need(data));
+    let wanted_end = data;
+    // The rest of the header (one byte a field, mostly): SQLite refuses a record whose fields do not end
+    // exactly at its end, so the reader does too.
+    while pos < header.len() {
+        let b = header[pos];
+        let size = if b < 0x80 && SMALL_SERIAL_SIZES[b as usize] != 0xFF {
+            pos += 1;
+            u64::from(SMALL_SERIAL_SIZES[b as usize])
+        } else {
+            let (serial, used) = varint(&header[pos..]).ok_or("serial type runs past the header")?;
+            pos += used;
+            serial_size(serial).ok_or_else(|| format!("reserved serial type {serial}"))?
+        };
+        data = data.saturating_add(size);
+    }
+    if data != payload_len {
+        return Err(format!("fields end at byte {data} of the {payload_len}-byte record"));
+    }
+    if (have.len() as u64) < wanted_end {
+        return Ok(Decoded::Need(wanted_end));
     }
     Ok(Decoded::Fields(count))
 }

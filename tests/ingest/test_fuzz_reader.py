@@ -145,7 +145,7 @@ def sqlite_reading(path: Path) -> tuple[bool, Optional[dict[str, Optional[list[t
     try:
         try:
             quick_ok = con.execute("PRAGMA quick_check").fetchall() == [("ok",)]
-        except sqlite3.Error:
+        except (sqlite3.Error, UnicodeDecodeError):
             quick_ok = False
         try:
             tables = con.execute(

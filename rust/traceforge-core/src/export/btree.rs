@@ -939,11 +939,13 @@ impl TableReader {
     /// Rowids that cut the table into runs of about `leaves_per_chunk` leaf pages: each is one past the key
     /// of an interior cell just above the leaves, so a chunk `[cut, next cut)` is whole leaves. Only the
     /// interior pages are read (a few per thousand leaves), each checked like [`TableReader::scan`] checks
-    /// them, and every page of the tree, leaves included, must be referenced once.
-    pub fn split_points(&mut self, root: u32, leaves_per_chunk: usize) -> Result<Vec<i64>> {
+    /// them, and every page of the tree, leaves included, must be referenced once. Also returns the cells of
+    /// the left-most leaf, a sample of the rows a leaf holds.
+    pub fn split_points(&mut self, root: u32, leaves_per_chunk: usize) -> Result<(Vec<i64>, usize)> {
         self.visited.clear();
         // The depth of the left edge; every leaf lies at it (a child of another kind is refused).
         let mut levels = 0;
+        let first_leaf_cells;
         let mut page = root;
         let mut buf = Vec::new();
         loop {
@@ -955,6 +957,7 @@ impl TableReader {
             self.read_page_alone(page, &mut buf)?;
             let info = self.page_info(page, &buf)?;
             if info.kind == LEAF_TABLE {
+                first_leaf_cells = info.cells;
                 break;
             }
             page =
@@ -975,7 +978,7 @@ impl TableReader {
         } else {
             self.visit(root, None)?;
         }
-        Ok(cuts)
+        Ok((cuts, first_leaf_cells))
     }
 
     /// Walk the interior page `page` (with `below` interior levels left, counting it) of a table, calling

@@ -82,7 +82,8 @@ impl ExportFile {
 
     /// Map a SQLite error to a corrupt/not-an-export error naming this file.
     pub fn sqlite_error(&self, e: rusqlite::Error) -> Error {
-        let text = e.to_string();
+        // One line: SQLite quotes damaged schema text, newlines and all.
+        let text = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
         let lower = text.to_lowercase();
         if lower.contains("not a database") || lower.contains("file is not a database") {
             Error::NotAnExport { path: self.path.clone(), reason: "is not a SQLite database".into() }

@@ -115,8 +115,9 @@ enum Shape {
 /// inclusive (see [`TableReader::scan`]).
 pub(super) struct Chunks {
     pub ranges: Vec<(i64, i64)>,
-    /// Cut by pages (or one piece): each chunk holds a bounded number of rows whatever its rowid span.
-    by_pages: bool,
+    /// Cut by pages (or one piece): each chunk holds a bounded number of rows whatever its rowid span,
+    /// about this many (from a sample leaf).
+    by_pages: Option<usize>,
 }
 
 impl Chunks {
@@ -124,11 +125,11 @@ impl Chunks {
     /// its rows; nothing up front for the chunks of a sparse table cut by span (rows unknown, and many).
     pub fn expected_rows(&self, i: usize) -> usize {
         let (lo, hi) = self.ranges[i];
-        let span = i128::from(hi) - i128::from(lo);
-        if self.by_pages || span <= i128::from(CHUNK_ROWS) {
-            span.clamp(0, i128::from(CHUNK_ROWS)) as usize
-        } else {
-            0
+        let span = (i128::from(hi) - i128::from(lo)).max(0);
+        match self.by_pages {
+            Some(rows) => span.min(rows as i128) as usize,
+            None if span <= i128::from(CHUNK_ROWS) => span as usize,
+            None => 0,
         }
     }
 }
@@ -227,7 +228,7 @@ impl ScanPlan {
     /// (whatever the rowids' spread) when the b-tree can be walked, else spans of [`CHUNK_ROWS`] rowids
     /// between the table's first and last; a view or WITHOUT ROWID table in one piece.
     pub(super) fn chunks(&self, file: &ExportFile, conn: &rusqlite::Connection, table: &str) -> Result<Chunks> {
-        let whole = || Chunks { ranges: vec![(i64::MIN, i64::MAX)], by_pages: true };
+        let whole = || Chunks { ranges: vec![(i64::MIN, i64::MAX)], by_pages: Some(CHUNK_ROWS as usize) };
         let btree = match self.shape {
             Shape::NoRowid => return Ok(whole()),
             Shape::Rowid(btree) => btree,
@@ -236,7 +237,7 @@ impl ScanPlan {
             let mut reader = TableReader::open(&file.path, header)?;
             let leaves = (CHUNK_BYTES / header.page_size).max(1);
             match reader.split_points(root, leaves) {
-                Ok(cuts) => {
+                Ok((cuts, sample)) => {
                     let mut ranges = Vec::with_capacity(cuts.len() + 1);
                     let mut start = i64::MIN;
                     for cut in cuts {
@@ -244,7 +245,9 @@ impl ScanPlan {
                         start = cut;
                     }
                     ranges.push((start, i64::MAX));
-                    return Ok(Chunks { ranges, by_pages: true });
+                    // A little over the sample leaf's rows per leaf, so that buffers rarely grow.
+                    let rows = (leaves * sample).saturating_add(leaves * sample / 8 + 64).min(4 * CHUNK_ROWS as usize);
+                    return Ok(Chunks { ranges, by_pages: Some(rows) });
                 }
                 // The direct reader refuses a tree it cannot trust; SQLite's reading is SQLite's to judge.
                 Err(e) if self.direct.is_some() => return Err(e),
@@ -252,7 +255,7 @@ impl ScanPlan {
             }
         }
         let Some((lo, hi)) = sqlite_bounds(file, conn, table)? else { return Ok(whole()) };
-        Ok(Chunks { ranges: split_range(lo, hi), by_pages: false })
+        Ok(Chunks { ranges: split_range(lo, hi), by_pages: None })
     }
 
     /// The `[min, max]` rowid range of the table, or None when it is empty.
@@ -306,11 +309,11 @@ impl ScanPlan {
         table: &str,
         exprs: &[String],
         text_exprs: &[String],
-        lo: i64,
-        hi: i64,
+        (lo, hi): (i64, i64),
+        expected: usize,
     ) -> Result<(IntColumns, TextColumns)> {
         match (slicer, &self.direct) {
-            (Slicer::Direct(reader), Some(plan)) => plan.read(reader, lo, hi),
+            (Slicer::Direct(reader), Some(plan)) => plan.read(reader, lo, hi, expected),
             (Slicer::Sqlite(conn), _) => read_slice(file, conn, table, exprs, text_exprs, self.range(lo, hi)),
             (Slicer::Direct(_), None) => Err(Error::Invalid("direct reader without a direct plan".into())),
         }
@@ -550,8 +553,7 @@ impl DirectPlan {
         Ok(Ok(DirectPlan { header, root, int_slots, texts, want_fields }))
     }
 
-    fn read(&self, reader: &mut TableReader, lo: i64, hi: i64) -> Result<(IntColumns, TextColumns)> {
-        let expected = (i128::from(hi) - i128::from(lo)).clamp(0, i128::from(CHUNK_ROWS)) as usize;
+    fn read(&self, reader: &mut TableReader, lo: i64, hi: i64, expected: usize) -> Result<(IntColumns, TextColumns)> {
         let mut cols: IntColumns = (0..self.int_slots.len()).map(|_| Vec::with_capacity(expected)).collect();
         let mut texts: TextColumns = vec![Vec::new(); self.texts.len()];
         reader.scan(self.root, lo, hi, self.want_fields, |row| {

@@ -35,7 +35,8 @@ pub fn read_rows(
     let conn = file.connect()?;
     let plan = ScanPlan::build(file, &conn, table, exprs, text_exprs, reader)?;
     let mut slicer = if plan.is_direct() { plan.open(file)? } else { Slicer::Sqlite(conn) };
-    plan.read(file, &mut slicer, table, exprs, text_exprs, lo, hi)
+    let expected = (i128::from(hi) - i128::from(lo)).clamp(0, i128::from(CHUNK_ROWS)) as usize;
+    plan.read(file, &mut slicer, table, exprs, text_exprs, (lo, hi), expected)
 }
 
 /// The rowid ranges a whole-table scan of `table` with `reader` is cut into, in order (the last one's
@@ -74,8 +75,8 @@ pub fn scan_chunks_with<T: Send>(
     map: impl Fn(IntColumns, TextColumns) -> T + Sync,
 ) -> Result<Vec<T>> {
     let (plan, chunks) = prepare(file, table, exprs, text_exprs, reader)?;
-    scan_ranges(file, &plan, &chunks, threads, cancel, |slicer, (lo, hi), _| {
-        let (cols, texts) = plan.read(file, slicer, table, exprs, text_exprs, lo, hi)?;
+    scan_ranges(file, &plan, &chunks, threads, cancel, |slicer, range, expected| {
+        let (cols, texts) = plan.read(file, slicer, table, exprs, text_exprs, range, expected)?;
         Ok(map(cols, texts))
     })
 }
@@ -202,13 +203,13 @@ pub(crate) fn stream_table_ordered<T>(
             return;
         }
     };
-    let ranges = chunks.ranges;
+    let ranges = &chunks.ranges;
     let next = AtomicUsize::new(0);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<IntColumns>)>(threads.max(1) * 2);
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, ranges.len().max(1)) {
             let tx = tx.clone();
-            let ranges = &ranges;
+            let chunks = &chunks;
             let next = &next;
             let plan = &plan;
             s.spawn(move || {
@@ -227,8 +228,8 @@ pub(crate) fn stream_table_ordered<T>(
                     if i >= ranges.len() {
                         return;
                     }
-                    let (lo, hi) = ranges[i];
-                    let item = plan.read(file, &mut slicer, table, exprs, &[], lo, hi).map(|(c, _)| c);
+                    let item = plan.read(file, &mut slicer, table, exprs, &[], ranges[i], chunks.expected_rows(i));
+                    let item = item.map(|(c, _)| c);
                     let failed = item.is_err();
                     if tx.send((i, item)).is_err() || failed {
                         return;

@@ -37,7 +37,19 @@ SEED = int(os.environ.get("TRACEFORGE_FUZZ_SEED", "19"))
 Rows = dict[str, list[tuple[Any, ...]]]
 
 #: Header fields worth editing: (offset, length).
-HEADER_FIELDS = [(16, 2), (18, 1), (19, 1), (20, 1), (24, 4), (28, 4), (32, 4), (36, 4), (44, 4), (56, 4), (92, 4)]
+HEADER_FIELDS = [
+    (16, 2),
+    (18, 1),
+    (19, 1),
+    (20, 1),
+    (24, 4),
+    (28, 4),
+    (32, 4),
+    (36, 4),
+    (44, 4),
+    (56, 4),
+    (92, 4),
+]
 
 
 def _page_size(data: bytes | bytearray) -> int:
@@ -110,7 +122,9 @@ def mutate(pristine: bytes, rng: random.Random) -> tuple[str, bytes]:
                 enc = bytes([0xFF] * 8 + [value & 0xFF])
             else:
                 value = rng.getrandbits(7 * n)
-                enc = bytes(((value >> (7 * (n - 1 - i))) & 0x7F) | (0x80 if i + 1 < n else 0) for i in range(n))
+                enc = bytes(
+                    ((value >> (7 * (n - 1 - i))) & 0x7F) | (0x80 if i + 1 < n else 0) for i in range(n)
+                )
             data[at : at + n] = enc
             what.append(f"{at}:{n}={value}")
         return f"key {' '.join(what)}", bytes(data)
@@ -149,7 +163,8 @@ def sqlite_reading(path: Path) -> tuple[bool, Optional[dict[str, Optional[list[t
             quick_ok = False
         try:
             tables = con.execute(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                "ORDER BY name"
             ).fetchall()
         except sqlite3.Error:
             return quick_ok, None
@@ -172,9 +187,13 @@ def clean_copy(src: Path, rows: Rows, out: Path) -> None:
     types (constraints left out: a damaged record may break them) and rowids, and its views."""
     con = sqlite3.connect(f"file:{src}?mode=ro&immutable=1", uri=True)
     con.text_factory = lambda b: b.decode("utf-8", "replace")
-    schema = con.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid").fetchall()
+    schema = con.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+    ).fetchall()
     columns = {
-        name: con.execute(f'PRAGMA table_info("{name}")').fetchall() for kind, name, _ in schema if kind == "table"
+        name: con.execute(f'PRAGMA table_info("{name}")').fetchall()
+        for kind, name, _ in schema
+        if kind == "table"
     }
     con.close()
     dst = sqlite3.connect(out)
@@ -266,7 +285,10 @@ def test_mutated_exports_are_refused_or_read_as_sqlite_reads_them(
                 expected, oracle = expected_pristine, "SQLite reads the pristine rows"
             else:
                 clean_copy(path, rows, case / "clean.sqlite")
-                expected, oracle = landed(case / "clean.duckdb", case / "clean.sqlite"), "SQLite reads other rows"
+                expected, oracle = (
+                    landed(case / "clean.duckdb", case / "clean.sqlite"),
+                    "SQLite reads other rows",
+                )
         try:
             got = landed(case / "store.duckdb", path)
         except Exception as e:  # noqa: BLE001 - every other failure is reported with its seed
@@ -281,7 +303,7 @@ def test_mutated_exports_are_refused_or_read_as_sqlite_reads_them(
             failures.append(
                 f"seed {seed} ({what}; {verdict}; {oracle}): landed "
                 f"{ {t: len(r) for t, r in got.items()} } rows, expected "
-                f"{'a refusal' if expected is None else { t: len(r) for t, r in expected.items()} }"
+                f"{'a refusal' if expected is None else {t: len(r) for t, r in expected.items()}}"
             )
     print(f"{name}: {MUTATIONS} mutations: {dict(outcomes)}")
     assert not failures, "\n".join(failures)

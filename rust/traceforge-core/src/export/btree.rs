@@ -969,7 +969,7 @@ impl TableReader {
         if levels > 1 {
             self.walk_interior(root, None, Bounds::ALL, levels - 1, &mut bufs, &mut |key| {
                 leaves += 1;
-                if leaves % leaves_per_chunk.max(1) == 0 {
+                if leaves.is_multiple_of(leaves_per_chunk.max(1)) {
                     if let Some(k) = key.and_then(|k| k.checked_add(1)) {
                         cuts.push(k);
                     }

@@ -402,3 +402,28 @@ fn views_and_without_rowid_tables_go_through_sqlite() {
         ));
     }
 }
+
+#[test]
+fn an_uncheckpointed_wal_is_refused() {
+    let path = tmp("wal.sqlite");
+    let c = Connection::open(&path).unwrap();
+    c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+    c.execute_batch(
+        "PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (a INTEGER, b TEXT); INSERT INTO t VALUES (1, 'x');",
+    )
+    .unwrap();
+    // Copies taken while the writer holds the log open: the rows live only in the -wal.
+    let copy = tmp("wal_copy.sqlite");
+    std::fs::copy(&path, &copy).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", copy.display()));
+    std::fs::copy(format!("{}-wal", path.display()), &wal).unwrap();
+    drop(c);
+    match ExportFile::open(&copy) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("write-ahead log"), "{reason}"),
+        other => panic!("a stale read was possible: {other:?}"),
+    }
+    // Checkpointed (the log gone), it reads.
+    std::fs::remove_file(&wal).unwrap();
+    let _ = std::fs::remove_file(format!("{}-shm", copy.display()));
+    assert!(ExportFile::open(&path).is_ok());
+}

@@ -166,7 +166,7 @@ def sqlite_reading(path: Path) -> tuple[bool, Optional[dict[str, Optional[list[t
                 "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
                 "ORDER BY name"
             ).fetchall()
-        except sqlite3.Error:
+        except (sqlite3.Error, UnicodeDecodeError):
             return quick_ok, None
         rows: dict[str, Optional[list[tuple[Any, ...]]]] = {}
         for name, sql in tables:

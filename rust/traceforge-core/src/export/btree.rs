@@ -279,6 +279,27 @@ struct Frame {
     right: u32,
     /// The child being visited: `0..cells` are cells' left children, `cells` the right-most pointer.
     child: usize,
+    /// The rowids this page's subtree may hold, `(lower, upper]` (see [`Bounds`]).
+    bounds: Bounds,
+}
+
+/// The rowids a subtree may hold, `lower < rowid <= upper`, as its ancestors' keys give them: the left child
+/// of an interior cell holds the rowids up to the cell's key, the next child those above it. SQLite relies
+/// on this to find a rowid; a file that breaks it reads differently depending on how it is searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    lower: i128,
+    upper: i128,
+}
+
+impl Bounds {
+    /// Every rowid: the root's bounds.
+    const ALL: Bounds = Bounds { lower: i64::MIN as i128 - 1, upper: i64::MAX as i128 };
+
+    fn show(&self) -> String {
+        let lower = if self.lower < i128::from(i64::MIN) { "-inf".to_string() } else { self.lower.to_string() };
+        format!("({lower}, {}]", self.upper)
+    }
 }
 
 /// The parsed b-tree page header.
@@ -385,6 +406,13 @@ impl TableReader {
         Ok(())
     }
 
+    /// Read page `page` alone into `buf` (pages read out of order, where a block would be wasted).
+    fn read_page_alone(&self, page: u32, buf: &mut Vec<u8>) -> Result<()> {
+        let size = self.header.page_size;
+        buf.resize(size, 0);
+        read_exact_at(&self.path, &self.file, buf, u64::from(page - 1) * size as u64, &format!("page {page}"))
+    }
+
     /// Parse the b-tree page header of `buf` (page `page`) and check that its cell pointer array fits.
     fn page_info(&self, page: u32, buf: &[u8]) -> Result<PageInfo> {
         let usable = self.header.usable;
@@ -430,6 +458,40 @@ impl TableReader {
         Ok((child, key as i64))
     }
 
+    /// Check that the keys of interior page `page` increase and lie within the page's `bounds` (each key
+    /// bounds the child left of it, so keys out of order mean children whose rowids overlap).
+    fn check_keys(&self, page: u32, buf: &[u8], info: &PageInfo, bounds: Bounds) -> Result<()> {
+        let mut prev = bounds.lower;
+        for i in 0..info.cells {
+            let key = i128::from(self.interior_cell(page, buf, info.ptrs, info.cells, i)?.1);
+            if key <= prev || key > bounds.upper {
+                return Err(self.corrupt(format!(
+                    "page {page}: interior key {key} of cell {i} is out of order or outside the range {} its \
+                     parent gives the page",
+                    bounds.show()
+                )));
+            }
+            prev = key;
+        }
+        Ok(())
+    }
+
+    /// The bounds of child `child` (`cells`: the right-most) of an interior page with `bounds`.
+    fn child_bounds(
+        &self,
+        page: u32,
+        buf: &[u8],
+        info: (usize, usize),
+        bounds: Bounds,
+        child: usize,
+    ) -> Result<Bounds> {
+        let (ptrs, cells) = info;
+        let key = |i| self.interior_cell(page, buf, ptrs, cells, i).map(|c| i128::from(c.1));
+        let lower = if child == 0 { bounds.lower } else { key(child - 1)? };
+        let upper = if child == cells { bounds.upper } else { key(child)? };
+        Ok(Bounds { lower, upper })
+    }
+
     /// Check a child pointer of `parent` (None: the root) and that this scan has not met the page before.
     fn visit(&mut self, page: u32, parent: Option<u32>) -> Result<()> {
         let referrer = || parent.map_or_else(|| "table root".to_string(), |p| format!("page {p}"));
@@ -440,20 +502,30 @@ impl TableReader {
         Ok(())
     }
 
-    /// Child `child` of the interior page held by frame `depth`.
-    fn child_page(&self, depth: usize) -> Result<u32> {
+    /// Child `child` of the interior page held by frame `depth`, and the rowids it may hold.
+    fn child_page(&self, depth: usize) -> Result<(u32, Bounds)> {
         let f = &self.frames[depth];
+        let bounds = self.child_bounds(f.page, &f.buf, (f.ptrs, f.cells), f.bounds, f.child)?;
         if f.child == f.cells {
-            Ok(f.right)
+            Ok((f.right, bounds))
         } else {
-            Ok(self.interior_cell(f.page, &f.buf, f.ptrs, f.cells, f.child)?.0)
+            Ok((self.interior_cell(f.page, &f.buf, f.ptrs, f.cells, f.child)?.0, bounds))
         }
     }
 
-    /// Descend from `page` to a leaf, pushing interior pages as frames from `depth` on; when `seek` is given,
-    /// take the child that may hold that rowid, else the left-most. Returns the new depth with the leaf
-    /// loaded into `self.leaf`, its page number and header.
-    fn descend(&mut self, mut page: u32, mut depth: usize, seek: Option<i64>) -> Result<(usize, u32, PageInfo)> {
+    /// Descend from `page` (whose subtree may hold `bounds`) to a leaf, pushing interior pages as frames
+    /// from `depth` on; when `seek` is given, take the child that may hold that rowid, else the left-most.
+    /// Returns the new depth with the leaf loaded into `self.leaf`, its page number, header and bounds.
+    ///
+    /// Every page on the way is checked as SQLite's cursor checks it (a child page holds at least one cell)
+    /// and each interior page's keys against its bounds.
+    fn descend(
+        &mut self,
+        mut page: u32,
+        mut bounds: Bounds,
+        mut depth: usize,
+        seek: Option<i64>,
+    ) -> Result<(usize, u32, PageInfo, Bounds)> {
         loop {
             let parent = depth.checked_sub(1).map(|d| self.frames[d].page);
             self.visit(page, parent)?;
@@ -462,18 +534,30 @@ impl TableReader {
             self.leaf = buf;
             read?;
             let info = self.page_info(page, &self.leaf)?;
+            if let (Some(parent), 0) = (parent, info.cells) {
+                return Err(self.corrupt(format!("page {page}: a child page of page {parent} without cells")));
+            }
             if info.kind == LEAF_TABLE {
-                return Ok((depth, page, info));
+                return Ok((depth, page, info, bounds));
             }
             if depth + 1 >= MAX_DEPTH {
                 return Err(self.corrupt(format!("page {page}: b-tree deeper than {MAX_DEPTH} levels")));
             }
+            self.check_keys(page, &self.leaf, &info, bounds)?;
             let child = match seek {
                 Some(key) => self.first_cell_at_or_above(page, &self.leaf, &info, key)?,
                 None => 0,
             };
             if self.frames.len() <= depth {
-                self.frames.push(Frame { page: 0, buf: Vec::new(), ptrs: 0, cells: 0, right: 0, child: 0 });
+                self.frames.push(Frame {
+                    page: 0,
+                    buf: Vec::new(),
+                    ptrs: 0,
+                    cells: 0,
+                    right: 0,
+                    child: 0,
+                    bounds: Bounds::ALL,
+                });
             }
             let frame = &mut self.frames[depth];
             std::mem::swap(&mut frame.buf, &mut self.leaf);
@@ -482,7 +566,8 @@ impl TableReader {
             frame.cells = info.cells;
             frame.right = info.right;
             frame.child = child;
-            page = self.child_page(depth)?;
+            frame.bounds = bounds;
+            (page, bounds) = self.child_page(depth)?;
             depth += 1;
         }
     }
@@ -503,7 +588,12 @@ impl TableReader {
     }
 
     /// Call `on_row` for every row with `lo <= rowid < hi`, in rowid order, decoding the first `want_fields`
-    /// fields of each record; `on_row` returns false to stop early.
+    /// fields of each record; `on_row` returns false to stop early. An `hi` of `i64::MAX` is inclusive (no
+    /// larger rowid could exclude it), so `scan(root, i64::MIN, i64::MAX, ..)` reads every row.
+    ///
+    /// Every cell of every leaf visited is checked, the ones outside `[lo, hi)` included: rowids strictly
+    /// increase within and across leaves and lie within the bounds the interior keys above give the leaf;
+    /// no page is met twice. A file that breaks this is refused with [`Error::Corrupt`] naming the page.
     pub fn scan(
         &mut self,
         root: u32,
@@ -512,25 +602,28 @@ impl TableReader {
         want_fields: usize,
         mut on_row: impl FnMut(Row<'_>) -> Result<bool>,
     ) -> Result<()> {
-        if lo >= hi {
+        let hi = if hi == i64::MAX { i128::from(i64::MAX) + 1 } else { i128::from(hi) };
+        if i128::from(lo) >= hi {
             return Ok(());
         }
         self.visited.clear();
-        let mut last_rowid: Option<i64> = None;
-        let (mut depth, mut leaf_page, mut leaf) = self.descend(root, 0, Some(lo))?;
+        let (mut depth, mut leaf_page, mut leaf, mut bounds) = self.descend(root, Bounds::ALL, 0, Some(lo))?;
+        // The rowid before the next cell: rowids increase strictly from the leaf's lower bound on.
+        let mut prev = bounds.lower;
         loop {
             for i in 0..leaf.cells {
                 let (rowid, payload_len, local_start, cell_end) = self.leaf_cell(leaf_page, &leaf, i)?;
+                let wide = i128::from(rowid);
+                if wide <= prev || wide > bounds.upper {
+                    return Err(self.out_of_order(leaf_page, i, rowid, prev, bounds));
+                }
+                prev = wide;
                 if rowid < lo {
                     continue;
                 }
-                if rowid >= hi {
+                if wide >= hi {
                     return Ok(());
                 }
-                if last_rowid.is_some_and(|r| rowid <= r) {
-                    return Err(self.corrupt(format!("page {leaf_page}: rowid {rowid} out of order")));
-                }
-                last_rowid = Some(rowid);
                 if !self.decode_row(leaf_page, rowid, payload_len, local_start, cell_end, want_fields, &mut on_row)? {
                     return Ok(());
                 }
@@ -547,14 +640,31 @@ impl TableReader {
                 }
                 // The next child holds rowids above this cell's key: stop once they would all be >= hi.
                 let key = self.interior_cell(f.page, &f.buf, f.ptrs, f.cells, f.child)?.1;
-                if i128::from(key) + 1 >= i128::from(hi) {
+                if i128::from(key) + 1 >= hi {
                     return Ok(());
                 }
                 self.frames[depth - 1].child += 1;
                 break;
             }
-            let next = self.child_page(depth - 1)?;
-            (depth, leaf_page, leaf) = self.descend(next, depth, None)?;
+            let (next, next_bounds) = self.child_page(depth - 1)?;
+            (depth, leaf_page, leaf, bounds) = self.descend(next, next_bounds, depth, None)?;
+            // The keys above bound this leaf's lower end, which the previous leaf's last rowid may fall short
+            // of (rows deleted since the key was set): the larger of the two.
+            prev = prev.max(bounds.lower);
+        }
+    }
+
+    fn out_of_order(&self, page: u32, cell: usize, rowid: i64, prev: i128, bounds: Bounds) -> Error {
+        if i128::from(rowid) > bounds.upper || i128::from(rowid) <= bounds.lower {
+            self.corrupt(format!(
+                "page {page}: rowid {rowid} of cell {cell} is outside the range {} the interior keys above give \
+                 the page",
+                bounds.show()
+            ))
+        } else {
+            self.corrupt(format!(
+                "page {page}: rowid {rowid} of cell {cell} does not follow rowid {prev} (out of order)"
+            ))
         }
     }
 
@@ -759,8 +869,26 @@ fn decode_header_partial(
     if data > payload_len {
         return Err(format!("fields end at byte {data}, past the {payload_len}-byte record"));
     }
-    if (have.len() as u64) < data {
-        return Ok(Decoded::Need(data));
+    let wanted_end = data;
+    // The rest of the header (one byte a field, mostly): SQLite refuses a record whose fields do not end
+    // exactly at its end, so the reader does too.
+    while pos < header.len() {
+        let b = header[pos];
+        let size = if b < 0x80 && SMALL_SERIAL_SIZES[b as usize] != 0xFF {
+            pos += 1;
+            u64::from(SMALL_SERIAL_SIZES[b as usize])
+        } else {
+            let (serial, used) = varint(&header[pos..]).ok_or("serial type runs past the header")?;
+            pos += used;
+            serial_size(serial).ok_or_else(|| format!("reserved serial type {serial}"))?
+        };
+        data = data.saturating_add(size);
+    }
+    if data != payload_len {
+        return Err(format!("fields end at byte {data} of the {payload_len}-byte record"));
+    }
+    if (have.len() as u64) < wanted_end {
+        return Ok(Decoded::Need(wanted_end));
     }
     Ok(Decoded::Fields(count))
 }
@@ -805,13 +933,96 @@ impl TableReader {
             first = Some(row.rowid);
             Ok(false)
         })?;
-        // The scan's upper bound is exclusive, so a row with rowid i64::MAX alone is not seen by it.
-        if first.is_none() {
-            if let Edge::Rowid(r) = self.last_rowid(root)? {
-                first = Some(r);
+        Ok(first)
+    }
+
+    /// Rowids that cut the table into runs of about `leaves_per_chunk` leaf pages: each is one past the key
+    /// of an interior cell just above the leaves, so a chunk `[cut, next cut)` is whole leaves. Only the
+    /// interior pages are read (a few per thousand leaves), each checked like [`TableReader::scan`] checks
+    /// them, and every page of the tree, leaves included, must be referenced once. Also returns the cells of
+    /// the left-most leaf, a sample of the rows a leaf holds.
+    pub fn split_points(&mut self, root: u32, leaves_per_chunk: usize) -> Result<(Vec<i64>, usize)> {
+        self.visited.clear();
+        // The depth of the left edge; every leaf lies at it (a child of another kind is refused).
+        let mut levels = 0;
+        let first_leaf_cells;
+        let mut page = root;
+        let mut buf = Vec::new();
+        loop {
+            levels += 1;
+            if levels > MAX_DEPTH {
+                return Err(self.corrupt(format!("table rooted at page {root}: deeper than {MAX_DEPTH} levels")));
+            }
+            self.check_page_number(page, || format!("table rooted at page {root}"))?;
+            self.read_page_alone(page, &mut buf)?;
+            let info = self.page_info(page, &buf)?;
+            if info.kind == LEAF_TABLE {
+                first_leaf_cells = info.cells;
+                break;
+            }
+            page =
+                if info.cells == 0 { info.right } else { self.interior_cell(page, &buf, info.ptrs, info.cells, 0)?.0 };
+        }
+        let mut cuts = Vec::new();
+        let mut leaves = 0usize;
+        let mut bufs: Vec<Vec<u8>> = (0..levels).map(|_| Vec::new()).collect();
+        if levels > 1 {
+            self.walk_interior(root, None, Bounds::ALL, levels - 1, &mut bufs, &mut |key| {
+                leaves += 1;
+                if leaves.is_multiple_of(leaves_per_chunk.max(1)) {
+                    if let Some(k) = key.and_then(|k| k.checked_add(1)) {
+                        cuts.push(k);
+                    }
+                }
+            })?;
+        } else {
+            self.visit(root, None)?;
+        }
+        Ok((cuts, first_leaf_cells))
+    }
+
+    /// Walk the interior page `page` (with `below` interior levels left, counting it) of a table, calling
+    /// `on_leaf` with the key bounding each leaf child from above (None for a right-most child).
+    fn walk_interior(
+        &mut self,
+        page: u32,
+        parent: Option<u32>,
+        bounds: Bounds,
+        below: usize,
+        bufs: &mut [Vec<u8>],
+        on_leaf: &mut impl FnMut(Option<i64>),
+    ) -> Result<()> {
+        self.visit(page, parent)?;
+        let (buf, deeper) = bufs.split_first_mut().expect("one buffer per level");
+        self.read_page_alone(page, buf)?;
+        let info = self.page_info(page, buf)?;
+        if info.kind != INTERIOR_TABLE {
+            return Err(
+                self.corrupt(format!("page {page}: a leaf where the b-tree's other branches have interior pages"))
+            );
+        }
+        if parent.is_some() && info.cells == 0 {
+            return Err(
+                self.corrupt(format!("page {page}: a child page of page {} without cells", parent.unwrap_or(0)))
+            );
+        }
+        self.check_keys(page, buf, &info, bounds)?;
+        for child in 0..=info.cells {
+            let (child_page, key) = if child == info.cells {
+                (info.right, None)
+            } else {
+                let (p, k) = self.interior_cell(page, buf, info.ptrs, info.cells, child)?;
+                (p, Some(k))
+            };
+            if below == 1 {
+                self.visit(child_page, Some(page))?;
+                on_leaf(key);
+            } else {
+                let child_bounds = self.child_bounds(page, buf, (info.ptrs, info.cells), bounds, child)?;
+                self.walk_interior(child_page, Some(page), child_bounds, below - 1, deeper, on_leaf)?;
             }
         }
-        Ok(first)
+        Ok(())
     }
 }
 

@@ -63,6 +63,24 @@ impl ExportFile {
                 ),
             });
         }
+        // Connections are immutable, which ignores a write-ahead log: committed pages still in one would be
+        // silently missing. A WAL-mode file (format version 2) with frames in its `-wal` is refused instead.
+        if header[18] == 2 || header[19] == 2 {
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            let wal = PathBuf::from(wal);
+            // 32 bytes are the log's header alone (no frames).
+            if fs::metadata(&wal).is_ok_and(|m| m.len() > 32) {
+                return Err(Error::Corrupt {
+                    path: path.into(),
+                    reason: format!(
+                        "has an uncheckpointed write-ahead log ({}) whose pages the export lacks: checkpoint it \
+                         (open the export once with sqlite3) before ingesting",
+                        wal.display()
+                    ),
+                });
+            }
+        }
         Ok(ExportFile { path: path.into(), size: meta.len() })
     }
 
@@ -82,7 +100,8 @@ impl ExportFile {
 
     /// Map a SQLite error to a corrupt/not-an-export error naming this file.
     pub fn sqlite_error(&self, e: rusqlite::Error) -> Error {
-        let text = e.to_string();
+        // One line: SQLite quotes damaged schema text, newlines and all.
+        let text = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
         let lower = text.to_lowercase();
         if lower.contains("not a database") || lower.contains("file is not a database") {
             Error::NotAnExport { path: self.path.clone(), reason: "is not a SQLite database".into() }

@@ -33,10 +33,13 @@ pub trait RowSink {
     fn finish(self) -> Self::Out;
 }
 
-/// Rows per unit of work handed to a scanning thread.
+/// Rows per unit of work handed to a scanning thread when a table is cut by rowid span (and the most rows a
+/// chunk's buffers are sized for up front).
 pub const CHUNK_ROWS: i64 = 1 << 16;
 
-/// Which reader a scan uses.
+/// Bytes of leaf pages per unit of work when a table is cut by its pages (about 40,000 kernel rows).
+pub const CHUNK_BYTES: usize = 4 << 20;
+
 /// Which reader a scan uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanReader {
@@ -96,6 +99,93 @@ fn cell_to_text(v: ValueRef<'_>) -> Option<String> {
 /// How the scans of one (table, expressions) pair run; built once and shared by the workers.
 pub(super) struct ScanPlan {
     direct: Option<DirectPlan>,
+    shape: Shape,
+}
+
+/// What a table is, as far as cutting it into chunks goes.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// A view or a WITHOUT ROWID table: no rowid to cut by, read through SQLite in one piece.
+    NoRowid,
+    /// A rowid table; with its b-tree when the file's header and its root page allow walking it.
+    Rowid(Option<(Header, u32)>),
+}
+
+/// The chunks a scan is cut into, in rowid order: half-open rowid ranges, the last one's `i64::MAX` end
+/// inclusive (see [`TableReader::scan`]).
+pub(super) struct Chunks {
+    pub ranges: Vec<(i64, i64)>,
+    /// Cut by pages (or one piece): each chunk holds a bounded number of rows whatever its rowid span,
+    /// about this many (from a sample leaf).
+    by_pages: Option<usize>,
+}
+
+impl Chunks {
+    /// Rows to size chunk `i`'s buffers for: its rowid span up to [`CHUNK_ROWS`], when that is a bound on
+    /// its rows; nothing up front for the chunks of a sparse table cut by span (rows unknown, and many).
+    pub fn expected_rows(&self, i: usize) -> usize {
+        let (lo, hi) = self.ranges[i];
+        let span = (i128::from(hi) - i128::from(lo)).max(0);
+        match self.by_pages {
+            Some(rows) => span.min(rows as i128) as usize,
+            None if span <= i128::from(CHUNK_ROWS) => span as usize,
+            None => 0,
+        }
+    }
+}
+
+/// The header and root page of `table` when its b-tree can be read directly; Ok(Err(reason)) when not,
+/// Ok(Ok(None)) for a view or a WITHOUT ROWID table (no rowid).
+#[allow(clippy::type_complexity)]
+fn btree_root(
+    file: &ExportFile,
+    conn: &rusqlite::Connection,
+    table: &str,
+) -> Result<std::result::Result<Option<(Header, u32)>, String>> {
+    let sql_err = |e| file.sqlite_error(e);
+    let entry: Option<(String, i64, Option<String>)> = conn
+        .query_row(
+            "SELECT type, rootpage, sql FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?1 \
+             COLLATE NOCASE ORDER BY type = 'table' DESC LIMIT 1",
+            [table],
+            |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0), r.get(2)?)),
+        )
+        .optional()
+        .map_err(sql_err)?;
+    let Some((kind, root, sql)) = entry else { return Ok(Err("absent from the schema".into())) };
+    if kind == "view" {
+        return Ok(Ok(None));
+    }
+    let normalized = sql.unwrap_or_default().to_ascii_uppercase().split_whitespace().collect::<Vec<_>>().join(" ");
+    if normalized.contains("WITHOUT ROWID") {
+        return Ok(Ok(None));
+    }
+    // A header SQLite would reject is SQLite's to report, so problems here only mean "not directly".
+    let header = match std::fs::File::open(&file.path) {
+        Ok(f) => match Header::read(&file.path, &f) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e.to_string())),
+        },
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if let Some(reason) = header.unsupported() {
+        return Ok(Err(reason));
+    }
+    let Ok(root) = u32::try_from(root) else { return Ok(Err(format!("root page {root}"))) };
+    if root == 0 || root > header.page_count {
+        return Ok(Err(format!("root page {root} (a virtual table, or outside the file)")));
+    }
+    // The root must be a table b-tree page (a WITHOUT ROWID table's is an index page).
+    let mut kind = [0u8; 1];
+    let offset = u64::from(root - 1) * header.page_size as u64 + if root == 1 { 100 } else { 0 };
+    let read = std::fs::File::open(&file.path).and_then(|f| {
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(&mut kind, offset)
+    });
+    if read.is_err() || !matches!(kind[0], 0x05 | 0x0D) {
+        return Ok(Err(format!("root page {root} is not a table b-tree page")));
+    }
+    Ok(Ok(Some((header, root))))
 }
 
 impl ScanPlan {
@@ -108,17 +198,64 @@ impl ScanPlan {
         text_exprs: &[String],
         reader: ScanReader,
     ) -> Result<ScanPlan> {
+        let root = btree_root(file, conn, table)?;
+        let shape = match &root {
+            Ok(None) => Shape::NoRowid,
+            Ok(Some(btree)) => Shape::Rowid(Some(*btree)),
+            Err(_) => Shape::Rowid(None),
+        };
+        let build = |root| -> Result<std::result::Result<DirectPlan, String>> {
+            match root {
+                Ok(Some(btree)) => DirectPlan::build(file, conn, table, btree, exprs, text_exprs),
+                Ok(None) => Ok(Err("a view or a WITHOUT ROWID table".into())),
+                Err(reason) => Ok(Err(reason)),
+            }
+        };
         let direct = match reader {
             ScanReader::Sqlite => None,
-            ScanReader::Auto => DirectPlan::build(file, conn, table, exprs, text_exprs)?.ok(),
-            ScanReader::Direct => match DirectPlan::build(file, conn, table, exprs, text_exprs)? {
+            ScanReader::Auto => build(root)?.ok(),
+            ScanReader::Direct => match build(root)? {
                 Ok(plan) => Some(plan),
                 Err(reason) => {
                     return Err(Error::Invalid(format!("table {table} cannot be read directly: {reason}")));
                 }
             },
         };
-        Ok(ScanPlan { direct })
+        Ok(ScanPlan { direct, shape })
+    }
+
+    /// The chunks a whole-table scan reads: runs of [`CHUNK_BYTES`] of leaf pages cut at interior keys
+    /// (whatever the rowids' spread) when the b-tree can be walked, else spans of [`CHUNK_ROWS`] rowids
+    /// between the table's first and last; a view or WITHOUT ROWID table in one piece.
+    pub(super) fn chunks(&self, file: &ExportFile, conn: &rusqlite::Connection, table: &str) -> Result<Chunks> {
+        let whole = || Chunks { ranges: vec![(i64::MIN, i64::MAX)], by_pages: Some(CHUNK_ROWS as usize) };
+        let btree = match self.shape {
+            Shape::NoRowid => return Ok(whole()),
+            Shape::Rowid(btree) => btree,
+        };
+        if let Some((header, root)) = btree {
+            let mut reader = TableReader::open(&file.path, header)?;
+            let leaves = (CHUNK_BYTES / header.page_size).max(1);
+            match reader.split_points(root, leaves) {
+                Ok((cuts, sample)) => {
+                    let mut ranges = Vec::with_capacity(cuts.len() + 1);
+                    let mut start = i64::MIN;
+                    for cut in cuts {
+                        ranges.push((start, cut));
+                        start = cut;
+                    }
+                    ranges.push((start, i64::MAX));
+                    // A little over the sample leaf's rows per leaf, so that buffers rarely grow.
+                    let rows = (leaves * sample).saturating_add(leaves * sample / 8 + 64).min(4 * CHUNK_ROWS as usize);
+                    return Ok(Chunks { ranges, by_pages: Some(rows) });
+                }
+                // The direct reader refuses a tree it cannot trust; SQLite's reading is SQLite's to judge.
+                Err(e) if self.direct.is_some() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        let Some((lo, hi)) = sqlite_bounds(file, conn, table)? else { return Ok(whole()) };
+        Ok(Chunks { ranges: split_range(lo, hi), by_pages: None })
     }
 
     /// The `[min, max]` rowid range of the table, or None when it is empty.
@@ -128,6 +265,9 @@ impl ScanPlan {
         conn: &rusqlite::Connection,
         table: &str,
     ) -> Result<Option<(i64, i64)>> {
+        if matches!(self.shape, Shape::NoRowid) {
+            return Err(Error::Invalid(format!("{table} has no rowid (a view or a WITHOUT ROWID table)")));
+        }
         let Some(direct) = &self.direct else { return sqlite_bounds(file, conn, table) };
         let mut reader = TableReader::open(&file.path, direct.header)?;
         let Some(first) = reader.first_rowid(direct.root)? else { return Ok(None) };
@@ -135,6 +275,15 @@ impl ScanPlan {
             Edge::Rowid(last) => Ok(Some((first, last))),
             Edge::Empty => Ok(None),
             Edge::Unknown => sqlite_bounds(file, conn, table),
+        }
+    }
+
+    /// The rows a SQLite read of `[lo, hi)` selects: None (all) for a table without rowid, which can be
+    /// read only whole.
+    fn range(&self, lo: i64, hi: i64) -> Option<(i64, i64)> {
+        match self.shape {
+            Shape::NoRowid => None,
+            Shape::Rowid(_) => Some((lo, hi)),
         }
     }
 
@@ -160,12 +309,12 @@ impl ScanPlan {
         table: &str,
         exprs: &[String],
         text_exprs: &[String],
-        lo: i64,
-        hi: i64,
+        (lo, hi): (i64, i64),
+        expected: usize,
     ) -> Result<(IntColumns, TextColumns)> {
         match (slicer, &self.direct) {
-            (Slicer::Direct(reader), Some(plan)) => plan.read(reader, lo, hi),
-            (Slicer::Sqlite(conn), _) => read_slice(file, conn, table, exprs, text_exprs, lo, hi),
+            (Slicer::Direct(reader), Some(plan)) => plan.read(reader, lo, hi, expected),
+            (Slicer::Sqlite(conn), _) => read_slice(file, conn, table, exprs, text_exprs, self.range(lo, hi)),
             (Slicer::Direct(_), None) => Err(Error::Invalid("direct reader without a direct plan".into())),
         }
     }
@@ -183,7 +332,7 @@ impl ScanPlan {
         match (slicer, &self.direct) {
             (Slicer::Direct(reader), Some(plan)) => plan.read_rows(reader, lo, hi, sink),
             (Slicer::Sqlite(conn), _) => {
-                let (cols, _) = read_slice(file, conn, table, exprs, &[], lo, hi)?;
+                let (cols, _) = read_slice(file, conn, table, exprs, &[], self.range(lo, hi))?;
                 let mut values = vec![0i64; cols.len()];
                 for i in 0..cols.first().map_or(0, Vec::len) {
                     for (value, col) in values.iter_mut().zip(&cols) {
@@ -308,49 +457,11 @@ impl DirectPlan {
         file: &ExportFile,
         conn: &rusqlite::Connection,
         table: &str,
+        (header, root): (Header, u32),
         exprs: &[String],
         text_exprs: &[String],
     ) -> Result<std::result::Result<DirectPlan, String>> {
-        // A header SQLite would reject is SQLite's to report, so problems here only mean "not directly".
-        let header = match std::fs::File::open(&file.path) {
-            Ok(f) => match Header::read(&file.path, &f) {
-                Ok(h) => h,
-                Err(e) => return Ok(Err(e.to_string())),
-            },
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        if let Some(reason) = header.unsupported() {
-            return Ok(Err(reason));
-        }
         let sql_err = |e| file.sqlite_error(e);
-        let entry: Option<(i64, Option<String>)> = conn
-            .query_row(
-                "SELECT rootpage, sql FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
-                [table],
-                |r| Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?)),
-            )
-            .optional()
-            .map_err(sql_err)?;
-        let Some((root, sql)) = entry else { return Ok(Err("not a table (a view, or absent)".into())) };
-        let normalized = sql.unwrap_or_default().to_ascii_uppercase().split_whitespace().collect::<Vec<_>>().join(" ");
-        if normalized.contains("WITHOUT ROWID") {
-            return Ok(Err("a WITHOUT ROWID table".into()));
-        }
-        let Ok(root) = u32::try_from(root) else { return Ok(Err(format!("root page {root}"))) };
-        if root == 0 || root > header.page_count {
-            return Ok(Err(format!("root page {root} (a virtual table, or outside the file)")));
-        }
-        // The root must be a table b-tree page (a WITHOUT ROWID table's is an index page).
-        let mut kind = [0u8; 1];
-        let offset = u64::from(root - 1) * header.page_size as u64 + if root == 1 { 100 } else { 0 };
-        let read = std::fs::File::open(&file.path).and_then(|f| {
-            use std::os::unix::fs::FileExt;
-            f.read_exact_at(&mut kind, offset)
-        });
-        if read.is_err() || !matches!(kind[0], 0x05 | 0x0D) {
-            return Ok(Err(format!("root page {root} is not a table b-tree page")));
-        }
-
         struct Column {
             name: String,
             decl_type: String,
@@ -442,8 +553,7 @@ impl DirectPlan {
         Ok(Ok(DirectPlan { header, root, int_slots, texts, want_fields }))
     }
 
-    fn read(&self, reader: &mut TableReader, lo: i64, hi: i64) -> Result<(IntColumns, TextColumns)> {
-        let expected = (i128::from(hi) - i128::from(lo)).clamp(0, i128::from(CHUNK_ROWS)) as usize;
+    fn read(&self, reader: &mut TableReader, lo: i64, hi: i64, expected: usize) -> Result<(IntColumns, TextColumns)> {
         let mut cols: IntColumns = (0..self.int_slots.len()).map(|_| Vec::with_capacity(expected)).collect();
         let mut texts: TextColumns = vec![Vec::new(); self.texts.len()];
         reader.scan(self.root, lo, hi, self.want_fields, |row| {
@@ -533,13 +643,23 @@ fn read_slice(
     table: &str,
     exprs: &[String],
     text_exprs: &[String],
-    lo: i64,
-    hi: i64,
+    range: Option<(i64, i64)>,
 ) -> Result<(IntColumns, TextColumns)> {
     let select: Vec<&str> = exprs.iter().chain(text_exprs.iter()).map(String::as_str).collect();
-    let sql = format!("SELECT {} FROM \"{table}\" WHERE rowid >= ?1 AND rowid < ?2", select.join(", "));
+    let select = if select.is_empty() { "NULL".to_string() } else { select.join(", ") };
+    // An upper bound of i64::MAX is inclusive: a row may have that rowid.
+    let filter = match range {
+        None => "",
+        Some((_, i64::MAX)) => " WHERE rowid >= ?1 AND rowid <= ?2",
+        Some(_) => " WHERE rowid >= ?1 AND rowid < ?2",
+    };
+    let sql = format!("SELECT {select} FROM \"{table}\"{filter}");
     let mut stmt = conn.prepare_cached(&sql).map_err(|e| file.sqlite_error(e))?;
-    let mut rows = stmt.query([lo, hi]).map_err(|e| file.sqlite_error(e))?;
+    let mut rows = match range {
+        None => stmt.query([]),
+        Some((lo, hi)) => stmt.query([lo, hi]),
+    }
+    .map_err(|e| file.sqlite_error(e))?;
     let mut cols: IntColumns = vec![Vec::new(); exprs.len()];
     let mut texts: Vec<Vec<Option<String>>> = vec![Vec::new(); text_exprs.len()];
     while let Some(row) = rows.next().map_err(|e| file.sqlite_error(e))? {

@@ -11,8 +11,8 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 
 use super::open::ExportFile;
-use super::plan::{split_range, ScanPlan, Slicer};
-pub use super::plan::{IntColumns, RowSink, ScanReader, TextColumns, CHUNK_ROWS};
+use super::plan::{Chunks, ScanPlan, Slicer};
+pub use super::plan::{IntColumns, RowSink, ScanReader, TextColumns, CHUNK_BYTES, CHUNK_ROWS};
 use crate::error::{Error, Result};
 
 /// The `[min, max]` rowid range of `table` as `reader` sees it, or None for an empty table.
@@ -35,21 +35,29 @@ pub fn read_rows(
     let conn = file.connect()?;
     let plan = ScanPlan::build(file, &conn, table, exprs, text_exprs, reader)?;
     let mut slicer = if plan.is_direct() { plan.open(file)? } else { Slicer::Sqlite(conn) };
-    plan.read(file, &mut slicer, table, exprs, text_exprs, lo, hi)
+    let expected = (i128::from(hi) - i128::from(lo)).clamp(0, i128::from(CHUNK_ROWS)) as usize;
+    plan.read(file, &mut slicer, table, exprs, text_exprs, (lo, hi), expected)
 }
 
-/// The plan and rowid bounds of a scan, from one connection.
+/// The rowid ranges a whole-table scan of `table` with `reader` is cut into, in order (the last one's
+/// `i64::MAX` end inclusive): by pages where the b-tree can be walked, so their count follows the table's
+/// size, not its rowids' spread.
+pub fn chunk_ranges(file: &ExportFile, table: &str, reader: ScanReader) -> Result<Vec<(i64, i64)>> {
+    Ok(prepare(file, table, &[], &[], reader)?.1.ranges)
+}
+
+/// The plan and chunks of a scan, from one connection.
 fn prepare(
     file: &ExportFile,
     table: &str,
     exprs: &[String],
     text_exprs: &[String],
     reader: ScanReader,
-) -> Result<(ScanPlan, Option<(i64, i64)>)> {
+) -> Result<(ScanPlan, Chunks)> {
     let conn = file.connect()?;
     let plan = ScanPlan::build(file, &conn, table, exprs, text_exprs, reader)?;
-    let bounds = plan.bounds(file, &conn, table)?;
-    Ok((plan, bounds))
+    let chunks = plan.chunks(file, &conn, table)?;
+    Ok((plan, chunks))
 }
 
 /// Read a whole table with `threads` workers and `reader`, mapping each rowid chunk with `map` as soon
@@ -66,9 +74,9 @@ pub fn scan_chunks_with<T: Send>(
     reader: ScanReader,
     map: impl Fn(IntColumns, TextColumns) -> T + Sync,
 ) -> Result<Vec<T>> {
-    let (plan, bounds) = prepare(file, table, exprs, text_exprs, reader)?;
-    scan_ranges(file, &plan, bounds, threads, cancel, |slicer, (lo, hi)| {
-        let (cols, texts) = plan.read(file, slicer, table, exprs, text_exprs, lo, hi)?;
+    let (plan, chunks) = prepare(file, table, exprs, text_exprs, reader)?;
+    scan_ranges(file, &plan, &chunks, threads, cancel, |slicer, range, expected| {
+        let (cols, texts) = plan.read(file, slicer, table, exprs, text_exprs, range, expected)?;
         Ok(map(cols, texts))
     })
 }
@@ -87,29 +95,25 @@ pub fn scan_chunk_rows<S: RowSink>(
 where
     S::Out: Send,
 {
-    let (plan, bounds) = prepare(file, table, exprs, &[], reader)?;
-    scan_ranges(file, &plan, bounds, threads, cancel, |slicer, range| {
-        let expected = (i128::from(range.1) - i128::from(range.0)).clamp(0, i128::from(CHUNK_ROWS)) as usize;
+    let (plan, chunks) = prepare(file, table, exprs, &[], reader)?;
+    scan_ranges(file, &plan, &chunks, threads, cancel, |slicer, range, expected| {
         let mut chunk = sink(expected);
         plan.read_rows(file, slicer, table, exprs, range, &mut chunk)?;
         Ok(chunk.finish())
     })
 }
 
-/// Run `read` over the rowid chunks of `bounds` on `threads` workers, each with its own reader; results
-/// in rowid order, or the first error.
+/// Run `read` over `chunks` on `threads` workers, each with its own reader (and told the rows to expect);
+/// results in rowid order, or the first error.
 fn scan_ranges<T: Send>(
     file: &ExportFile,
     plan: &ScanPlan,
-    bounds: Option<(i64, i64)>,
+    chunks: &Chunks,
     threads: usize,
     cancel: &AtomicBool,
-    read: impl Fn(&mut Slicer, (i64, i64)) -> Result<T> + Sync,
+    read: impl Fn(&mut Slicer, (i64, i64), usize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
-    let Some((lo, hi)) = bounds else {
-        return Ok(Vec::new());
-    };
-    let ranges = split_range(lo, hi);
+    let ranges = &chunks.ranges;
     let results: Vec<Mutex<Option<T>>> = ranges.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -131,7 +135,7 @@ fn scan_ranges<T: Send>(
                     if i >= ranges.len() {
                         return;
                     }
-                    match read(&mut slicer, ranges[i]) {
+                    match read(&mut slicer, ranges[i], chunks.expected_rows(i)) {
                         Ok(out) => *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(out),
                         Err(e) => {
                             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
@@ -192,21 +196,20 @@ pub(crate) fn stream_table_ordered<T>(
     wrap: impl Fn(IntColumns) -> T,
     sink: SyncSender<Result<T>>,
 ) {
-    let (plan, bounds) = match prepare(file, table, exprs, &[], reader) {
+    let (plan, chunks) = match prepare(file, table, exprs, &[], reader) {
         Ok(p) => p,
         Err(e) => {
             let _ = sink.send(Err(e));
             return;
         }
     };
-    let Some((lo, hi)) = bounds else { return };
-    let ranges = split_range(lo, hi);
+    let ranges = &chunks.ranges;
     let next = AtomicUsize::new(0);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<IntColumns>)>(threads.max(1) * 2);
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, ranges.len().max(1)) {
             let tx = tx.clone();
-            let ranges = &ranges;
+            let chunks = &chunks;
             let next = &next;
             let plan = &plan;
             s.spawn(move || {
@@ -225,8 +228,8 @@ pub(crate) fn stream_table_ordered<T>(
                     if i >= ranges.len() {
                         return;
                     }
-                    let (lo, hi) = ranges[i];
-                    let item = plan.read(file, &mut slicer, table, exprs, &[], lo, hi).map(|(c, _)| c);
+                    let item = plan.read(file, &mut slicer, table, exprs, &[], ranges[i], chunks.expected_rows(i));
+                    let item = item.map(|(c, _)| c);
                     let failed = item.is_err();
                     if tx.send((i, item)).is_err() || failed {
                         return;

@@ -2,7 +2,7 @@
 use rusqlite::Connection;
 
 use super::open::ExportFile;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Dense id -> string lookup (ids are small consecutive integers in every nsys export seen).
 #[derive(Debug, Default, Clone)]
@@ -19,6 +19,9 @@ impl StringTable {
         }
         let mut stmt = conn.prepare("SELECT id, value FROM StringIds").map_err(|e| file.sqlite_error(e))?;
         let mut rows = stmt.query([]).map_err(|e| file.sqlite_error(e))?;
+        // Ids met, so that an id met twice (only a damaged b-tree repeats a primary key) is refused rather
+        // than one of its strings silently winning.
+        let mut seen: Vec<bool> = Vec::new();
         while let Some(row) = rows.next().map_err(|e| file.sqlite_error(e))? {
             let id: i64 = row.get(0).map_err(|e| file.sqlite_error(e))?;
             let value: Option<String> = row.get(1).map_err(|e| file.sqlite_error(e))?;
@@ -28,6 +31,13 @@ impl StringTable {
             let id = id as usize;
             if id >= values.len() {
                 values.resize(id + 1, None);
+                seen.resize(id + 1, false);
+            }
+            if std::mem::replace(&mut seen[id], true) {
+                return Err(Error::Corrupt {
+                    path: file.path.clone(),
+                    reason: format!("StringIds: id {id} appears twice (the table's b-tree is damaged)"),
+                });
             }
             values[id] = value;
         }

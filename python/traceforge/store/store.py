@@ -266,7 +266,7 @@ def _query_error(con: duckdb.DuckDBPyConnection, query: str, exc: BaseException)
     message = str(exc).strip() or type(exc).__name__
     try:
         statements = con.extract_statements(query)
-        if len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT:
+        if len(statements) == 1 and str(statements[0].type).rsplit(".", 1)[-1] == "SELECT":
             con.execute(query)
     except duckdb.Error as again:
         if str(again).strip().startswith(message.splitlines()[0]):

@@ -64,6 +64,37 @@ NVTX_STARTEND = (60, 71)  # NvtxStartEndRange, NvtxtStartEndRange
 NVTX_DOMAIN_CREATE = 75
 
 
+#: The device_metrics / stream_metrics columns every reference metric dict holds (docs/schema.md), in order.
+METRIC_COLUMNS = [
+    "kernel_count",
+    "kernel_time_ns",
+    "span_ns",
+    "first_start_ns",
+    "last_end_ns",
+    "busy_ns",
+    "utilization",
+    "max_concurrency",
+    "overlap_ns",
+    "gap_count",
+    "gap_total_ns",
+    "gap_p50_ns",
+    "gap_p90_ns",
+    "gap_p99_ns",
+    "gap_max_ns",
+    "memcpy_count",
+    "memcpy_ns",
+    "memcpy_bytes",
+    "memset_count",
+    "memset_ns",
+    "memset_bytes",
+    "launch_latency_p50_ns",
+    "launch_latency_p90_ns",
+    "launch_latency_p99_ns",
+    "launch_matched",
+    "stream_count",
+]
+
+
 def decode_pid(global_id: int) -> int:
     """The process id inside an nsys serialized globalTid/globalPid."""
     return (global_id >> 24) & 0xFFFFFF

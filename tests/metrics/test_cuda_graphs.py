@@ -46,36 +46,8 @@ def files(*names: str, failing: tuple[str, ...] = ()) -> list[Any]:
             else pytest.param(n, id=n.split("_h")[0]) for n in names]  # fmt: skip
 
 
-#: device_metrics/stream_metrics columns that exist today (docs/schema.md); under issue 21 the timeline ones
-#: are computed over activities, kernel_count/kernel_time_ns stay kernels only.
-EXISTING_COLUMNS = [
-    "kernel_count",
-    "kernel_time_ns",
-    "span_ns",
-    "first_start_ns",
-    "last_end_ns",
-    "busy_ns",
-    "utilization",
-    "max_concurrency",
-    "overlap_ns",
-    "gap_count",
-    "gap_total_ns",
-    "gap_p50_ns",
-    "gap_p90_ns",
-    "gap_p99_ns",
-    "gap_max_ns",
-    "memcpy_count",
-    "memcpy_ns",
-    "memcpy_bytes",
-    "memset_count",
-    "memset_ns",
-    "memset_bytes",
-    "launch_latency_p50_ns",
-    "launch_latency_p90_ns",
-    "launch_latency_p99_ns",
-    "launch_matched",
-    "stream_count",
-]
+#: Under issue 21 the timeline columns are computed over activities; kernel_count/kernel_time_ns stay kernels.
+EXISTING_COLUMNS = reference.METRIC_COLUMNS
 GRAPH_COLUMNS = ["graph_launch_count", "graph_ns"]
 NVTX_COLUMNS = [
     "gpu_start_ns",

@@ -22,34 +22,7 @@ from export_builder import EDGE_CASES
 
 SOURCES = ["small_matmul", pytest.param("llama", marks=pytest.mark.slow), *EDGE_CASES]
 
-KERNEL_COLUMNS = [
-    "kernel_count",
-    "kernel_time_ns",
-    "span_ns",
-    "first_start_ns",
-    "last_end_ns",
-    "busy_ns",
-    "utilization",
-    "max_concurrency",
-    "overlap_ns",
-    "gap_count",
-    "gap_total_ns",
-    "gap_p50_ns",
-    "gap_p90_ns",
-    "gap_p99_ns",
-    "gap_max_ns",
-    "memcpy_count",
-    "memcpy_ns",
-    "memcpy_bytes",
-    "memset_count",
-    "memset_ns",
-    "memset_bytes",
-    "launch_latency_p50_ns",
-    "launch_latency_p90_ns",
-    "launch_latency_p99_ns",
-    "launch_matched",
-    "stream_count",
-]
+KERNEL_COLUMNS = reference.METRIC_COLUMNS
 
 _reference_cache: dict[Path, reference.Reference] = {}
 

@@ -27,34 +27,7 @@ from nsys_oracle import MEMOP_NAMES, run_stats, strip_api_version
 NAME = "cu11_driverapi_h200_nsys2022.4.sqlite"
 REPORTS = ("gpukernsum", "gpumemtimesum", "gpumemsizesum", "nvtxgpuproj", "kernexecsum", "kernexectrace")
 
-METRIC_COLUMNS = [
-    "kernel_count",
-    "kernel_time_ns",
-    "span_ns",
-    "first_start_ns",
-    "last_end_ns",
-    "busy_ns",
-    "utilization",
-    "max_concurrency",
-    "overlap_ns",
-    "gap_count",
-    "gap_total_ns",
-    "gap_p50_ns",
-    "gap_p90_ns",
-    "gap_p99_ns",
-    "gap_max_ns",
-    "memcpy_count",
-    "memcpy_ns",
-    "memcpy_bytes",
-    "memset_count",
-    "memset_ns",
-    "memset_bytes",
-    "launch_latency_p50_ns",
-    "launch_latency_p90_ns",
-    "launch_latency_p99_ns",
-    "launch_matched",
-    "stream_count",
-]
+METRIC_COLUMNS = reference.METRIC_COLUMNS
 
 
 @dataclass

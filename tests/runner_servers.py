@@ -9,8 +9,9 @@ with empty ``choices`` when ``stream_options.include_usage`` is set, and ``data:
 
 Behaviour knobs (``mode``): ``ok``, ``slow`` (per-token delay), ``hang`` (accept, then never answer),
 ``stall`` (send a few tokens then stop sending without closing), ``garbage`` (200 with non-protocol bytes),
-``error500``, ``unknown_model``. ``slots`` limits how many requests generate at once (a GPU that serves
-``slots`` streams at full speed): the token rate a test controls.
+``error500``, ``unknown_model``. ``fail_every = k`` answers every k-th generation request with HTTP 500
+(a server that fails some requests, not all). ``slots`` limits how many requests generate at once (a GPU
+that serves ``slots`` streams at full speed): the token rate a test controls.
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ class FakeServer:
         token_delay_s: float = 0.005,
         slots: int = 1000,
         models: tuple[str, ...] = ("m",),
+        fail_every: int = 0,
+        port: int = 0,
     ) -> None:
         self.mode = mode
+        self.fail_every = fail_every
+        self.generations = 0
         self.token_delay_s = token_delay_s
         self.slots = threading.Semaphore(slots)
         self.models = models
@@ -70,7 +75,7 @@ class FakeServer:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # clients killed mid-stream by the watchdog are expected here
 
-        self.httpd = Quiet(("127.0.0.1", 0), Handler)
+        self.httpd = Quiet(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
@@ -106,7 +111,10 @@ class FakeServer:
         if self.mode == "hang":
             self._stop.wait(60)
             return
-        if self.mode == "error500":
+        with self.lock:
+            self.generations += 1
+            unlucky = self.fail_every > 0 and self.generations % self.fail_every == 0
+        if self.mode == "error500" or unlucky:
             self._json(
                 h,
                 500,
@@ -217,3 +225,32 @@ class FakeServer:
                 self._chunk(h, b"data: " + json.dumps(usage).encode() + b"\n\n")
             self._chunk(h, b"data: [DONE]\n\n")
         self._chunk(h, b"")
+
+
+def main() -> None:
+    """Run the server in the foreground, as a sweep's ``[server]`` command would run a real one.
+
+    ``python runner_servers.py PORT [--token-delay S] [--pid-file F]``: ``--pid-file`` gets one line per
+    start (how the tests count server starts).
+    """
+    import argparse
+    import os
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("--token-delay", type=float, default=0.005)
+    ap.add_argument("--pid-file")
+    args = ap.parse_args()
+    srv = FakeServer(token_delay_s=args.token_delay, port=args.port)
+    if args.pid_file:
+        with open(args.pid_file, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leaves serve_forever's loop
+    print(f"serving on {srv.url}", flush=True)
+    srv.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -110,19 +110,14 @@ def _free_port() -> int:
 @pytest.mark.parametrize(
     "mode, needle",
     [
-        ("refused", "connection refused by"),
         ("garbage", "is not JSON"),
         ("error500", "HTTP 500"),
         ("unknown_model", "model 'm' not found"),
     ],
 )
 def test_per_request_errors_and_sweep_goes_on(tmp_path: Path, mode: str, needle: str) -> None:
-    if mode == "refused":
-        text = _spec(f"http://127.0.0.1:{_free_port()}")
-        _, con = _run(tmp_path, text)
-    else:
-        with FakeServer(mode=mode) as srv:
-            _, con = _run(tmp_path, _spec(srv.url))
+    with FakeServer(mode=mode) as srv:
+        _, con = _run(tmp_path, _spec(srv.url))
     cells = fetch_dicts(con, "SELECT n, status, reason, requests_failed FROM cells ORDER BY n")
     assert [c["n"] for c in cells] == [1, 2]  # the sweep went on after the first failed cell
     for c in cells:
@@ -130,6 +125,20 @@ def test_per_request_errors_and_sweep_goes_on(tmp_path: Path, mode: str, needle:
     errors = [r[0] for r in con.execute("SELECT error FROM requests").fetchall()]
     assert len(errors) == 6 and all(needle in e for e in errors)
     assert all("\n" not in e for e in errors)
+
+
+def test_unreachable_server_fails_every_cell_at_the_preflight(tmp_path: Path) -> None:
+    # Nothing listens: one pre-flight request says so, and no cell waits out request timeouts.
+    url = f"http://127.0.0.1:{_free_port()}"
+    t0 = time.monotonic()
+    _, con = _run(tmp_path, _spec(url))
+    assert time.monotonic() - t0 < 15
+    cells = fetch_dicts(con, "SELECT n, status, reason, requests_ok FROM cells ORDER BY n")
+    assert [c["n"] for c in cells] == [1, 2]
+    for c in cells:
+        assert c["status"] == "failed" and c["requests_ok"] == 0
+        assert "pre-flight" in c["reason"] and url in c["reason"] and "refused" in c["reason"].lower()
+    assert con.execute("SELECT count(*) FROM requests").fetchone() == (0,)
 
 
 def test_openai_garbage_is_named(tmp_path: Path) -> None:

@@ -140,3 +140,55 @@ def test_cli_rejects_before_starting(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("traceforge: error: ") and "backend" in lines[0]
     assert str(bad) in lines[0]
     assert not db.exists()  # nothing started, nothing written
+
+
+SERVERS = (
+    GOOD.replace('backend = "ollama"', 'backend = "openai"')
+    + """
+[[server]]
+name = "plain"
+command = ["transformers", "serve", "/tmp/model"]
+
+[[server]]
+name = "cb"
+command = ["transformers", "serve", "/tmp/model", "--continuous-batching"]
+scope = "cell"
+
+[[skip]]
+server = "cb"
+n = 4
+reason = "known hang"
+"""
+)
+
+
+def test_several_servers_are_configurations_of_one_sweep() -> None:
+    spec = parse_spec(SERVERS)
+    assert [s.name for s in spec.servers] == ["plain", "cb"] and spec.servers[1].scope == "cell"
+    cells = plan(spec)
+    assert len(cells) == 2 * 3 * 2
+    # A server's cells are consecutive (it is started once for them), and its name is in the cell id.
+    order = [c.server for c in cells]
+    assert order == ["plain"] * 6 + ["cb"] * 6
+    assert all(f"/{c.server}/" in c.cell_id("r") for c in cells)
+    assert len({c.cell_id("r") for c in cells}) == 12
+    (rule,) = spec.skip
+    assert rule.matches("m", "default", 4, 0, "cb") and not rule.matches("m", "default", 4, 0, "plain")
+    # The spec survives the trip to a cell worker.
+    assert type(spec).from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda t: t.replace('name = "cb"\n', ""), "server[1].name"),
+        (lambda t: t.replace('name = "cb"', 'name = "plain"'), "duplicate server name(s): plain"),
+        (lambda t: t.replace('scope = "cell"', 'scope = "run"'), "server[1].scope"),
+        (lambda t: t.replace('server = "cb"', 'server = "nope"'), "skip[0].server"),
+    ],
+)
+def test_bad_servers_name_the_field(edit: object, field: str) -> None:
+    import re
+
+    with pytest.raises(SpecError, match=re.escape(field)):
+        parse_spec(edit(SERVERS))  # type: ignore[operator]

@@ -7,7 +7,7 @@ none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..store.sql_params import bind
@@ -71,16 +71,20 @@ def idle_by_cell(store: Store, run_id: str) -> dict[str, dict[str, int]]:
 
 
 def idle_by_n(
-    store: Store, backend: Any, model: Any, workload: Any, run_ids: Sequence[str]
+    store: Store, config: Mapping[str, Any], run_ids: Sequence[str]
 ) -> list[tuple[int, int, dict[str, int]]]:
     """Per N of a sweep: (n, linked traces with idle attribution, idle states summed over them and devices).
 
-    Cells are the ``ok`` ones of (backend, model, workload) in ``run_ids`` (all runs when empty).
+    Cells are the ``ok`` ones of one configuration (``config``: ``cells`` column -> value, None for NULL)
+    in ``run_ids`` (all runs when empty).
     """
     if not _has_tables(store, "cells", "device_metrics"):
         return []
+    present = {str(r[0]) for r in store.con.execute("SELECT column_name FROM (DESCRIBE cells)").fetchall()}
     conds, params = ["c.status = 'ok'"], []
-    for col, val in (("backend", backend), ("model", model), ("workload", workload)):
+    for col, val in config.items():
+        if col not in present:
+            continue  # an older store: every cell is of the one configuration it can tell
         if val is None:
             conds.append(f"c.{col} IS NULL")
         else:

@@ -1,7 +1,9 @@
 """Degradation analysis of a load sweep from runner results (tables ``runs``, ``cells``, ``requests``).
 
-For every (backend, model, workload) and every concurrency ``N`` (``cells.n``), using cells with status ``ok``
-and requests with status ``ok``:
+For every configuration (``CONFIG_COLUMNS`` of ``cells``: backend, model, server, workload, api,
+max_new_tokens, prompt_tokens, base_url; cells of different configurations are never pooled into one
+curve) and every concurrency ``N`` (``cells.n``), using cells with status ``ok`` and requests with status
+``ok`` (a cell's failed requests are counted in ``requests_error``, not held against its successful ones):
 
 * per-agent throughput: the mean of the requests' ``tokens_per_s``, described over requests (t interval);
 * aggregate throughput of a repetition (cell): its output tokens divided by the span of its requests
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError
+from ..runners.results import CONFIG_COLUMNS
 from ..store.sql_params import bind
 from . import stats
 
@@ -107,11 +110,19 @@ class SweepAnalysis:
     latency_threshold: float
     cliff_ratio: float
     notes: tuple[str, ...] = field(default=())
+    #: The whole configuration (every ``CONFIG_COLUMNS`` value, None where the cells have none).
+    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        """``backend / model / workload``."""
-        return " / ".join(str(x) for x in (self.backend, self.model, self.workload))
+        """``backend / model / workload``, then what else sets this configuration apart."""
+        head = " / ".join(str(x) for x in (self.backend, self.model, self.workload))
+        rest = [
+            f"{k}={v}"
+            for k, v in self.config.items()
+            if k not in ("backend", "model", "workload") and v is not None
+        ]
+        return head + (f" [{', '.join(rest)}]" if rest else "")
 
     def frame(self) -> pl.DataFrame:
         """Return the points as a polars frame."""
@@ -125,6 +136,7 @@ class SweepAnalysis:
             "backend": self.backend,
             "model": self.model,
             "workload": self.workload,
+            "config": dict(self.config),
             "runs": list(self.run_ids),
             "baseline_n": self.baseline_n,
             "boundary_n": self.boundary_n,
@@ -194,7 +206,7 @@ def analyze_sweeps(
     latency_threshold: float = LATENCY_THRESHOLD,
     cliff_ratio: float = CLIFF_RATIO,
 ) -> list[SweepAnalysis]:
-    """Analyse the stored sweeps, one :class:`SweepAnalysis` per (backend, model, workload).
+    """Analyse the stored sweeps, one :class:`SweepAnalysis` per configuration (``CONFIG_COLUMNS``).
 
     Args:
         store: an open store with runner results.
@@ -220,9 +232,11 @@ def analyze_sweeps(
             )
         where = f"WHERE c.run_id IN ({', '.join('?' for _ in run_ids)})"
         params = list(run_ids)
+    present = {str(r[0]) for r in store.con.execute("SELECT column_name FROM (DESCRIBE cells)").fetchall()}
+    # Stores written before a configuration column existed have none: NULL, one configuration.
+    config_sql = ", ".join(f"c.{c}" if c in present else f"NULL AS {c}" for c in CONFIG_COLUMNS)
     cells = store.sql(
-        f"SELECT c.cell_id, c.run_id, c.backend, c.model, c.workload, c.n, c.repetition, c.status "
-        f"FROM cells c {where}",
+        f"SELECT c.cell_id, c.run_id, {config_sql}, c.n, c.repetition, c.status FROM cells c {where}",
         params,
     )
     if cells.is_empty():
@@ -233,18 +247,14 @@ def analyze_sweeps(
         params,
     )
     out = []
-    keys = (
-        cells.select(["backend", "model", "workload"])
-        .unique()
-        .sort(["backend", "model", "workload"], nulls_last=True)
-    )
+    keys = cells.select(list(CONFIG_COLUMNS)).unique().sort(list(CONFIG_COLUMNS), nulls_last=True)
     from dataclasses import replace
 
     from .idle import idle_by_n
 
     for key in keys.iter_rows():
         a = _analyze_one(cells, reqs, key, efficiency_threshold, latency_threshold, cliff_ratio)
-        idle = {n: v for n, _, v in idle_by_n(store, a.backend, a.model, a.workload, a.run_ids)}
+        idle = {n: v for n, _, v in idle_by_n(store, a.config, a.run_ids)}
         if idle:
             a = replace(a, points=tuple(replace(p, idle=idle.get(p.n)) for p in a.points))
         out.append(a)
@@ -268,8 +278,11 @@ def _analyze_one(
     import numpy as np
     import polars as pl
 
-    backend, model, workload = key
-    mine = cells.filter(_eq("backend", backend) & _eq("model", model) & _eq("workload", workload))
+    config = dict(zip(CONFIG_COLUMNS, key))
+    backend, model, workload = config["backend"], config["model"], config["workload"]
+    mine = cells
+    for col, value in config.items():
+        mine = mine.filter(_eq(col, value))
     notes: list[str] = []
     ns = sorted(int(n) for n in mine["n"].drop_nulls().unique().to_list())
     raw: list[dict[str, Any]] = []
@@ -380,6 +393,7 @@ def _analyze_one(
         latency_threshold=lat_thr,
         cliff_ratio=cliff_ratio,
         notes=tuple(notes),
+        config=config,
     )
 
 
@@ -399,7 +413,7 @@ def render(analyses: list[SweepAnalysis], fmt: str = "table") -> str:
         header: list[str] | None = None
         for a in analyses:
             for p in a.points:
-                row = {"backend": a.backend, "model": a.model, "workload": a.workload, **p.row()}
+                row = {**{c: a.config.get(c) for c in CONFIG_COLUMNS}, **p.row()}
                 if header is None:
                     header = list(row)
                     w.writerow(header)

@@ -29,6 +29,11 @@ from . import set_exit_code
     default=None,
     help="Where cells keep job, log and capture files (default: DB.runs/).",
 )
+@click.option(
+    "--force-new-run",
+    is_flag=True,
+    help="With --resume, start a new run when the spec changed since the last one (instead of refusing).",
+)
 @click.option("--dry-run", is_flag=True, help="Validate the spec and print the planned cells; run nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def run(
@@ -37,25 +42,38 @@ def run(
     resume: bool,
     retry_failed: bool,
     workdir: str | None,
+    force_new_run: bool,
     dry_run: bool,
     quiet: bool,
 ) -> None:
     """Run the load sweep specified in SPEC.toml and record it in the store."""
     from ..runners.spec import load_spec
-    from ..runners.sweep import plan, run_sweep
+    from ..runners.sweep import plan, run_sweep, server_of
 
     spec = load_spec(spec_path)
     if dry_run:
         for cell in plan(spec):
+            server = server_of(spec, cell)
+            name = server.name if server is not None else None
             skip = next(
-                (s for s in spec.skip if s.matches(cell.model, cell.workload, cell.n, cell.repetition)), None
+                (s for s in spec.skip if s.matches(cell.model, cell.workload, cell.n, cell.repetition, name)),
+                None,
             )
             click.echo(
-                f"{cell.model}\t{cell.workload}\tN={cell.n}\trep={cell.repetition}"
+                f"{cell.model}\t" + (f"{name}\t" if name else "")
+                + f"{cell.workload}\tN={cell.n}\trep={cell.repetition}"
                 + (f"\tskipped: {skip.reason}" if skip else "")
-            )
+            )  # fmt: skip
         return
-    run_id = run_sweep(spec, db, resume=resume, retry_failed=retry_failed, workdir=workdir, quiet=quiet)
+    run_id = run_sweep(
+        spec,
+        db,
+        resume=resume,
+        retry_failed=retry_failed,
+        workdir=workdir,
+        quiet=quiet,
+        force_new_run=force_new_run,
+    )
     from ..runners.results import fetch_dicts
     from ..store import Store
 

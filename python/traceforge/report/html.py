@@ -223,7 +223,10 @@ def _sweep_comparisons(store: Store, a: SweepAnalysis) -> str:
 
     schema = Schema(store)
     base: list[Condition] = []
-    for col, val in (("backend", a.backend), ("model", a.model), ("workload", a.workload)):
+    present = {str(r[0]) for r in store.con.execute("SELECT column_name FROM (DESCRIBE cells)").fetchall()}
+    for col, val in a.config.items():
+        if col not in present:
+            continue
         base.append(
             Condition("cells", col, "is null", "") if val is None else Condition("cells", col, "=", str(val))
         )
@@ -297,7 +300,7 @@ def _sweep_section(store: Store, a: SweepAnalysis) -> str:
         "ttft_ms",
     ]
     parts.append(table_html([p.row() for p in a.points], cols, css_class="points"))
-    parts.append(idle.sweep_idle_section(store, a.backend, a.model, a.workload, a.run_ids, anchor))
+    parts.append(idle.sweep_idle_section(store, a.config, a.run_ids, anchor))
     parts.append(f"<h3>Comparisons against N={a.baseline_n} (Holm-corrected)</h3>")
     parts.append(_sweep_comparisons(store, a))
     parts.append("</section>")

@@ -7,7 +7,7 @@ each. Numbers come straight from ``device_metrics`` (``idle_*_ns``) and ``thread
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..store.sql_params import bind
@@ -196,14 +196,12 @@ def gil_table(store: Store, trace_id: str) -> str:
     )
 
 
-def sweep_idle_section(
-    store: Store, backend: Any, model: Any, workload: Any, run_ids: Sequence[str], anchor: str
-) -> str:
+def sweep_idle_section(store: Store, config: Mapping[str, Any], run_ids: Sequence[str], anchor: str) -> str:
     """The panel per N of a sweep (idle states summed over the ok cells' linked traces)."""
     from ..analysis.idle import idle_by_n
 
     parts = ["<h3>Why the GPU was idle, per N</h3>"]
-    rows = idle_by_n(store, backend, model, workload, run_ids)
+    rows = idle_by_n(store, config, run_ids)
     if not rows:
         parts.append(
             '<p class="note">no ok cell of this sweep links a stored trace with idle attribution</p>'

@@ -73,14 +73,14 @@ class _Events:
         self.dirty = True
 
 
-def _make_backend(spec: Spec, model: str) -> Any:
+def _make_backend(spec: Spec, model: str, api: str) -> Any:
     if spec.backend == "ollama":
         from .ollama import OllamaBackend
 
         return OllamaBackend(
             spec.base_url or "",
             model,
-            api=spec.api,
+            api=api,
             options=spec.options,
             temperature=spec.temperature,
             seed=spec.seed,
@@ -92,7 +92,7 @@ def _make_backend(spec: Spec, model: str) -> Any:
         return OpenAIBackend(
             spec.base_url or "",
             model,
-            api=spec.api,
+            api=api,
             preset=spec.preset,
             temperature=spec.temperature,
             seed=spec.seed,
@@ -187,7 +187,7 @@ def _agent_process(job: dict[str, Any], agent: int, t0_wall: float) -> None:
     workload = next(w for w in spec.workloads if w.name == job["workload"])
     events = _Events(job["events"])
     _start_heartbeat(events, job.get("sweep_pid"))
-    backend = _make_backend(spec, job["model"])
+    backend = _make_backend(spec, job["model"], spec.workload_api(workload))
     prompt = _prepare_prompt(backend, spec, workload)
     events.emit({"type": "agent_ready", "agent": agent})
     _agent_loop(backend, spec, workload, prompt, agent, job["requests_per_agent"], t0_wall, events)
@@ -223,6 +223,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _wait_for_go(job: dict[str, Any]) -> None:
+    """Block until the sweep says the measurement may start (it creates ``go_file``), if it asked to.
+
+    A server captured through an nsys session records only between ``nsys start`` and ``nsys stop``: the
+    sweep starts the capture once the worker is ready (warm-up done) and only then lets the agents go, so a
+    cell's report holds exactly its timed requests.
+    """
+    go = job.get("go_file")
+    if not go:
+        return
+    while not os.path.exists(go):
+        time.sleep(0.02)
+
+
 def worker_main(job_path: str) -> int:
     """Run one cell as described by ``job_path`` (JSON written by :func:`run_cell`)."""
     job = json.loads(Path(job_path).read_text())
@@ -240,12 +254,13 @@ def worker_main(job_path: str) -> int:
             events.emit({"type": "env", "versions": versions()})
         if spec.agent_mode == "processes" and n > 1:
             return _run_processes(job, spec, workload, events, n)
-        backend = _make_backend(spec, job["model"])
+        backend = _make_backend(spec, job["model"], spec.workload_api(workload))
         prompt = _prepare_prompt(backend, spec, workload)
         for i in range(int(job.get("warmup_requests", 0))):
             row = _one_request(backend, spec, workload, prompt, 0, -1 - i, time.time(), events.progress)
             events.emit({"type": "warmup", "status": row["status"], "error": row.get("error")})
         events.emit({"type": "ready", "t": time.time()})
+        _wait_for_go(job)
         t0 = time.time()
         threads = [
             threading.Thread(
@@ -270,11 +285,12 @@ def _run_processes(job: dict[str, Any], spec: Spec, workload: Workload, events: 
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
+    events.emit({"type": "ready", "t": time.time()})
+    _wait_for_go(job)
     t0 = time.time()
     procs = [ctx.Process(target=_agent_process, args=(job, a, t0), name=f"agent{a}") for a in range(n)]
     for p in procs:
         p.start()
-    events.emit({"type": "ready", "t": time.time()})
     for p in procs:
         p.join()
     bad = [p for p in procs if p.exitcode != 0]
@@ -379,6 +395,7 @@ def run_cell(
     wrapper: list[str] | None = None,
     report_path: str | None = None,
     timeout_s: float | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> CellOutcome:
     """Run one cell in its own process group and watch it.
 
@@ -395,6 +412,8 @@ def run_cell(
         wrapper: a command prefix such as ``nsys profile ... --`` (the worker becomes its target).
         report_path: the file the wrapper writes (recorded when it exists afterwards).
         timeout_s: hard deadline (default: the spec's ``timeout_s``).
+        on_ready: called once the worker is warmed up and before its agents start (the agents wait for
+            it to return); starts a server's nsys capture. If it raises, the cell fails with its message.
 
     Returns:
         The cell's outcome; it never raises for a misbehaving cell.
@@ -413,6 +432,11 @@ def run_cell(
         "events": str(events_path),
         "sweep_pid": os.getpid(),
     }
+    go_path = cell_dir / "go"
+    if go_path.exists():
+        go_path.unlink()
+    if on_ready is not None:
+        job["go_file"] = str(go_path)
     job_path = cell_dir / "job.json"
     job_path.write_text(json.dumps(job))
     cmd = [*(wrapper or []), sys.executable, "-m", "traceforge.runners.cell", str(job_path)]
@@ -435,9 +459,11 @@ def run_cell(
     error_msg: str | None = None
     versions: dict[str, Any] = {}
     done = False
+    ready = False
+    ready_error: str | None = None
 
     def drain() -> None:
-        nonlocal offset, pending, last_progress, ok, failed, error_msg, done
+        nonlocal offset, pending, last_progress, ok, failed, error_msg, done, ready
         try:
             with open(events_path, "rb") as fh:
                 fh.seek(offset)
@@ -471,10 +497,21 @@ def run_cell(
                 versions.update(ev.get("versions") or {})
             elif kind == "done":
                 done = True
+            elif kind == "ready":
+                ready = True
 
     try:
         while True:
             drain()
+            if ready and on_ready is not None and not go_path.exists() and ready_error is None:
+                try:
+                    on_ready()
+                except Exception as exc:  # noqa: BLE001 - the cell's reason, not the sweep's death
+                    ready_error = str(exc)
+                    status, reason = "failed", f"capture did not start: {exc}"
+                    break
+                go_path.touch()
+                last_progress = time.monotonic()
             if on_tick is not None:
                 on_tick()
             if proc.poll() is not None:
@@ -516,8 +553,11 @@ def run_cell(
         elif ok + failed < planned:
             status, reason = "failed", f"only {ok + failed} of {planned} requests finished"
         elif failed:
+            # Every request finished: the failed ones are counted (requests_failed) and the cell's summary
+            # is of the ones that succeeded; only a cell where none did is failed.
             first = _first_error(events_path)
-            status, reason = "failed", f"{failed} of {planned} requests failed; first: {first}"
+            status = "ok" if ok else "failed"
+            reason = f"{failed} of {planned} requests failed; first: {first}"
         elif not done:
             status, reason = "failed", "worker ended without reporting completion"
         else:

@@ -53,6 +53,10 @@ COLUMNS: dict[str, dict[str, str]] = {
         "max_new_tokens": "INTEGER",
         "agent_mode": "VARCHAR",
         "ncu_status": "VARCHAR",
+        "api": "VARCHAR",
+        "server": "VARCHAR",
+        "prompt_tokens": "INTEGER",
+        "base_url": "VARCHAR",
     },
     "requests": {
         "request_id": "VARCHAR",
@@ -118,6 +122,18 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
 }
 
+#: The ``cells`` columns that make one configuration (one scaling curve); sweeps group by all of them.
+CONFIG_COLUMNS = (
+    "backend",
+    "model",
+    "server",
+    "workload",
+    "api",
+    "max_new_tokens",
+    "prompt_tokens",
+    "base_url",
+)
+
 #: Cell statuses; only ``ok`` cells enter throughput summaries, ``skipped`` cells never have request rows.
 CELL_STATUSES = ("running", "ok", "failed", "hung", "timeout", "skipped")
 
@@ -168,6 +184,7 @@ WITH req AS (
     FROM req GROUP BY cell_id
 )
 SELECT c.run_id, c.cell_id, c.backend, c.model, c.workload, c.n, c.repetition, c.status, c.reason,
+       c.api, c.server, c.max_new_tokens, c.prompt_tokens, c.base_url,
        c.trace_id, c.wall_s, c.requests_planned,
        coalesce(a.ok_requests, 0) AS ok_requests,
        coalesce(c.requests_failed, 0) AS failed_requests,
@@ -248,9 +265,12 @@ def fetch_dicts(con: Any, query: str, params: Sequence[Any] | None = None) -> li
 
 
 def sweep_summary(con: Any, run_id: str | None = None) -> list[dict[str, Any]]:
-    """Per-(run, backend, model, workload, N) summary of ok cells, with the N=1 comparisons.
+    """Per-(run, configuration, N) summary of ok cells, with the N=1 comparisons.
 
-    Columns: ``run_id, backend, model, workload, n, cells, per_agent_tps, aggregate_tps, request_tps_p50,
+    A configuration is everything that makes a different curve: backend, model, server, workload, api
+    (endpoint), max_new_tokens, prompt_tokens and base_url; cells of different configurations are never
+    pooled. Columns: ``run_id, backend, model, server, workload, api, max_new_tokens, prompt_tokens,
+    base_url, n, cells, per_agent_tps, aggregate_tps, request_tps_p50,
     latency_p50_ms, latency_p95_ms, ttft_p50_ms, ttft_p95_ms`` (means over the group's ok cells), plus
     ``parallel_efficiency`` = aggregate_tps(N) / (N x aggregate_tps(N=1)), ``degradation`` = 1 -
     per_agent_tps(N) / per_agent_tps(N=1), ``latency_p95_x`` = latency_p95(N) / latency_p95(N=1),
@@ -261,7 +281,7 @@ def sweep_summary(con: Any, run_id: str | None = None) -> list[dict[str, Any]]:
     rows = fetch_dicts(
         con,
         f"""
-        SELECT run_id, backend, model, workload, n,
+        SELECT run_id, backend, model, server, workload, api, max_new_tokens, prompt_tokens, base_url, n,
                count(*) FILTER (WHERE status = 'ok') AS cells,
                count(*) FILTER (WHERE status = 'skipped') AS skipped,
                count(*) FILTER (WHERE status NOT IN ('ok', 'skipped')) AS failed,
@@ -273,13 +293,16 @@ def sweep_summary(con: Any, run_id: str | None = None) -> list[dict[str, Any]]:
                avg(ttft_p50_ms) FILTER (WHERE status = 'ok') AS ttft_p50_ms,
                avg(ttft_p95_ms) FILTER (WHERE status = 'ok') AS ttft_p95_ms
         FROM cell_summary {where}
-        GROUP BY ALL ORDER BY run_id, backend, model, workload, n
+        GROUP BY ALL
+        ORDER BY run_id, backend, model, server NULLS FIRST, workload, api NULLS FIRST,
+                 max_new_tokens NULLS FIRST, prompt_tokens NULLS FIRST, base_url NULLS FIRST, n
         """,
         [run_id] if run_id else None,
     )
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["run_id"], row["backend"], row["model"], row["workload"]), []).append(row)
+        key = tuple(row[k] for k in ("run_id", *CONFIG_COLUMNS))
+        groups.setdefault(key, []).append(row)
     for members in groups.values():
         base = next((r for r in members if r["n"] == 1 and r["cells"]), None)
         cliff = None

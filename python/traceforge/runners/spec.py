@@ -88,10 +88,19 @@ CAPTURE_KEYS = {
     "ncu_timeout_s",
     "ncu_args",
     "keep_reports",
+    "nsys_start_args",
+    "require_gpu",
 }
-WORKLOAD_KEYS = {"name", "prompt", "prompt_tokens", "max_new_tokens", "request_interval_s"}
-SKIP_KEYS = {"workload", "n", "repetition", "model", "reason"}
-SERVER_KEYS = {"command", "ready_url", "ready_timeout_s", "env", "under_nsys"}
+WORKLOAD_KEYS = {"name", "prompt", "prompt_tokens", "max_new_tokens", "request_interval_s", "api"}
+SKIP_KEYS = {"workload", "n", "repetition", "model", "reason", "server"}
+SERVER_KEYS = {"name", "command", "ready_url", "ready_timeout_s", "env", "under_nsys", "scope"}
+
+#: The request APIs each backend speaks (the first is its default).
+BACKEND_APIS: dict[str, tuple[str, ...]] = {
+    "openai": ("completions", "chat"),
+    "ollama": ("generate", "chat"),
+    "pytorch_direct": ("generate",),
+}
 
 DEFAULT_NCU_METRICS = (
     "gpu__time_duration.sum",
@@ -113,6 +122,8 @@ class Workload:
     prompt: str | None = None
     prompt_tokens: int | None = None
     request_interval_s: float = 0.0
+    #: The endpoint this workload's requests use; ``None``: the spec's ``api``.
+    api: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,11 @@ class Capture:
     ncu_timeout_s: float = 600.0
     ncu_args: tuple[str, ...] = ()
     keep_reports: bool = True
+    #: Options of ``nsys start`` for a server captured through an nsys session (``nsys_args`` go to
+    #: ``nsys launch``, which fixes what is traced; ``nsys start`` fixes sampling and output).
+    nsys_start_args: tuple[str, ...] = ("-s", "none", "--cpuctxsw=none")
+    #: A cell whose export holds no GPU activity (no kernel and no CUDA graph execution) is failed.
+    require_gpu: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,10 +164,13 @@ class SkipRule:
     repetition: int | None = None
     model: str | None = None
 
-    def matches(self, model: str, workload: str, n: int, repetition: int) -> bool:
+    server: str | None = None
+
+    def matches(self, model: str, workload: str, n: int, repetition: int, server: str | None = None) -> bool:
         """Whether this rule excludes the cell."""
         return (
-            (self.workload is None or self.workload == workload)
+            (self.server is None or self.server == server)
+            and (self.workload is None or self.workload == workload)
             and (self.n is None or self.n == n)
             and (self.repetition is None or self.repetition == repetition)
             and (self.model is None or self.model == model)
@@ -160,13 +179,21 @@ class SkipRule:
 
 @dataclass(frozen=True)
 class Server:
-    """A server started for each cell (optionally under nsys), for server backends."""
+    """A server the sweep starts for a server backend (optionally traced by an nsys session).
+
+    With ``scope = "sweep"`` (the default) it is started once for all the cells that use it and stopped
+    after the last; with ``scope = "cell"`` it is started and stopped around each cell. Under nsys it runs
+    in an nsys session (``nsys launch``) and each cell's measurement is one ``nsys start``/``nsys stop``.
+    """
 
     command: tuple[str, ...]
     ready_url: str | None = None
     ready_timeout_s: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
     under_nsys: bool = True
+    #: Names the configuration in cell ids and sweep groups (several ``[[server]]`` tables need one each).
+    name: str | None = None
+    scope: str = "sweep"
 
 
 @dataclass(frozen=True)
@@ -199,7 +226,8 @@ class Spec:
     options: dict[str, Any] = field(default_factory=dict)
     capture: Capture = field(default_factory=Capture)
     skip: tuple[SkipRule, ...] = ()
-    server: Server | None = None
+    #: The ``[server]`` table, or each ``[[server]]`` table in order (empty: the spec starts no server).
+    servers: tuple[Server, ...] = ()
     telemetry: bool = True
     telemetry_hz: float = 10.0
     description: str = ""
@@ -210,6 +238,15 @@ class Spec:
     def model(self) -> str:
         """The models as one string (``runs.model``)."""
         return ",".join(self.models)
+
+    @property
+    def server(self) -> Server | None:
+        """The first server (``None`` without one)."""
+        return self.servers[0] if self.servers else None
+
+    def workload_api(self, workload: Workload) -> str:
+        """The endpoint a workload's requests use."""
+        return workload.api or self.api
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict of the spec (sent to cell workers)."""
@@ -223,14 +260,13 @@ class Spec:
         data["concurrency"] = tuple(data["concurrency"])
         data["workloads"] = tuple(Workload(**w) for w in data["workloads"])
         cap = dict(data["capture"])
-        for key in ("nsys_args", "ncu_metrics", "ncu_args"):
+        for key in ("nsys_args", "ncu_metrics", "ncu_args", "nsys_start_args"):
             cap[key] = tuple(cap[key])
         data["capture"] = Capture(**cap)
         data["skip"] = tuple(SkipRule(**s) for s in data["skip"])
-        if data.get("server"):
-            srv = dict(data["server"])
-            srv["command"] = tuple(srv["command"])
-            data["server"] = Server(**srv)
+        data["servers"] = tuple(
+            Server(**{**srv, "command": tuple(srv["command"])}) for srv in data.get("servers") or ()
+        )
         return cls(**data)
 
 
@@ -403,10 +439,14 @@ class _Validator:
                 "a server backend is captured through its server: add a [server] "
                 "table with the command that starts it",
             )
-        skip = self.skips(d.get("skip", []), {w.name for w in workloads})
-        server = self.server(d["server"]) if "server" in d else None
-        if server is not None and backend == "pytorch_direct":
+        for i, w in enumerate(workloads):
+            if w.api is not None and w.api not in BACKEND_APIS[backend]:
+                allowed = " or ".join(f'"{a}"' for a in BACKEND_APIS[backend])
+                raise self.fail(f"workloads[{i}].api", f"must be {allowed} for {backend}, got {w.api!r}")
+        servers = self.servers(d["server"]) if "server" in d else ()
+        if servers and backend == "pytorch_direct":
             raise self.fail("server", "pytorch_direct runs in-process and takes no [server]")
+        skip = self.skips(d.get("skip", []), {w.name for w in workloads}, {s.name for s in servers if s.name})
         return Spec(
             name=name,
             backend=backend,
@@ -419,7 +459,7 @@ class _Validator:
             preset=preset,
             capture=capture,
             skip=skip,
-            server=server,
+            servers=servers,
             **kwargs,
         )
 
@@ -465,8 +505,14 @@ class _Validator:
             raise self.fail(where + "max_new_tokens", "missing (required, here or at the top level)")
         if "request_interval_s" in w and where:
             interval = self.num(w["request_interval_s"], where + "request_interval_s", positive=False)
+        api = self.str_(w["api"], where + "api") if "api" in w and where else None
         return Workload(
-            name=name, max_new_tokens=tokens, prompt=prompt, prompt_tokens=ptok, request_interval_s=interval
+            name=name,
+            max_new_tokens=tokens,
+            prompt=prompt,
+            prompt_tokens=ptok,
+            request_interval_s=interval,
+            api=api,
         )
 
     def capture(self, c: Any) -> Capture:
@@ -474,7 +520,7 @@ class _Validator:
             raise self.fail("capture", "must be a table ([capture])")
         self.unknown(c, CAPTURE_KEYS, "capture.")
         kw: dict[str, Any] = {}
-        for key in ("nsys", "ncu", "ingest", "keep_reports"):
+        for key in ("nsys", "ncu", "ingest", "keep_reports", "require_gpu"):
             if key in c:
                 kw[key] = self.bool_(c[key], f"capture.{key}")
         for key in ("nsys_path", "ncu_path", "nsys_trace"):
@@ -490,7 +536,7 @@ class _Validator:
                 kw[key] = self.int_(c[key], f"capture.{key}", minimum=minimum)
         if "ncu_timeout_s" in c:
             kw["ncu_timeout_s"] = self.num(c["ncu_timeout_s"], "capture.ncu_timeout_s")
-        for key in ("nsys_args", "ncu_metrics", "ncu_args"):
+        for key in ("nsys_args", "ncu_metrics", "ncu_args", "nsys_start_args"):
             if key in c:
                 vals = c[key]
                 if not isinstance(vals, list) or not all(isinstance(x, str) and x for x in vals):
@@ -509,7 +555,7 @@ class _Validator:
             )
         return cap
 
-    def skips(self, raw: Any, workloads: set[str]) -> tuple[SkipRule, ...]:
+    def skips(self, raw: Any, workloads: set[str], servers: set[str]) -> tuple[SkipRule, ...]:
         if not isinstance(raw, list):
             raise self.fail("skip", "must be an array of tables ([[skip]])")
         out = []
@@ -525,24 +571,54 @@ class _Validator:
             n = self.int_(s["n"], where + "n") if "n" in s else None
             rep = self.int_(s["repetition"], where + "repetition", minimum=0) if "repetition" in s else None
             model = self.str_(s["model"], where + "model") if "model" in s else None
-            out.append(SkipRule(reason=reason, workload=wl, n=n, repetition=rep, model=model))
+            server = s.get("server")
+            if server is not None and server not in servers:
+                raise self.fail(where + "server", f"no [[server]] named {server!r}")
+            out.append(SkipRule(reason=reason, workload=wl, n=n, repetition=rep, model=model, server=server))
         return tuple(out)
 
-    def server(self, s: Any) -> Server:
+    def servers(self, raw: Any) -> tuple[Server, ...]:
+        """``[server]`` (one table) or ``[[server]]`` (an array of named tables, one per configuration)."""
+        if isinstance(raw, dict):
+            return (self.server(raw, "server."),)
+        if not isinstance(raw, list) or not raw:
+            raise self.fail("server", "must be a table ([server]) or an array of tables ([[server]])")
+        out = tuple(self.server(s, f"server[{i}].") for i, s in enumerate(raw))
+        for i, srv in enumerate(out):
+            if srv.name is None:
+                raise self.fail(f"server[{i}].name", "missing (each of several [[server]] tables needs one)")
+        names = [s.name for s in out]
+        dup = sorted({n for n in names if n is not None and names.count(n) > 1})
+        if dup:
+            raise self.fail("server", f"duplicate server name(s): {', '.join(dup)}")
+        return out
+
+    def server(self, s: Any, where: str = "server.") -> Server:
         if not isinstance(s, dict):
-            raise self.fail("server", "must be a table ([server])")
-        self.unknown(s, SERVER_KEYS, "server.")
-        cmd = self.need(s, "command", "server.")
+            raise self.fail(where.rstrip("."), "must be a table")
+        self.unknown(s, SERVER_KEYS, where)
+        cmd = self.need(s, "command", where)
         if not isinstance(cmd, list) or not cmd or not all(isinstance(x, str) and x for x in cmd):
-            raise self.fail("server.command", 'must be a non-empty list of strings, e.g. ["ollama", "serve"]')
+            raise self.fail(
+                where + "command", 'must be a non-empty list of strings, e.g. ["ollama", "serve"]'
+            )
         env = s.get("env", {})
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-            raise self.fail("server.env", "must be a table of strings")
+            raise self.fail(where + "env", "must be a table of strings")
         kw: dict[str, Any] = {}
         if "ready_url" in s:
-            kw["ready_url"] = self.str_(s["ready_url"], "server.ready_url")
+            kw["ready_url"] = self.str_(s["ready_url"], where + "ready_url")
         if "ready_timeout_s" in s:
-            kw["ready_timeout_s"] = self.num(s["ready_timeout_s"], "server.ready_timeout_s")
+            kw["ready_timeout_s"] = self.num(s["ready_timeout_s"], where + "ready_timeout_s")
         if "under_nsys" in s:
-            kw["under_nsys"] = self.bool_(s["under_nsys"], "server.under_nsys")
+            kw["under_nsys"] = self.bool_(s["under_nsys"], where + "under_nsys")
+        if "name" in s:
+            name = self.str_(s["name"], where + "name")
+            if not name or "/" in name:
+                raise self.fail(where + "name", f"must be a non-empty name without '/', got {name!r}")
+            kw["name"] = name
+        if "scope" in s:
+            if s["scope"] not in ("sweep", "cell"):
+                raise self.fail(where + "scope", f'must be "sweep" or "cell", got {s["scope"]!r}')
+            kw["scope"] = s["scope"]
         return Server(command=tuple(cmd), env=dict(env), **kw)

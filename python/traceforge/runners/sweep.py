@@ -13,6 +13,7 @@ profiled by re-running the cell's workload under ``ncu``, whose details page lan
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -24,20 +25,19 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ServerFailed, StoreError
+from ..errors import ServerFailed, SpecError, StoreError
 from ..store.sql_params import bind
-from .cell import CellOutcome, kill_tree, run_cell
+from .cell import CellOutcome, run_cell
 from .nsys_trace import choose_trace
 from .results import ensure_tables, fetch_dicts, insert_rows
-from .spec import Spec
+from .server import RunningServer, log_tail, preflight
+from .spec import Server, Spec, parse_spec
 from .telemetry import TelemetrySampler, gpu_inventory
 
 FINAL = ("ok", "skipped", "failed", "hung", "timeout")
@@ -45,27 +45,62 @@ FINAL = ("ok", "skipped", "failed", "hung", "timeout")
 
 @dataclass(frozen=True)
 class PlannedCell:
-    """One cell of the plan."""
+    """One cell of the plan (``server``: the ``[[server]]`` name, when the spec has several)."""
 
     model: str
     workload: str
     n: int
     repetition: int
+    server: str | None = None
 
     def cell_id(self, run_id: str) -> str:
         """Deterministic id: the same cell of the same run always has the same id (resume relies on it)."""
-        return f"{run_id}/{self.model}/{self.workload}/n{self.n}/r{self.repetition}"
+        middle = f"{self.server}/" if self.server else ""
+        return f"{run_id}/{self.model}/{middle}{self.workload}/n{self.n}/r{self.repetition}"
+
+    def label(self) -> str:
+        """How progress lines name the cell."""
+        server = f" [{self.server}]" if self.server else ""
+        return f"{self.model}{server} {self.workload} N={self.n} rep {self.repetition}"
 
 
 def plan(spec: Spec) -> list[PlannedCell]:
-    """The cells of a spec, in run order."""
+    """The cells of a spec, in run order: models x servers x workloads x N x repetitions.
+
+    A server's cells are consecutive, so a server started once per sweep serves them all in one go.
+    """
+    names: list[str | None] = [s.name for s in spec.servers] if len(spec.servers) > 1 else [None]
     return [
-        PlannedCell(m, w.name, n, r)
+        PlannedCell(m, w.name, n, r, server)
         for m in spec.models
+        for server in names
         for w in spec.workloads
         for n in spec.concurrency
         for r in range(spec.repetitions)
     ]
+
+
+def server_of(spec: Spec, cell: PlannedCell) -> Server | None:
+    """The server a cell talks to (None: the spec starts none)."""
+    if not spec.servers:
+        return None
+    return next((s for s in spec.servers if s.name == cell.server), spec.servers[0])
+
+
+def spec_differences(old: Spec, new: Spec) -> list[str]:
+    """What changed between two specs, one ``key: old -> new`` line each (empty: the same sweep).
+
+    Where the file lives and its comments do not count; every setting does.
+    """
+    ignore = {"source_path", "source_toml", "description"}
+    a = {k: v for k, v in old.to_json().items() if k not in ignore}
+    b = {k: v for k, v in new.to_json().items() if k not in ignore}
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            was, now = (json.dumps(x.get(key), default=str) for x in (a, b))
+            out.append(f"{key}: {was} -> {now}")
+    return out
 
 
 def _now() -> _dt.datetime:
@@ -165,6 +200,26 @@ class _Reporter:
             self.progress.stop()
 
 
+#: How long a sweep waits for another process's write to the store to finish before giving up.
+STORE_WAIT_S = 120.0
+
+
+@contextlib.contextmanager
+def _store_session(db: str | os.PathLike[str] | None) -> Iterator[Any]:
+    """The store, open for one short write: a sweep holds the file only while it records something.
+
+    Between cells the file is free, so ``runs``, ``sql`` and ``report`` can read it while a sweep of hours
+    runs; a write that meets another process's lock waits for it (up to ``STORE_WAIT_S``).
+    """
+    from ..store import open_store
+
+    store = open_store(db, wait_s=STORE_WAIT_S)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def run_sweep(
     spec: Spec,
     db: str | os.PathLike[str] | None = None,
@@ -173,71 +228,76 @@ def run_sweep(
     retry_failed: bool = False,
     workdir: str | os.PathLike[str] | None = None,
     quiet: bool = False,
+    force_new_run: bool = False,
 ) -> str:
     """Run every cell of ``spec`` and record it in the store ``db``.
 
     Args:
         spec: a validated spec (:func:`traceforge.runners.spec.load_spec`).
         db: the DuckDB store (created when absent).
-        resume: continue the latest run with this spec's name instead of starting a new one.
+        resume: continue the latest run with this spec's name instead of starting a new one; refused when
+            the spec changed since (the message lists the differences) unless ``force_new_run``.
         retry_failed: with ``resume``, also re-run cells that ended failed, hung or timeout.
         workdir: where cells keep their job, event, log and capture files (default: ``<db>.runs/``).
         quiet: print nothing while running.
+        force_new_run: with ``resume`` and a changed spec, start a new run instead of refusing.
 
     Returns:
         The run id.
-    """
-    from ..store import Store
 
-    store = Store(db)
-    con = store.con
-    ensure_tables(con)
+    Raises:
+        SpecError: ``resume`` of a run whose spec differs from ``spec``.
+        StoreError: no nsys/ncu where the spec captures with them; the store cannot be opened.
+    """
     nsys = _tool(spec.capture.nsys_path, "NSYS", "nsys") if spec.capture.nsys else None
     ncu = _tool(spec.capture.ncu_path, "NCU", "ncu") if spec.capture.ncu else None
     if spec.capture.nsys and not nsys:
-        store.close()
         raise StoreError(
             "capture.nsys = true but no nsys found (set capture.nsys_path or $NSYS)", path=spec.source_path
         )
     if spec.capture.ncu and not ncu:
-        store.close()
         raise StoreError(
             "capture.ncu = true but no ncu found (set capture.ncu_path or $NCU)", path=spec.source_path
         )
-    run_id = None
-    if resume:
-        row = con.execute(
-            bind("SELECT run_id FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1", [spec.name])
-        ).fetchone()
-        run_id = row[0] if row else None
-    if run_id is None:
-        run_id = f"{spec.name}-{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        man = manifest(spec, nsys, ncu)
-        if man.get("nsys_trace_note") and not quiet:
-            print(f"{spec.source_path or spec.name}: {man['nsys_trace_note']}", file=sys.stderr)
-        insert_rows(
-            con,
-            "runs",
-            [
-                {
-                    "run_id": run_id,
-                    "name": spec.name,
-                    "backend": spec.backend,
-                    "model": spec.model,
-                    "spec_toml": spec.source_toml,
-                    "spec_path": spec.source_path,
-                    "started_at": _now(),
-                    "status": "running",
-                    "host": man["host"],
-                    "manifest_json": json.dumps(man),
-                }
-            ],
-        )
-    else:
-        con.execute(bind("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", [run_id]))
-    root = Path(workdir) if workdir else Path(str(store.path) + ".runs")
+    with _store_session(db) as store:
+        con = store.con
+        ensure_tables(con)
+        db_path = store.path
+        run_id = _resumed_run(con, spec, force_new_run) if resume else None
+        if run_id is None:
+            run_id = f"{spec.name}-{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+            man = manifest(spec, nsys, ncu)
+            if man.get("nsys_trace_note") and not quiet:
+                print(f"{spec.source_path or spec.name}: {man['nsys_trace_note']}", file=sys.stderr)
+            insert_rows(
+                con,
+                "runs",
+                [
+                    {
+                        "run_id": run_id,
+                        "name": spec.name,
+                        "backend": spec.backend,
+                        "model": spec.model,
+                        "spec_toml": spec.source_toml,
+                        "spec_path": spec.source_path,
+                        "started_at": _now(),
+                        "status": "running",
+                        "host": man["host"],
+                        "manifest_json": json.dumps(man),
+                    }
+                ],
+            )
+        else:
+            con.execute(
+                bind("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", [run_id])
+            )
+    root = Path(workdir) if workdir else Path(db_path + ".runs")
     cells = plan(spec)
     reporter = _Reporter(len(cells), quiet)
+    servers = _ServerPool(spec, root / _slug(run_id), nsys if spec.capture.nsys else None)
+    # A server the sweep does not start is asked once, before any cell: a dead one fails every cell at
+    # once with the reason, instead of each request waiting out its timeout.
+    unreachable = preflight(spec) if spec.backend != "pytorch_direct" and not spec.servers else None
     previous = signal.getsignal(signal.SIGTERM)
 
     def _term(signum: int, frame: Any) -> None:
@@ -248,19 +308,101 @@ def run_sweep(
     status = "interrupted"
     try:
         for index, cell in enumerate(cells, start=1):
-            _one_cell(spec, store, run_id, cell, index, root, nsys, ncu, reporter, retry_failed)
+            _one_cell(
+                spec, db, run_id, cell, index, root, nsys, ncu, reporter, retry_failed, servers, unreachable
+            )
         status = "finished"
     finally:
         if threading_main():
             signal.signal(signal.SIGTERM, previous)
+        servers.stop_all()
         reporter.close()
-        try:
-            con.execute(
+        with _store_session(db) as store:
+            store.con.execute(
                 bind("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, _now(), run_id])
             )
-        finally:
-            store.close()
     return run_id
+
+
+def _resumed_run(con: Any, spec: Spec, force_new_run: bool) -> str | None:
+    """The run ``--resume`` continues: the latest of this spec's name, if its spec is this one.
+
+    Raises:
+        SpecError: the stored run's spec differs (unless ``force_new_run``: then None, a new run).
+    """
+    row = con.execute(
+        bind(
+            "SELECT run_id, spec_toml, spec_path FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1",
+            [spec.name],
+        )
+    ).fetchone()
+    if row is None:
+        return None
+    run_id, stored_toml, stored_path = row
+    try:
+        stored = parse_spec(stored_toml or "", source=stored_path or run_id)
+    except SpecError:
+        stored = None
+    changes = ["the stored spec cannot be read"] if stored is None else spec_differences(stored, spec)
+    if not changes:
+        return str(run_id)
+    if force_new_run:
+        return None
+    listed = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+    raise SpecError(
+        f"--resume: the spec changed since run {run_id} ({listed}); run it as a new run with "
+        "--force-new-run, or resume with the spec that run used",
+        path=spec.source_path or None,
+    )
+
+
+class _ServerPool:
+    """The servers of a sweep: started when a cell needs one, kept across cells of ``scope = "sweep"``."""
+
+    def __init__(self, spec: Spec, log_root: Path, nsys: str | None) -> None:
+        self.spec = spec
+        self.log_root = log_root
+        self.nsys = nsys
+        self.running: dict[str | None, RunningServer] = {}
+        self.failed: dict[str | None, str] = {}
+
+    def get(self, server: Server) -> RunningServer:
+        """The running server, started (again) when it is not running.
+
+        Raises:
+            ServerFailed: it would not start; later cells of a sweep-scoped server fail at once with the
+                same reason instead of waiting out ``ready_timeout_s`` again.
+        """
+        if server.scope == "sweep" and server.name in self.failed:
+            raise ServerFailed(f"{self.failed[server.name]} (when first started; not retried)")
+        current = self.running.get(server.name)
+        if current is not None and current.alive():
+            return current
+        if current is not None:
+            self.release(server)
+        for other in list(self.running):
+            if other != server.name:  # one server at a time: they share the GPU and usually the port
+                self.running.pop(other).stop(self.spec.kill_grace_s)
+        log_dir = self.log_root / _slug(f"server_{server.name or 'default'}")
+        try:
+            started = RunningServer.start(self.spec, server, log_dir, self.nsys)
+        except ServerFailed as exc:
+            if server.scope == "sweep":
+                self.failed[server.name] = str(exc)
+            raise
+        self.running[server.name] = started
+        return started
+
+    def release(self, server: Server) -> None:
+        """Stop a server (after a cell of ``scope = "cell"``, or one that hung)."""
+        current = self.running.pop(server.name, None)
+        if current is not None:
+            current.stop(self.spec.kill_grace_s)
+
+    def stop_all(self) -> None:
+        """Stop every server still running (the sweep's end)."""
+        for name in list(self.running):
+            self.running.pop(name).stop(self.spec.kill_grace_s)
 
 
 def threading_main() -> bool:
@@ -274,9 +416,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
+def gpu_activity(sqlite_path: str) -> tuple[int, int]:
+    """``(kernels, CUDA graph executions)`` recorded in an nsys SQLite export (0 for an absent table)."""
+    con = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        counts = []
+        for table in ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"):
+            found = con.execute(f"SELECT count(*) FROM {table}").fetchone() if table in tables else (0,)
+            counts.append(found[0])
+    finally:
+        con.close()
+    return int(counts[0]), int(counts[1])
+
+
 def _one_cell(
     spec: Spec,
-    store: Any,
+    db: str | os.PathLike[str] | None,
     run_id: str,
     cell: PlannedCell,
     index: int,
@@ -285,21 +441,15 @@ def _one_cell(
     ncu: str | None,
     reporter: _Reporter,
     retry_failed: bool,
+    servers: _ServerPool,
+    unreachable: str | None,
 ) -> None:
-    con = store.con
     cell_id = cell.cell_id(run_id)
-    label = f"{cell.model} {cell.workload} N={cell.n} rep {cell.repetition}"
-    prior = con.execute(bind("SELECT status FROM cells WHERE cell_id = ?", [cell_id])).fetchone()
-    if prior is not None:
-        final = prior[0] in ("ok", "skipped") or (prior[0] in FINAL and not retry_failed)
-        if final:
-            reporter.cell(index, label, f"{prior[0]} earlier, kept")
-            return
-        with store.transaction():
-            for table in ("requests", "telemetry", "ncu_metrics", "cells"):
-                con.execute(bind(f"DELETE FROM {table} WHERE cell_id = ?", [cell_id]))
+    label = cell.label()
+    server = server_of(spec, cell)
     workload = next(w for w in spec.workloads if w.name == cell.workload)
-    base = {
+    server_name = server.name if server is not None else None
+    base: dict[str, Any] = {
         "cell_id": cell_id,
         "run_id": run_id,
         "backend": spec.backend,
@@ -310,56 +460,65 @@ def _one_cell(
         "requests_planned": cell.n * spec.requests_per_agent,
         "max_new_tokens": workload.max_new_tokens,
         "agent_mode": spec.agent_mode,
+        "api": spec.workload_api(workload),
+        "server": server_name,
+        "prompt_tokens": workload.prompt_tokens,
+        "base_url": spec.base_url,
     }
-    rule = next((s for s in spec.skip if s.matches(cell.model, cell.workload, cell.n, cell.repetition)), None)
-    if rule is not None:
+    rule = next(
+        (s for s in spec.skip if s.matches(cell.model, cell.workload, cell.n, cell.repetition, server_name)),
+        None,
+    )
+    with _store_session(db) as store:
+        con = store.con
+        prior = con.execute(bind("SELECT status FROM cells WHERE cell_id = ?", [cell_id])).fetchone()
+        if prior is not None:
+            final = prior[0] in ("ok", "skipped") or (prior[0] in FINAL and not retry_failed)
+            if final:
+                reporter.cell(index, label, f"{prior[0]} earlier, kept")
+                return
+            with store.transaction():
+                for table in ("requests", "telemetry", "ncu_metrics", "cells"):
+                    con.execute(bind(f"DELETE FROM {table} WHERE cell_id = ?", [cell_id]))
         now = _now()
-        insert_rows(
-            con,
-            "cells",
-            [
-                {
-                    **base,
-                    "status": "skipped",
-                    "reason": f"skip list: {rule.reason}",
-                    "started_at": now,
-                    "finished_at": now,
-                    "requests_planned": 0,
-                }
-            ],
-        )
-        reporter.cell(index, label, "skipped", rule.reason)
-        return
-    insert_rows(con, "cells", [{**base, "status": "running", "started_at": _now()}])
-    cell_dir = root / _slug(run_id) / _slug(f"{cell.model}_{cell.workload}_n{cell.n}_r{cell.repetition}")
+        if rule is not None:
+            row = {**base, "status": "skipped", "reason": f"skip list: {rule.reason}"}
+            insert_rows(con, "cells", [{**row, "started_at": now, "finished_at": now, "requests_planned": 0}])
+            reporter.cell(index, label, "skipped", rule.reason)
+            return
+        insert_rows(con, "cells", [{**base, "status": "running", "started_at": now}])
+    cell_dir = root / _slug(run_id) / _slug(cell_id.split("/", 1)[1])
     cell_dir.mkdir(parents=True, exist_ok=True)
     sampler = TelemetrySampler(spec.telemetry_hz).start() if spec.telemetry else None
-    last_flush = [time.monotonic()]
-
-    def flush_telemetry(rows: list[dict[str, Any]]) -> None:
-        for r in rows:
-            r.update(run_id=run_id, cell_id=cell_id)
-        insert_rows(con, "telemetry", rows)
+    # Rows wait here and land with the cell's row in one transaction when it ends (the store stays free
+    # meanwhile); a sweep killed mid-cell re-runs that cell on --resume, and events.jsonl keeps its events.
+    requests: list[dict[str, Any]] = []
+    telemetry: list[dict[str, Any]] = []
 
     def on_tick() -> None:
-        if sampler is not None and time.monotonic() - last_flush[0] > 1.0:
-            last_flush[0] = time.monotonic()
-            flush_telemetry(sampler.drain())
+        if sampler is not None:
+            telemetry.extend(sampler.drain())
 
     def on_request(row: dict[str, Any]) -> None:
         row.update(
             request_id=f"{cell_id}/a{row['agent']}/q{row['request_index']}", cell_id=cell_id, run_id=run_id
         )
-        insert_rows(con, "requests", [row])
+        requests.append(row)
 
     report_base = str(cell_dir / "trace")
     wrapper = None
-    server = None
-    if spec.capture.nsys and nsys and spec.server is None:
+    running: RunningServer | None = None
+    report: str | None = None
+    notes: list[str] = []
+    outcome: CellOutcome | None = None
+    if spec.capture.nsys and nsys and server is None:
         wrapper = _nsys_wrapper(spec, nsys, report_base)
     try:
-        if spec.server is not None:
-            server = _start_server(spec, cell_dir, nsys if spec.capture.nsys else None, report_base)
+        if unreachable:
+            raise ServerFailed(unreachable)
+        if server is not None:
+            running = servers.get(server)
+        session = running.session if running is not None else None
         outcome = run_cell(
             spec,
             cell_dir=cell_dir,
@@ -372,54 +531,86 @@ def _one_cell(
             on_tick=on_tick,
             wrapper=wrapper,
             report_path=report_base + ".nsys-rep",
+            on_ready=(lambda: session.start(report_base)) if session is not None else None,
         )
+        if session is not None and session.recording is not None:
+            report, note = session.stop()
+            if note:
+                notes.append(note)
+        if running is not None and not running.alive():
+            notes.append(f"server exited during the cell ({running.log}: {log_tail(running.log)})")
     except ServerFailed as exc:
         outcome = CellOutcome(status="failed", reason=str(exc), wall_s=0.0)
     finally:
-        if server is not None:
-            kill_tree(server, max(spec.kill_grace_s, 30.0), signal.SIGINT)
+        if server is not None and (
+            server.scope == "cell" or outcome is None or outcome.status in ("hung", "timeout", "failed")
+        ):
+            # A hung or failing server is not trusted with the next cell: it is started afresh.
+            servers.release(server)
         if sampler is not None:
-            flush_telemetry(sampler.stop())
-    report = report_base + ".nsys-rep" if os.path.exists(report_base + ".nsys-rep") else None
+            telemetry.extend(sampler.stop())
+    assert outcome is not None  # set by run_cell or the except clause; anything else propagated
+    if wrapper is not None and os.path.exists(report_base + ".nsys-rep"):
+        report = report_base + ".nsys-rep"
+    status, reason = outcome.status, outcome.reason
     update: dict[str, Any] = {
-        "status": outcome.status,
-        "reason": outcome.reason,
         "finished_at": _now(),
         "wall_s": outcome.wall_s,
         "requests_ok": outcome.requests_ok,
         "requests_failed": outcome.requests_failed,
         "trace_path": report,
     }
-    if outcome.versions:
-        _merge_manifest(con, run_id, {"worker": outcome.versions})
-    notes: list[str] = []
-    if report and nsys:
-        trace_id, sqlite_path, note = _export_and_ingest(spec, store, nsys, report)
-        update["trace_id"] = trace_id
-        update["trace_path"] = sqlite_path or report
-        if note:
-            notes.append(note)
-        # Linked now, so the ncu rows written next inherit the trace id.
-        con.execute(
-            bind(
-                "UPDATE cells SET trace_id = ?, trace_path = ? WHERE cell_id = ?",
-                [trace_id, update["trace_path"], cell_id],
-            ),
-        )
-        if spec.capture.ncu and ncu and sqlite_path:
-            update["ncu_status"] = _profile_top_kernels(
-                spec, store, ncu, cell, cell_id, cell_dir, trace_id, sqlite_path
+    captured = spec.capture.nsys and nsys and (server is None or server.under_nsys)
+    with _store_session(db) as store:
+        con = store.con
+        if outcome.versions:
+            _merge_manifest(con, run_id, {"worker": outcome.versions})
+        with store.transaction():
+            insert_rows(con, "requests", requests)
+            for r in telemetry:
+                r.update(run_id=run_id, cell_id=cell_id)
+            insert_rows(con, "telemetry", telemetry)
+        if report and nsys:
+            trace_id, sqlite_path, note = _export_and_ingest(spec, store, nsys, report)
+            update["trace_id"] = trace_id
+            update["trace_path"] = sqlite_path or report
+            if note:
+                notes.append(note)
+            if sqlite_path and spec.capture.require_gpu and status == "ok":
+                kernels, graphs = gpu_activity(sqlite_path)
+                if kernels + graphs == 0:
+                    status = "failed"
+                    notes.append(
+                        "the capture holds no GPU activity (no kernel, no CUDA graph execution): "
+                        "was the GPU work traced (-t cuda) and did the server run on the GPU?"
+                    )
+            elif sqlite_path is None and status == "ok":
+                status = "failed"
+            # Linked now, so the ncu rows written next inherit the trace id.
+            con.execute(
+                bind(
+                    "UPDATE cells SET trace_id = ?, trace_path = ? WHERE cell_id = ?",
+                    [trace_id, update["trace_path"], cell_id],
+                ),
             )
-    elif spec.capture.nsys:
-        notes.append("nsys wrote no report")
-    if notes:
-        update["reason"] = "; ".join([x for x in [update["reason"], *notes] if x])
-    sets = ", ".join(f"{k} = ?" for k in update)
-    con.execute(bind(f"UPDATE cells SET {sets} WHERE cell_id = ?", [*update.values(), cell_id]))
+            if spec.capture.ncu and ncu and sqlite_path and status == "ok":
+                update["ncu_status"] = _profile_top_kernels(
+                    spec, store, ncu, cell, cell_id, cell_dir, trace_id, sqlite_path
+                )
+        elif captured and outcome.status not in ("skipped",):
+            if not any("report" in n for n in notes):
+                notes.append("nsys wrote no report")
+            if status == "ok":
+                status = "failed"
+        if notes:
+            reason = "; ".join([x for x in [reason, *notes] if x])
+        update.update(status=status, reason=reason)
+        sets = ", ".join(f"{k} = ?" for k in update)
+        con.execute(bind(f"UPDATE cells SET {sets} WHERE cell_id = ?", [*update.values(), cell_id]))
     detail = f"{outcome.wall_s:.1f} s, {outcome.requests_ok} ok, {outcome.requests_failed} failed"
-    if update.get("reason"):
-        detail += f"; {update['reason']}"
-    reporter.cell(index, label, outcome.status, detail)
+    if reason:
+        detail += f"; {reason}"
+    reporter.cell(index, label, status, detail)
 
 
 def _merge_manifest(con: Any, run_id: str, extra: dict[str, Any]) -> None:
@@ -430,6 +621,7 @@ def _merge_manifest(con: Any, run_id: str, extra: dict[str, Any]) -> None:
 
 
 def _nsys_wrapper(spec: Spec, nsys: str, report_base: str) -> list[str]:
+    """``nsys profile ... --`` around an in-process (pytorch_direct) cell worker."""
     return [
         nsys,
         "profile",
@@ -444,36 +636,6 @@ def _nsys_wrapper(spec: Spec, nsys: str, report_base: str) -> list[str]:
         "true",
         *spec.capture.nsys_args,
     ]
-
-
-def _start_server(spec: Spec, cell_dir: Path, nsys: str | None, report_base: str) -> subprocess.Popen[Any]:
-    assert spec.server is not None
-    cmd = list(spec.server.command)
-    if nsys and spec.server.under_nsys:
-        cmd = [*_nsys_wrapper(spec, nsys, report_base), *cmd]
-    env = {**os.environ, **spec.server.env}
-    log = open(cell_dir / "server.log", "wb")  # noqa: SIM115 - the child keeps the descriptor
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, stdin=subprocess.DEVNULL
-    )
-    log.close()
-    url = spec.server.ready_url or spec.base_url or ""
-    deadline = time.monotonic() + spec.server.ready_timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerFailed(
-                f"server command exited with status {proc.returncode} before it was ready "
-                f"(see {cell_dir / 'server.log'})"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - the spec's own URL
-                if resp.status < 500:
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.2)
-    kill_tree(proc, spec.kill_grace_s)
-    raise ServerFailed(f"server not ready at {url} within {spec.server.ready_timeout_s:g} s")
 
 
 def _export_and_ingest(

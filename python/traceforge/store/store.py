@@ -29,6 +29,41 @@ DEFAULT_INGEST_MEMORY_LIMIT = "64MB"
 INGEST_MEMORY_PER_THREAD = 8 * 1024 * 1024
 
 
+def is_lock_conflict(exc: BaseException) -> bool:
+    """Whether opening failed because another process holds the DuckDB file (DuckDB's lock message)."""
+    return "could not set lock" in str(exc).lower() or "conflicting lock" in str(exc).lower()
+
+
+def open_store(
+    path: str | os.PathLike[str] | None = None, *, read_only: bool = False, wait_s: float = 10.0
+) -> Store:
+    """Open the store, waiting up to ``wait_s`` while another traceforge process writes to it.
+
+    DuckDB lets one process hold a file for writing and no one else in meanwhile; traceforge's writers
+    hold it only for short transactions, so a brief wait is all a reader (or a second writer) needs.
+
+    Raises:
+        StoreError: still locked after ``wait_s`` (naming the file and what to do), or any other failure.
+    """
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return Store(path, read_only=read_only)
+        except StoreError as exc:
+            if not is_lock_conflict(exc.__cause__ or exc):
+                raise
+            if time.monotonic() >= deadline:
+                where = str(Path(path if path is not None else default_db_path()))
+                raise StoreError(
+                    f"the store is being written by another process (waited {wait_s:g} s); "
+                    "retry when it has finished",
+                    path=where,
+                ) from exc
+            time.sleep(0.1)
+
+
 def default_db_path() -> str:
     """The store used when ``--db`` is not given: ``$TRACEFORGE_DB`` or ``./traceforge.duckdb``."""
     return os.environ.get("TRACEFORGE_DB", DEFAULT_DB)

@@ -27,25 +27,27 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 [ -f /tmp/model/config.json ] || { t0=$(date +%s); python3 .gpu/make_model.py /tmp/model 2>&1 | tail -1; echo "model in $(( $(date +%s) - t0 )) s"; }
 spec=runners/transformers_serve.toml
 if ! "$NSYS" start --help 2>&1 | grep -q -- "--gpu-metrics-devices"; then
-  echo "this nsys start has no --gpu-metrics-devices: GPU metrics left out"
+  echo "this nsys start has no --gpu-metrics-devices (its GPU options: $("$NSYS" start --help 2>&1 | grep -o -- '--gpu[a-z-]*' | sort -u | tr '\n' ' ')): GPU metrics left out"
   sed 's/, "--gpu-metrics-devices=all"//' "$spec" > /tmp/tfrun/spec.toml && spec=/tmp/tfrun/spec.toml
 fi
 t0=$(date +%s)
-timeout -s TERM -k 60 "${SWEEP_LIMIT_S:-420}" python3 -m traceforge run "$spec" --db /tmp/tfrun/serve.duckdb \
+db="${TF_DB:-/tmp/tfrun/serve.duckdb}"
+timeout -s TERM -k 60 "${SWEEP_LIMIT_S:-420}" python3 -m traceforge run "$spec" --db "$db" \
   --workdir /tmp/tfrun/cells "$@"
 echo "sweep rc=$? in $(( $(date +%s) - t0 )) s"
-python3 - <<'PY'
+[ "${PACKAGE:-1}" = 1 ] || exit 0
+TF_DB="$db" python3 - <<'PY'
 import duckdb, glob, os
-src = duckdb.connect("/tmp/tfrun/serve.duckdb", read_only=True)
+src = duckdb.connect(os.environ["TF_DB"], read_only=True)
 for row in src.execute("SELECT cell_id, status, reason, round(wall_s, 1), trace_id FROM cells ORDER BY started_at").fetchall():
     print(row)
-print(src.execute("SELECT trace_id, device_id, kernel_count, round(utilization, 4), graph_count FROM device_metrics").fetchall())
+print(src.execute("SELECT trace_id, device_id, kernel_count, round(utilization, 4), graph_launch_count FROM device_metrics").fetchall())
 tables = [r[0] for r in src.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE'").fetchall()]
 src.close()
 if os.path.exists("/tmp/tfrun/results.duckdb"):
     os.unlink("/tmp/tfrun/results.duckdb")
 out = duckdb.connect("/tmp/tfrun/results.duckdb")
-out.execute("ATTACH '/tmp/tfrun/serve.duckdb' AS s (READ_ONLY)")
+out.execute(f"ATTACH '{os.environ['TF_DB']}' AS s (READ_ONLY)")
 for t in tables:
     out.execute(f"CREATE TABLE {t} AS SELECT * FROM s.{t}")
     print(t, out.execute(f"SELECT count(*) FROM {t}").fetchone()[0])

@@ -9,7 +9,9 @@ with empty ``choices`` when ``stream_options.include_usage`` is set, and ``data:
 
 Behaviour knobs (``mode``): ``ok``, ``slow`` (per-token delay), ``hang`` (accept, then never answer),
 ``stall`` (send a few tokens then stop sending without closing), ``garbage`` (200 with non-protocol bytes),
-``error500``, ``unknown_model``. ``fail_every = k`` answers every k-th generation request with HTTP 500
+``error500``, ``unknown_model``, ``no_done`` (streams end after the finish_reason chunk, with no
+``data: [DONE]``, as ``transformers serve`` does), ``cut`` (streams end mid-generation, no finish_reason).
+``fail_every = k`` answers every k-th generation request with HTTP 500
 (a server that fails some requests, not all). ``slots`` limits how many requests generate at once (a GPU
 that serves ``slots`` streams at full speed): the token rate a test controls.
 """
@@ -162,6 +164,9 @@ class FakeServer:
                 if self.mode == "stall" and i == 2:
                     self._stop.wait(60)
                     return
+                if self.mode == "cut" and i == 2:
+                    self._chunk(h, b"")
+                    return
                 time.sleep(self.token_delay_s)
                 piece = f"tok{i} "
                 if ollama:
@@ -223,7 +228,8 @@ class FakeServer:
                     },
                 }
                 self._chunk(h, b"data: " + json.dumps(usage).encode() + b"\n\n")
-            self._chunk(h, b"data: [DONE]\n\n")
+            if self.mode != "no_done":
+                self._chunk(h, b"data: [DONE]\n\n")
         self._chunk(h, b"")
 
 

@@ -268,3 +268,22 @@ def test_agents_as_processes(tmp_path: Path) -> None:
     assert con.execute("SELECT status, requests_ok FROM cells").fetchone() == ("ok", 6)
     agents = sorted(r[0] for r in con.execute("SELECT DISTINCT agent FROM requests").fetchall())
     assert agents == [0, 1, 2]
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_a_stream_without_done_is_complete_once_it_says_why_it_finished(tmp_path: Path, api: str) -> None:
+    # transformers serve ends its streams after the finish_reason chunk, with no "data: [DONE]".
+    extra = f'api = "{api}"\npreset = "transformers"'
+    with FakeServer(mode="no_done", token_delay_s=0.001) as srv:
+        _, con = _run(tmp_path, _spec(srv.url, "openai", extra, concurrency="[1]", requests=2))
+        bodies = [r["body"] for r in srv.requests]
+    rows = fetch_dicts(con, "SELECT status, error, output_tokens, finish_reason FROM requests")
+    assert [(r["status"], r["output_tokens"], r["finish_reason"]) for r in rows] == [("ok", 6, "length")] * 2
+    assert all("stream_options" not in b for b in bodies)  # the preset leaves out what the server refuses
+
+
+def test_a_stream_cut_before_its_finish_reason_fails(tmp_path: Path) -> None:
+    with FakeServer(mode="cut", token_delay_s=0.001) as srv:
+        _, con = _run(tmp_path, _spec(srv.url, "openai", concurrency="[1]", requests=1))
+    (status, error) = con.execute("SELECT status, error FROM requests").fetchone()
+    assert status == "error" and "ended without" in error and "finish_reason" in error

@@ -101,11 +101,9 @@ class OpenAIBackend:
                 if choices is None:
                     raise RequestFailed(f'garbage from {url}: line {lineno} has no "choices"')
                 for choice in choices:
-                    piece = (
-                        (choice.get("delta") or {}).get("content")
-                        if self.api == "chat"
-                        else choice.get("text")
-                    )
+                    # `transformers serve` streams completions as chat-style deltas: take either form.
+                    delta = (choice.get("delta") or {}).get("content")
+                    piece = delta if self.api == "chat" else (choice.get("text") or delta)
                     if piece:
                         chunks += 1
                         if ttft is None:
@@ -114,8 +112,10 @@ class OpenAIBackend:
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
         wall = time.perf_counter() - t0
-        if not done:
-            raise RequestFailed(f'stream from {url} ended without "data: [DONE]"')
+        if not done and finish is None:
+            # A stream may end without the "[DONE]" sentinel (transformers serve never sends it) once a
+            # choice has said why it finished; a stream cut before that is a failed request.
+            raise RequestFailed(f'stream from {url} ended without "data: [DONE]" or a finish_reason')
         output = usage.get("completion_tokens") if usage else None
         return {
             "wall_s": wall,

@@ -32,6 +32,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # TGI (8080 natively, 3000 in its docker examples) ignores stream_options and extra sampling keys; its
     # Messages API wants the model name "tgi".
     "tgi": {"port": 8080, "stream_usage": False, "extra": {}, "min_tokens": False, "model_override": "tgi"},
+    # `transformers serve` (transformers 5.x) ignores stream_options (refuses it with --input-validation),
+    # has no ignore_eos or min_tokens, and ends streams without "data: [DONE]".
+    "transformers": {"port": 8000, "stream_usage": False, "extra": {}, "min_tokens": False},
     # llama.cpp's server ignores the model name, accepts ignore_eos, and reports usage without asking.
     "llamacpp": {"port": 8080, "stream_usage": False, "extra": {"ignore_eos": True}, "min_tokens": False},
 }

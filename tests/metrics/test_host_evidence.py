@@ -40,15 +40,19 @@ from nsys_oracle import run_stats
 GIL = "llm_threads4_gil_osrt_h200_nsys2025.3.sqlite"
 GPUMETRICS = "known_gpumetrics_osrt_h200_nsys2025.3.sqlite"
 NO_HOST = "small_matmul_h100_nsys2025.3.sqlite"
+# A real serving stack (`transformers serve`, eager and continuous batching + CUDA graphs), one chat request
+# each, traced with -t cuda,nvtx,osrt,python-gil through an nsys session by the sweep runner.
+SERVE_PLAIN = "transformers_serve_plain_h200_nsys2025.3.sqlite"
+SERVE_CB = "transformers_serve_cb_graphs_h200_nsys2025.3.sqlite"
 DROPPED = "dropped"  # GPUMETRICS without OSRT_API, OSRT_CALLCHAINS, GPU_METRICS, TARGET_INFO_GPU_METRICS
 EDGES = "edges"  # the hand-made export (build_edges)
-ALL = [GIL, GPUMETRICS, NO_HOST, DROPPED, EDGES]
+ALL = [GIL, GPUMETRICS, NO_HOST, DROPPED, EDGES, SERVE_PLAIN, SERVE_CB]
 
 NOT_YET = pytest.mark.xfail(strict=True, reason="issue 15: not implemented yet")
 
 
 def ident(name: str) -> str:
-    return name.split("_h")[0] if name.endswith(".sqlite") else name
+    return name.split("_h2")[0].split("_h1")[0] if name.endswith(".sqlite") else name
 
 
 def files(*names: str, failing: tuple[str, ...] = ()) -> list[Any]:

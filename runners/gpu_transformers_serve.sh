@@ -26,8 +26,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 "$NSYS" --version
 [ -f /tmp/model/config.json ] || { t0=$(date +%s); python3 .gpu/make_model.py /tmp/model 2>&1 | tail -1; echo "model in $(( $(date +%s) - t0 )) s"; }
 spec=runners/transformers_serve.toml
-if ! "$NSYS" start --help 2>&1 | grep -q -- "--gpu-metrics-devices"; then
-  echo "this nsys start has no --gpu-metrics-devices (its GPU options: $("$NSYS" start --help 2>&1 | grep -o -- '--gpu[a-z-]*' | sort -u | tr '\n' ' ')): GPU metrics left out"
+# The help is read whole first: `nsys ... | grep -q` under pipefail fails when grep stops reading early.
+start_help="$("$NSYS" start --help 2>&1)"
+if ! grep -q -- "--gpu-metrics-devices" <<<"$start_help"; then
+  echo "this nsys start has no --gpu-metrics-devices: GPU metrics left out"
   sed 's/, "--gpu-metrics-devices=all"//' "$spec" > /tmp/tfrun/spec.toml && spec=/tmp/tfrun/spec.toml
 fi
 t0=$(date +%s)

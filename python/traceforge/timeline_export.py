@@ -160,7 +160,11 @@ def export_timeline(
     tmp = os.path.join(parent, f".{os.path.basename(target)}.{os.getpid()}.tmp")
     try:
         writer = _core.TimelineWriter(tmp, fmt)
-        _write(store, writer, trace_id, lo, hi)
+        # The whole capture: every row, including GPU metric samples before the first event; a window:
+        # the rows that overlap it.
+        flo, fhi = (-(1 << 62), 1 << 62) if window_ms is None else (lo, hi)
+        tracks, device_track = _write(store, writer, trace_id, flo, fhi)
+        _gpu_counters(store, writer, tracks, trace_id, device_track, (lo, hi), (flo, fhi))
         result.stats = dict(writer.finish())
         os.replace(tmp, target)
     except BaseException:
@@ -182,7 +186,11 @@ def export_timeline(
     return result
 
 
-def _write(store: Store, writer: Any, trace_id: str, lo: int, hi: int) -> None:
+def _write(store: Store, writer: Any, trace_id: str, lo: int, hi: int) -> tuple[_Tracks, dict[int, int]]:
+    """Declare the tracks and write the slices of the rows overlapping ``[lo, hi)``.
+
+    Returns the track allocator and each device's track (for the counters).
+    """
     con = store.con
     tracks = _Tracks(writer)
     win = "end_ns > {lo} AND start_ns < {hi}".format(lo=int(lo), hi=int(hi))
@@ -239,7 +247,6 @@ def _write(store: Store, writer: Any, trace_id: str, lo: int, hi: int) -> None:
                 "ORDER BY start_ns, end_ns DESC"
             )
         )
-    _gpu_counters(store, writer, tracks, trace_id, device_track, lo, hi)
 
     # ---- CPU side: a process track per pid, a thread track per thread, category tracks under it.
     sources = {
@@ -255,7 +262,7 @@ def _write(store: Store, writer: Any, trace_id: str, lo: int, hi: int) -> None:
     }
     threads = sorted(set().union(*present.values()))
     if not threads:
-        return
+        return tracks, device_track
     pnames = {int(p): n for p, n in rows(f"SELECT pid, name FROM processes WHERE {tid_sql}")}
     tnames = {(int(p), int(t)): n for p, t, n in rows(f"SELECT pid, tid, name FROM threads WHERE {tid_sql}")}
     proc_track: dict[int, int] = {}
@@ -316,12 +323,24 @@ def _write(store: Store, writer: Any, trace_id: str, lo: int, hi: int) -> None:
             + ") ORDER BY start_ns, end_ns DESC"
         )
     )
+    return tracks, device_track
 
 
 def _gpu_counters(
-    store: Store, writer: Any, tracks: _Tracks, trace_id: str, device_track: dict[int, int], lo: int, hi: int
+    store: Store,
+    writer: Any,
+    tracks: _Tracks,
+    trace_id: str,
+    device_track: dict[int, int],
+    span: tuple[int, int],
+    rows_in: tuple[int, int],
 ) -> None:
-    """Per device: kernel concurrency at each change, utilization per bin, and every GPU metric sample."""
+    """Per device: kernel concurrency at each change, utilization per bin, and every GPU metric sample.
+
+    ``span`` is what the utilization bins cover; ``rows_in`` the times of the rows written.
+    """
+    lo, hi = rows_in
+    import numpy as np
     import polars as pl
 
     from .analysis import timebins
@@ -332,30 +351,22 @@ def _gpu_counters(
         acts = timebins.activities(store, trace_id, dev, lo, hi)
         if acts.starts.size:
             conc = tracks.add("kernel concurrency", parent=parent, counter=True, unit="activities", rank=-3)
-            # The level after each instant where it changes; ends at t apply before starts at t (half-open).
+            # The level after each instant where it changes (ends at t before starts at t: half-open).
+            times, level = timebins.concurrency_steps(acts.starts, acts.ends)
             writer.counters(
-                con.sql(
-                    f"SELECT {conc}::BIGINT AS track, ts AS ts_ns, "
-                    "CAST(sum(sum(d)) OVER (ORDER BY ts) AS DOUBLE) AS value FROM ("
-                    "SELECT start_ns AS ts, 1 AS d FROM kernels "
-                    f"WHERE {tid_sql} AND device_id = {int(dev)} AND end_ns > {lo} AND start_ns < {hi} "
-                    "UNION ALL SELECT end_ns, -1 FROM kernels "
-                    f"WHERE {tid_sql} AND device_id = {int(dev)} AND end_ns > {lo} AND start_ns < {hi} "
-                    "UNION ALL SELECT start_ns, 1 FROM graph_launches "
-                    f"WHERE {tid_sql} AND device_id = {int(dev)} AND kernel_count IS NULL "
-                    f"AND end_ns > {lo} AND start_ns < {hi} "
-                    "UNION ALL SELECT end_ns, -1 FROM graph_launches "
-                    f"WHERE {tid_sql} AND device_id = {int(dev)} AND kernel_count IS NULL "
-                    f"AND end_ns > {lo} AND start_ns < {hi}"
-                    ") GROUP BY ts ORDER BY ts"
+                pl.DataFrame(
+                    {
+                        "track": np.full(times.size, conc, dtype=np.int64),
+                        "ts_ns": times,
+                        "value": level.astype(np.float64),
+                    }
                 )
             )
             util = tracks.add("utilization", parent=parent, counter=True, unit="%", rank=-2)
-            edges = timebins.bin_edges(lo, hi, UTILIZATION_BINS)
+            # bins of at least 1 µs: finer says nothing the concurrency counter does not
+            edges = timebins.bin_edges(span[0], span[1], min(UTILIZATION_BINS, max(1, (span[1] - span[0]) // 1000)))
             busy = timebins.busy_per_bin(acts, edges)
             widths = edges[1:] - edges[:-1]
-            import numpy as np
-
             frame = pl.DataFrame(
                 {
                     "track": np.full(edges.size, util, dtype=np.int64),

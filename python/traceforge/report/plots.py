@@ -10,6 +10,7 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..analysis.timebins import concurrency_steps
 from ..errors import QueryError
 from ..store.sql_params import bind
 
@@ -134,25 +135,6 @@ def choose_window(
     spans = ends[k - 1 :] - starts[: starts.size - k + 1]
     i = int(np.argmin(spans))
     return Window(dev, int(starts[i]), int(ends[i + k - 1]), origin)
-
-
-def concurrency_steps(starts: Any, ends: Any) -> tuple[Any, Any]:
-    """Step function of the number of active intervals: (times, level after each time).
-
-    Half-open intervals: an end at t and a start at t do not overlap (ends are applied first).
-    """
-    import numpy as np
-
-    s = np.asarray(starts, dtype=np.int64)
-    e = np.asarray(ends, dtype=np.int64)
-    times = np.concatenate([e, s])
-    delta = np.concatenate([-np.ones(e.size, dtype=np.int64), np.ones(s.size, dtype=np.int64)])
-    order = np.lexsort((delta, times))  # at equal times, -1 (ends) sort before +1 (starts)
-    times, delta = times[order], delta[order]
-    level = np.cumsum(delta)
-    # keep the last level at each distinct time
-    last = np.r_[times[1:] != times[:-1], True]
-    return times[last], level[last]
 
 
 def timeline_figure(

@@ -38,7 +38,7 @@ class ReadTrace:
     open_at_end: int = 0
 
     def root_of(self, uuid: int) -> Track:
-        """The track a slice belongs to for counting: an overlap lane counts on the track it was split from."""
+        """The track a slice counts on: an overlap lane counts on the track it was split from."""
         t = self.tracks[uuid]
         while "(overlap" in t.name and t.parent is not None:
             t = self.tracks[t.parent]
@@ -76,8 +76,17 @@ def read_perfetto(path: Path) -> ReadTrace:
             out.tracks[d.uuid] = t
         if p.HasField("track_event"):
             e = p.track_event
-            events.append((p.timestamp, len(events), e.type, e.track_uuid, names.get(e.name_iid, e.name),
-                           tuple(e.flow_ids), e.double_counter_value))
+            events.append(
+                (
+                    p.timestamp,
+                    len(events),
+                    e.type,
+                    e.track_uuid,
+                    names.get(e.name_iid, e.name),
+                    tuple(e.flow_ids),
+                    e.double_counter_value,
+                )
+            )
     # Perfetto's trace processor sorts by timestamp, ties in file order: the same here.
     events.sort(key=lambda x: (x[0], x[1]))
     for ts, _, typ, track, name, flows, value in events:

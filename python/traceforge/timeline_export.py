@@ -5,15 +5,15 @@ The rows come out of DuckDB as Arrow streams and go straight into the Rust write
 it arrives: memory stays bounded by DuckDB's batch and the interned names, and a million kernels take a few
 seconds. What is written (docs/export.md):
 
-- per GPU a process-like track ``GPU <id>: <name>`` with one track per stream: kernels, memcpy/memset and
+- per GPU a track ``GPU <id>: <name>`` with one track per stream: kernels, memcpy/memset and
   whole CUDA graph executions (graph-mode captures); counter tracks ``kernel concurrency`` (activities
   active, at every change), ``utilization`` (% busy per time bin) and every GPU metric captured;
 - per process and thread a thread track of its CUDA API calls, with child tracks ``NVTX``, ``GIL`` and
   ``OS runtime`` where the capture has them;
 - a flow from each launching API call to its GPU work, joined on (pid, correlation id).
 
-Times are the store's nanoseconds (the capture's session clock); ``--window`` keeps the events that overlap it,
-unclipped.
+Times are the store's nanoseconds (the capture's session clock); ``--window`` keeps the events that overlap
+it, unclipped.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .analysis.timebins import capture_origin
 from .errors import QueryError
 from .store.sql_params import bind
 
@@ -64,32 +65,6 @@ class TimelineExport:
     origin_ns: int
     stats: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def capture_origin(store: Store, trace_id: str) -> tuple[int, int]:
-    """The capture's start and end (ns): ``traces.trace_start_ns``/``trace_end_ns``, widened to the events.
-
-    Some exports record GPU work before ``ANALYSIS_DETAILS.startTime``; the start is then the first event, so
-    that ``--window 0:...`` always begins at the first thing recorded.
-    """
-    row = store.con.execute(
-        bind(
-            "SELECT t.trace_start_ns, t.trace_end_ns, "
-            "(SELECT min(start_ns) FROM kernels WHERE trace_id = ?), "
-            "(SELECT max(end_ns) FROM kernels WHERE trace_id = ?), "
-            "(SELECT min(start_ns) FROM memops WHERE trace_id = ?), "
-            "(SELECT max(end_ns) FROM memops WHERE trace_id = ?) "
-            "FROM traces t WHERE t.trace_id = ?",
-            [trace_id] * 5,
-        )
-    ).fetchone()
-    if row is None:
-        raise QueryError(f"no trace {trace_id} in the store")
-    starts = [int(v) for v in (row[0], row[2], row[4]) if v is not None]
-    ends = [int(v) for v in (row[1], row[3], row[5]) if v is not None]
-    start = min(starts) if starts else 0
-    end = max(ends) if ends else start
-    return start, max(end, start + 1)
 
 
 def window_bounds(store: Store, trace_id: str, window_ms: tuple[float, float] | None) -> tuple[int, int, int]:
@@ -193,7 +168,7 @@ def _write(store: Store, writer: Any, trace_id: str, lo: int, hi: int) -> tuple[
     """
     con = store.con
     tracks = _Tracks(writer)
-    win = "end_ns > {lo} AND start_ns < {hi}".format(lo=int(lo), hi=int(hi))
+    win = f"end_ns > {int(lo)} AND start_ns < {int(hi)}"
     tid_sql = bind("trace_id = ?", [trace_id])
 
     def rows(query: str) -> list[tuple[Any, ...]]:
@@ -257,7 +232,9 @@ def _write(store: Store, writer: Any, trace_id: str, lo: int, hi: int) -> tuple[
         "os": f"SELECT pid, tid FROM os_calls WHERE {tid_sql} AND {win}",
     }
     present = {
-        kind: {(int(p), int(t)) for p, t in rows(f"SELECT DISTINCT pid, tid FROM ({q}) WHERE tid IS NOT NULL")}
+        kind: {
+            (int(p), int(t)) for p, t in rows(f"SELECT DISTINCT pid, tid FROM ({q}) WHERE tid IS NOT NULL")
+        }
         for kind, q in sources.items()
     }
     threads = sorted(set().union(*present.values()))
@@ -364,7 +341,9 @@ def _gpu_counters(
             )
             util = tracks.add("utilization", parent=parent, counter=True, unit="%", rank=-2)
             # bins of at least 1 µs: finer says nothing the concurrency counter does not
-            edges = timebins.bin_edges(span[0], span[1], min(UTILIZATION_BINS, max(1, (span[1] - span[0]) // 1000)))
+            edges = timebins.bin_edges(
+                span[0], span[1], min(UTILIZATION_BINS, max(1, (span[1] - span[0]) // 1000))
+            )
             busy = timebins.busy_per_bin(acts, edges)
             widths = edges[1:] - edges[:-1]
             frame = pl.DataFrame(
@@ -387,7 +366,9 @@ def _gpu_counters(
             ]
             if not metrics:
                 continue
-            mmap = [(i, tracks.add(name, parent=parent, counter=True, rank=i)) for i, name in enumerate(metrics)]
+            mmap = [
+                (i, tracks.add(name, parent=parent, counter=True, rank=i)) for i, name in enumerate(metrics)
+            ]
             listing = ", ".join(bind("(?, ?)", [name, track]) for name, (_, track) in zip(metrics, mmap))
             writer.counters(
                 con.sql(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
 import reference
 import reference_host
 from perfetto_reader import ReadTrace, read_perfetto
@@ -44,7 +45,9 @@ def exported(store: Path, run_cli: Any, tmp_path_factory: pytest.TempPathFactory
         if key not in made:
             out = root / f"{name}.{len(made)}.pftrace"
             # the trace named by a prefix of its file name, as a user types it
-            result = run_cli("export", "--db", store, "--format", "perfetto", "--trace", name[:12], "-o", out, *extra)
+            result = run_cli(
+                "export", "--db", store, "--format", "perfetto", "--trace", name[:12], "-o", out, *extra
+            )
             assert result.rc == 0, str(result)
             assert "ui.perfetto.dev" in result.stdout
             made[key] = read_perfetto(out)
@@ -57,7 +60,11 @@ def _origin(path: Path) -> int:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         starts = [con.execute("SELECT startTime FROM ANALYSIS_DETAILS").fetchone()[0]]
-        for table in ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET"):
+        for table in (
+            "CUPTI_ACTIVITY_KIND_KERNEL",
+            "CUPTI_ACTIVITY_KIND_MEMCPY",
+            "CUPTI_ACTIVITY_KIND_MEMSET",
+        ):
             try:
                 starts.append(con.execute(f"SELECT min(start) FROM {table}").fetchone()[0])
             except sqlite3.OperationalError:
@@ -142,7 +149,9 @@ def test_each_launch_has_a_flow_to_its_gpu_work(name: str, exported: Any, real_e
     assert len(api_flows) == len(matched) > 0
     assert set(api_flows.values()) == {1}  # one launch per flow
     assert set(gpu_flows) == set(api_flows)  # every flow ends on GPU work, every matched op has one
-    ops_with_launch = sum(1 for *_, pid, corr in _gpu_ops(ex, bool(ex.graph_traces)) if (pid, corr) in matched)
+    ops_with_launch = sum(
+        1 for *_, pid, corr in _gpu_ops(ex, bool(ex.graph_traces)) if (pid, corr) in matched
+    )
     assert sum(gpu_flows.values()) == ops_with_launch
     # a flow joins an API call and GPU work of the same (pid, correlation id): the launch starts first
     starts = {f: s.start for k, v in by.items() if k[0] == "cpu" for s in v for f in s.flows}
@@ -221,15 +230,22 @@ def test_chrome_json_has_the_same_events(store: Path, run_cli: Any, tmp_path: Pa
     doc = json.loads(out.read_text())
     ex = reference.read_export(str(real_export(SMALL)))
     events = doc["traceEvents"]
-    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    names = {
+        (e["pid"], e["tid"]): e["args"]["name"]
+        for e in events
+        if e["ph"] == "M" and e["name"] == "thread_name"
+    }
     slices = [e for e in events if e["ph"] == "X"]
-    stream_slices = Counter(names[(e["pid"], e["tid"])] for e in slices if names[(e["pid"], e["tid"])].startswith("stream"))
+    stream_slices = Counter(
+        names[(e["pid"], e["tid"])] for e in slices if names[(e["pid"], e["tid"])].startswith("stream")
+    )
     want = Counter(f"stream {s}" for _, s, *_ in _gpu_ops(ex, False))
     assert stream_slices == want
     api = sorted(
         (round(e["ts"] * 1000), round((e["ts"] + e["dur"]) * 1000))
         for e in slices
-        if (e["pid"], e["tid"]) in names and not names[(e["pid"], e["tid"])].startswith(("stream", "NVTX", "GIL", "OS"))
+        if (e["pid"], e["tid"]) in names
+        and not names[(e["pid"], e["tid"])].startswith(("stream", "NVTX", "GIL", "OS"))
     )
     assert api == sorted((a.start, a.end) for a in ex.api_calls)
     flows = Counter(e["ph"] for e in events if e["ph"] in "st")

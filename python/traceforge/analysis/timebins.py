@@ -6,7 +6,8 @@ are exact integer nanoseconds, computed in O((n + bins) log n) with numpy from t
 
 - busy time in ``[e_i, e_i+1)``: ``B(e_i+1) - B(e_i)``, with ``B(t)`` the busy time before ``t``, read off the
   disjoint busy periods (starts where an activity begins after every earlier one ended) and their prefix sums;
-- active time (kernel-seconds, so mean concurrency = active / width): ``F(t) = Σ_{s<=t} (t - s) - Σ_{e<=t} (t - e)``,
+- active time (kernel-seconds, so mean concurrency = active / width):
+  ``F(t) = Σ_{s<=t} (t - s) - Σ_{e<=t} (t - e)``,
   from sorted starts and ends and their prefix sums.
 """
 
@@ -15,10 +16,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import QueryError
 from ..store.sql_params import bind
 
 if TYPE_CHECKING:
     from ..store import Store
+
+
+def capture_origin(store: Store, trace_id: str) -> tuple[int, int]:
+    """The capture's start and end (ns): ``traces.trace_start_ns``/``trace_end_ns``, widened to the events.
+
+    Some exports record GPU work before ``ANALYSIS_DETAILS.startTime``; the start is then the first event, so
+    that ``--window 0:...`` always begins at the first thing recorded.
+    """
+    row = store.con.execute(
+        bind(
+            "SELECT t.trace_start_ns, t.trace_end_ns, "
+            "(SELECT min(start_ns) FROM kernels WHERE trace_id = ?), "
+            "(SELECT max(end_ns) FROM kernels WHERE trace_id = ?), "
+            "(SELECT min(start_ns) FROM memops WHERE trace_id = ?), "
+            "(SELECT max(end_ns) FROM memops WHERE trace_id = ?) "
+            "FROM traces t WHERE t.trace_id = ?",
+            [trace_id] * 5,
+        )
+    ).fetchone()
+    if row is None:
+        raise QueryError(f"no trace {trace_id} in the store")
+    starts = [int(v) for v in (row[0], row[2], row[4]) if v is not None]
+    ends = [int(v) for v in (row[1], row[3], row[5]) if v is not None]
+    start = min(starts) if starts else 0
+    end = max(ends) if ends else start
+    return start, max(end, start + 1)
 
 
 @dataclass(frozen=True)

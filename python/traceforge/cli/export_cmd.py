@@ -52,7 +52,8 @@ _DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
     "--force-overwrite",
     "overwrite",
     is_flag=True,
-    help="parquet: rewrite partitions already in DIR (default: keep them). Timeline files are always replaced.",
+    help="parquet: rewrite partitions already in DIR (default: keep them). Timeline files are always "
+    "replaced.",
 )
 @click.pass_context
 def export(
@@ -64,7 +65,7 @@ def export(
     window: str | None,
     overwrite: bool,
 ) -> None:
-    """Export stored traces: a hive-partitioned Parquet dataset, or one trace as a timeline file.
+    r"""Export stored traces: a hive-partitioned Parquet dataset, or one trace as a timeline file.
 
     A Perfetto timeline has a track per GPU stream (kernels, memcpy/memset, CUDA graph executions), a track
     per CPU thread (CUDA API calls; NVTX, GIL and OS runtime calls under it when captured), a flow arrow

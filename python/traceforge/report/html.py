@@ -127,12 +127,12 @@ def _has_table(store: Store, name: str) -> bool:
     return bool(row and row[0])
 
 
-#: What a trace's timeline paragraph says about opening a Perfetto file (no link: the report needs no network).
+#: How to open a Perfetto file (the address as text, not a link: the report needs no network).
 _PERFETTO_HOWTO = (
-    "To open it, go to <code>https://ui.perfetto.dev</code>, choose <b>Open trace file</b> and pick the file: "
-    "the UI reads it in the browser, nothing is uploaded. A track per GPU stream (kernels, memcpy/memset, "
-    "CUDA graphs) and per CPU thread (CUDA API calls; NVTX, GIL, OS runtime under it), a flow arrow from each "
-    "launch to its GPU work, and counters of kernel concurrency, utilization and GPU metrics."
+    "To open it, go to <code>https://ui.perfetto.dev</code>, choose <b>Open trace file</b> and pick the "
+    "file: the UI reads it in the browser, nothing is uploaded. A track per GPU stream (kernels, "
+    "memcpy/memset, CUDA graphs) and per CPU thread (CUDA API calls; NVTX, GIL, OS runtime under it), a flow "
+    "arrow from each launch to its GPU work, and counters of kernel concurrency, utilization and GPU metrics."
 )
 
 
@@ -146,8 +146,9 @@ def _perfetto_section(trace_id: str, link: tuple[str, int] | None) -> str:
         where = f"Write the whole capture as a Perfetto timeline with {command}."
     else:
         href, size = link
+        anchor = f'<a href="{html.escape(href)}">{html.escape(href)}</a>'
         where = (
-            f'The whole capture as a Perfetto timeline: <a href="{html.escape(href)}">{html.escape(href)}</a> '
+            f"The whole capture as a Perfetto timeline: {anchor} "
             f"({size / 1e6:.1f} MB, beside this report; {command} writes it again)."
         )
     return f'<h3>Timeline in Perfetto</h3><p class="perfetto">{where} {_PERFETTO_HOWTO}</p>'

@@ -153,6 +153,8 @@ def export_timeline(
             f"{result.stats['slices']:,} slices in Chrome JSON: large JSON traces load slowly or not at all; "
             "use --format perfetto or a --window"
         )
+    if not result.stats.get("slices") and not result.stats.get("counters"):
+        result.notes.append("no event of the trace overlaps this window: the file is empty")
     if result.stats.get("skipped"):
         result.notes.append(
             f"{result.stats['skipped']:,} event(s) left out: no start time, or before time 0 of the "

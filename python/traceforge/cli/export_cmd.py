@@ -65,7 +65,7 @@ def export(
     window: str | None,
     overwrite: bool,
 ) -> None:
-    r"""Export stored traces: a hive-partitioned Parquet dataset, or one trace as a timeline file.
+    """Export stored traces: a hive-partitioned Parquet dataset, or one trace as a timeline file.
 
     A Perfetto timeline has a track per GPU stream (kernels, memcpy/memset, CUDA graph executions), a track
     per CPU thread (CUDA API calls; NVTX, GIL and OS runtime calls under it when captured), a flow arrow
@@ -77,7 +77,7 @@ def export(
       traceforge export --format perfetto --trace llama1b --output llama.pftrace
       traceforge export --format chrome-json --trace 7a1f --window 11000:11100 -o zoom.json
       traceforge export --format parquet --output dataset/
-    """
+    """  # noqa: D301 (click's \b keeps the examples' lines as written)
     from ..errors import QueryError
 
     if fmt == "parquet":

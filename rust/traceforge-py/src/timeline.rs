@@ -24,7 +24,11 @@ fn closed() -> Error {
 }
 
 impl TimelineWriter {
-    fn with<T: Send>(&self, py: Python<'_>, work: impl FnOnce(&mut TraceWriter) -> Result<T, Error> + Send) -> PyResult<T> {
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        work: impl FnOnce(&mut TraceWriter) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
         let writer = &self.writer;
         run_native(py, move || {
             let mut guard = writer.lock().unwrap_or_else(|p| p.into_inner());

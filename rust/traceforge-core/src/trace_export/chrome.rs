@@ -74,8 +74,18 @@ impl ChromeSink {
         out.write_all(self.line.as_bytes())
     }
 
-    fn metadata(&mut self, out: &mut dyn Write, what: &str, pid: i64, tid: Option<i64>, name: &str, rank: i64) -> std::io::Result<()> {
-        for (kind, arg) in [(what, None), (if tid.is_some() { "thread_sort_index" } else { "process_sort_index" }, Some(rank))] {
+    fn metadata(
+        &mut self,
+        out: &mut dyn Write,
+        what: &str,
+        pid: i64,
+        tid: Option<i64>,
+        name: &str,
+        rank: i64,
+    ) -> std::io::Result<()> {
+        for (kind, arg) in
+            [(what, None), (if tid.is_some() { "thread_sort_index" } else { "process_sort_index" }, Some(rank))]
+        {
             self.line.clear();
             let _ = write!(self.line, "{{\"ph\":\"M\",\"name\":\"{kind}\",\"pid\":{pid}");
             if let Some(t) = tid {

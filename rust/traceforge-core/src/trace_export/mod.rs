@@ -8,8 +8,8 @@
 //! overlap by a few ns, a start/end NVTX range crossing another) goes to the first *lane*, a child track
 //! `"<track> (overlap N)"`, where it nests; nothing is dropped or clipped.
 mod chrome;
-pub mod proto;
 mod perfetto;
+pub mod proto;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -194,10 +194,8 @@ impl TraceWriter {
             return Ok(());
         }
         let end = end.max(start);
-        let state = self
-            .tracks
-            .get_mut(&track)
-            .ok_or_else(|| Error::Invalid(format!("slice on undeclared track {track}")))?;
+        let state =
+            self.tracks.get_mut(&track).ok_or_else(|| Error::Invalid(format!("slice on undeclared track {track}")))?;
         if state.info.counter {
             return Err(Error::Invalid(format!("slice on counter track {track} ({})", state.info.name)));
         }
@@ -380,8 +378,15 @@ mod tests {
 
     fn thread_track(w: &mut TraceWriter) {
         w.track(TrackInfo { uuid: 1, name: "p".into(), pid: Some(7), ..Default::default() }).unwrap();
-        w.track(TrackInfo { uuid: 2, parent: Some(1), name: "t".into(), pid: Some(7), tid: Some(8), ..Default::default() })
-            .unwrap();
+        w.track(TrackInfo {
+            uuid: 2,
+            parent: Some(1),
+            name: "t".into(),
+            pid: Some(7),
+            tid: Some(8),
+            ..Default::default()
+        })
+        .unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@ only when a command needs them.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import click
@@ -155,11 +156,25 @@ def report(
     from ..report import write_report
 
     window_ms = _parse_window(window)
+    timelines: list[str] = []
     with _open(db) as store:
         path = write_report(
-            store, output, trace_ids=list(traces), run_ids=list(runs), window_ms=window_ms, perfetto=perfetto
+            store,
+            output,
+            trace_ids=list(traces),
+            run_ids=list(runs),
+            window_ms=window_ms,
+            perfetto=perfetto,
+            timelines=timelines,
         )
     click.echo(f"wrote {path}")
+    if timelines:
+        size = sum(os.path.getsize(f) for f in timelines)
+        where = os.path.dirname(timelines[0])
+        click.echo(
+            f"wrote {len(timelines)} Perfetto timeline(s), {size / 1e6:.1f} MB, in {where} "
+            "(open one at https://ui.perfetto.dev: Open trace file; --no-perfetto to skip them)"
+        )
 
 
 @click.command("plot")

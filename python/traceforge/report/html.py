@@ -352,6 +352,7 @@ def build_report(
     window_ms: tuple[float, float] | None = None,
     max_traces: int = 20,
     perfetto_dir: str | None = None,
+    timelines: list[str] | None = None,
 ) -> str:
     """Build the report's HTML text.
 
@@ -365,6 +366,7 @@ def build_report(
         max_traces: cap on the traces included by default.
         perfetto_dir: write each trace's Perfetto timeline into this directory (relative links are made
             from the directory above it); None: the report only says how to write one.
+        timelines: when given, the paths of the Perfetto files written are appended to it.
 
     Raises:
         QueryError: a trace or run id is unknown, or there is nothing to report.
@@ -415,6 +417,8 @@ def build_report(
         for t in traces:
             done = export_timeline(store, t, os.path.join(perfetto_dir, f"{t}.pftrace"))
             links[t] = (os.path.relpath(done.path, base), int(done.stats.get("bytes", 0)))
+            if timelines is not None:
+                timelines.append(done.path)
     body = [_trace_section(store, t, window_ms, links[t]) for t in traces]
     body += [_sweep_section(store, a) for a in analyses]
     from .. import __version__
@@ -437,11 +441,12 @@ def write_report(
     run_ids: Sequence[str] | None = None,
     window_ms: tuple[float, float] | None = None,
     perfetto: bool = True,
+    timelines: list[str] | None = None,
 ) -> str:
     """Build the report and write it to ``output`` atomically (a temporary file renamed into place).
 
     With ``perfetto``, each trace's Perfetto timeline is written beside it, in ``<report name>_perfetto/``,
-    and linked from the trace's section.
+    and linked from the trace's section; their paths are appended to ``timelines`` when given.
 
     Returns:
         The path written.
@@ -456,6 +461,7 @@ def write_report(
         run_ids=run_ids,
         window_ms=window_ms,
         perfetto_dir=f"{stem}_perfetto" if perfetto else None,
+        timelines=timelines,
     )
     tmp = f"{output}.tmp-{os.getpid()}"
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .analysis.timebins import capture_origin
-from .errors import QueryError
+from .errors import QueryError, TraceforgeError
 from .store.sql_params import bind
 
 if TYPE_CHECKING:
@@ -142,11 +142,15 @@ def export_timeline(
         _gpu_counters(store, writer, tracks, trace_id, device_track, (lo, hi), (flo, fhi))
         result.stats = dict(writer.finish())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, TraceforgeError) and exc.path == tmp:
+            exc.path = target  # name the user's file, not the temporary one (a full disk, say)
+        elif isinstance(exc, OSError):
+            raise QueryError(f"cannot write the timeline: {exc.strerror or exc}", path=output) from exc
         raise
     if fmt == "chrome-json" and result.stats.get("slices", 0) > CHROME_JSON_ADVISED_MAX:
         result.notes.append(

@@ -163,6 +163,17 @@ def read_kernels(read: Any) -> int:
     )
 
 
+def _trace_ids(db: Path) -> list[tuple[str]]:
+    """The trace ids of a store, read with DuckDB directly."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return [(str(r[0]),) for r in con.execute("SELECT trace_id FROM traces").fetchall()]
+    finally:
+        con.close()
+
+
 def _run_measured(args: list[str], timeout: float = 600) -> tuple[int, str, float, int]:
     """Run the CLI as a child process; return rc, output, wall seconds and its own peak RSS in MB."""
     start = time.perf_counter()
@@ -212,8 +223,27 @@ def test_a_million_kernels_plot_report_and_export(tmp_path: Path, run_cli: Any) 
     ).fetchone()[0]
     con.close()
     t0, t1 = _capture_span(export)
-    busy = sum(e - s for s, e in reference_host.merge(kernels))
+    merged = reference_host.merge(kernels)
+    busy = sum(e - s for s, e in merged)
     assert f"GPU busy {100 * busy / (t1 - t0):.1f}% of the time" in text
+    # and bin by bin, as the overview draws it: a plain walk over the merged intervals
+    from traceforge.analysis import timebins
+    from traceforge.store import Store
+
+    [(trace_id,)] = _trace_ids(db)
+    with Store(db, read_only=True) as store:
+        edges = [int(x) for x in timebins.bin_edges(t0, t1, 600)]
+        got = timebins.busy_per_bin(timebins.activities(store, trace_id, 0, t0, t1), edges).tolist()
+    want = [0] * (len(edges) - 1)
+    i = 0
+    for s, e in merged:
+        while i < len(want) and edges[i + 1] <= s:
+            i += 1
+        j = i
+        while j < len(want) and edges[j] < e:
+            want[j] += min(e, edges[j + 1]) - max(s, edges[j])
+            j += 1
+    assert got == want
     # the Perfetto export: seconds, bounded memory, every kernel, memop and API call
     rc, out, wall, rss = _run_measured(
         [

@@ -54,7 +54,7 @@ class TimelineExport:
         origin_ns: the capture start that ``--window`` is relative to.
         stats: the writer's counts (``slices``, ``counters``, ``flow_starts``, ``flow_steps``, ``tracks``,
             ``overlap_lanes``, ``skipped``, ``bytes``).
-        tracks: track name -> slices written on it (overlap lanes included), for the summary.
+        notes: what the user should know (events left out, an empty window, a large Chrome JSON file).
     """
 
     path: str

@@ -19,6 +19,7 @@ __all__ = [
     "ArrowStream",
     "rederive",
     "synthesize",
+    "TimelineWriter",
     "SYNTH_SCHEMA_2025_3",
 ]
 
@@ -118,3 +119,27 @@ def synthesize(
     nsys_version: str = "2025.3",
 ) -> dict[str, Any]:
     """Write a synthetic nsys 2025.3 (or 2022.4) export to ``out``; returns what it holds."""
+
+@final
+class TimelineWriter:
+    """A Perfetto protobuf or Chrome JSON timeline file being written (``traceforge export``)."""
+
+    def __new__(cls, path: str | os.PathLike[str], format: str) -> TimelineWriter: ...
+    def track(
+        self,
+        uuid: int,
+        name: str,
+        parent: int | None = None,
+        pid: int | None = None,
+        tid: int | None = None,
+        counter: bool = False,
+        unit: str | None = None,
+        rank: int = 0,
+    ) -> None:
+        """Declare a track (parents first): a process, a thread, a counter or a plain named track."""
+    def slices(self, stream: object) -> int:
+        """Write the slices of an Arrow stream (``track, start_ns, end_ns, name[, flow_out, flow_in]``)."""
+    def counters(self, stream: object) -> int:
+        """Write the counter samples of an Arrow stream (``track, ts_ns, value``)."""
+    def finish(self) -> dict[str, int]:
+        """Flush and close the file; returns what was written."""

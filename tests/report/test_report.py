@@ -154,7 +154,7 @@ def test_timeline_window_and_concurrency(report_db):
         win = plots.choose_window(store, trace_id, window_ms=(0.0, 5.0))
         assert win.end_ns - win.start_ns == 5_000_000
         fig = plots.timeline_figure(store, trace_id, window_ms=(0.0, 5.0))
-        assert "0.000–5.000 ms" in fig.axes[0].get_title()
+        assert "zoom 0.000–5.000 ms" in fig.axes[1].get_title()  # [0]: the whole capture
     # half-open intervals: touching kernels do not overlap; nested ones do
     times, level = plots.concurrency_steps([0, 10, 12], [10, 20, 15])
     assert times.tolist() == [0, 10, 12, 15, 20] and level.tolist() == [1, 1, 2, 1, 0]

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run_cmd:run", "Run a load sweep specified in a TOML file."),
     "runs": ("run_cmd:runs", "Show stored runs and per-cell summaries."),
     "reanalyze": ("batch_cmd:reanalyze", "Recompute derived metrics from stored events."),
-    "export": ("batch_cmd:export", "Export the store as a hive-partitioned Parquet dataset."),
+    "export": ("export_cmd:export", "Export the store as Parquet, or a trace as a Perfetto timeline."),
     "compare": ("stats_cmd:compare", "Compare groups of traces, cells or requests with statistics."),
     "diff": ("stats_cmd:diff", "Show two stored traces side by side."),
     "report": ("stats_cmd:report", "Write a self-contained HTML report."),

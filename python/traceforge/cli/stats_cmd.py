@@ -7,6 +7,7 @@ only when a command needs them.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import click
@@ -129,19 +130,51 @@ def diff(trace_a: str, trace_b: str, db: str | None, top: int, fmt: str) -> None
     "--window",
     default=None,
     metavar="START_MS:END_MS",
-    help="Timeline window, in ms from the device's first kernel (default: the first 2000 kernels).",
+    help="Zoom window of each timeline, in ms from the capture start (as export --window); default: the "
+    "densest 400 consecutive kernels. Above the whole capture's utilization either way.",
 )
 @click.option("--output", "-o", required=True, metavar="FILE.html", help="Where to write the report.")
+@click.option(
+    "--perfetto/--no-perfetto",
+    default=True,
+    show_default=True,
+    help="Write each trace's Perfetto timeline beside the report (FILE_perfetto/ID.pftrace) and link it.",
+)
 def report(
-    db: str | None, traces: tuple[str, ...], runs: tuple[str, ...], window: str | None, output: str
+    db: str | None,
+    traces: tuple[str, ...],
+    runs: tuple[str, ...],
+    window: str | None,
+    output: str,
+    perfetto: bool,
 ) -> None:
-    """Write one self-contained HTML report (inline SVG figures, no network needed)."""
+    """Write one self-contained HTML report (inline SVG figures, no network needed).
+
+    Each trace's section links its Perfetto timeline (written beside the report unless --no-perfetto) and
+    says how to open it at ui.perfetto.dev.
+    """
     from ..report import write_report
 
     window_ms = _parse_window(window)
+    timelines: list[str] = []
     with _open(db) as store:
-        path = write_report(store, output, trace_ids=list(traces), run_ids=list(runs), window_ms=window_ms)
+        path = write_report(
+            store,
+            output,
+            trace_ids=list(traces),
+            run_ids=list(runs),
+            window_ms=window_ms,
+            perfetto=perfetto,
+            timelines=timelines,
+        )
     click.echo(f"wrote {path}")
+    if timelines:
+        size = sum(os.path.getsize(f) for f in timelines)
+        where = os.path.dirname(timelines[0])
+        click.echo(
+            f"wrote {len(timelines)} Perfetto timeline(s), {size / 1e6:.1f} MB, in {where} "
+            "(open one at https://ui.perfetto.dev: Open trace file; --no-perfetto to skip them)"
+        )
 
 
 @click.command("plot")
@@ -149,7 +182,13 @@ def report(
 @click.option("--db", default=None, metavar="FILE", help=_DB_HELP)
 @click.option("--trace", default=None, metavar="ID", help="Trace (timeline, gaps, kernels).")
 @click.option("--device", type=int, default=None, help="Device id (default: the one with the most kernels).")
-@click.option("--window", default=None, metavar="START_MS:END_MS", help="Timeline window in ms.")
+@click.option(
+    "--window",
+    default=None,
+    metavar="START_MS:END_MS",
+    help="timeline: zoom window in ms from the capture start (as export --window); default: the densest "
+    "400 consecutive kernels. Any size: above 2000 events the window is binned.",
+)
 @click.option("--run", default=None, metavar="RUN_ID", help="Sweep run (sweep; default: all runs).")
 @click.option(
     "--sweep-index",
@@ -172,6 +211,10 @@ def plot(
     output: str,
 ) -> None:
     """Write one figure: timeline, gaps, kernels (of a trace) or sweep (degradation curves).
+
+    timeline: the whole capture's utilization (busy % per time bin), then the zoom window: one lane per stream
+    with a bar per kernel and memop, or, above 2000 of them, the time per kernel family per bin; and the mean
+    number of kernels active per bin.
 
     gaps: the idle gaps by length (log bins), as the idle time in each bin (time-weighted, so the few long
     gaps holding most of the idle time show) above the number of gaps in each.

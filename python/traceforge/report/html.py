@@ -127,7 +127,39 @@ def _has_table(store: Store, name: str) -> bool:
     return bool(row and row[0])
 
 
-def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] | None) -> str:
+#: How to open a Perfetto file (the address as text, not a link: the report needs no network).
+_PERFETTO_HOWTO = (
+    "To open it, go to <code>https://ui.perfetto.dev</code>, choose <b>Open trace file</b> and pick the "
+    "file: the UI reads it in the browser, nothing is uploaded. A track per GPU stream (kernels, "
+    "memcpy/memset, CUDA graphs) and per CPU thread (CUDA API calls; NVTX, GIL, OS runtime under it), a flow "
+    "arrow from each launch to its GPU work, and counters of kernel concurrency, utilization and GPU metrics."
+)
+
+
+def _perfetto_section(trace_id: str, link: tuple[str, int] | None) -> str:
+    """Where this trace's Perfetto timeline is (``link``: relative path and size), or how to make one."""
+    command = (
+        f"<code>traceforge export --format perfetto --trace {html.escape(trace_id)} "
+        f"--output {html.escape(trace_id)}.pftrace</code>"
+    )
+    if link is None:
+        where = f"Write the whole capture as a Perfetto timeline with {command}."
+    else:
+        href, size = link
+        anchor = f'<a href="{html.escape(href)}">{html.escape(href)}</a>'
+        where = (
+            f"The whole capture as a Perfetto timeline: {anchor} "
+            f"({size / 1e6:.1f} MB, beside this report; {command} writes it again)."
+        )
+    return f'<h3>Timeline in Perfetto</h3><p class="perfetto">{where} {_PERFETTO_HOWTO}</p>'
+
+
+def _trace_section(
+    store: Store,
+    trace_id: str,
+    window_ms: tuple[float, float] | None,
+    perfetto: tuple[str, int] | None = None,
+) -> str:
     from . import idle, plots
 
     meta = store.con.execute(
@@ -166,7 +198,15 @@ def _trace_section(store: Store, trace_id: str, window_ms: tuple[float, float] |
     parts.append(idle.trace_idle_section(store, trace_id))
     parts.append("<h3>GPU timeline</h3>")
     fig = plots.timeline_figure(store, trace_id, window_ms=window_ms)
-    parts.append(_figure_html(plots.to_svg(fig), "One lane per stream; concurrency level below.", "timeline"))
+    parts.append(
+        _figure_html(
+            plots.to_svg(fig),
+            "The whole capture's utilization (zoom window shaded), the zoom window's lanes (one per stream, "
+            "binned by kernel family when it holds many events) and its mean concurrency.",
+            "timeline",
+        )
+    )
+    parts.append(_perfetto_section(trace_id, perfetto))
     parts.append("<h3>GPU metrics</h3>")
     mfig = plots.gpu_metrics_figure(store, trace_id) if _has_table(store, "gpu_metric_summary") else None
     if mfig is None:
@@ -314,6 +354,8 @@ def build_report(
     run_ids: Sequence[str] | None = None,
     window_ms: tuple[float, float] | None = None,
     max_traces: int = 20,
+    perfetto_dir: str | None = None,
+    timelines: list[str] | None = None,
 ) -> str:
     """Build the report's HTML text.
 
@@ -322,8 +364,12 @@ def build_report(
         trace_ids: traces to include (ids or unique prefixes); default: the newest ``max_traces`` traces, or
             none when only ``run_ids`` are given.
         run_ids: runs whose sweeps to include; default: all runs (none when ``trace_ids`` is given alone).
-        window_ms: timeline window ``(start, end)`` in ms from the device's first kernel.
+        window_ms: timeline zoom window ``(start, end)`` in ms from the capture start (default: the densest
+            400 consecutive kernels).
         max_traces: cap on the traces included by default.
+        perfetto_dir: write each trace's Perfetto timeline into this directory (relative links are made
+            from the directory above it); None: the report only says how to write one.
+        timelines: when given, the paths of the Perfetto files written are appended to it.
 
     Raises:
         QueryError: a trace or run id is unknown, or there is nothing to report.
@@ -364,7 +410,19 @@ def build_report(
         f"sweep {html.escape(a.label)}</a>"
         for a in analyses
     )
-    body = [_trace_section(store, t, window_ms) for t in traces]
+    links: dict[str, tuple[str, int] | None] = {t: None for t in traces}
+    if perfetto_dir is not None:
+        from ..timeline_export import export_timeline
+
+        if traces:
+            os.makedirs(perfetto_dir, exist_ok=True)
+        base = os.path.dirname(os.path.abspath(perfetto_dir))
+        for t in traces:
+            done = export_timeline(store, t, os.path.join(perfetto_dir, f"{t}.pftrace"))
+            links[t] = (os.path.relpath(done.path, base), int(done.stats.get("bytes", 0)))
+            if timelines is not None:
+                timelines.append(done.path)
+    body = [_trace_section(store, t, window_ms, links[t]) for t in traces]
     body += [_sweep_section(store, a) for a in analyses]
     from .. import __version__
 
@@ -385,8 +443,13 @@ def write_report(
     trace_ids: Sequence[str] | None = None,
     run_ids: Sequence[str] | None = None,
     window_ms: tuple[float, float] | None = None,
+    perfetto: bool = True,
+    timelines: list[str] | None = None,
 ) -> str:
     """Build the report and write it to ``output`` atomically (a temporary file renamed into place).
+
+    With ``perfetto``, each trace's Perfetto timeline is written beside it, in ``<report name>_perfetto/``,
+    and linked from the trace's section; their paths are appended to ``timelines`` when given.
 
     Returns:
         The path written.
@@ -394,7 +457,15 @@ def write_report(
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise StoreError("the output directory does not exist", path=output)
-    text = build_report(store, trace_ids=trace_ids, run_ids=run_ids, window_ms=window_ms)
+    stem = os.path.splitext(os.path.abspath(output))[0]
+    text = build_report(
+        store,
+        trace_ids=trace_ids,
+        run_ids=run_ids,
+        window_ms=window_ms,
+        perfetto_dir=f"{stem}_perfetto" if perfetto else None,
+        timelines=timelines,
+    )
     tmp = f"{output}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:

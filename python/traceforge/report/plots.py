@@ -10,6 +10,8 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..analysis.timebins import capture_origin
+from ..analysis.timebins import concurrency_steps as concurrency_steps  # re-exported
 from ..errors import QueryError
 from ..store.sql_params import bind
 
@@ -29,6 +31,7 @@ def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw: Any
 
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: small files, searchable in a browser
     matplotlib.rcParams["svg.hashsalt"] = "traceforge"  # stable ids, so the same input gives the same file
+    matplotlib.rcParams["agg.path.chunksize"] = 10000  # long paths drawn in chunks, never "cell block limit"
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -87,7 +90,8 @@ class Window:
     device_id: int
     start_ns: int
     end_ns: int
-    origin_ns: int  # first kernel start on the device: axis zero
+    origin_ns: int  # the capture start (as ``export --window``): axis zero
+    capture_end_ns: int = 0
 
 
 def choose_window(
@@ -97,9 +101,10 @@ def choose_window(
     window_ms: tuple[float, float] | None = None,
     max_kernels: int = DEFAULT_WINDOW_KERNELS,
 ) -> Window | None:
-    """Pick the timeline window: ``window_ms`` (from the device's first kernel) or the densest stretch.
+    """Pick the zoom window: ``window_ms`` (ms from the capture start) or the densest stretch.
 
-    Returns None when the trace has no kernels on that device.
+    The default is the densest run of ``max_kernels`` consecutive kernels on the device (the shortest time
+    that holds that many). Returns None when the trace has no kernels on that device.
     """
     dev = device_id if device_id is not None else default_device(store, trace_id)
     if dev is None:
@@ -112,16 +117,14 @@ def choose_window(
     ).fetchone()
     if row is None or row[0] is None:
         return None
-    origin = int(row[0])
+    origin, capture_end = capture_origin(store, trace_id)
     if window_ms is not None:
         lo, hi = window_ms
         if hi <= lo:
             raise QueryError(f"--window {lo}:{hi}: the end must be after the start")
-        return Window(dev, origin + int(lo * 1e6), origin + int(hi * 1e6), origin)
+        return Window(dev, origin + round(lo * 1e6), origin + round(hi * 1e6), origin, capture_end)
     import numpy as np
 
-    # Default window: the densest run of ``max_kernels`` consecutive kernels (the shortest time holding that
-    # many), so the picture shows the GPU at work rather than model loading or idle stretches.
     arrays = store.con.execute(
         bind(
             "SELECT start_ns, end_ns FROM kernels WHERE trace_id = ? AND device_id = ? ORDER BY start_ns",
@@ -133,26 +136,14 @@ def choose_window(
     k = min(max_kernels, starts.size)
     spans = ends[k - 1 :] - starts[: starts.size - k + 1]
     i = int(np.argmin(spans))
-    return Window(dev, int(starts[i]), int(ends[i + k - 1]), origin)
+    return Window(dev, int(starts[i]), max(int(ends[i + k - 1]), int(starts[i]) + 1), origin, capture_end)
 
 
-def concurrency_steps(starts: Any, ends: Any) -> tuple[Any, Any]:
-    """Step function of the number of active intervals: (times, level after each time).
-
-    Half-open intervals: an end at t and a start at t do not overlap (ends are applied first).
-    """
-    import numpy as np
-
-    s = np.asarray(starts, dtype=np.int64)
-    e = np.asarray(ends, dtype=np.int64)
-    times = np.concatenate([e, s])
-    delta = np.concatenate([-np.ones(e.size, dtype=np.int64), np.ones(s.size, dtype=np.int64)])
-    order = np.lexsort((delta, times))  # at equal times, -1 (ends) sort before +1 (starts)
-    times, delta = times[order], delta[order]
-    level = np.cumsum(delta)
-    # keep the last level at each distinct time
-    last = np.r_[times[1:] != times[:-1], True]
-    return times[last], level[last]
+#: Above this many kernels and memops in the zoom window, the lanes are binned (time per kernel family per
+#: bin) instead of one bar per event: the figure stays small and drawable whatever the trace size.
+MAX_DRAWN_EVENTS = 2000
+#: Bins of the binned views (about one per pixel column of the 11-inch figure at 120 dpi).
+TIMELINE_BINS = 600
 
 
 def timeline_figure(
@@ -162,16 +153,104 @@ def timeline_figure(
     device_id: int | None = None,
     window_ms: tuple[float, float] | None = None,
     max_kernels: int = DEFAULT_WINDOW_KERNELS,
+    max_drawn: int = MAX_DRAWN_EVENTS,
+    bins: int = TIMELINE_BINS,
 ) -> Figure:
-    """Draw the GPU timeline of a window: one lane per stream (memops in grey), concurrency level below."""
+    """The GPU timeline of a device: the whole capture's utilization, then a zoom window.
+
+    Three panels: the whole capture's utilization (busy % per time bin, the zoom window shaded); the zoom
+    window's lanes, one per stream with a bar per kernel or memop (grey) when it holds at most ``max_drawn``
+    of them, else the time per kernel family per bin (as mean kernels active); and the zoom window's mean
+    concurrency per bin (active kernel time / bin width), which reads 0.14 where kernels fill 14% of a bin,
+    never a solid band. Every series has at most ``bins`` points, so the figure's size does not grow with
+    the trace.
+    """
     import numpy as np
 
+    from ..analysis import timebins
+
     win = choose_window(store, trace_id, device_id, window_ms, max_kernels)
-    fig, axes = _figure(11, 4.8, 2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax, axc = axes[0][0], axes[1][0]
+    fig, axes = _figure(11, 6.4, 3, 1, gridspec_kw={"height_ratios": [1.1, 3, 1]})
+    axo, ax, axc = axes[0][0], axes[1][0], axes[2][0]
     if win is None:
+        axo.axis("off")
         axc.axis("off")
         return _empty(fig, ax, f"trace {trace_id}: no kernels")
+    origin = win.origin_ns
+    ms = 1e6
+
+    # 1. the whole capture
+    cap_lo, cap_hi = origin, max(win.capture_end_ns, origin + 1)
+    everything = timebins.activities(store, trace_id, win.device_id, cap_lo, cap_hi)
+    edges = timebins.bin_edges(cap_lo, cap_hi, bins)
+    busy = timebins.busy_per_bin(everything, edges)
+    frac = busy / np.diff(edges)
+    x = (edges - origin) / ms
+    axo.fill_between(x, np.r_[frac, frac[-1]] * 100, step="post", color="#4C72B0", alpha=0.6, linewidth=0)
+    axo.axvspan((win.start_ns - origin) / ms, (win.end_ns - origin) / ms, color="#DD8452", alpha=0.35)
+    axo.set_xlim(x[0], x[-1])
+    axo.set_ylim(0, 100)
+    axo.set_ylabel("busy %")
+    total_busy = int(busy.sum())
+    axo.set_title(
+        f"Device {win.device_id}, whole capture ({(cap_hi - cap_lo) / ms:,.0f} ms): GPU busy "
+        f"{100 * total_busy / (cap_hi - cap_lo):.1f}% of the time; zoom window shaded",
+        fontsize=9,
+    )
+
+    # 2. the zoom window's lanes
+    k_count, m_count = (
+        int(v)
+        for v in store.con.execute(
+            bind(
+                "SELECT (SELECT count(*) FROM kernels WHERE trace_id = ? AND device_id = ? AND end_ns > ? "
+                "AND start_ns < ?), (SELECT count(*) FROM memops WHERE trace_id = ? AND device_id = ? "
+                "AND end_ns > ? AND start_ns < ?)",
+                [trace_id, win.device_id, win.start_ns, win.end_ns] * 2,
+            )
+        ).fetchone()
+        or (0, 0)
+    )
+    lo_ms, hi_ms = (win.start_ns - origin) / ms, (win.end_ns - origin) / ms
+    zoom = timebins.activities(store, trace_id, win.device_id, win.start_ns, win.end_ns)
+    zedges = timebins.bin_edges(win.start_ns, win.end_ns, bins)
+    if k_count + m_count <= max_drawn:
+        _draw_lanes(store, trace_id, win, ax)
+        mode = f"{k_count:,} kernels, {m_count:,} memops"
+    else:
+        _draw_families(store, trace_id, win, ax, zedges)
+        mode = f"{k_count:,} kernels, {m_count:,} memops (binned: time per kernel family)"
+    ax.set_xlim(lo_ms, hi_ms)
+    ax.set_title(f"GPU timeline, trace {trace_id}, zoom {lo_ms:.3f}–{hi_ms:.3f} ms: {mode}", fontsize=9)
+
+    # 3. mean concurrency per bin in the zoom window
+    active = timebins.active_per_bin(zoom, zedges) / np.diff(zedges)
+    zbusy = timebins.busy_per_bin(zoom, zedges)
+    zx = (zedges - origin) / ms
+    axc.fill_between(zx, np.r_[active, active[-1]], step="post", alpha=0.35, color="#4C72B0", linewidth=0)
+    axc.step(zx, np.r_[active, active[-1]], where="post", color="#4C72B0", linewidth=0.8)
+    axc.set_ylim(0, max(1.0, float(active.max()) * 1.15))
+    axc.set_xlim(lo_ms, hi_ms)
+    axc.set_ylabel("kernels\nactive (mean)")
+    span = max(1, win.end_ns - win.start_ns)
+    axc.set_title(
+        f"mean concurrency per bin; GPU busy {100 * int(zbusy.sum()) / span:.1f}% of the zoom window",
+        fontsize=8,
+        loc="left",
+    )
+    axc.set_xlabel("time since the capture start (ms)")
+    for a in (axo, ax, axc):
+        a.ticklabel_format(axis="x", useOffset=False, style="plain")
+    return fig
+
+
+def _family_colours(names: list[str]) -> dict[str, str]:
+    return {n: _PALETTE[i] for i, n in enumerate(names[: len(_PALETTE) - 1])}
+
+
+def _draw_lanes(store: Store, trace_id: str, win: Window, ax: Any) -> None:
+    """One lane per stream, one bar per kernel (coloured by family) and memop (grey)."""
+    origin = win.origin_ns
     k = store.con.execute(
         bind(
             "SELECT stream_id, start_ns, end_ns, coalesce(short_name, name) FROM kernels "
@@ -182,21 +261,16 @@ def timeline_figure(
     m = store.con.execute(
         bind(
             "SELECT stream_id, start_ns, end_ns, op FROM memops WHERE trace_id = ? AND device_id = ? "
-            "AND end_ns > ? "
-            "AND start_ns < ?",
+            "AND end_ns > ? AND start_ns < ?",
             [trace_id, win.device_id, win.start_ns, win.end_ns],
         ),
     ).fetchall()
     streams = sorted({r[0] for r in k} | {r[0] for r in m}, key=lambda s: (s is None, s))
     lane = {s: i for i, s in enumerate(streams)}
-    names: dict[str, str] = {}
-    top_names: dict[str, int] = {}
+    totals: dict[str, int] = {}
     for r in k:
-        top_names[r[3]] = top_names.get(r[3], 0) + (r[2] - r[1])
-    ranked = sorted(top_names, key=lambda n: -top_names[n])[: len(_PALETTE) - 1]
-    for i, n in enumerate(ranked):
-        names[n] = _PALETTE[i]
-    origin = win.origin_ns
+        totals[r[3]] = totals.get(r[3], 0) + (r[2] - r[1])
+    names = _family_colours(sorted(totals, key=lambda n: -totals[n]))
     by_colour: dict[str, list[tuple[float, float, int]]] = {}
     for stream, start, end, name in k:
         colour = names.get(name, _PALETTE[-1])
@@ -216,12 +290,8 @@ def timeline_figure(
             linewidth=0.3,
         )
     ax.set_yticks(range(len(streams)), [f"stream {s}" for s in streams])
-    ax.set_ylim(-0.6, len(streams) - 0.4)
+    ax.set_ylim(-0.6, max(len(streams), 1) - 0.4)
     ax.invert_yaxis()
-    ax.set_title(
-        f"GPU timeline, trace {trace_id}, device {win.device_id}: {len(k)} kernels, {len(m)} memops in "
-        f"{(win.start_ns - origin) / 1e6:.3f}–{(win.end_ns - origin) / 1e6:.3f} ms"
-    )
     from matplotlib.patches import Patch
 
     handles = [Patch(color=c, label=_short(n, 40)) for n, c in names.items()]
@@ -229,16 +299,61 @@ def timeline_figure(
         handles.append(Patch(color="#BBBBBB", label="memcpy/memset"))
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    if k:
-        times, level = concurrency_steps([r[1] for r in k], [r[2] for r in k])
-        t = (np.asarray(times) - origin) / 1e6
-        axc.step(np.r_[t[0], t], np.r_[0, level], where="post", color="#4C72B0", linewidth=0.9)
-        axc.fill_between(np.r_[t[0], t], np.r_[0, level], step="post", alpha=0.25, color="#4C72B0")
-        axc.set_ylim(0, max(1, int(np.max(level))) + 0.5)
-    axc.set_ylabel("kernels\nactive")
-    axc.set_xlabel("time since the device's first kernel (ms)")
-    axc.set_xlim((win.start_ns - origin) / 1e6, (win.end_ns - origin) / 1e6)
-    return fig
+
+
+def _draw_families(store: Store, trace_id: str, win: Window, ax: Any, edges: Any) -> None:
+    """Time per kernel family (base name) per bin, stacked, as mean kernels active; the rest as 'other'."""
+    import numpy as np
+
+    from ..analysis import timebins
+
+    top = len(_PALETTE) - 1
+    arrays = store.con.execute(
+        bind(
+            "WITH k AS (SELECT coalesce(short_name, name) AS family, start_ns, end_ns FROM kernels "
+            "WHERE trace_id = ? AND device_id = ? AND end_ns > ? AND start_ns < ?), "
+            "r AS (SELECT family, row_number() OVER (ORDER BY sum(end_ns - start_ns) DESC, family) AS rank "
+            "FROM k GROUP BY family) "
+            "SELECT least(r.rank, ?) - 1 AS rank, k.start_ns, k.end_ns FROM k JOIN r USING (family) "
+            "ORDER BY k.start_ns",
+            [trace_id, win.device_id, win.start_ns, win.end_ns, top + 1],
+        )
+    ).fetchnumpy()
+    names = [
+        str(r[0])
+        for r in store.con.execute(
+            bind(
+                "SELECT coalesce(short_name, name) AS family FROM kernels "
+                "WHERE trace_id = ? AND device_id = ? AND end_ns > ? AND start_ns < ? GROUP BY family "
+                "ORDER BY sum(end_ns - start_ns) DESC, family LIMIT ?",
+                [trace_id, win.device_id, win.start_ns, win.end_ns, top],
+            )
+        ).fetchall()
+    ]
+    rank = np.asarray(arrays["rank"], dtype=np.int64)
+    starts = np.asarray(arrays["start_ns"], dtype=np.int64)
+    ends = np.asarray(arrays["end_ns"], dtype=np.int64)
+    widths = np.diff(edges)
+    x = (edges - win.origin_ns) / 1e6
+    base = np.zeros(widths.size)
+    labels = [*names, "other"] if rank.size and rank.max() >= len(names) else names
+    for i, label in enumerate(labels):
+        sel = rank == i
+        share = timebins.active_per_bin(timebins.Activities(starts[sel], ends[sel]), edges) / widths
+        colour = _PALETTE[i] if i < len(names) else _PALETTE[-1]
+        ax.fill_between(
+            x,
+            np.r_[base, base[-1]],
+            np.r_[base + share, (base + share)[-1]],
+            step="post",
+            color=colour,
+            linewidth=0,
+            label=_short(label, 40),
+        )
+        base = base + share
+    ax.set_ylim(0, max(1.0, float(base.max()) * 1.1))
+    ax.set_ylabel("kernels active (mean),\nby kernel family")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 @dataclass
@@ -527,22 +642,19 @@ def gpu_metric_series(
 def gpu_metrics_figure(store: Store, trace_id: str, *, max_points: int = 2000) -> Figure | None:
     """Key GPU metrics over time (one line per metric and device), or None without such metrics.
 
-    Time is in ms since the trace's first kernel (as the timeline's axis, on the same session clock).
+    Time is in ms since the capture start (as the timeline's axis and ``export --window``).
     """
     series = gpu_metric_series(store, trace_id, max_points=max_points)
     if not series:
         return None
-    row = store.con.execute(
-        bind("SELECT min(start_ns) FROM kernels WHERE trace_id = ?", [trace_id])
-    ).fetchone()
-    origin = int(row[0]) if row and row[0] is not None else 0
+    origin, _ = capture_origin(store, trace_id)
     fig, axes = _figure(11, 2.8)
     ax = axes[0][0]
     devices = {d for d, _ in series}
     for i, ((dev, metric), (t, v)) in enumerate(sorted(series.items())):
         label = _short(metric, 44) + (f" (device {dev})" if len(devices) > 1 else "")
         ax.plot((t - origin) / 1e6, v, linewidth=0.8, color=_PALETTE[i % len(_PALETTE)], label=label)
-    ax.set_xlabel("time since the trace's first kernel (ms)")
+    ax.set_xlabel("time since the capture start (ms)")
     ax.set_ylabel("value (as stored)")
     ax.set_title(f"GPU metrics, trace {trace_id} (binned to ≤ {max_points} points per series)")
     ax.grid(alpha=0.3)

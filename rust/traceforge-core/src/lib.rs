@@ -10,6 +10,7 @@
 //! - Leaves shared by all of them: [`ids`] (nsys id encodings), [`views`] (column views of GPU
 //!   operations), [`options`] (the performance switches), [`columnar`] (Arrow columns and streams),
 //!   [`error`], `memory`, [`fingerprint`].
+//! - [`trace_export`]: a stored trace written as a Perfetto protobuf or Chrome JSON timeline.
 pub mod columnar;
 pub mod error;
 pub mod export;
@@ -20,4 +21,5 @@ pub(crate) mod memory;
 pub mod options;
 pub mod reanalysis;
 pub mod timeline;
+pub mod trace_export;
 pub mod views;

@@ -10,7 +10,7 @@ use traceforge_core::options::IngestOptions;
 use crate::{run_native, ArrowStream};
 
 /// Take ownership of the Arrow C stream behind any object implementing `__arrow_c_stream__`.
-fn import_stream(obj: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader> {
+pub(crate) fn import_stream(obj: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader> {
     let capsule = obj.call_method0("__arrow_c_stream__")?;
     let capsule = capsule
         .downcast::<PyCapsule>()

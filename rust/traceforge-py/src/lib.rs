@@ -17,6 +17,7 @@ use traceforge_core::options::IngestOptions;
 mod arrow_stream;
 mod derive;
 mod synth;
+mod timeline;
 
 pub use arrow_stream::ArrowStream;
 
@@ -202,5 +203,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ArrowStream>()?;
     derive::register(m)?;
     synth::register(m)?;
+    timeline::register(m)?;
     Ok(())
 }

@@ -134,7 +134,7 @@ def test_report_links_each_trace_to_its_perfetto_timeline(
 ) -> None:
     db, _ = gil_store
     out = tmp_path / "r.html"
-    result = run_cli("report", "--db", db, "--output", out)
+    result = run_cli("report", "--db", db, "--output", out, "--perfetto")
     assert result.rc == 0, str(result)
     text = out.read_text(encoding="utf-8")
     parser = _Links()
@@ -147,7 +147,7 @@ def test_report_links_each_trace_to_its_perfetto_timeline(
         source = GIL if read_kernels(read) == len(_sqlite_kernels(real_export(GIL))) else SMALL
         ex = reference.read_export(str(real_export(source)))
         assert read_kernels(read) == len(ex.kernels)
-    result = run_cli("report", "--db", db, "--output", tmp_path / "plain.html", "--no-perfetto")
+    result = run_cli("report", "--db", db, "--output", tmp_path / "plain.html")  # the default: no files
     assert result.rc == 0, str(result)
     assert not (tmp_path / "plain_perfetto").exists()
     assert "traceforge export --format perfetto --trace" in (tmp_path / "plain.html").read_text()

@@ -136,9 +136,10 @@ def diff(trace_a: str, trace_b: str, db: str | None, top: int, fmt: str) -> None
 @click.option("--output", "-o", required=True, metavar="FILE.html", help="Where to write the report.")
 @click.option(
     "--perfetto/--no-perfetto",
-    default=True,
+    default=False,
     show_default=True,
-    help="Write each trace's Perfetto timeline beside the report (FILE_perfetto/ID.pftrace) and link it.",
+    help="Also write each trace's Perfetto timeline beside the report (FILE_perfetto/ID.pftrace) and link "
+    "it (without it, the report shows the export command for each trace).",
 )
 def report(
     db: str | None,
@@ -150,8 +151,9 @@ def report(
 ) -> None:
     """Write one self-contained HTML report (inline SVG figures, no network needed).
 
-    Each trace's section links its Perfetto timeline (written beside the report unless --no-perfetto) and
-    says how to open it at ui.perfetto.dev.
+    Each trace's section says how to see it in Perfetto (ui.perfetto.dev): with --perfetto its timeline is
+    written beside the report and linked; without, the section gives the export command. The report itself
+    stays one file of a few MB whatever the trace size; a timeline can be hundreds of MB.
     """
     from ..report import write_report
 
@@ -173,7 +175,7 @@ def report(
         where = os.path.dirname(timelines[0])
         click.echo(
             f"wrote {len(timelines)} Perfetto timeline(s), {size / 1e6:.1f} MB, in {where} "
-            "(open one at https://ui.perfetto.dev: Open trace file; --no-perfetto to skip them)"
+            "(open one at https://ui.perfetto.dev: Open trace file)"
         )
 
 

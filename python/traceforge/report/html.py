@@ -443,7 +443,7 @@ def write_report(
     trace_ids: Sequence[str] | None = None,
     run_ids: Sequence[str] | None = None,
     window_ms: tuple[float, float] | None = None,
-    perfetto: bool = True,
+    perfetto: bool = False,
     timelines: list[str] | None = None,
 ) -> str:
     """Build the report and write it to ``output`` atomically (a temporary file renamed into place).

@@ -359,8 +359,7 @@ impl Trace {
         for i in 0..os.len() {
             states.push(os.thread[i], idle::OS, os.start[i], os.end[i]);
         }
-        let idle =
-            idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged(), self.options.low_memory_above);
+        let idle = idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged());
         for row in &mut derived.device_metrics {
             row.idle = idle.device(row.device);
         }
@@ -483,7 +482,7 @@ impl Trace {
         let mut stored = 0..gaps.len();
         let mut in_order = std::mem::take(&mut gaps.in_order_devices).into_iter();
         let mut current: Option<(i32, timeline::InOrderGaps)> = None;
-        // The idle amounts are computed again as gaps are written (4 bytes a gap are kept, not 48).
+        // The idle amounts were kept compactly (idle::GapAmounts); read in order, O(1) a gap.
         let mut scratch = idle::Scratch::default();
         let mut emitted = 0usize;
         let iter = interruptible(Arc::clone(&self.cancel), move || {

@@ -12,6 +12,7 @@
 mod api_reader;
 mod classes;
 mod launch;
+mod nvtx_reader;
 pub(crate) mod tables;
 
 use std::path::Path;
@@ -179,7 +180,7 @@ impl Trace {
         let mut ops = events::read_gpu_ops(&file, &caps, &options, &cancel)?;
         let graph_info;
         (ops.graphs, graph_info) = events::read_graphs(&file, &caps, &conn)?;
-        let (nvtx_events, gil) = split_gil(events::read_nvtx(&file, &caps, &options, &cancel)?, &strings);
+        let (nvtx_events, gil) = nvtx_reader::read_split(&file, &caps, &options, &cancel, &strings)?;
         let sync = events::read_sync(&file, &caps, &options, &cancel)?;
         let os_calls = events::read_os_calls(&file, &caps, &options, &cancel)?;
         // Validate the API tables' columns now, before anything streams.

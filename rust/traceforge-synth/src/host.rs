@@ -96,6 +96,7 @@ fn share(n: u64, parts: u64, i: u64) -> u64 {
 }
 
 /// Write the host-side rows over the capture `[first, last)`; names are interned in `strings`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write(
     con: &Connection,
     cfg: &SynthConfig,
@@ -109,7 +110,7 @@ pub(crate) fn write(
     let mut rows = 0u64;
     let mut poll = || {
         rows += 1;
-        if rows % 4096 == 0 && cancel.load(Ordering::Relaxed) {
+        if rows.is_multiple_of(4096) && cancel.load(Ordering::Relaxed) {
             return Err(SynthError::Cancelled);
         }
         Ok(())

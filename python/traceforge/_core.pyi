@@ -117,6 +117,10 @@ def synthesize(
     requests: int | None = None,
     overwrite: bool = False,
     nsys_version: str = "2025.3",
+    nvtx_ranges: int = 0,
+    gil_threads: int = 0,
+    gpu_metrics_hz: int = 0,
+    osrt_calls: int = 0,
 ) -> dict[str, Any]:
     """Write a synthetic nsys 2025.3 (or 2022.4) export to ``out``; returns what it holds."""
 

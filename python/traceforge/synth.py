@@ -46,6 +46,9 @@ __all__ = [
 MAX_KERNELS = 1 << 34
 MAX_DEVICES = 64
 MAX_STREAMS = 256
+MAX_GIL_THREADS = 1024
+MAX_GPU_METRICS_HZ = 200_000
+MAX_HOST_ROWS = 1 << 40
 #: The nsys export layouts the generator writes (the first is the default).
 NSYS_VERSIONS = ("2025.3", "2022.4")
 
@@ -68,12 +71,17 @@ def synthesize_with_summary(
     requests: Optional[int] = None,
     overwrite: bool = False,
     nsys_version: str = "2025.3",
+    nvtx_ranges: int = 0,
+    gil_threads: int = 0,
+    gpu_metrics_hz: int = 0,
+    osrt_calls: int = 0,
 ) -> tuple[Path, dict[str, int]]:
     """Like :func:`synthesize`, also returning the row counts written.
 
     Returns:
         The output path and a dict with ``kernels``, ``memcpys``, ``memsets``, ``syncs``, ``api_calls``,
-        ``nvtx_ranges``, ``start_ns`` and ``stop_ns``.
+        ``nvtx_ranges``, ``gil_ranges``, ``osrt_calls``, ``gpu_metric_samples``, ``start_ns`` and
+        ``stop_ns``.
     """
     from ._core import synthesize as _synthesize
 
@@ -87,8 +95,25 @@ def synthesize_with_summary(
         raise SynthArgumentError(
             f"invalid nsys_version: {nsys_version!r} is not one of {', '.join(NSYS_VERSIONS)}"
         )
+    _check_int("nvtx_ranges", nvtx_ranges, 0, MAX_HOST_ROWS)
+    _check_int("gil_threads", gil_threads, 0, MAX_GIL_THREADS)
+    _check_int("gpu_metrics_hz", gpu_metrics_hz, 0, MAX_GPU_METRICS_HZ)
+    _check_int("osrt_calls", osrt_calls, 0, MAX_HOST_ROWS)
     path = Path(out)
-    summary = _synthesize(path, kernels, devices, streams, seed, requests, overwrite, nsys_version)
+    summary = _synthesize(
+        path,
+        kernels,
+        devices,
+        streams,
+        seed,
+        requests,
+        overwrite,
+        nsys_version,
+        nvtx_ranges=nvtx_ranges,
+        gil_threads=gil_threads,
+        gpu_metrics_hz=gpu_metrics_hz,
+        osrt_calls=osrt_calls,
+    )
     return path, dict(summary)
 
 
@@ -102,6 +127,10 @@ def synthesize(
     requests: Optional[int] = None,
     overwrite: bool = False,
     nsys_version: str = "2025.3",
+    nvtx_ranges: int = 0,
+    gil_threads: int = 0,
+    gpu_metrics_hz: int = 0,
+    osrt_calls: int = 0,
 ) -> Path:
     """Write a synthetic nsys 2025.3 (or 2022.4) SQLite export.
 
@@ -115,6 +144,13 @@ def synthesize(
         overwrite: Replace ``out`` if it exists.
         nsys_version: ``"2025.3"`` (schema 3.20.3) or ``"2022.4"`` (schema 3.0.0, driver-API launches): the
             export layout, copied from a real export of that version.
+        nvtx_ranges: NVTX push/pop ranges besides the request ranges: the user's ranges, nested two deep on
+            the launching threads; with ``gil_threads``, the ``Holding GIL`` / ``Waiting for GIL`` ranges of
+            ``nsys -t python-gil`` (``GIL Trace`` domain) spread over those threads.
+        gil_threads: Python threads of the first process with GIL tracing (their OS calls too).
+        gpu_metrics_hz: Samples per second of each of an H200's 22 GPU metrics, per device (``GPU_METRICS``).
+        osrt_calls: OS runtime calls (``OSRT_API``) over the GIL threads (else the launching threads).
+            The host tables (2025.3 layout only) are copied from the real GIL/OSRT and GPU-metric captures.
 
     Returns:
         The path written.
@@ -133,5 +169,9 @@ def synthesize(
         requests=requests,
         overwrite=overwrite,
         nsys_version=nsys_version,
+        nvtx_ranges=nvtx_ranges,
+        gil_threads=gil_threads,
+        gpu_metrics_hz=gpu_metrics_hz,
+        osrt_calls=osrt_calls,
     )
     return path

@@ -580,3 +580,93 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert list(tmp_path.iterdir()) == [], "partial output removed"
+
+
+# --- host-side tables (issue 18) -------------------------------------------------------------------------
+
+HOST_TABLES = {
+    "llm_threads4_gil_osrt_h200_nsys2025.3.sqlite": ("NVTX_EVENTS", "OSRT_API", "OSRT_CALLCHAINS"),
+    "known_gpumetrics_osrt_h200_nsys2025.3.sqlite": (
+        "GENERIC_EVENT_TYPES",
+        "GENERIC_EVENT_SOURCES",
+        "GENERIC_EVENT_TYPE_FIELDS",
+        "TARGET_INFO_GPU_METRICS",
+        "GPU_METRICS",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    """GIL ranges over 3 threads, OS calls and GPU metrics at 1 kHz on 2 devices."""
+    out = tmp_path_factory.mktemp("synth_host") / "host.sqlite"
+    return synthesize_with_summary(
+        out,
+        kernels=6_000,
+        devices=2,
+        seed=5,
+        nvtx_ranges=9_001,
+        gil_threads=3,
+        gpu_metrics_hz=1_000,
+        osrt_calls=2_000,
+    )
+
+
+def test_host_tables_equal_the_real_captures(host: tuple[Path, dict], real_export: Any) -> None:
+    """The host tables' CREATE text and columns are those of the real GIL/OSRT and GPU-metric captures."""
+    ours = schema(host[0])
+    ours_sql = {m[1]: m[3] for m in ours["master"]}
+    for fixture, tables in HOST_TABLES.items():
+        real = schema(real_export(fixture))
+        real_sql = {m[1]: m[3] for m in real["master"]}
+        for t in tables:
+            assert ours_sql.get(t) == real_sql[t], t
+            assert ours["columns"][t] == real["columns"][t], t
+    # Without a host flag, none of them is written (the plain export stays the real llama1b schema).
+    plain = schema(synthesize(host[0].with_name("plain.sqlite"), kernels=100))
+    assert not {"OSRT_API", "GPU_METRICS"} & {m[1] for m in plain["master"]}
+
+
+def test_host_rows_are_what_the_summary_says(host: tuple[Path, dict]) -> None:
+    path, summary = host
+    gil = rows(
+        path,
+        "SELECT s.value, count(*), count(DISTINCT n.globalTid) FROM NVTX_EVENTS n JOIN StringIds s "
+        "ON s.id = n.textId WHERE n.eventType = 59 AND n.domainId = 1 GROUP BY 1 ORDER BY 1",
+    )
+    assert {label for label, _, _ in gil} == {"Holding GIL", "Waiting for GIL"}
+    assert sum(n for _, n, _ in gil) == summary["gil_ranges"] == 9_001
+    assert max(t for _, _, t in gil) == 3
+    domain = rows(path, "SELECT text, domainId FROM NVTX_EVENTS WHERE eventType = 75")
+    assert domain == [("GIL Trace", 1)]
+    # A thread's GIL ranges and OS calls follow one another without overlapping.
+    for table, where in (("NVTX_EVENTS", "eventType = 59 AND domainId = 1"), ("OSRT_API", "1")):
+        seq = rows(path, f'SELECT globalTid, start, "end" FROM {table} WHERE {where} ORDER BY 1, 2')
+        for (t0, _s0, e0), (t1, s1, e1) in zip(seq, seq[1:]):
+            assert s1 < e1
+            assert t0 != t1 or e0 <= s1, (table, t0, e0, s1)
+    (os_n, os_threads) = rows(path, "SELECT count(*), count(DISTINCT globalTid) FROM OSRT_API")[0]
+    assert (os_n, os_threads) == (summary["osrt_calls"], 3)
+    start, stop = summary["start_ns"], summary["stop_ns"]
+    samples = rows(
+        path,
+        "SELECT typeId & 255, count(DISTINCT metricId), count(*), min(timestamp), max(timestamp) "
+        "FROM GPU_METRICS GROUP BY 1 ORDER BY 1",
+    )
+    assert [s[:2] for s in samples] == [(0, 22), (1, 22)]
+    assert sum(s[2] for s in samples) == summary["gpu_metric_samples"]
+    for _, _, n, lo, hi in samples:
+        assert start <= lo and hi < stop
+        assert n == 22 * ((hi - lo) // 1_000_000 + 1)  # every metric every millisecond
+    names = rows(path, "SELECT DISTINCT typeId & 255, metricId, metricName FROM TARGET_INFO_GPU_METRICS")
+    assert len(names) == 44
+
+
+def test_host_flags_are_checked() -> None:
+    with pytest.raises(SynthArgumentError, match="gil_threads"):
+        synthesize("never.sqlite", kernels=100, gil_threads=2_000, nvtx_ranges=10)
+    with pytest.raises(SynthArgumentError, match="nvtx_ranges"):
+        synthesize("never.sqlite", kernels=100, gil_threads=2)
+    with pytest.raises(SynthArgumentError, match="2025.3"):
+        synthesize("never.sqlite", kernels=100, osrt_calls=10, nsys_version="2022.4")
+    assert not Path("never.sqlite").exists()

@@ -46,7 +46,9 @@ SERVE_PLAIN = "transformers_serve_plain_h200_nsys2025.3.sqlite"
 SERVE_CB = "transformers_serve_cb_graphs_h200_nsys2025.3.sqlite"
 DROPPED = "dropped"  # GPUMETRICS without OSRT_API, OSRT_CALLCHAINS, GPU_METRICS, TARGET_INFO_GPU_METRICS
 EDGES = "edges"  # the hand-made export (build_edges)
-ALL = [GIL, GPUMETRICS, NO_HOST, DROPPED, EDGES, SERVE_PLAIN, SERVE_CB]
+SYNTH_GIL = "synth_gil"  # traceforge synth: GIL ranges over 4 threads, OS calls, GPU metrics, 2 devices
+SYNTH_NVTX = "synth_nvtx"  # traceforge synth: nested user NVTX ranges and GPU metrics, no GIL
+ALL = [GIL, GPUMETRICS, NO_HOST, DROPPED, EDGES, SYNTH_GIL, SYNTH_NVTX, SERVE_PLAIN, SERVE_CB]
 
 NOT_YET = pytest.mark.xfail(strict=True, reason="issue 15: not implemented yet")
 
@@ -362,6 +364,26 @@ def case(
                 made[name] = build_edges(real_export(GPUMETRICS), root / "edges.sqlite")
             elif name == DROPPED:
                 made[name] = build_dropped(real_export(GPUMETRICS), root / "dropped.sqlite")
+            elif name == SYNTH_GIL:
+                from traceforge.synth import synthesize
+
+                made[name] = synthesize(
+                    root / "synth_gil.sqlite",
+                    kernels=20_000,
+                    devices=2,
+                    streams=2,
+                    seed=18,
+                    nvtx_ranges=30_000,
+                    gil_threads=4,
+                    gpu_metrics_hz=200,
+                    osrt_calls=5_000,
+                )
+            elif name == SYNTH_NVTX:
+                from traceforge.synth import synthesize
+
+                made[name] = synthesize(
+                    root / "synth_nvtx.sqlite", kernels=20_000, seed=19, nvtx_ranges=3_001, gpu_metrics_hz=100
+                )
             else:
                 made[name] = real_export(name)
         return Case(name, made[name], ingested)

@@ -326,7 +326,7 @@ pub fn rederive(
     drop(samples);
     d.gaps.materialize(&kv.ops);
     d.graph_summary = graphs::graph_summary(&launches);
-    let attribution = idle::attribute(&d.gaps, &kv.ops, &gv, states.merged(), options.low_memory_above);
+    let attribution = idle::attribute(&d.gaps, &kv.ops, &gv, states.merged());
     for row in &mut d.device_metrics {
         row.idle = attribution.device(row.device);
     }

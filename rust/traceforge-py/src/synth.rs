@@ -46,6 +46,9 @@ fn summary_dict<'py>(py: Python<'py>, s: &SynthSummary) -> PyResult<Bound<'py, P
     d.set_item("syncs", s.syncs)?;
     d.set_item("api_calls", s.api_calls)?;
     d.set_item("nvtx_ranges", s.nvtx_ranges)?;
+    d.set_item("gil_ranges", s.gil_ranges)?;
+    d.set_item("osrt_calls", s.osrt_calls)?;
+    d.set_item("gpu_metric_samples", s.gpu_metric_samples)?;
     d.set_item("start_ns", s.start_ns)?;
     d.set_item("stop_ns", s.stop_ns)?;
     Ok(d)
@@ -53,7 +56,10 @@ fn summary_dict<'py>(py: Python<'py>, s: &SynthSummary) -> PyResult<Bound<'py, P
 
 /// Write a synthetic nsys 2025.3 (or 2022.4) export; returns its row counts. See `traceforge.synth.synthesize`.
 #[pyfunction]
-#[pyo3(signature = (out, kernels, devices, streams, seed, requests=None, overwrite=false, nsys_version="2025.3"))]
+#[pyo3(signature = (
+    out, kernels, devices, streams, seed, requests=None, overwrite=false, nsys_version="2025.3",
+    nvtx_ranges=0, gil_threads=0, gpu_metrics_hz=0, osrt_calls=0
+))]
 #[allow(clippy::too_many_arguments)]
 fn synthesize<'py>(
     py: Python<'py>,
@@ -65,9 +71,25 @@ fn synthesize<'py>(
     requests: Option<u64>,
     overwrite: bool,
     nsys_version: &str,
+    nvtx_ranges: u64,
+    gil_threads: u32,
+    gpu_metrics_hz: u32,
+    osrt_calls: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let schema = SchemaVariant::parse(nsys_version).map_err(|e| to_py_err(py, e))?;
-    let cfg = SynthConfig { kernels, devices, streams, seed, requests, overwrite, schema };
+    let cfg = SynthConfig {
+        kernels,
+        devices,
+        streams,
+        seed,
+        requests,
+        overwrite,
+        schema,
+        nvtx_ranges,
+        gil_threads,
+        gpu_metrics_hz,
+        osrt_calls,
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let worker = {
         let cancel = Arc::clone(&cancel);

@@ -19,6 +19,7 @@ fn main() {
             }),
             None => traceforge_synth::SchemaVariant::default(),
         },
+        ..Default::default()
     };
     let t = std::time::Instant::now();
     match traceforge_synth::synthesize(std::path::Path::new(&args[1]), &cfg, &AtomicBool::new(false)) {

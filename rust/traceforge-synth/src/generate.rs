@@ -79,7 +79,7 @@ fn driver_launches(model: &Model) -> Model {
 }
 
 /// Interned `StringIds`.
-struct Strings {
+pub(crate) struct Strings {
     ids: HashMap<String, i64>,
     order: Vec<String>,
 }
@@ -88,7 +88,7 @@ impl Strings {
     fn new() -> Self {
         Strings { ids: HashMap::new(), order: Vec::new() }
     }
-    fn id(&mut self, s: &str) -> i64 {
+    pub(crate) fn id(&mut self, s: &str) -> i64 {
         if let Some(&i) = self.ids.get(s) {
             return i;
         }
@@ -174,6 +174,9 @@ pub(crate) fn write(
     )
     .map_err(out_err)?;
     con.execute_batch(cfg.schema.schema_sql()).map_err(out_err)?;
+    if crate::host::wanted(cfg) {
+        con.execute_batch(crate::host::SCHEMA_2025_3_HOST).map_err(out_err)?;
+    }
     con.execute_batch("BEGIN").map_err(out_err)?;
     con.execute_batch(cfg.schema.static_sql()).map_err(out_err)?;
     let summary = simulate(&con, &model, abs, cfg, cancel)?;
@@ -404,6 +407,14 @@ fn simulate(
             w.summary.nvtx_ranges += 1;
         }
         stop = stop.max(dev.t_cpu).max(dev.ready.iter().copied().max().unwrap_or(0));
+    }
+    if crate::host::wanted(cfg) {
+        let processes: Vec<crate::host::Process> = devices
+            .iter()
+            .map(|d| crate::host::Process { device: d.index, pid: d.pid, gpid: d.gpid, gtid: d.gtid })
+            .collect();
+        let first = SESSION_START_NS + WARMUP_NS;
+        crate::host::write(con, cfg, &mut strings, &processes, first, stop.max(first + 1), &mut w.summary, cancel)?;
     }
     let stop = stop + 100_000_000;
     w.summary.stop_ns = stop;

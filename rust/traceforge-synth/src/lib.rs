@@ -14,6 +14,7 @@
 
 pub mod error;
 mod generate;
+mod host;
 pub mod model;
 pub mod rng;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 pub use error::SynthError;
+pub use host::{MAX_GIL_THREADS, MAX_GPU_METRICS_HZ, SCHEMA_2025_3_HOST};
 
 /// The `CREATE TABLE` statements of a real nsys 2025.3.2 export, in `sqlite_master` order.
 pub const SCHEMA_2025_3: &str = include_str!("../data/schema_2025_3.sql");
@@ -113,6 +115,15 @@ pub struct SynthConfig {
     pub overwrite: bool,
     /// The nsys export layout to write (default: 2025.3).
     pub schema: SchemaVariant,
+    /// NVTX push/pop ranges besides the request ranges: the user's ranges (nested two deep on the launching
+    /// threads), or with `gil_threads` the GIL ranges of `nsys -t python-gil` spread over those threads.
+    pub nvtx_ranges: u64,
+    /// Python threads of the first process whose GIL ranges (and OS calls) are traced (0: none).
+    pub gil_threads: u32,
+    /// GPU metric samples per second of each of the 22 metrics of each device (0: no `GPU_METRICS`).
+    pub gpu_metrics_hz: u32,
+    /// OS runtime calls (`OSRT_API`), spread over the GIL threads (else the launching threads).
+    pub osrt_calls: u64,
 }
 
 impl Default for SynthConfig {
@@ -125,6 +136,10 @@ impl Default for SynthConfig {
             requests: None,
             overwrite: false,
             schema: SchemaVariant::default(),
+            nvtx_ranges: 0,
+            gil_threads: 0,
+            gpu_metrics_hz: 0,
+            osrt_calls: 0,
         }
     }
 }
@@ -142,8 +157,14 @@ pub struct SynthSummary {
     pub syncs: u64,
     /// `CUPTI_ACTIVITY_KIND_RUNTIME` rows (runtime and driver calls).
     pub api_calls: u64,
-    /// `NVTX_EVENTS` rows.
+    /// The user's NVTX ranges (`NVTX_EVENTS` rows outside the GIL domain).
     pub nvtx_ranges: u64,
+    /// GIL ranges (`NVTX_EVENTS` rows of the `GIL Trace` domain, its create event aside).
+    pub gil_ranges: u64,
+    /// `OSRT_API` rows.
+    pub osrt_calls: u64,
+    /// `GPU_METRICS` rows.
+    pub gpu_metric_samples: u64,
     /// `ANALYSIS_DETAILS.startTime`.
     pub start_ns: i64,
     /// `ANALYSIS_DETAILS.stopTime`.
@@ -166,6 +187,24 @@ pub fn validate(cfg: &SynthConfig) -> Result<(), SynthError> {
         return Err(invalid(
             "kernels",
             format!("{} is not in {}..={MAX_KERNELS} (at least one per device)", cfg.kernels, cfg.devices),
+        ));
+    }
+    if cfg.gil_threads > MAX_GIL_THREADS {
+        return Err(invalid("gil_threads", format!("{} is not in 0..={MAX_GIL_THREADS}", cfg.gil_threads)));
+    }
+    if cfg.gpu_metrics_hz > MAX_GPU_METRICS_HZ {
+        return Err(invalid("gpu_metrics_hz", format!("{} is not in 0..={MAX_GPU_METRICS_HZ}", cfg.gpu_metrics_hz)));
+    }
+    if cfg.gil_threads > 0 && cfg.nvtx_ranges == 0 {
+        return Err(invalid("nvtx_ranges", "0: GIL threads need GIL ranges (give nvtx_ranges)".into()));
+    }
+    if host::wanted(cfg) && cfg.schema != SchemaVariant::Nsys2025_3 {
+        return Err(invalid(
+            "nsys_version",
+            format!(
+                "{}: NVTX, GIL, OS runtime and GPU metric rows are written in the 2025.3 layout only",
+                cfg.schema.version()
+            ),
         ));
     }
     if let Some(r) = cfg.requests {

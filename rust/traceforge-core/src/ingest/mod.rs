@@ -12,6 +12,7 @@
 mod api_reader;
 mod classes;
 mod launch;
+mod nvtx_reader;
 pub(crate) mod tables;
 
 use std::path::Path;
@@ -104,7 +105,10 @@ pub struct Trace {
     pub(crate) ops: GpuOps,
     /// Graph node clones and the recorded CUDA graph trace mode.
     pub(crate) graph_info: GraphInfo,
+    /// The NVTX events but the GIL ranges (read out at open into `gil`).
     pub(crate) nvtx_events: NvtxEvents,
+    /// The GIL ranges, from open until [`Trace::finish`] takes them.
+    gil: Mutex<Option<GilIntervals>>,
     pub(crate) sync: SyncEvents,
     /// OS runtime calls (`OSRT_API`, real calls only).
     pub(crate) os_calls: OsCalls,
@@ -176,7 +180,7 @@ impl Trace {
         let mut ops = events::read_gpu_ops(&file, &caps, &options, &cancel)?;
         let graph_info;
         (ops.graphs, graph_info) = events::read_graphs(&file, &caps, &conn)?;
-        let nvtx_events = events::read_nvtx(&file, &caps, &options, &cancel)?;
+        let (nvtx_events, gil) = nvtx_reader::read_split(&file, &caps, &options, &cancel, &strings)?;
         let sync = events::read_sync(&file, &caps, &options, &cancel)?;
         let os_calls = events::read_os_calls(&file, &caps, &options, &cancel)?;
         // Validate the API tables' columns now, before anything streams.
@@ -196,6 +200,7 @@ impl Trace {
             ops,
             graph_info,
             nvtx_events,
+            gil: Mutex::new(Some(gil)),
             sync,
             os_calls,
             api_states: Default::default(),
@@ -347,8 +352,7 @@ impl Trace {
         let graph_launches = self.graph_launches(&state);
         derived.graph_summary = graph_summary(&graph_launches);
         // Host-side evidence: GIL ranges, OS calls, and what the launching thread did during each gap.
-        let columns = self.nvtx_columns();
-        let gil = gil_intervals(&columns, &gil_domains(&columns, text_of), text_of);
+        let gil = self.gil.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
         let thread_gil = timeline::host::thread_gil(&gil);
         let os = &self.os_calls;
         let os_call_summary = timeline::host::os_call_summary(&os.name_id, &os.start, &os.end);
@@ -359,8 +363,7 @@ impl Trace {
         for i in 0..os.len() {
             states.push(os.thread[i], idle::OS, os.start[i], os.end[i]);
         }
-        let idle =
-            idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged(), self.options.low_memory_above);
+        let idle = idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged());
         for row in &mut derived.device_metrics {
             row.idle = idle.device(row.device);
         }
@@ -483,7 +486,7 @@ impl Trace {
         let mut stored = 0..gaps.len();
         let mut in_order = std::mem::take(&mut gaps.in_order_devices).into_iter();
         let mut current: Option<(i32, timeline::InOrderGaps)> = None;
-        // The idle amounts are computed again as gaps are written (4 bytes a gap are kept, not 48).
+        // The idle amounts were kept compactly (idle::GapAmounts); read in order, O(1) a gap.
         let mut scratch = idle::Scratch::default();
         let mut emitted = 0usize;
         let iter = interruptible(Arc::clone(&self.cancel), move || {
@@ -629,6 +632,40 @@ impl Trace {
             other => Err(Error::Invalid(format!("unknown table {other}"))),
         }
     }
+}
+
+/// The GIL ranges of `events`, and the events without them ([`crate::timeline::nvtx::user_event_rows`]).
+fn split_gil(events: NvtxEvents, strings: &StringTable) -> (NvtxEvents, GilIntervals) {
+    let text_of = |id| strings.get(id);
+    let ev = &events;
+    let columns = NvtxEventColumns {
+        start: &ev.start,
+        end: &ev.end,
+        event_type: &ev.event_type,
+        global_tid: &ev.global_tid,
+        text_id: &ev.text_id,
+        domain_id: &ev.domain_id,
+        text: &ev.text,
+    };
+    let domains = gil_domains(&columns, text_of);
+    if domains.is_empty() {
+        return (events, GilIntervals::default());
+    }
+    let gil = gil_intervals(&columns, &domains, text_of);
+    let keep = crate::timeline::nvtx::user_event_rows(&columns, &domains);
+    let pick = |c: &[i64]| keep.iter().map(|&i| c[i]).collect::<Vec<i64>>();
+    let user = NvtxEvents {
+        start: pick(&ev.start),
+        end: pick(&ev.end),
+        event_type: pick(&ev.event_type),
+        global_tid: pick(&ev.global_tid),
+        text_id: pick(&ev.text_id),
+        domain_id: pick(&ev.domain_id),
+        text: keep.iter().map(|&i| ev.text[i].clone()).collect(),
+    };
+    drop(events);
+    crate::memory::release_free_memory();
+    (user, gil)
 }
 
 /// Add the CUDA calls of `chunk` to each thread's `sync` or `cuda_api` intervals (`is_sync` caches, per

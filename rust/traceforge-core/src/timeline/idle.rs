@@ -43,8 +43,96 @@ pub const IDLE_COLUMNS: [&str; 6] =
 pub struct StateIntervals {
     index: HashMap<i64, usize>,
     keys: Vec<i64>,
-    intervals: Vec<[Vec<(i64, i64)>; 4]>,
+    intervals: Vec<[PackedIntervals; 4]>,
     last: Option<(i64, usize)>,
+}
+
+/// Intervals held packed while the API tables stream: each as the varint of its start's (zigzag) distance
+/// from the previous start and the varint of its length. A thread's CUDA calls are microseconds long and
+/// microseconds apart, so a call takes about 5 bytes instead of 16 (2.4M calls of the x6 export: ~12 MB,
+/// not 39 MB, while DuckDB holds the API rows being inserted). The last interval waits unpacked, so that
+/// calls nested in it or touching it extend it rather than take an entry. `iter` gives back what was
+/// pushed (`tests::packed_intervals_give_back_what_was_pushed`).
+#[derive(Debug, Default, Clone)]
+pub struct PackedIntervals {
+    bytes: Vec<u8>,
+    count: usize,
+    previous_start: i64,
+    pending: Option<(i64, i64)>,
+}
+
+impl PackedIntervals {
+    /// Append `[start, end)` (`end > start`), or extend the last interval when `start` lies in it.
+    pub fn push(&mut self, start: i64, end: i64) {
+        if let Some(last) = self.pending.as_mut() {
+            if start >= last.0 && start <= last.1 {
+                last.1 = last.1.max(end);
+                return;
+            }
+        }
+        if let Some((s, e)) = self.pending.replace((start, end)) {
+            self.pack(s, e);
+        }
+    }
+
+    fn pack(&mut self, start: i64, end: i64) {
+        let delta = start.wrapping_sub(self.previous_start);
+        put_varint(&mut self.bytes, ((delta << 1) ^ (delta >> 63)) as u64);
+        put_varint(&mut self.bytes, end.wrapping_sub(start) as u64);
+        self.previous_start = start;
+        self.count += 1;
+    }
+
+    /// Number of intervals held.
+    pub fn len(&self) -> usize {
+        self.count + usize::from(self.pending.is_some())
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The intervals, in the order they were kept.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        let (mut at, mut previous) = (0usize, 0i64);
+        let packed = (0..self.count).map(move |_| {
+            let zigzag = get_varint(&self.bytes, &mut at);
+            let start = previous.wrapping_add(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64));
+            let end = start.wrapping_add(get_varint(&self.bytes, &mut at) as i64);
+            previous = start;
+            (start, end)
+        });
+        packed.chain(self.pending)
+    }
+
+    /// The intervals as a plain list (this is consumed).
+    pub fn unpack(self) -> Vec<(i64, i64)> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend(self.iter());
+        out
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let (mut v, mut shift) = (0u64, 0u32);
+    loop {
+        let b = bytes[*at];
+        *at += 1;
+        v |= u64::from(b & 0x7F) << shift;
+        if b < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
 }
 
 impl StateIntervals {
@@ -67,82 +155,75 @@ impl StateIntervals {
                 slot
             }
         };
-        let list = &mut self.intervals[slot][state];
         // Calls nested in the previous one (driver calls in runtime calls) or touching it need no entry.
-        if let Some(last) = list.last_mut() {
-            if start >= last.0 && start <= last.1 {
-                last.1 = last.1.max(end);
-                return;
-            }
-        }
-        list.push((start, end));
+        self.intervals[slot][state].push(start, end);
     }
 
-    /// The merged unions, per thread.
+    /// The merged unions, per thread. Each list is merged where it lies (sorted, then overlapping and
+    /// touching intervals folded into the first of them), so no second copy of the intervals is made.
     pub fn merged(self) -> ThreadStates {
         let mut order: Vec<usize> = (0..self.keys.len()).collect();
         order.sort_unstable_by_key(|&i| self.keys[i]);
         let keys: Vec<i64> = order.iter().map(|&i| self.keys[i]).collect();
         let mut intervals = self.intervals;
-        let states = order.iter().map(|&i| std::mem::take(&mut intervals[i]).map(Union::of)).collect();
+        let states = order.iter().map(|&i| std::mem::take(&mut intervals[i]).map(|p| Union::of(p.unpack()))).collect();
         ThreadStates { keys, states }
     }
 }
 
-/// A sorted union of disjoint, non-touching half-open intervals.
+/// A sorted union of disjoint, non-touching half-open intervals, as `(start, end)` pairs.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Union {
-    pub start: Vec<i64>,
-    pub end: Vec<i64>,
+    pub pieces: Vec<(i64, i64)>,
 }
 
 impl Union {
-    /// The union of `intervals` (consumed).
+    /// The union of `intervals` (consumed, and merged in its own buffer).
     pub fn of(mut intervals: Vec<(i64, i64)>) -> Union {
         // A thread's calls come mostly in time order already: a check is cheaper than a sort.
         if !intervals.windows(2).all(|w| w[0] <= w[1]) {
             intervals.sort_unstable();
         }
-        let mut u = Union::default();
-        for (s, e) in intervals {
+        let mut kept = 0usize;
+        for i in 0..intervals.len() {
+            let (s, e) = intervals[i];
             if e <= s {
                 continue;
             }
-            match u.end.last_mut() {
-                Some(last) if s <= *last => *last = (*last).max(e),
-                _ => {
-                    u.start.push(s);
-                    u.end.push(e);
-                }
+            if kept > 0 && s <= intervals[kept - 1].1 {
+                intervals[kept - 1].1 = intervals[kept - 1].1.max(e);
+            } else {
+                intervals[kept] = (s, e);
+                kept += 1;
             }
         }
-        u.start.shrink_to_fit();
-        u.end.shrink_to_fit();
-        u
+        intervals.truncate(kept);
+        intervals.shrink_to_fit();
+        Union { pieces: intervals }
     }
 
     /// Append the pieces of the union inside `[a, b)` to `out`. `hint` is where the previous search ended:
     /// gaps come mostly in time order, so the search gallops forward from it (then becomes the new hint).
     fn clip(&self, a: i64, b: i64, hint: &mut usize, out: &mut Vec<(i64, i64)>) {
-        let (start, n) = (&self.start, self.start.len());
+        let (p, n) = (&self.pieces, self.pieces.len());
         // i = the last piece starting at or before a (or 0).
-        let mut i = if *hint < n && start[*hint] <= a {
+        let mut i = if *hint < n && p[*hint].0 <= a {
             let (mut lo, mut step) = (*hint, 1usize);
             let hi = loop {
                 let hi = lo + step;
-                if hi >= n || start[hi] > a {
+                if hi >= n || p[hi].0 > a {
                     break hi.min(n);
                 }
                 lo = hi;
                 step *= 2;
             };
-            lo + start[lo..hi].partition_point(|&s| s <= a) - 1
+            lo + p[lo..hi].partition_point(|x| x.0 <= a) - 1
         } else {
-            start.partition_point(|&s| s <= a).saturating_sub(1)
+            p.partition_point(|x| x.0 <= a).saturating_sub(1)
         };
         *hint = i;
-        while i < self.start.len() && self.start[i] < b {
-            let (s, e) = (self.start[i].max(a), self.end[i].min(b));
+        while i < n && p[i].0 < b {
+            let (s, e) = (p[i].0.max(a), p[i].1.min(b));
             if e > s {
                 out.push((s, e));
             }
@@ -165,6 +246,8 @@ pub struct Scratch {
     cuts: Vec<i64>,
     /// Per thread and state, where the last search in its union ended.
     hints: Vec<[usize; 4]>,
+    /// Where the last read of kept amounts ended.
+    cursor: AmountsCursor,
 }
 
 impl ThreadStates {
@@ -250,44 +333,124 @@ pub fn for_each_gap(gaps: &Gaps, kernels: &OpsView<'_>, mut f: impl FnMut(i64, i
     }
 }
 
-/// No matched next activity: the gap is unattributed.
-pub const NO_LAUNCH: u32 = u32::MAX;
-/// A launching thread without any state: the gap is `other`.
-pub const NO_STATES: u32 = u32::MAX - 1;
+/// Idle amounts of every gap, kept compactly in emission order ([`for_each_gap`]).
+///
+/// A gap's amounts sum to its length and `unattributed` is all of it or nothing, so `other` and
+/// `unattributed` follow from the length and the four states. A gap keeps one byte saying which of
+/// `sync`, `gil_wait`, `os`, `cuda_api` it has (and whether it is unattributed) and one value per state it
+/// has: the usual gap of a trace without GIL or OS tracing (some `cuda_api`, the rest `other`) takes 9
+/// bytes instead of the 48 of a spelled-out [`Idle`], so every gap's amounts can be kept and the thread
+/// states dropped once the gaps are attributed. Amounts that break those rules are kept spelled out
+/// (all six values). `tests::compact_amounts_give_back_what_was_pushed` holds `get` to what was pushed.
+#[derive(Debug, Default, Clone)]
+pub struct GapAmounts {
+    /// Per gap: bit `s` set when state `s` (< 4) is non-zero, [`UNATTRIBUTED_BIT`], [`SPELLED_OUT`].
+    masks: Vec<u8>,
+    values: Vec<i64>,
+    /// The `values` offset of every [`CHECKPOINT`]-th gap, for access out of order.
+    checkpoints: Vec<usize>,
+}
+
+const UNATTRIBUTED_BIT: u8 = 1 << 4;
+const SPELLED_OUT: u8 = 1 << 5;
+const CHECKPOINT: usize = 256;
+
+/// Where the last [`GapAmounts::get`] ended, so that reading the gaps in order costs O(1) each.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AmountsCursor {
+    gap: usize,
+    value: usize,
+}
+
+impl GapAmounts {
+    /// Number of gaps.
+    pub fn len(&self) -> usize {
+        self.masks.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.masks.is_empty()
+    }
+
+    fn value_count(mask: u8) -> usize {
+        if mask & SPELLED_OUT != 0 {
+            6
+        } else {
+            (mask & 0x0F).count_ones() as usize
+        }
+    }
+
+    /// Append the amounts of the next gap, of length `len`.
+    pub fn push(&mut self, idle: &Idle, len: i64) {
+        if self.masks.len().is_multiple_of(CHECKPOINT) {
+            self.checkpoints.push(self.values.len());
+        }
+        let states: i64 = idle[..4].iter().sum();
+        let derivable = idle.iter().sum::<i64>() == len
+            && idle.iter().all(|&v| v >= 0)
+            && (idle[UNATTRIBUTED] == 0 || (states == 0 && idle[OTHER] == 0));
+        if !derivable {
+            self.masks.push(SPELLED_OUT);
+            self.values.extend_from_slice(idle);
+            return;
+        }
+        let mut mask = if idle[UNATTRIBUTED] != 0 { UNATTRIBUTED_BIT } else { 0 };
+        for (s, &v) in idle[..4].iter().enumerate() {
+            if v != 0 {
+                mask |= 1 << s;
+                self.values.push(v);
+            }
+        }
+        self.masks.push(mask);
+    }
+
+    /// The amounts of gap `i` (emission order), of length `len`.
+    pub fn get(&self, i: usize, len: i64, cursor: &mut AmountsCursor) -> Idle {
+        if cursor.gap != i || i == 0 {
+            let from = i / CHECKPOINT * CHECKPOINT;
+            cursor.value = self.checkpoints.get(i / CHECKPOINT).copied().unwrap_or(0)
+                + self.masks[from..i].iter().map(|&m| Self::value_count(m)).sum::<usize>();
+        }
+        let mask = self.masks[i];
+        let n = Self::value_count(mask);
+        let values = &self.values[cursor.value..cursor.value + n];
+        *cursor = AmountsCursor { gap: i + 1, value: cursor.value + n };
+        let mut out: Idle = [0; 6];
+        if mask & SPELLED_OUT != 0 {
+            out.copy_from_slice(values);
+            return out;
+        }
+        let mut next = values.iter();
+        for (s, slot) in out[..4].iter_mut().enumerate() {
+            if mask & (1 << s) != 0 {
+                *slot = *next.next().expect("one value per state bit");
+            }
+        }
+        let rest = len - out[..4].iter().sum::<i64>();
+        if mask & UNATTRIBUTED_BIT != 0 {
+            out[UNATTRIBUTED] = rest;
+        } else {
+            out[OTHER] = rest;
+        }
+        out
+    }
+}
 
 /// The attribution of every gap of a trace.
 #[derive(Debug, Default, Clone)]
 pub struct IdleAttribution {
-    /// Per gap in emission order ([`for_each_gap`]): the index of its launching thread in `states`, or
-    /// [`NO_LAUNCH`] / [`NO_STATES`] (4 bytes a gap); empty, like `states`, when every amount is kept.
-    pub gap_thread: Vec<u32>,
-    /// Per gap in emission order, its amounts, kept when there are at most `keep_amounts_up_to` gaps
-    /// (48 bytes a gap); beyond, they are computed again as the gaps are written.
-    pub amounts: Vec<Idle>,
+    /// Per gap in emission order ([`for_each_gap`]), its amounts.
+    pub amounts: GapAmounts,
     /// (device, totals) in device order.
     pub devices: Vec<(i64, Idle)>,
-    pub states: ThreadStates,
 }
 
 impl IdleAttribution {
-    /// The amounts of gap number `i` (emission order) `[a, b)`.
+    /// The amounts of gap number `i` (emission order) `[a, b)`; reading gaps in order with one `scratch`
+    /// costs O(1) a gap.
     pub fn gap(&self, i: usize, a: i64, b: i64, scratch: &mut Scratch) -> Idle {
-        if let Some(&kept) = self.amounts.get(i) {
-            return kept;
-        }
-        self.compute(i, a, b, scratch)
-    }
-
-    fn compute(&self, i: usize, a: i64, b: i64, scratch: &mut Scratch) -> Idle {
-        match self.gap_thread.get(i).copied().unwrap_or(NO_LAUNCH) {
-            NO_LAUNCH => {
-                let mut out: Idle = [0; 6];
-                out[UNATTRIBUTED] = b - a;
-                out
-            }
-            NO_STATES => self.states.attribute(None, a, b, scratch),
-            t => self.states.attribute(Some(t as usize), a, b, scratch),
-        }
+        self.amounts.get(i, b - a, &mut scratch.cursor)
     }
 
     /// The totals of `device` (zeros when it has no gap).
@@ -296,76 +459,37 @@ impl IdleAttribution {
     }
 }
 
+/// No matched next activity: the gap is unattributed.
+const NO_ACTIVITY: u32 = u32::MAX;
+
 /// Attribute every gap of `gaps` (found over `kernels` and the whole-graph executions `graphs`) with the
-/// thread states `states`; each gap's amounts are kept when there are at most `keep_amounts_up_to` gaps.
-pub fn attribute(
-    gaps: &Gaps,
-    kernels: &OpsView<'_>,
-    graphs: &OpsView<'_>,
-    states: ThreadStates,
-    keep_amounts_up_to: usize,
-) -> IdleAttribution {
-    // Gap ends by (device, end): gaps of a device are disjoint, so at most one gap ends at a given instant.
-    let mut ends: Vec<(i64, i64, u32)> = Vec::new();
-    for_each_gap(gaps, kernels, |device, _, b| {
-        let n = ends.len() as u32;
-        ends.push((device, b, n));
-    });
-    let n = ends.len();
-    ends.sort_unstable();
-    // The winning launch of each gap: (call start, thread key, launch key), smallest first.
-    let mut best: Vec<(i64, i64, i64)> = vec![(i64::MAX, NULL_I64, i64::MAX); n];
-    if n > 0 {
-        // Activities come mostly in start order per device: search forward from the last hit (galloping)
-        // before a full binary search.
-        let mut hint = 0usize;
-        for ops in [kernels, graphs] {
-            for i in 0..ops.len() {
-                let (s, e, call) = (ops.start[i], ops.end[i], ops.api_start[i]);
-                if e <= s || call == NULL_I64 {
-                    continue;
-                }
-                let thread = ops.thread.get(i);
-                if thread == NULL_I64 {
-                    continue;
-                }
-                let device = i64::from(ops.device.get(i));
-                if let Some(pos) = gallop_find(&ends, (device, s), &mut hint) {
-                    let slot = &mut best[ends[pos].2 as usize];
-                    let candidate = (call, thread, ops.launch.get(i));
-                    if candidate < *slot {
-                        *slot = candidate;
-                    }
-                }
-            }
+/// thread states `states`, which are dropped once every gap's amounts are kept.
+pub fn attribute(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>, states: ThreadStates) -> IdleAttribution {
+    let next = next_activities(gaps, kernels, graphs);
+    let nk = kernels.len();
+    let thread_of = |j: u32| {
+        let j = j as usize;
+        if j < nk {
+            kernels.thread.get(j)
+        } else {
+            graphs.thread.get(j - nk)
         }
-    }
-    drop(ends);
-    let gap_thread: Vec<u32> = best
-        .iter()
-        .map(
-            |&(call, thread, _)| {
-                if call == i64::MAX {
-                    NO_LAUNCH
-                } else {
-                    states.index(thread).map_or(NO_STATES, |t| t as u32)
-                }
-            },
-        )
-        .collect();
-    drop(best);
-    let mut out = IdleAttribution { gap_thread, amounts: Vec::new(), devices: Vec::new(), states };
-    let keep = n <= keep_amounts_up_to;
-    let mut amounts: Vec<Idle> = Vec::with_capacity(if keep { n } else { 0 });
+    };
+    let mut out = IdleAttribution::default();
     let mut scratch = Scratch::default();
     let mut totals: Vec<(i64, Idle)> = Vec::new();
     let mut i = 0usize;
     for_each_gap(gaps, kernels, |device, a, b| {
-        let idle = out.compute(i, a, b, &mut scratch);
+        let idle = match next[i] {
+            NO_ACTIVITY => {
+                let mut u: Idle = [0; 6];
+                u[UNATTRIBUTED] = b - a;
+                u
+            }
+            j => states.attribute(states.index(thread_of(j)), a, b, &mut scratch),
+        };
         i += 1;
-        if keep {
-            amounts.push(idle);
-        }
+        out.amounts.push(&idle, b - a);
         let slot = match totals.iter().position(|t| t.0 == device) {
             Some(p) => p,
             None => {
@@ -379,37 +503,130 @@ pub fn attribute(
     });
     totals.sort_unstable_by_key(|t| t.0);
     out.devices = totals;
-    if keep {
-        // Every amount is kept: the states and launching threads are not needed any more.
-        out.amounts = amounts;
-        out.states = ThreadStates::default();
-        out.gap_thread = Vec::new();
-    }
     out
 }
 
-/// The position of `key` among the sorted `(device, end, _)` entries, searched forward from `hint` (which
-/// becomes the position where the search ended).
-fn gallop_find(ends: &[(i64, i64, u32)], key: (i64, i64), hint: &mut usize) -> Option<usize> {
+/// The next activity of every gap, in emission order: the index (kernels, then graphs after them) of the
+/// non-empty activity with a matched launch starting at the gap's end on its device whose launch wins
+/// (earliest call start, then lower thread, then lower launch key), or [`NO_ACTIVITY`].
+///
+/// The gap ends are held as 8 bytes a gap, device by device, where each device's gaps come in time order
+/// (how [`Gaps`] stores and finds them), and the winners as 4 bytes a gap; other orders take the plain
+/// way ([`next_activities_plain`], 24 bytes a gap; `tests::next_activities_equal_the_plain_way`).
+fn next_activities(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>) -> Vec<u32> {
+    let mut ends: Vec<i64> = Vec::new();
+    // (device, first, past the last) of each device's run of gaps in `ends`.
+    let mut runs: Vec<(i64, usize, usize)> = Vec::new();
+    let mut ordered = true;
+    for_each_gap(gaps, kernels, |device, _, b| {
+        match runs.last_mut() {
+            Some(run) if run.0 == device => {
+                ordered &= ends.last().is_none_or(|&last| last < b);
+                run.2 += 1;
+            }
+            _ => runs.push((device, ends.len(), ends.len() + 1)),
+        }
+        ends.push(b);
+    });
+    runs.sort_unstable();
+    ordered &= runs.windows(2).all(|w| w[0].0 != w[1].0);
+    if !ordered {
+        drop(ends);
+        return next_activities_plain(gaps, kernels, graphs);
+    }
+    let mut best: Vec<u32> = vec![NO_ACTIVITY; ends.len()];
+    let nk = kernels.len();
+    let key = |j: usize| {
+        let (ops, i) = if j < nk { (kernels, j) } else { (graphs, j - nk) };
+        (ops.api_start[i], ops.thread.get(i), ops.launch.get(i))
+    };
+    let mut hints: Vec<usize> = runs.iter().map(|r| r.1).collect();
+    let mut last_run: Option<(i64, usize)> = None;
+    for (offset, ops) in [(0, kernels), (nk, graphs)] {
+        for i in 0..ops.len() {
+            let (s, e, call) = (ops.start[i], ops.end[i], ops.api_start[i]);
+            if e <= s || call == NULL_I64 || ops.thread.get(i) == NULL_I64 {
+                continue;
+            }
+            let device = i64::from(ops.device.get(i));
+            let r = match last_run {
+                Some((d, r)) if d == device => r,
+                _ => match runs.binary_search_by(|run| run.0.cmp(&device)) {
+                    Ok(r) => {
+                        last_run = Some((device, r));
+                        r
+                    }
+                    Err(_) => continue,
+                },
+            };
+            let (_, lo, hi) = runs[r];
+            let mut hint = hints[r] - lo;
+            if let Some(pos) = gallop_find_sorted(&ends[lo..hi], s, &mut hint) {
+                let slot = &mut best[lo + pos];
+                let j = offset + i;
+                if *slot == NO_ACTIVITY || key(j) < key(*slot as usize) {
+                    *slot = j as u32;
+                }
+            }
+            hints[r] = lo + hint;
+        }
+    }
+    best
+}
+
+/// [`next_activities`] the plain way: every gap's (device, end) sorted, each activity looked up.
+fn next_activities_plain(gaps: &Gaps, kernels: &OpsView<'_>, graphs: &OpsView<'_>) -> Vec<u32> {
+    // Gap ends by (device, end): gaps of a device are disjoint, so at most one gap ends at a given instant.
+    let mut ends: Vec<(i64, i64, u32)> = Vec::new();
+    for_each_gap(gaps, kernels, |device, _, b| {
+        let n = ends.len() as u32;
+        ends.push((device, b, n));
+    });
     let n = ends.len();
-    let at = |i: usize| (ends[i].0, ends[i].1);
-    let lower = if *hint < n && at(*hint) <= key {
+    ends.sort_unstable();
+    let mut best: Vec<(i64, i64, i64, u32)> = vec![(i64::MAX, NULL_I64, i64::MAX, NO_ACTIVITY); n];
+    let nk = kernels.len();
+    for (offset, ops) in [(0, kernels), (nk, graphs)] {
+        for i in 0..ops.len() {
+            let (s, e, call) = (ops.start[i], ops.end[i], ops.api_start[i]);
+            let thread = ops.thread.get(i);
+            if e <= s || call == NULL_I64 || thread == NULL_I64 {
+                continue;
+            }
+            let device = i64::from(ops.device.get(i));
+            if let Ok(pos) = ends.binary_search_by(|x| (x.0, x.1).cmp(&(device, s))) {
+                let slot = &mut best[ends[pos].2 as usize];
+                let candidate = (call, thread, ops.launch.get(i), (offset + i) as u32);
+                if candidate < *slot {
+                    *slot = candidate;
+                }
+            }
+        }
+    }
+    best.into_iter().map(|b| b.3).collect()
+}
+
+/// The position of `key` in the ascending `ends`, searched forward from `hint` (galloping: activities
+/// come mostly in start order per device), which becomes the position where the search ended.
+fn gallop_find_sorted(ends: &[i64], key: i64, hint: &mut usize) -> Option<usize> {
+    let n = ends.len();
+    let lower = if *hint < n && ends[*hint] <= key {
         let (mut lo, mut step) = (*hint, 1usize);
         let hi = loop {
             let hi = lo + step;
-            if hi >= n || at(hi) > key {
+            if hi >= n || ends[hi] > key {
                 break hi.min(n);
             }
             lo = hi;
             step *= 2;
         };
         // the first entry >= key lies in [lo, hi]
-        lo + ends[lo..hi].partition_point(|x| (x.0, x.1) < key)
+        lo + ends[lo..hi].partition_point(|&x| x < key)
     } else {
-        ends.partition_point(|x| (x.0, x.1) < key)
+        ends.partition_point(|&x| x < key)
     };
     *hint = lower.min(n.saturating_sub(1));
-    (lower < n && at(lower) == key).then_some(lower)
+    (lower < n && ends[lower] == key).then_some(lower)
 }
 
 #[cfg(test)]
@@ -437,7 +654,7 @@ mod tests {
             u.clip(a, b, &mut hint, &mut with_hint);
             u.clip(a, b, &mut 0, &mut fresh);
             let brute: Vec<(i64, i64)> =
-                u.start.iter().zip(&u.end).map(|(&s, &e)| (s.max(a), e.min(b))).filter(|&(s, e)| e > s).collect();
+                u.pieces.iter().map(|&(s, e)| (s.max(a), e.min(b))).filter(|&(s, e)| e > s).collect();
             assert_eq!(with_hint, brute, "[{a}, {b})");
             assert_eq!(fresh, brute);
         }
@@ -445,23 +662,155 @@ mod tests {
 
     #[test]
     fn galloping_lookup_of_gap_ends_equals_a_binary_search() {
-        let ends: Vec<(i64, i64, u32)> = (0..500).map(|i| (i % 3, (i / 3) * 7, i as u32)).collect();
-        let mut ends = ends;
-        ends.sort_unstable();
+        let ends: Vec<i64> = (0..500).map(|i| i * 7 + i % 3).collect();
         let mut rng = crate::timeline::testing::Lcg(5);
         let mut hint = 0usize;
         for _ in 0..3000 {
-            let key = (rng.next(4), rng.next(1200));
-            let expected = ends.binary_search_by(|x| (x.0, x.1).cmp(&key)).ok();
-            assert_eq!(gallop_find(&ends, key, &mut hint), expected, "{key:?}");
+            let key = rng.next(3600);
+            let expected = ends.binary_search(&key).ok();
+            assert_eq!(gallop_find_sorted(&ends, key, &mut hint), expected, "{key:?}");
         }
-        assert_eq!(gallop_find(&[], (0, 0), &mut hint), None);
+        assert_eq!(gallop_find_sorted(&[], 0, &mut hint), None);
+    }
+
+    #[test]
+    fn packed_intervals_give_back_what_was_pushed() {
+        // Out of order, far apart, huge and tiny, nested and touching (those extend the last one).
+        let mut rng = crate::timeline::testing::Lcg(13);
+        let mut packed = PackedIntervals::default();
+        let mut plain: Vec<(i64, i64)> = Vec::new();
+        let mut t = 0i64;
+        for n in 0..5000 {
+            let start = match n % 7 {
+                0 => rng.next(1 << 30) - (1 << 29) + t,
+                1 => i64::MAX / 2 - rng.next(1000),
+                2 => i64::MIN / 2 + rng.next(1000),
+                3 => plain.last().map_or(t, |l| l.1), // touching the last one
+                _ => t + rng.next(5000),
+            };
+            let end = start + 1 + if n % 11 == 0 { rng.next(1 << 31) << 20 } else { rng.next(3000) };
+            t = start.max(0) % (1 << 40);
+            packed.push(start, end);
+            match plain.last_mut() {
+                Some(last) if start >= last.0 && start <= last.1 => last.1 = last.1.max(end),
+                _ => plain.push((start, end)),
+            }
+        }
+        assert_eq!(packed.len(), plain.len());
+        assert_eq!(packed.iter().collect::<Vec<_>>(), plain);
+        assert_eq!(packed.unpack(), plain);
+        assert!(PackedIntervals::default().is_empty() && PackedIntervals::default().unpack().is_empty());
+    }
+
+    #[test]
+    fn compact_amounts_give_back_what_was_pushed() {
+        // Every mix of zero and non-zero states, unattributed gaps, and amounts that break the rules
+        // (kept spelled out), read in order, out of order and across checkpoints.
+        let mut rng = crate::timeline::testing::Lcg(11);
+        let mut pushed: Vec<(Idle, i64)> = Vec::new();
+        let mut kept = GapAmounts::default();
+        for n in 0..3000 {
+            let mut idle: Idle = [0; 6];
+            let len;
+            if n % 17 == 0 {
+                len = 1 + rng.next(1000);
+                idle[UNATTRIBUTED] = len;
+            } else {
+                for v in idle[..4].iter_mut() {
+                    if rng.next(3) == 0 {
+                        *v = 1 + rng.next(1 << 40);
+                    }
+                }
+                idle[OTHER] = rng.next(1000);
+                len = idle.iter().sum::<i64>() + if n % 101 == 0 { 5 } else { 0 };
+            }
+            if n % 211 == 0 {
+                idle[OTHER] = -3; // not derivable: spelled out
+            }
+            kept.push(&idle, len);
+            pushed.push((idle, len));
+        }
+        let mut cursor = AmountsCursor::default();
+        for (i, &(idle, len)) in pushed.iter().enumerate() {
+            assert_eq!(kept.get(i, len, &mut cursor), idle, "gap {i}");
+        }
+        for _ in 0..2000 {
+            let i = rng.next(pushed.len() as i64) as usize;
+            assert_eq!(kept.get(i, pushed[i].1, &mut cursor), pushed[i].0, "gap {i}");
+        }
+        assert_eq!(kept.len(), pushed.len());
+    }
+
+    #[test]
+    fn next_activities_equal_the_plain_way() {
+        // Two in-order devices and a stored one, kernels and graphs interleaved, ties, unmatched launches.
+        let mut rng = crate::timeline::testing::Lcg(23);
+        let n = 4000usize;
+        let mut device = Vec::new();
+        let mut start = Vec::new();
+        let mut end = Vec::new();
+        let mut thread = Vec::new();
+        let mut api_start = Vec::new();
+        let mut launch = Vec::new();
+        let mut clock = [0i64; 3];
+        for i in 0..n {
+            let d = rng.next(3) as usize;
+            clock[d] += rng.next(4) * 10; // repeated starts: ties at a gap end
+            let s = clock[d];
+            device.push(d as i32);
+            start.push(s);
+            end.push(s + 5 + rng.next(3));
+            clock[d] = s + 5;
+            let matched = rng.next(7) != 0;
+            thread.push(if matched { 1 + rng.next(3) } else { NULL_I64 });
+            api_start.push(if matched { s - 1 - rng.next(4) } else { NULL_I64 });
+            launch.push(i as i64);
+        }
+        let stream = vec![0i32; n];
+        let (kn, gn) = (3 * n / 4, n / 4);
+        let k = plain_ops(
+            &device[..kn],
+            &stream[..kn],
+            &start[..kn],
+            &end[..kn],
+            &thread[..kn],
+            &api_start[..kn],
+            &launch[..kn],
+        );
+        let g = plain_ops(
+            &device[kn..],
+            &stream[kn..],
+            &start[kn..],
+            &end[kn..],
+            &thread[kn..],
+            &api_start[kn..],
+            &launch[kn..],
+        );
+        let mut gaps = Gaps { in_order_devices: vec![0, 2], ..Default::default() };
+        // Device 1's gaps stored, in time order: between consecutive starts of its activities.
+        let mut d1: Vec<i64> = (0..n).filter(|&i| device[i] == 1).map(|i| start[i]).collect();
+        d1.sort_unstable();
+        d1.dedup();
+        for w in d1.windows(2) {
+            gaps.push(1, w[0] + 1, w[1]);
+        }
+        assert_eq!(gn, n - kn);
+        let fast = next_activities(&gaps, &k, &g);
+        let plain = next_activities_plain(&gaps, &k, &g);
+        assert!(fast.iter().filter(|&&x| x != NO_ACTIVITY).count() > 100);
+        assert_eq!(fast, plain);
+        // Gaps out of time order take the plain way and still agree.
+        let mut shuffled = Gaps::default();
+        for w in d1.windows(2).rev() {
+            shuffled.push(1, w[0] + 1, w[1]);
+        }
+        assert_eq!(next_activities(&shuffled, &k, &g), next_activities_plain(&shuffled, &k, &g));
     }
 
     #[test]
     fn unions_merge_overlapping_and_touching_intervals() {
         let u = Union::of(vec![(5, 7), (0, 2), (2, 3), (6, 9), (10, 10), (11, 12)]);
-        assert_eq!((u.start, u.end), (vec![0, 5, 11], vec![3, 9, 12]));
+        assert_eq!(u.pieces, vec![(0, 3), (5, 9), (11, 12)]);
     }
 
     #[test]
@@ -502,7 +851,7 @@ mod tests {
         gaps.push(0, 100, 500);
         gaps.push(0, 600, 900);
         let s = states(&[(1, GIL_WAIT, 0, 150), (2, SYNC, 0, 1000), (3, SYNC, 0, 1000)]);
-        let idle = attribute(&gaps, &k, &g, s, 0);
+        let idle = attribute(&gaps, &k, &g, s);
         let mut scratch = Scratch::default();
         // Thread 1 waits for the GIL on [100, 150), then other.
         assert_eq!(idle.gap(0, 100, 500, &mut scratch), [0, 50, 0, 0, 350, 0]);
@@ -523,14 +872,11 @@ mod tests {
         let k = plain_ops(&device, &stream, &start, &end, &thread, &api_start, &launch);
         let g = plain_ops(&[], &[], &[], &[], &[], &[], &[]);
         let gaps = Gaps { in_order_devices: vec![0], ..Default::default() };
-        let idle = attribute(&gaps, &k, &g, states(&[(5, CUDA_API, 15, 25)]), 0);
-        assert_eq!(idle.gap_thread, vec![0, NO_STATES]);
-        // Kept amounts give the same answers, without the states.
-        let kept = attribute(&gaps, &k, &g, states(&[(5, CUDA_API, 15, 25)]), usize::MAX);
+        let idle = attribute(&gaps, &k, &g, states(&[(5, CUDA_API, 15, 25)]));
         let mut scratch = Scratch::default();
-        assert!(kept.states.is_empty() && kept.gap_thread.is_empty());
-        assert_eq!(kept.gap(0, 10, 20, &mut scratch), idle.gap(0, 10, 20, &mut scratch));
-        assert_eq!(kept.gap(1, 30, 50, &mut scratch), [0, 0, 0, 0, 20, 0]);
+        assert_eq!(idle.amounts.len(), 2);
+        assert_eq!(idle.gap(0, 10, 20, &mut scratch), [0, 0, 0, 5, 5, 0]);
+        assert_eq!(idle.gap(1, 30, 50, &mut scratch), [0, 0, 0, 0, 20, 0]);
         // [10, 20): thread 5 is in a CUDA call on [15, 20); [30, 50): thread 6 has no state.
         assert_eq!(idle.device(0), [0, 0, 0, 5, 25, 0]);
     }

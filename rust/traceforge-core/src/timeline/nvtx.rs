@@ -151,6 +151,20 @@ pub fn gil_intervals<'s>(
     out
 }
 
+/// Indices of the events that are not ranges or marks of the GIL `domains`: what [`build_nvtx_ranges`]
+/// reads (domain creation events included). Ingest reads the GIL ranges out with [`gil_intervals`] as soon
+/// as the events are read and keeps only these rows, so a Python capture's NVTX events (almost all GIL
+/// ranges, 72 bytes each as read) are not held while the API tables stream: the GIL ranges then take 25
+/// bytes each. Filtering keeps the events' order, so both give the same rows as on every event
+/// (`tests::the_user_rows_give_the_same_ranges_as_every_event`).
+pub fn user_event_rows(ev: &NvtxEventColumns<'_>, domains: &[(i64, i64)]) -> Vec<usize> {
+    (0..ev.start.len())
+        .filter(|&i| {
+            !(matches!(ev.event_type[i], NVTX_MARK | NVTX_PUSH_POP | NVTX_START_END) && in_gil_domain(ev, i, domains))
+        })
+        .collect()
+}
+
 /// Resolve names and domains, order by start, and compute push/pop nesting levels per thread;
 /// `text_of` resolves an interned text id. The GIL domains' ranges are not the user's: they are left out
 /// (see [`gil_intervals`]), and levels are computed over the user's ranges only.
@@ -243,6 +257,63 @@ mod tests {
             text: &text,
         };
         build_nvtx_ranges(&view, |id| strings.get(id as usize).copied())
+    }
+
+    #[test]
+    fn the_user_rows_give_the_same_ranges_as_every_event() {
+        // GIL domain 1 of pid 100 (created by A), user domain 2, GIL-domain ranges, marks and unlabelled
+        // ranges, the default domain, ties on start, and the same domain id in another process.
+        let other: i64 = (200 << 24) | 201;
+        let events: Vec<Event> = vec![
+            (0, 0, NVTX_DOMAIN_CREATE, A, "=GIL Trace", 1),
+            (0, 0, NVTX_DOMAIN_CREATE, A, "=user", 2),
+            (5, 50, NVTX_PUSH_POP, A, "Holding GIL", 1),
+            (5, 40, NVTX_PUSH_POP, A, "=step", 0),
+            (6, 9, NVTX_PUSH_POP, A, "inner", 2),
+            (50, 90, NVTX_PUSH_POP, B, "Waiting for GIL", 1),
+            (55, 55, NVTX_MARK, A, "=mark in GIL", 1),
+            (60, 70, NVTX_START_END, B, "Holding GIL", 1),
+            (60, 80, NVTX_PUSH_POP, other, "=not a GIL range", 1),
+            (61, 62, NVTX_PUSH_POP, A, "=unlabelled", 1),
+            (70, 71, NVTX_PUSH_POP, B, "=b", 0),
+        ];
+        let col = |f: fn(&Event) -> i64| events.iter().map(f).collect::<Vec<i64>>();
+        let (start, end, event_type, global_tid, domain_id) =
+            (col(|e| e.0), col(|e| e.1), col(|e| e.2), col(|e| e.3), col(|e| e.5));
+        let text: Vec<Option<String>> = events.iter().map(|e| e.4.strip_prefix('=').map(str::to_string)).collect();
+        let text_id: Vec<i64> = (0..events.len() as i64).collect();
+        let strings: Vec<&str> = events.iter().map(|e| e.4).collect();
+        let lookup = |id: i64| strings.get(id as usize).copied();
+        let all = NvtxEventColumns {
+            start: &start,
+            end: &end,
+            event_type: &event_type,
+            global_tid: &global_tid,
+            text_id: &text_id,
+            domain_id: &domain_id,
+            text: &text,
+        };
+        let domains = gil_domains(&all, lookup);
+        let keep = user_event_rows(&all, &domains);
+        assert_eq!(keep, vec![0, 1, 3, 4, 8, 10]);
+        let pick = |c: &[i64]| keep.iter().map(|&i| c[i]).collect::<Vec<i64>>();
+        let (s2, e2, t2, g2, i2, d2) =
+            (pick(&start), pick(&end), pick(&event_type), pick(&global_tid), pick(&text_id), pick(&domain_id));
+        let x2: Vec<Option<String>> = keep.iter().map(|&i| text[i].clone()).collect();
+        let some = NvtxEventColumns {
+            start: &s2,
+            end: &e2,
+            event_type: &t2,
+            global_tid: &g2,
+            text_id: &i2,
+            domain_id: &d2,
+            text: &x2,
+        };
+        let (a, b) = (build_nvtx_ranges(&all, lookup), build_nvtx_ranges(&some, lookup));
+        assert_eq!((&a.name, &a.start, &a.level, &a.kind), (&b.name, &b.start, &b.level, &b.kind));
+        assert_eq!((&a.thread, &a.end, &a.domain), (&b.thread, &b.end, &b.domain));
+        assert_eq!(gil_domains(&some, lookup), domains);
+        assert_eq!(gil_intervals(&all, &domains, lookup).len(), 3);
     }
 
     const A: i64 = (1 << 56) | (100 << 24) | 101; // thread 101 of pid 100, on VM 1

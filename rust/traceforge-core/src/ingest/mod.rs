@@ -315,6 +315,7 @@ impl Trace {
                 launch: k.launch_keys(),
             },
             name: k.name(),
+            api_end: &state.api_end[..nk],
         };
         let memops = MemopsView {
             ops: OpsView {

@@ -422,6 +422,10 @@ class Batch:
             outcome = _settle(store, self.root, result, force=force, keep=self.keep, loader=loader)
             if outcome is not None:
                 emit(outcome)
+            if store.release_between_traces:
+                # Free for readers until the next result needs it (queued partitions are files on disk,
+                # loaded at the next result or the end, as before).
+                store.release()
         loader.flush()
 
     def close(self) -> None:

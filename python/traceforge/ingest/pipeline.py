@@ -10,6 +10,10 @@ exports are loaded directly, and the traces go one of two ways:
   the first export is read ahead on background threads while DuckDB is imported and the store opens.
 * through jobs (``concurrent``, ``dask-futures``, or an ``output`` dataset):
   :class:`traceforge.ingest.batch.Batch`.
+
+When ``run`` opens the store itself it holds the DuckDB file only while it uses it: the store is released
+(``Store.release``) before each export is read and after each trace is written, so ``runs``, ``sql`` or
+``report`` on the same store wait at most one trace's transaction, not the whole batch.
 """
 
 from __future__ import annotations
@@ -135,6 +139,9 @@ def run(
     try:
         target = Store(store) if not isinstance(store, Store) else store
         try:
+            if opened:
+                # Ours alone: let other processes read the file whenever no trace is being written.
+                target.release_between_traces = True
             return _run(
                 target,
                 expansion,
@@ -176,6 +183,7 @@ def _run(
         from .batch import Batch
 
         batch = Batch(store, mode=mode, jobs=jobs, scheduler=scheduler, output=output)
+    _release(store)
     report = IngestReport(mode=mode, workers=1 if batch is None else batch.workers)
     report.not_captures, report.excluded = expansion.skipped, expansion.excluded
     if on_start is not None:
@@ -206,11 +214,11 @@ def _run(
             checkpointing = store.checkpoint_each_commit() if len(traces) == 1 else contextlib.nullcontext()
             with checkpointing:
                 for path in traces:
-                    emit(
-                        ingest_one(
-                            store, path, force=force, threads=threads or available_cores(), ahead=ahead
-                        )
+                    outcome = ingest_one(
+                        store, path, force=force, threads=threads or available_cores(), ahead=ahead
                     )
+                    _release(store)
+                    emit(outcome)
     except KeyboardInterrupt as exc:
         raise errors.IngestInterrupted(
             "ingest interrupted; traces already stored are kept, run the same command again to finish"
@@ -220,6 +228,12 @@ def _run(
             batch.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _release(store: Store) -> None:
+    """Free the store's file for other processes until its next use, when this ingest opened it."""
+    if store.release_between_traces:
+        store.release()
 
 
 def _read_ahead(expansion: Expansion, threads: int | None) -> ReadAhead | None:
@@ -261,6 +275,7 @@ def ingest_one(
             from .nsysrep import export_to_sqlite
 
             with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
+                _release(store)  # nsys export takes seconds; the store is not needed meanwhile
                 outcome = _ingest_sqlite(store, export_to_sqlite(path, tmp), path, force, threads, None, seen)
         else:
             outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen)
@@ -291,6 +306,7 @@ def _ingest_sqlite(
     try:
 
         def read(fingerprint: str | None) -> TraceData:
+            _release(store)  # reading an export is the long part: the file is free meanwhile
             if ahead is not None:
                 return ahead.take(source_path=source)
             return read_trace(export, threads=threads, source_path=source, fingerprint=fingerprint)

@@ -34,7 +34,7 @@ from .trace import IngestOutcome
 
 if TYPE_CHECKING:
     from ..store import Store
-    from .trace import ReadAhead, TraceData
+    from .trace import PhaseCallback, ReadAhead, TraceData
 
 #: Execution modes of ``mode``/``--mode`` (the names nsys recipes use).
 MODES: tuple[str, ...] = ("none", "concurrent", "dask-futures")
@@ -99,6 +99,7 @@ def run(
     on_start: Callable[[int], None] | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
     exclude: Iterable[str] = (),
+    on_phase: PhaseCallback | None = None,
 ) -> IngestReport:
     """Ingest files, directories and glob patterns; never stops at a bad file.
 
@@ -116,6 +117,8 @@ def run(
         on_outcome: called with each outcome as it lands (for progress display).
         exclude: glob patterns of files to leave out of directories and patterns (matched against the path
             relative to the directory searched, and the file name; :func:`expand_inputs`).
+        on_phase: called as each file read in this process goes (file, phase, rows stored so far):
+            ``reading``, ``exporting with nsys``, ``storing kernels``, ..., ``committing`` (for progress).
 
     Returns:
         The report; failures are in it and in ``ingest_failures``, never raised.
@@ -154,6 +157,7 @@ def run(
                 on_start=on_start,
                 on_outcome=on_outcome,
                 ahead=ahead,
+                on_phase=on_phase,
             )
         finally:
             if opened:
@@ -176,6 +180,7 @@ def _run(
     on_start: Callable[[int], None] | None,
     on_outcome: Callable[[IngestOutcome], None] | None,
     ahead: ReadAhead | None,
+    on_phase: PhaseCallback | None = None,
 ) -> IngestReport:
     started = time.perf_counter()
     batch = None
@@ -215,7 +220,12 @@ def _run(
             with checkpointing:
                 for path in traces:
                     outcome = ingest_one(
-                        store, path, force=force, threads=threads or available_cores(), ahead=ahead
+                        store,
+                        path,
+                        force=force,
+                        threads=threads or available_cores(),
+                        ahead=ahead,
+                        on_phase=on_phase,
                     )
                     _release(store)
                     emit(outcome)
@@ -251,7 +261,13 @@ def _read_ahead(expansion: Expansion, threads: int | None) -> ReadAhead | None:
 
 
 def ingest_one(
-    store: Store, path: str, *, force: bool = False, threads: int = 0, ahead: ReadAhead | None = None
+    store: Store,
+    path: str,
+    *,
+    force: bool = False,
+    threads: int = 0,
+    ahead: ReadAhead | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> IngestOutcome:
     """Ingest one export or report in this process: read, write, record the outcome; never raises.
 
@@ -264,6 +280,7 @@ def ingest_one(
         force: re-ingest content already stored.
         threads: Rust core threads (0: all cores).
         ahead: an export already being read; used if it is this file.
+        on_phase: hears the file's phases (``run``'s ``on_phase``).
 
     Raises:
         KeyboardInterrupt: Ctrl-C; nothing of this trace was written.
@@ -276,9 +293,12 @@ def ingest_one(
 
             with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
                 _release(store)  # nsys export takes seconds; the store is not needed meanwhile
-                outcome = _ingest_sqlite(store, export_to_sqlite(path, tmp), path, force, threads, None, seen)
+                if on_phase is not None:
+                    on_phase(path, "exporting with nsys", 0)
+                export = export_to_sqlite(path, tmp)
+                outcome = _ingest_sqlite(store, export, path, force, threads, None, seen, on_phase)
         else:
-            outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen)
+            outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen, on_phase)
     except Exception as exc:
         error = as_error(exc, path)
         error.path = path  # the user's file, not the temporary export of a report
@@ -299,6 +319,7 @@ def _ingest_sqlite(
     threads: int,
     ahead: ReadAhead | None,
     seen: dict[str, str],
+    on_phase: PhaseCallback | None = None,
 ) -> IngestOutcome:
     from .trace import fingerprint_file, read_trace, skipped, write_trace
 
@@ -306,7 +327,9 @@ def _ingest_sqlite(
     try:
 
         def read(fingerprint: str | None) -> TraceData:
-            _release(store)  # reading an export is the long part: the file is free meanwhile
+            _release(store)  # opening an export (its tables stream at the write): the file is free meanwhile
+            if on_phase is not None:
+                on_phase(source, "reading", 0)
             if ahead is not None:
                 return ahead.take(source_path=source)
             return read_trace(export, threads=threads, source_path=source, fingerprint=fingerprint)
@@ -323,7 +346,7 @@ def _ingest_sqlite(
                 return skipped(store, source, fingerprint, existing)
             data = read(fingerprint)
         seen["fingerprint"] = data.fingerprint
-        return write_trace(store, data, force=force)
+        return write_trace(store, data, force=force, on_phase=on_phase)
     finally:
         if ahead is not None:
             ahead.close()  # the content was stored already, or reading failed: stop reading it

@@ -157,8 +157,8 @@ def insert_storage_rows(con: Any, table: str, source: str, params: Any = None, s
         con.execute(bind(f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME {source}", params))
 
 
-def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
-    """Append the core's rows of one table (an Arrow stream) for one trace.
+def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> int:
+    """Append the core's rows of one table (an Arrow stream) for one trace; returns how many.
 
     ``table`` is a storage table (``STORAGE_DDL``, in the storage schema) or a public table; the trace's
     identity columns (trace key, trace id, metric version) are added to the rows as that table needs them.
@@ -177,10 +177,17 @@ def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
     identity_values = [params[column] for column in identity]
     if table in STORAGE_DDL:
         insert_storage_rows(con, table, select, identity_values, stream)
-        return
+        return _inserted(con)
     # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
     tf_stream = stream  # noqa: F841
     con.execute(bind(f"INSERT INTO {table} BY NAME {select}", identity_values))
+    return _inserted(con)
+
+
+def _inserted(con: Any) -> int:
+    """The row count DuckDB reports for the INSERT just run (0 when it reports none)."""
+    row = con.fetchone()
+    return int(row[0]) if row else 0
 
 
 def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> None:

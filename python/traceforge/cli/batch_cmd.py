@@ -56,6 +56,13 @@ def _progress(description: str, *, quiet: bool = False) -> Iterator[Any]:
         yield progress, task
 
 
+class _NoProgress:
+    """Stands in for a rich ``Progress`` when no bar is shown."""
+
+    def update(self, task: Any, **fields: Any) -> None:
+        """Ignore a progress update."""
+
+
 def _printer(progress: Any) -> Any:
     """How to print a stdout line while ``progress`` may be drawn.
 

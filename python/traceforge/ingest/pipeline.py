@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from .. import errors
 from ..errors import TraceforgeError
-from .failures import as_error, clear_failures, record_failure
+from .failures import as_error, beside_note, clear_failures, for_report, record_failure
 from .inputs import Expansion, check_input, expand_inputs
 from .trace import IngestOutcome
 
@@ -287,21 +287,34 @@ def ingest_one(
     """
     started = time.perf_counter()
     seen: dict[str, str] = {}
+    report = path.lower().endswith(".nsys-rep")
     try:
-        if path.lower().endswith(".nsys-rep"):
-            from .nsysrep import export_to_sqlite
+        if report:
+            from .nsysrep import export_beside, export_to_sqlite
 
-            with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
-                _release(store)  # nsys export takes seconds; the store is not needed meanwhile
-                if on_phase is not None:
-                    on_phase(path, "exporting with nsys", 0)
-                export = export_to_sqlite(path, tmp)
-                outcome = _ingest_sqlite(store, export, path, force, threads, None, seen, on_phase)
+            beside = export_beside(path)
+            if beside is not None:
+                # Its export is already there (nsys stats, nsys profile --export, an earlier export):
+                # read it rather than need an nsys able to read this report.
+                seen["export"] = beside
+                outcome = _ingest_sqlite(store, beside, path, force, threads, None, seen, on_phase)
+                outcome.notes.append(beside_note(beside))
+            else:
+                with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
+                    _release(store)  # nsys export takes seconds; the store is not needed meanwhile
+                    if on_phase is not None:
+                        on_phase(path, "exporting with nsys", 0)
+                    export = export_to_sqlite(path, tmp)
+                    seen["temporary_export"] = export
+                    outcome = _ingest_sqlite(store, export, path, force, threads, None, seen, on_phase)
         else:
             outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen, on_phase)
     except Exception as exc:
         error = as_error(exc, path)
-        error.path = path  # the user's file, not the temporary export of a report
+        if report:  # the user's file, not the (temporary) export of the report
+            temporary = "temporary_export" in seen
+            export = seen.get("temporary_export") or seen.get("export")
+            error = for_report(error, path, export, temporary=temporary)
         record_failure(store, path, seen.get("fingerprint"), error)
         return IngestOutcome(
             path, "failed", None, error.message, error, seconds=time.perf_counter() - started

@@ -129,7 +129,8 @@ def diff(trace_a: str, trace_b: str, db: str | None, top: int, fmt: str) -> None
     "--window",
     default=None,
     metavar="START_MS:END_MS",
-    help="Timeline window, in ms from the device's first kernel (default: the first 2000 kernels).",
+    help="Timeline window, in ms from the first kernel of the device shown (the one with the most kernels); "
+    "default: the densest stretch of 400 consecutive kernels there.",
 )
 @click.option("--output", "-o", required=True, metavar="FILE.html", help="Where to write the report.")
 def report(
@@ -149,7 +150,12 @@ def report(
 @click.option("--db", default=None, metavar="FILE", help=_DB_HELP)
 @click.option("--trace", default=None, metavar="ID", help="Trace (timeline, gaps, kernels).")
 @click.option("--device", type=int, default=None, help="Device id (default: the one with the most kernels).")
-@click.option("--window", default=None, metavar="START_MS:END_MS", help="Timeline window in ms.")
+@click.option(
+    "--window",
+    default=None,
+    metavar="START_MS:END_MS",
+    help="Timeline window, in ms from the device's first kernel (default: its densest 400 kernels).",
+)
 @click.option("--run", default=None, metavar="RUN_ID", help="Sweep run (sweep; default: all runs).")
 @click.option(
     "--sweep-index",

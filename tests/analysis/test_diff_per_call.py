@@ -30,7 +30,8 @@ def _kernels(path: Path) -> dict[str, tuple[int, int, float, float]]:
     try:
         out: dict[str, list[int]] = defaultdict(list)
         for name, dur in con.execute(
-            "SELECT s.value, k.end - k.start FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s ON s.id = k.demangledName"
+            "SELECT s.value, k.end - k.start FROM CUPTI_ACTIVITY_KIND_KERNEL k "
+            "JOIN StringIds s ON s.id = k.demangledName"
         ):
             out[name].append(dur)
         return _per_name(out)
@@ -46,7 +47,9 @@ def _nvtx(path: Path) -> dict[str, tuple[int, int, float, float]]:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, small_matmul_export: Path, llama_export: Path) -> dict[str, Any]:
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, small_matmul_export: Path, llama_export: Path
+) -> dict[str, Any]:
     db = tmp_path_factory.mktemp("diff-per-call") / "two.duckdb"
     with traceforge.connect(db) as tf:
         tf.ingest([small_matmul_export, llama_export])
@@ -106,6 +109,8 @@ def test_diff_names_the_traces_by_file(pair: dict[str, Any], run_cli: Any) -> No
     assert f"kernels only in A ({pair['path_a'].name} ({pair['a']}))" in text.stdout
     for column in ("avg_ns_a", "avg_ns_b", "rel_avg", "median_ns_a", "median_ns_b", "rel_median"):
         assert column in text.stdout
-    doc = json.loads(run_cli("diff", "small_matmul", "llama1b", "--db", pair["db"], "--format", "json").stdout)
+    doc = json.loads(
+        run_cli("diff", "small_matmul", "llama1b", "--db", pair["db"], "--format", "json").stdout
+    )
     assert (doc["file_a"], doc["file_b"]) == (str(pair["path_a"]), str(pair["path_b"]))
     assert {"avg_ns_a", "median_ns_b", "rel_avg"} <= set(doc["nvtx"][0])

@@ -3,7 +3,6 @@ examples, and the help texts that were wrong say what the commands do (issue 16,
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path

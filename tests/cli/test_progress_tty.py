@@ -59,7 +59,7 @@ def run_in_pty(args: list[str], *, columns: int = 160, timeout: float = 300) -> 
 
 
 def screen(raw: str) -> list[str]:
-    """The lines a terminal shows (and scrolled past) after ``raw``: enough of VT100 for rich's live display."""
+    """The lines a terminal shows (and scrolled past) after ``raw``: enough VT100 for rich's live display."""
     raw = _OSC.sub("", raw)
     lines, row, col, i = [""], 0, 0, 0
     while i < len(raw):
@@ -121,14 +121,21 @@ def test_outcome_lines_never_merge_with_the_bar(tmp_path: Path, real_export: Cal
     assert any(line.startswith("4 ingested, 0 skipped, 1 failed") for line in shown), "\n".join(shown)
 
 
-def test_a_big_single_file_shows_its_phase_and_rows(tmp_path: Path, real_export: Callable[[str], Path]) -> None:
+def test_a_big_single_file_shows_its_phase_and_rows(
+    tmp_path: Path, real_export: Callable[[str], Path]
+) -> None:
     export = real_export("llama1b_n1_h100_nsys2025.3.sqlite")
     rc, raw = run_in_pty(["ingest", "--db", str(tmp_path / "s.duckdb"), str(export)])
     assert rc == 0, raw
     frames = [line for line in _CSI.sub("", raw).replace("\r", "\n").splitlines() if "ingesting" in line]
     phases = [line for line in frames if f"{export.name}: storing" in line]
     assert phases, "no frame showed the file's phase:\n" + "\n".join(frames[-10:])
-    rows = [int(m.group(1).replace(",", "")) for line in phases for m in [re.search(r"([\d,]+) rows stored", line)] if m]
+    rows = [
+        int(m.group(1).replace(",", ""))
+        for line in phases
+        for m in [re.search(r"([\d,]+) rows stored", line)]
+        if m
+    ]
     assert rows and max(rows) > 100_000, phases[-5:]
     final = screen(raw)
     assert any(line.startswith("ingested ") and export.name in line for line in final)

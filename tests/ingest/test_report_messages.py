@@ -36,7 +36,9 @@ def _rows(db: Path, query: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def report_and_export(tmp_path: Path, small_matmul_rep: Path, real_export: Callable[[str], Path]) -> tuple[Path, Path]:
+def report_and_export(
+    tmp_path: Path, small_matmul_rep: Path, real_export: Callable[[str], Path]
+) -> tuple[Path, Path]:
     folder = tmp_path / "capture"
     folder.mkdir()
     rep = folder / REP
@@ -144,8 +146,8 @@ def test_a_silent_dask_scheduler_address_fails_in_seconds(
         started = time.monotonic()
         result = run_cli(
             "ingest", "--db", tmp_path / "silent.duckdb", small_matmul_export, "--mode", "dask-futures",
-            "--scheduler", f"tcp://127.0.0.1:{server.getsockname()[1]}", env={"TRACEFORGE_DASK_TIMEOUT": "2s"},
-            timeout=120,
+            "--scheduler", f"tcp://127.0.0.1:{server.getsockname()[1]}",
+            env={"TRACEFORGE_DASK_TIMEOUT": "2s"}, timeout=120,
         )  # fmt: skip
         elapsed = time.monotonic() - started
     finally:

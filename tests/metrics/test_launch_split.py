@@ -35,7 +35,9 @@ def _launches(path: Path) -> list[dict[str, Any]]:
         # Driver calls first, so the runtime call of the same (pid, correlation id) overwrites them.
         for table in ("CUPTI_ACTIVITY_KIND_DRIVER", "CUPTI_ACTIVITY_KIND_RUNTIME"):
             if table in tables:
-                for gtid, corr, start, end in con.execute(f"SELECT globalTid, correlationId, start, end FROM {table}"):
+                for gtid, corr, start, end in con.execute(
+                    f"SELECT globalTid, correlationId, start, end FROM {table}"
+                ):
                     calls[((gtid >> 24) & 0xFFFFFF, corr)] = (start, end)
         strings = dict(con.execute("SELECT id, value FROM StringIds"))
         out = []
@@ -49,8 +51,16 @@ def _launches(path: Path) -> list[dict[str, Any]]:
                 api = call[1] - call[0]
                 queue = start - call[1] if start - call[1] >= 0 else None
             out.append(
-                {"device": dev, "stream": stream, "name": strings[name], "start": start, "dur": end - start,
-                 "call": call, "api": api, "queue": queue}  # fmt: skip
+                {
+                    "device": dev,
+                    "stream": stream,
+                    "name": strings[name],
+                    "start": start,
+                    "dur": end - start,
+                    "call": call,
+                    "api": api,
+                    "queue": queue,
+                }  # fmt: skip
             )
         return out
     finally:
@@ -92,23 +102,25 @@ def case(
     return db, trace_id, _launches(export)
 
 
-def test_kernels_carry_the_calls_end_api_time_and_queue_time(case: tuple[Path, str, list[dict[str, Any]]]) -> None:
+def test_kernels_carry_the_calls_end_api_time_and_queue_time(
+    case: tuple[Path, str, list[dict[str, Any]]],
+) -> None:
     db, trace_id, launches = case
-    ours = sorted(
-        (r["device_id"], r["start_ns"], r["duration_ns"], r["api_start_ns"], r["api_end_ns"], r["api_ns"], r["queue_ns"])
-        for r in _rows(
-            db, "SELECT device_id, start_ns, duration_ns, api_start_ns, api_end_ns, api_ns, queue_ns FROM kernels "
-            "WHERE trace_id = ?", trace_id)
-    )  # fmt: skip
+    columns = ("device_id", "start_ns", "duration_ns", "api_start_ns", "api_end_ns", "api_ns", "queue_ns")
+    query = f"SELECT {', '.join(columns)} FROM kernels WHERE trace_id = ?"
+    ours = sorted(tuple(r[c] for c in columns) for r in _rows(db, query, trace_id))
     expected = sorted(
-        (k["device"], k["start"], k["dur"], *(k["call"] or (None, None)), k["api"], k["queue"]) for k in launches
+        (k["device"], k["start"], k["dur"], *(k["call"] or (None, None)), k["api"], k["queue"])
+        for k in launches
     )
     assert ours == expected
     # The case must exercise both sides of the queue rule and the unmatched case where the capture has it.
     assert any(k["queue"] is not None for k in launches)
 
 
-def test_device_and_stream_metrics_split_like_the_reference(case: tuple[Path, str, list[dict[str, Any]]]) -> None:
+def test_device_and_stream_metrics_split_like_the_reference(
+    case: tuple[Path, str, list[dict[str, Any]]],
+) -> None:
     db, trace_id, launches = case
     for table, key in (("device_metrics", ("device",)), ("stream_metrics", ("device", "stream"))):
         groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -140,10 +152,14 @@ def test_kernel_summary_splits_like_the_reference(case: tuple[Path, str, list[di
         queue = [k["queue"] for k in ks if k["queue"] is not None]
         assert (r["launched_count"], r["queue_count"]) == (len(api), len(queue)), group
         assert _close(r["api_avg_ns"], _mean(api)) and _close(r["api_median_ns"], _pct(api, 50)), group
-        assert _close(r["queue_avg_ns"], _mean(queue)) and _close(r["queue_median_ns"], _pct(queue, 50)), group
+        assert _close(r["queue_avg_ns"], _mean(queue)) and _close(r["queue_median_ns"], _pct(queue, 50)), (
+            group
+        )
 
 
-def test_reanalyze_recomputes_the_split_from_stored_rows(real_export: Callable[[str], Path], tmp_path: Path) -> None:
+def test_reanalyze_recomputes_the_split_from_stored_rows(
+    real_export: Callable[[str], Path], tmp_path: Path
+) -> None:
     """The split is derived from the stored kernels (their calls' ends), as every metric is."""
     import traceforge
     from traceforge.ingest.reanalyze import reanalyze, stale_traces
@@ -154,7 +170,8 @@ def test_reanalyze_recomputes_the_split_from_stored_rows(real_export: Callable[[
     try:
         tf.ingest([export])
         query = (
-            "SELECT name, launched_count, api_avg_ns, queue_count, queue_avg_ns FROM kernel_summary ORDER BY name"
+            "SELECT name, launched_count, api_avg_ns, queue_count, queue_avg_ns FROM kernel_summary "
+            "ORDER BY name"
         )
         before = tf.sql(query).rows()
         metrics = "SELECT launch_api_p50_ns, launch_queue_count, launch_queue_p99_ns FROM device_metrics"

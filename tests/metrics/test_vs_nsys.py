@@ -389,7 +389,9 @@ def test_launch_split_vs_kernexecsum(source: dict[str, Any], request: pytest.Fix
         queue = [k["queue_ns"] for k in ks if k["queue_ns"] is not None]
         kern = [k["duration_ns"] for k in ks]
         if (len(ks), len(queue)) != (r["Count"], r["QCount"]):
-            problems.append(f"{key[4][:40]!r}: Count/QCount {len(ks)}/{len(queue)} vs {r['Count']}/{r['QCount']}")
+            problems.append(
+                f"{key[4][:40]!r}: Count/QCount {len(ks)}/{len(queue)} vs {r['Count']}/{r['QCount']}"
+            )
             continue
         for prefix, values in (("A", api), ("Q", queue), ("K", kern)):
             if not values:
@@ -405,5 +407,7 @@ def test_launch_split_vs_kernexecsum(source: dict[str, Any], request: pytest.Fix
                     problems.append(f"{key[4][:40]!r}: {prefix}{stat} traceforge={ours} nsys={theirs}")
     # Every launch traceforge matched is in one of nsys's groups (test_launch_latency_vs_nsys: the same set).
     if groups:
-        problems.append(f"{sum(map(len, groups.values()))} launches in groups kernexecsum lacks: {list(groups)[:2]}")
+        problems.append(
+            f"{sum(map(len, groups.values()))} launches in groups kernexecsum lacks: {list(groups)[:2]}"
+        )
     _fail(source, "launch split vs kernexecsum", problems)

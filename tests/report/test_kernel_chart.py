@@ -21,7 +21,9 @@ def test_kernel_chart_bars_are_the_tables_full_names(small_matmul_export: Path, 
         "SELECT s.value, count(*), sum(k.end - k.start) AS t FROM CUPTI_ACTIVITY_KIND_KERNEL k "
         "JOIN StringIds s ON s.id = k.demangledName GROUP BY s.value ORDER BY t DESC, s.value"
     ).fetchall()
-    short_names = con.execute("SELECT count(DISTINCT shortName) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0]
+    short_names = con.execute("SELECT count(DISTINCT shortName) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[
+        0
+    ]
     con.close()
     assert len(by_name) > short_names, "the capture must have a base name shared by two full names"
     with traceforge.connect(tmp_path / "chart.duckdb") as tf:

@@ -8,7 +8,6 @@ set lock on file``; one still locked after the wait gives one line naming the st
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -60,7 +59,10 @@ def test_queries_succeed_while_a_batch_ingests(
         (folder / name).write_bytes(real_export(name).read_bytes())
     db, stop = tmp_path / "shared.duckdb", tmp_path / "stop"
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(db), str(stop)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", READER, str(db), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         writer = run_cli("ingest", "--db", db, folder, timeout=600)

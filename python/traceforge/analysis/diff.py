@@ -319,9 +319,9 @@ def diff_traces(store: Store, trace_a: str, trace_b: str, *, top: int = 10) -> T
     )
     both = kernels.filter((pl.col("count_a") > 0) & (pl.col("count_b") > 0))
     top_abs = both.head(top)
-    top_rel = both.sort(
-        [pl.col("rel_avg").abs(), "name"], descending=[True, False], nulls_last=True
-    ).head(top)
+    top_rel = both.sort([pl.col("rel_avg").abs(), "name"], descending=[True, False], nulls_last=True).head(
+        top
+    )
     only_a = kernels.filter(pl.col("count_b") == 0).sort("total_ns_a", descending=True)
     only_b = kernels.filter(pl.col("count_a") == 0).sort("total_ns_b", descending=True)
     for side, frame in (("A", only_a), ("B", only_b)):

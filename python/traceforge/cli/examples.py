@@ -20,14 +20,19 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "demo": ("traceforge demo --db /tmp/demo.duckdb",),
     "synth": ("traceforge synth --out big.sqlite --kernels 1000000 --devices 2 --streams 4",),
     "run": ("traceforge run runners/tr131_gpu_smoke.toml --db sweep.duckdb --dry-run",),
-    "runs": ("traceforge runs --db sweep.duckdb --all", "traceforge runs --db sweep.duckdb --run tr131-smoke"),
+    "runs": (
+        "traceforge runs --db sweep.duckdb --all",
+        "traceforge runs --db sweep.duckdb --run tr131-smoke",
+    ),
     "reanalyze": ("traceforge reanalyze --db runs.duckdb --trace llama1b_n1.sqlite",),
     "export": ("traceforge export --db runs.duckdb --format parquet --output dataset/ --trace small_matmul",),
     "compare": (
         "traceforge compare --db sweep.duckdb --metric device_metrics.busy_ns --by cells.n --baseline 1",
     ),
     "diff": ("traceforge diff --db runs.duckdb llama_n1.sqlite llama_n8.sqlite --top 5",),
-    "report": ("traceforge report --db runs.duckdb --trace llama_n1.sqlite --window 0:50 --output report.html",),
+    "report": (
+        "traceforge report --db runs.duckdb --trace llama_n1.sqlite --window 0:50 --output report.html",
+    ),
     "plot": (
         "traceforge plot gaps --db runs.duckdb --trace small_matmul.sqlite --output gaps.svg",
         "traceforge plot sweep --db sweep.duckdb --output sweep.png",
@@ -37,7 +42,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 
 
 def epilog(command: str) -> str | None:
-    """The ``--help`` epilog of ``command``: its examples, laid out as written (click's ``\\b``)."""
+    """The ``--help`` epilog of ``command``: its examples, laid out as written (click's no-rewrap mark)."""
     lines = EXAMPLES.get(command)
     if not lines:
         return None

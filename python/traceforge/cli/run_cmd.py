@@ -90,7 +90,9 @@ def _resolve_run(text: str, run_ids: list[str]) -> str:
         return matches[0]
     if not matches:
         raise QueryError(f"no run with id {text!r} (see `traceforge runs --all`)")
-    raise QueryError(f"run id {text!r} is ambiguous: {len(matches)} runs start with it ({', '.join(matches[:5])})")
+    raise QueryError(
+        f"run id {text!r} is ambiguous: {len(matches)} runs start with it ({', '.join(matches[:5])})"
+    )
 
 
 @click.command("runs")

@@ -77,7 +77,9 @@ def as_error(exc: Exception, path: str, *, listed: bool = True) -> TraceforgeErr
     return error
 
 
-def for_report(error: TraceforgeError, report: str, export: str | None, *, temporary: bool) -> TraceforgeError:
+def for_report(
+    error: TraceforgeError, report: str, export: str | None, *, temporary: bool
+) -> TraceforgeError:
     """Make an error raised while ingesting a ``.nsys-rep`` name the user's report.
 
     ``export`` is the SQLite export that was read: a temporary one (``nsys export`` into a private
@@ -95,4 +97,5 @@ def for_report(error: TraceforgeError, report: str, export: str | None, *, tempo
 
 def beside_note(export: str) -> str:
     """The outcome note of a report whose export beside it was read instead of running ``nsys export``."""
-    return f"read {os.path.basename(export)}, the report's export beside it (newer than the report; no nsys needed)"
+    name = os.path.basename(export)
+    return f"read {name}, the report's export beside it (newer than the report; no nsys needed)"

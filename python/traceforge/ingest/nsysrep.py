@@ -66,7 +66,11 @@ def report_version(report: str | os.PathLike[str]) -> str | None:
 
 def _beside(report: str) -> str:
     """``a.sqlite`` for ``a.nsys-rep``: where ``nsys export`` (and nsys's own profile) writes the export."""
-    return report[: -len(".nsys-rep")] + ".sqlite" if report.lower().endswith(".nsys-rep") else report + ".sqlite"
+    return (
+        report[: -len(".nsys-rep")] + ".sqlite"
+        if report.lower().endswith(".nsys-rep")
+        else report + ".sqlite"
+    )
 
 
 def export_beside(report: str) -> str | None:

@@ -313,8 +313,8 @@ def ingest_one(
         error = as_error(exc, path)
         if report:  # the user's file, not the (temporary) export of the report
             temporary = "temporary_export" in seen
-            export = seen.get("temporary_export") or seen.get("export")
-            error = for_report(error, path, export, temporary=temporary)
+            read_from = seen.get("temporary_export") or seen.get("export")
+            error = for_report(error, path, read_from, temporary=temporary)
         record_failure(store, path, seen.get("fingerprint"), error)
         return IngestOutcome(
             path, "failed", None, error.message, error, seconds=time.perf_counter() - started

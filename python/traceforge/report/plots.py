@@ -358,7 +358,8 @@ def kernel_breakdown_figure(store: Store, trace_id: str, *, top: int = 12) -> Fi
     shown = rows[:top]
     cut = [_short(str(r[0])) for r in shown]
     labels = [
-        f"{c} (×{r[2]})" if cut.count(c) == 1 else f"{c} #{i + 1} (×{r[2]})" for i, (c, r) in enumerate(zip(cut, shown))
+        f"{c} (×{r[2]})" if cut.count(c) == 1 else f"{c} #{i + 1} (×{r[2]})"
+        for i, (c, r) in enumerate(zip(cut, shown))
     ]
     values = [r[1] / 1e6 for r in shown]
     if len(rows) > top:

@@ -185,7 +185,7 @@ def graph_mode_note(cuda_graph_trace: str | None, graph_exec_count: int) -> str 
 
 
 #: Called as an ingest of one file goes: (file, phase, rows stored so far), e.g. ``("a.sqlite", "storing
-#: kernels", 407_113)``; for progress display only.
+#: kernels", 1_200_000)``; for progress display only.
 PhaseCallback = Callable[[str, str, int], None]
 
 #: What the progress line calls the tables the core streams (the storage tables by their public views).

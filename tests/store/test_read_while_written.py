@@ -146,11 +146,14 @@ def test_a_store_locked_too_long_fails_in_one_line_with_the_pid(
 
 
 def test_a_store_opened_by_an_ingest_is_free_between_traces(
-    tmp_path: Path, real_export: Callable[[str], Path]
+    tmp_path: Path, real_export: Callable[[str], Path], monkeypatch: Any
 ) -> None:
-    """In one process: after ``run`` returns from each trace the file is closed (another connection of a
-    different configuration, read-only, opens it at once: DuckDB refuses that while a writer is open)."""
+    """In one process, with ``TRACEFORGE_SHARE_AFTER=0``: after each trace the file is closed (another
+    connection of a different configuration, read-only, opens it at once: DuckDB refuses that while a writer
+    is open). By default it is freed only for a reader that waits, or after 5 s held."""
     from traceforge.ingest import run
+
+    monkeypatch.setenv("TRACEFORGE_SHARE_AFTER", "0")
 
     db = tmp_path / "free.duckdb"
     seen: list[int] = []

@@ -504,9 +504,9 @@ class Batch:
             if outcome is not None:
                 emit(outcome)
             if store.release_between_traces:
-                # Free for readers until the next result needs it (queued partitions are files on disk,
-                # loaded at the next result or the end, as before).
-                store.release()
+                # Free for readers who want it until the next result needs it (queued partitions are
+                # files on disk, loaded at the next result or the end, as before).
+                store.share()
         loader.flush()
 
     def close(self) -> None:

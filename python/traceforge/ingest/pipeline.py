@@ -11,9 +11,9 @@ exports are loaded directly, and the traces go one of two ways:
 * through jobs (``concurrent``, ``dask-futures``, or an ``output`` dataset):
   :class:`traceforge.ingest.batch.Batch`.
 
-When ``run`` opens the store itself it holds the DuckDB file only while it uses it: the store is released
-(``Store.release``) before each export is read and after each trace is written, so ``runs``, ``sql`` or
-``report`` on the same store wait at most one trace's transaction, not the whole batch.
+When ``run`` opens the store itself it shares the DuckDB file: before each export is read and after each
+trace is written, ``Store.share`` frees it if a reader waits for it (or it has been held a while), so
+``runs``, ``sql`` or ``report`` on the same store wait at most one trace's transaction, not the whole batch.
 """
 
 from __future__ import annotations
@@ -241,9 +241,10 @@ def _run(
 
 
 def _release(store: Store) -> None:
-    """Free the store's file for other processes until its next use, when this ingest opened it."""
+    """Let other processes have the store's file until its next use, if they want it (``Store.share``),
+    when this ingest opened the store."""
     if store.release_between_traces:
-        store.release()
+        store.share()
 
 
 def _read_ahead(expansion: Expansion, threads: int | None) -> ReadAhead | None:

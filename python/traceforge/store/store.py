@@ -37,6 +37,13 @@ LOCK_WAIT_ENV = "TRACEFORGE_LOCK_WAIT"
 DEFAULT_READ_WAIT_S = 5.0
 DEFAULT_WRITE_WAIT_S = 120.0
 
+#: A writer working between short transactions (an ingest, trace by trace) frees the file between two of
+#: them when a reader waits for it, or when it has held the file this many seconds
+#: (``$TRACEFORGE_SHARE_AFTER``; 0: after every transaction). Freeing it costs a checkpoint (closing the
+#: file writes the log into it: ~0.1-0.8 s here, whatever the trace's size), so small traces share one.
+SHARE_AFTER_ENV = "TRACEFORGE_SHARE_AFTER"
+DEFAULT_SHARE_AFTER_S = 5.0
+
 
 def connect(
     path: str | os.PathLike[str], *, read_only: bool = False, wait_s: float | None = None
@@ -120,6 +127,15 @@ class _ReaderWaiting:
             with contextlib.suppress(OSError):
                 os.unlink(self.marker)
 
+    def waiting(self) -> bool:
+        """Whether a reader is waiting for the file now (its mark is fresh)."""
+        if self.marker is None:
+            return False
+        try:
+            return time.time() - os.stat(self.marker).st_mtime <= self.FRESH_S
+        except OSError:
+            return False
+
     def let_readers_in(self) -> None:
         if self.marker is None:
             return
@@ -164,8 +180,8 @@ class Store:
     """One DuckDB file holding traces, their metrics, and runner results.
 
     The file is opened through :func:`connect`, which waits while another process holds it. A writer that
-    works long between short transactions (an ingest reading exports) calls :meth:`release` after each:
-    the file is then free for readers until the next use of :attr:`con` opens it again.
+    works long between short transactions (an ingest reading exports) calls :meth:`share` after each: the
+    file is freed if another process wants it, until the next use of :attr:`con` opens it again.
 
     Args:
         path: the DuckDB file; created with the full schema when absent.
@@ -189,6 +205,7 @@ class Store:
         self.release_between_traces = False
         existed = os.path.exists(self.path)
         self._con: duckdb.DuckDBPyConnection | None = connect(self.path, read_only=read_only, wait_s=wait_s)
+        self._opened_at = time.monotonic()
         self._configure()
         if not read_only:
             self._create_schema(new=not existed)
@@ -198,8 +215,23 @@ class Store:
         """The DuckDB connection, opened again (waiting for the file's lock) after :meth:`release`."""
         if self._con is None:
             self._con = connect(self.path, read_only=self.read_only, wait_s=self.wait_s)
+            self._opened_at = time.monotonic()
             self._configure()
         return self._con
+
+    def share(self) -> None:
+        """Between two transactions of a long writer: free the file if another process wants it.
+
+        It is freed (:meth:`release`) when a reader waits for it (``connect`` leaves a mark beside the
+        store while it retries) or when this store has held it ``$TRACEFORGE_SHARE_AFTER`` seconds
+        (default 5; for readers that leave no mark, e.g. DuckDB's own CLI); otherwise it is kept, since each
+        freeing costs a checkpoint.
+        """
+        if self._con is None:
+            return
+        after = _env_seconds(SHARE_AFTER_ENV, DEFAULT_SHARE_AFTER_S, self.path)
+        if time.monotonic() - self._opened_at >= after or _ReaderWaiting(self.path).waiting():
+            self.release()
 
     def release(self) -> None:
         """Close the file until :attr:`con` is next used, so that other processes can open it meanwhile.
@@ -222,10 +254,15 @@ class Store:
         # The store's strings are names repeated across rows (kernels, API calls, NVTX ranges), which
         # dictionary compression stores as small or smaller; FSST's analysis cost ~10 ms a trace at commit.
         self.con.execute("SET disabled_compression_methods = 'fsst'")
+        # DuckDB draws its own progress bar on the terminal for a query over 2 s (a large trace's insert),
+        # over traceforge's bar and output lines.
+        self.con.execute("SET enable_progress_bar = false")
         self.memory_limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "512MB")
         if self.memory_limit:
             self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
         if self._checkpoint_each_commit:
+            # A writer that closes the file after each trace checkpoints then anyway: write each commit
+            # straight into the file rather than into the log first and the file at close.
             self.con.execute("SET checkpoint_threshold = '0b'")
 
     def _create_schema(self, *, new: bool) -> None:

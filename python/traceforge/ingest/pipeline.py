@@ -241,8 +241,7 @@ def _run(
 
 
 def _release(store: Store) -> None:
-    """Let other processes have the store's file until its next use, if they want it (``Store.share``),
-    when this ingest opened the store."""
+    """Let other processes have the store's file if they want it (``Store.share``), when ``run`` opened it."""
     if store.release_between_traces:
         store.share()
 

@@ -98,6 +98,15 @@ def test_kernels_and_nvtx_compare_per_call(pair: dict[str, Any]) -> None:
     by_call = sorted(both, key=lambda n: (-abs((kb[n][2] - ka[n][2]) / ka[n][2]), n))[:3]
     assert d.top_abs["name"].to_list() == by_total
     assert d.top_rel["name"].to_list() == by_call
+    # The device section carries the launch split (values as device_metrics holds them).
+    devices = {r["metric"]: r for r in d.devices.to_dicts() if r["device_id"] == 0}
+    with Store(pair["db"], read_only=True) as store:
+        queued = dict(store.con.execute("SELECT trace_id, launch_queue_count FROM device_metrics").fetchall())
+    assert (devices["launch_queue_count"]["a"], devices["launch_queue_count"]["b"]) == (
+        queued[pair["a"]],
+        queued[pair["b"]],
+    )
+    assert {"launch_api_p50_ns", "launch_queue_p50_ns", "launch_queue_p99_ns"} <= set(devices)
 
 
 def test_diff_names_the_traces_by_file(pair: dict[str, Any], run_cli: Any) -> None:

@@ -44,6 +44,11 @@ DEVICE_COLUMNS: tuple[str, ...] = (
     "memset_ns",
     "launch_latency_p50_ns",
     "launch_latency_p99_ns",
+    # The launch split (issue 16): how much of the latency is the call, how much waiting behind other work.
+    "launch_api_p50_ns",
+    "launch_queue_count",
+    "launch_queue_p50_ns",
+    "launch_queue_p99_ns",
     "stream_count",
 )
 

@@ -354,5 +354,12 @@ def test_the_interval_of_a_positive_quantity_stays_positive():
     # A zero among the values: the t interval, clipped at 0.
     with_zero = stats.describe([0.0, 10.0, 2000.0], positive=True)
     assert with_zero.ci_low == 0.0 and with_zero.ci_high > with_zero.mean
+    # Far from log-normal (one tiny outlier among 20): Cox's interval would miss the mean; the t interval
+    # is kept (clipped at 0 if need be), so the interval always holds the mean.
+    skewed = [100.0] * 19 + [0.001]
+    d = stats.describe(skewed, positive=True)
+    t_int = st.t.interval(0.95, 19, loc=np.mean(skewed), scale=st.sem(skewed))
+    assert (d.ci_low, d.ci_high) == pytest.approx((max(0.0, t_int[0]), t_int[1]))
+    assert d.ci_low <= d.mean <= d.ci_high
     # Without `positive` nothing changes.
     assert stats.describe(tps).ci_low == pytest.approx(t_lo)

@@ -205,8 +205,8 @@ def describe(
         values: numbers; None/NaN/inf are dropped and counted.
         confidence: level of the interval of the mean.
         positive: the quantity cannot be negative (a throughput, a latency): the interval of the mean is
-            :func:`positive_mean_interval` when every value is > 0 (else the t interval, its low end
-            clipped at 0), so it never goes below zero.
+            :func:`positive_mean_interval` when every value is > 0 and that interval holds the sample mean
+            (else the t interval, its low end clipped at 0), so it never goes below zero.
 
     Returns:
         A :class:`Description`; see the module docstring for n = 0, n = 1 and zero variance.
@@ -239,12 +239,15 @@ def describe(
         half = float(st.t.ppf(0.5 + confidence / 2, n - 1)) * sem
         ci_low, ci_high = mean - half, mean + half
         if positive and sd > 0:
-            if bool(np.all(x > 0)):
-                ci_low, ci_high = positive_mean_interval(x, confidence)
+            cox = positive_mean_interval(x, confidence) if bool(np.all(x > 0)) else None
+            if cox is not None and cox[0] <= mean <= cox[1]:
+                ci_low, ci_high = cox
                 notes.append("positive quantity: Cox's log-scale interval of the mean")
             elif ci_low < 0:
+                # Zero values (no log), or values so far from log-normal (one tiny outlier) that Cox's
+                # interval misses the sample mean: the t interval, which cannot go below zero here.
                 ci_low = 0.0
-                notes.append("positive quantity with zero values: t interval clipped at 0")
+                notes.append("positive quantity: t interval clipped at 0")
         if sd == 0:
             notes.append("zero variance: the interval is the single value")
         if mean != 0:

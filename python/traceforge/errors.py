@@ -72,6 +72,12 @@ class StoreError(TraceforgeError, RuntimeError):
     code = "store"
 
 
+class StoreBusyError(StoreError):
+    """Another process holds the store's file lock (a writer's transaction) for longer than we wait."""
+
+    code = "store_busy"
+
+
 class QueryError(TraceforgeError, ValueError):
     """A SQL query, column or trace id given by the user is invalid."""
 

@@ -64,9 +64,13 @@ def test_sweep_known_by_construction(store):
         assert p.per_agent_tps.mean == pytest.approx(per_request_speed(n))
         assert p.aggregate_tps.mean == pytest.approx(AGG1 * amdahl(n))
         assert p.efficiency == pytest.approx(amdahl(n) / n)
-        # per-repetition aggregate = N * v * (1 + jitter): the t interval of those three values
+        # per-repetition aggregate = N * v * (1 + jitter): Cox's log-scale interval of those three values
+        # (a throughput is positive; issue 16 item 14), computed here from its formula
         agg = [n * per_request_speed(n) * (1 + j) for j in JITTER]
-        lo, hi = st.t.interval(0.95, 2, loc=np.mean(agg), scale=st.sem(agg))
+        y = np.log(agg)
+        s2 = float(np.var(y, ddof=1))
+        half = st.t.ppf(0.975, 2) * np.sqrt(s2 / 3 + s2**2 / 4)
+        lo, hi = np.exp(np.mean(y) + s2 / 2 - half), np.exp(np.mean(y) + s2 / 2 + half)
         assert (p.aggregate_tps.ci_low, p.aggregate_tps.ci_high) == pytest.approx((lo, hi))
         walls = [
             1000 * TOKENS / (per_request_speed(n) * (1 + j))

@@ -327,3 +327,39 @@ def test_import_cost_stays_out_of_traceforge():
     code = "import sys, traceforge; print('scipy' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_the_interval_of_a_positive_quantity_stays_positive():
+    """Issue 16, item 14: three widely spread throughputs gave a t interval of the mean below zero."""
+    from scipy import stats as st
+
+    tps = [310.0, 2900.0, 9800.0]
+    t_lo, _t_hi = st.t.interval(0.95, 2, loc=np.mean(tps), scale=st.sem(tps))
+    assert t_lo < 0  # the old interval: negative tokens per second
+    d = stats.describe(tps, positive=True)
+    assert d.mean == pytest.approx(np.mean(tps))
+    # Cox's interval on the log scale, from its formula: exp(mean(log x) + s²/2 ± t·sqrt(s²/n + s⁴/(2(n-1))))
+    y = np.log(tps)
+    s2 = np.var(y, ddof=1)
+    half = st.t.ppf(0.975, 2) * np.sqrt(s2 / 3 + s2**2 / 4)
+    expected = (np.exp(y.mean() + s2 / 2 - half), np.exp(y.mean() + s2 / 2 + half))
+    assert (d.ci_low, d.ci_high) == pytest.approx(expected)
+    assert 0 < d.ci_low < d.mean < d.ci_high
+    # Tight values: it agrees with the t interval to within a fraction of a percent.
+    tight = [1000.0, 1010.0, 990.0, 1005.0]
+    t_int = st.t.interval(0.95, 3, loc=np.mean(tight), scale=st.sem(tight))
+    assert (stats.describe(tight, positive=True).ci_low, stats.describe(tight, positive=True).ci_high) == (
+        pytest.approx(t_int, rel=2e-3)
+    )
+    # A zero among the values: the t interval, clipped at 0.
+    with_zero = stats.describe([0.0, 10.0, 2000.0], positive=True)
+    assert with_zero.ci_low == 0.0 and with_zero.ci_high > with_zero.mean
+    # Far from log-normal (one tiny outlier among 20): Cox's interval would miss the mean; the t interval
+    # is kept (clipped at 0 if need be), so the interval always holds the mean.
+    skewed = [100.0] * 19 + [0.001]
+    d = stats.describe(skewed, positive=True)
+    t_int = st.t.interval(0.95, 19, loc=np.mean(skewed), scale=st.sem(skewed))
+    assert (d.ci_low, d.ci_high) == pytest.approx((max(0.0, t_int[0]), t_int[1]))
+    assert d.ci_low <= d.mean <= d.ci_high
+    # Without `positive` nothing changes.
+    assert stats.describe(tps).ci_low == pytest.approx(t_lo)

@@ -19,7 +19,8 @@ Where nsys defines a number differently from traceforge the comparison adapts, a
   end), and its Lvl counts start/end ranges as parents, so ``level`` is not compared.
 * kernexecsum's API names lose their ``_vNNNN`` suffix; its "queue" time starts at the API call's end, so the
   mean launch latency (kernel start - API start) equals AAvg + QAvg only for groups where every kernel
-  started after its call returned (QCount == Count).
+  started after its call returned (QCount == Count). Its API, queue and kernel times are traceforge's
+  ``kernels.api_ns``, ``queue_ns`` (NULL where nsys counts none) and ``duration_ns``, compared per group.
 """
 
 from __future__ import annotations
@@ -363,3 +364,50 @@ def test_launch_latency_vs_nsys(source: dict[str, Any], request: pytest.FixtureR
                 problems.append(f"kernexecsum {key[4][:40]!r}: mean latency {mean} vs AAvg+QAvg "
                                 f"{r['AAvg (ns)'] + r['QAvg (ns)']}")  # fmt: skip
     _fail(source, "launch latency vs kernexectrace/kernexecsum", problems)
+
+
+def test_launch_split_vs_kernexecsum(source: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    """``kernels.api_ns``/``queue_ns``/``duration_ns`` grouped as kernexecsum groups: its Count, QCount and
+    API, queue and kernel time statistics (nsys rounds averages and medians to 0.1 ns)."""
+    kernels = _tf_rows(
+        request,
+        source["export"],
+        "SELECT pid, launch_tid, device_id, launch_api, name, api_ns, queue_ns, duration_ns "
+        "FROM kernels WHERE trace_id = ? AND api_ns IS NOT NULL",
+    )
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for k in kernels:
+        key = (k["pid"], k["launch_tid"], k["device_id"], strip_api_version(k["launch_api"] or ""), k["name"])
+        groups[key].append(k)
+    problems = []
+    nsys_rows = source["stats"]["kernexecsum"] or []
+    assert nsys_rows, f"[{source['name']}] kernexecsum gave no rows"
+    for r in nsys_rows:
+        key = (r["PID"], r["TID"], r["DevId"], r["API Name"], r["Kernel Name"])
+        ks = groups.pop(key, [])
+        api = [k["api_ns"] for k in ks]
+        queue = [k["queue_ns"] for k in ks if k["queue_ns"] is not None]
+        kern = [k["duration_ns"] for k in ks]
+        if (len(ks), len(queue)) != (r["Count"], r["QCount"]):
+            problems.append(
+                f"{key[4][:40]!r}: Count/QCount {len(ks)}/{len(queue)} vs {r['Count']}/{r['QCount']}"
+            )
+            continue
+        for prefix, values in (("A", api), ("Q", queue), ("K", kern)):
+            if not values:
+                continue
+            for stat, ours in (
+                ("Avg", sum(values) / len(values)),
+                ("Med", float(np.median(values))),
+                ("Min", min(values)),
+                ("Max", max(values)),
+            ):
+                theirs = r[f"{prefix}{stat} (ns)"]
+                if not _close(ours, theirs, 0.051 if stat in ("Avg", "Med") else 0):
+                    problems.append(f"{key[4][:40]!r}: {prefix}{stat} traceforge={ours} nsys={theirs}")
+    # Every launch traceforge matched is in one of nsys's groups (test_launch_latency_vs_nsys: the same set).
+    if groups:
+        problems.append(
+            f"{sum(map(len, groups.values()))} launches in groups kernexecsum lacks: {list(groups)[:2]}"
+        )
+    _fail(source, "launch split vs kernexecsum", problems)

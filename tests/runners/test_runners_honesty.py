@@ -24,7 +24,7 @@ from traceforge.errors import SpecError  # noqa: E402
 from traceforge.runners.results import fetch_dicts, sweep_summary  # noqa: E402
 from traceforge.runners.spec import parse_spec  # noqa: E402
 from traceforge.runners.sweep import run_sweep  # noqa: E402
-from traceforge.store import Store, open_store  # noqa: E402
+from traceforge.store import Store  # noqa: E402
 
 
 def _spec(
@@ -179,7 +179,7 @@ def test_the_store_is_readable_while_a_sweep_runs(tmp_path: Path) -> None:
         try:
             while proc.poll() is None:
                 if db.exists():
-                    with open_store(db, read_only=True, wait_s=10) as store:
+                    with Store(db, read_only=True, wait_s=10) as store:
                         statuses = [r[0] for r in store.con.execute("SELECT status FROM cells").fetchall()]
                     reads += 1
                     seen_running = seen_running or "running" in statuses

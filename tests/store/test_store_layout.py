@@ -291,3 +291,65 @@ def test_a_store_before_idle_attribution_gets_the_idle_columns_and_reanalysis_fi
     assert got[0] == expected[0]
     # gaps: the same rows (metric_version aside, which is current in both)
     assert got[1] == expected[1]
+
+
+def test_a_store_before_the_launch_split_gets_its_columns_and_a_reingest_fills_them(
+    ingested: Any, small_matmul_export: Path, tmp_path: Path
+) -> None:
+    """Layout 5 (before issue 16's launch split: no ``api_end_ns`` in the kernel rows, no split columns) is
+    upgraded in place: the split is NULL (the calls' ends were never kept, so ``reanalyze`` cannot recompute
+    it) until ``ingest --force`` stores the trace again, which reproduces a fresh ingest."""
+    import traceforge
+    from traceforge.store.schema import LAUNCH_SPLIT_METRIC_COLUMNS, LAUNCH_SPLIT_SUMMARY_COLUMNS
+
+    fresh, _trace_id = ingested(small_matmul_export)
+    split = ", ".join(c for c, _k in LAUNCH_SPLIT_METRIC_COLUMNS)
+    per_name = ", ".join(c for c, _k in LAUNCH_SPLIT_SUMMARY_COLUMNS)
+    queries = (
+        f"(SELECT device_id, {split} FROM device_metrics)",
+        f"(SELECT stream_id, {split} FROM stream_metrics)",
+        f"(SELECT name, {per_name} FROM kernel_summary)",
+        "(SELECT start_ns, api_end_ns, api_ns, queue_ns FROM kernels)",
+    )
+    db = tmp_path / "layout5.duckdb"
+    shutil.copyfile(fresh, db)
+    con = duckdb.connect(str(db))
+    expected = [_rows(con, q) for q in queries]
+    assert any(r[4] for r in expected[0])  # kernels queued
+    for table, columns in (
+        ("device_metrics", LAUNCH_SPLIT_METRIC_COLUMNS),
+        ("stream_metrics", LAUNCH_SPLIT_METRIC_COLUMNS),
+        ("kernel_summary", LAUNCH_SPLIT_SUMMARY_COLUMNS),
+    ):
+        for column, _kind in columns:
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    kept = [(n, k) for n, k in ROW_FIELDS["kernel_rows"] if n != "api_end_ns"]
+    con.execute("DROP VIEW kernels")
+    con.execute(
+        f"CREATE TABLE {STORAGE_SCHEMA}._old AS SELECT struct_pack("
+        + ", ".join(f"{n} := {ROW_COLUMN}.{n}" for n, _k in kept)
+        + f") AS {ROW_COLUMN} FROM {STORAGE_SCHEMA}.kernel_rows"
+    )
+    con.execute(f"DROP TABLE {STORAGE_SCHEMA}.kernel_rows")
+    con.execute(f"ALTER TABLE {STORAGE_SCHEMA}._old RENAME TO kernel_rows")
+    con.execute(f"UPDATE {STORAGE_SCHEMA}.{LAYOUT_TABLE} SET version = 5, digest = 'layout5'")
+    con.execute("UPDATE traces SET metric_version = 3")
+    con.close()
+
+    with Store(db) as store:
+        assert store.con.execute(
+            "SELECT count(*), count(api_end_ns), count(queue_ns) FROM kernels"
+        ).fetchone() == (
+            42,
+            0,
+            0,
+        )
+        assert store.con.execute("SELECT count(launch_queue_count) FROM device_metrics").fetchone() == (0,)
+        # The kernel rows themselves are unchanged.
+        assert store.con.execute(
+            "SELECT count(*) FROM kernels WHERE api_start_ns IS NOT NULL"
+        ).fetchone() == (42,)
+    with traceforge.connect(db) as tf:
+        tf.ingest([small_matmul_export], force=True)
+        got = [_rows(tf.store.con, q) for q in queries]
+    assert got == expected

@@ -4,6 +4,11 @@ Kernel, memop and NVTX figures come from the raw event tables (``kernels``, ``me
 summed over devices, so a diff does not depend on the derived tables being current; the device section reads
 ``device_metrics`` (one row per device, matched on ``device_id``), the idle-attribution columns included
 when either trace has them.
+
+Kernels and NVTX ranges are compared per call as well as in total: two runs of different sizes (1 agent
+against 8) differ in every total by the same factor, and only the per-call mean and median show the one
+kernel that got slower. Rows are ranked by the change in total time (where the time went); the second
+kernel ranking is by the relative change of the per-call mean.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryError
+from ..store.sql_params import bind
 
 if TYPE_CHECKING:
     import polars as pl
@@ -38,6 +44,11 @@ DEVICE_COLUMNS: tuple[str, ...] = (
     "memset_ns",
     "launch_latency_p50_ns",
     "launch_latency_p99_ns",
+    # The launch split (issue 16): how much of the latency is the call, how much waiting behind other work.
+    "launch_api_p50_ns",
+    "launch_queue_count",
+    "launch_queue_p50_ns",
+    "launch_queue_p99_ns",
     "stream_count",
 )
 
@@ -62,13 +73,17 @@ class TraceDiff:
     Attributes:
         trace_a, trace_b: the two trace ids (a is the reference).
         devices: ``device_id, metric, a, b, delta, rel_delta`` from ``device_metrics``.
-        kernels: per kernel name ``count_a, count_b, total_ns_a, total_ns_b, delta_ns, rel_delta``
-            (outer join: zeros for a kernel absent from one side).
-        top_abs: the ``top`` kernels present in both with the largest |delta_ns|.
-        top_rel: the ``top`` kernels present in both with the largest |rel_delta|.
+        kernels: per kernel name ``count_a, count_b, total_ns_a, total_ns_b, delta_ns, rel_delta`` (of the
+            totals), ``avg_ns_a, avg_ns_b, rel_avg`` (per-call mean and its relative change),
+            ``median_ns_a, median_ns_b, rel_median`` (per-call median, linear interpolation) and
+            ``delta_count`` (outer join: zero counts and totals, NULL means and medians for a kernel absent
+            from one side), ranked by |delta_ns|.
+        top_abs: the ``top`` kernels present in both with the largest |delta_ns| (change in total time).
+        top_rel: the ``top`` kernels present in both with the largest |rel_avg| (change per call).
         only_a, only_b: kernels present in one trace only.
         memops: per (op, copy_kind) counts, time and bytes.
-        nvtx: per NVTX range name counts and total duration.
+        nvtx: per NVTX range name the same columns as ``kernels``, ranked by |delta_ns|.
+        file_a, file_b: the traces' source files (their paths as ingested).
     """
 
     trace_a: str
@@ -82,22 +97,37 @@ class TraceDiff:
     memops: pl.DataFrame
     nvtx: pl.DataFrame
     notes: list[str] = field(default_factory=list)
+    file_a: str = ""
+    file_b: str = ""
+
+    def label(self, side: str) -> str:
+        """``A``/``B`` named by file: ``llama_n8.sqlite (7a1f03c2...)``."""
+        import os
+
+        trace, path = (self.trace_a, self.file_a) if side == "A" else (self.trace_b, self.file_b)
+        return f"{os.path.basename(path)} ({trace})" if path else trace
 
     def sections(self) -> dict[str, pl.DataFrame]:
         """Section title -> frame, in display order."""
         return {
             "device metrics": self.devices,
-            "kernels: top movers by absolute change": self.top_abs,
-            "kernels: top movers by relative change": self.top_rel,
-            f"kernels only in A ({self.trace_a})": self.only_a,
-            f"kernels only in B ({self.trace_b})": self.only_b,
+            "kernels: top movers by absolute change in total time": self.top_abs,
+            "kernels: top movers by relative change per call (mean)": self.top_rel,
+            f"kernels only in A ({self.label('A')})": self.only_a,
+            f"kernels only in B ({self.label('B')})": self.only_b,
             "memory operations": self.memops,
-            "NVTX ranges": self.nvtx,
+            "NVTX ranges (by change in total time)": self.nvtx,
         }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (each section a list of rows)."""
-        out: dict[str, Any] = {"trace_a": self.trace_a, "trace_b": self.trace_b, "notes": self.notes}
+        out: dict[str, Any] = {
+            "trace_a": self.trace_a,
+            "trace_b": self.trace_b,
+            "file_a": self.file_a,
+            "file_b": self.file_b,
+            "notes": self.notes,
+        }
         for key, frame in (
             ("devices", self.devices),
             ("kernels", self.kernels),
@@ -153,16 +183,69 @@ def resolve_trace(store: Store, trace: str) -> str:
     raise QueryError(f"trace '{trace}' is ambiguous: {len(matches)} traces match ({listed}{more})")
 
 
-def _side_by_side(store: Store, sql: str, a: str, b: str, keys: list[str], values: list[str]) -> pl.DataFrame:
-    """Run ``sql`` (with one ``?`` for the trace id) for both traces and outer-join on ``keys``."""
+def _side_by_side(
+    store: Store,
+    sql: str,
+    a: str,
+    b: str,
+    keys: list[str],
+    values: list[str],
+    per_call: tuple[str, ...] = (),
+) -> pl.DataFrame:
+    """Run ``sql`` (with one ``?`` for the trace id) for both traces and outer-join on ``keys``.
+
+    ``values`` (counts, totals) are 0 on the side that lacks a key; ``per_call`` (means, medians) NULL.
+    """
     import polars as pl
 
     fa = store.sql(sql, [a])
     fb = store.sql(sql, [b])
     joined = fa.join(fb, on=keys, how="full", suffix="_b", coalesce=True)
-    joined = joined.rename({v: f"{v}_a" for v in values})
+    joined = joined.rename({v: f"{v}_a" for v in (*values, *per_call)})
     return joined.with_columns(
         [pl.col(f"{v}_a").fill_null(0) for v in values] + [pl.col(f"{v}_b").fill_null(0) for v in values]
+    )
+
+
+#: Per name: calls, total time, per-call mean and median (linear interpolation, as ``kernel_summary``).
+_PER_NAME = (
+    "count(*)::BIGINT AS count, sum(duration_ns)::BIGINT AS total_ns, avg(duration_ns)::DOUBLE AS avg_ns, "
+    "quantile_cont(duration_ns, 0.5)::DOUBLE AS median_ns"
+)
+
+
+def _compare_per_name(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add the changes of a per-name side-by-side frame: totals, per-call mean and median; rank by total."""
+    import polars as pl
+
+    def rel(column: str) -> pl.Expr:
+        a, b = pl.col(f"{column}_a"), pl.col(f"{column}_b")
+        return pl.when(a > 0).then((b - a) / a).otherwise(None)
+
+    return (
+        frame.with_columns(
+            (pl.col("total_ns_b") - pl.col("total_ns_a")).alias("delta_ns"),
+            (pl.col("count_b") - pl.col("count_a")).alias("delta_count"),
+        )
+        .with_columns(rel("total_ns").alias("rel_delta"), rel("avg_ns").alias("rel_avg"))
+        .with_columns(rel("median_ns").alias("rel_median"))
+        .select(
+            "name",
+            "count_a",
+            "count_b",
+            "total_ns_a",
+            "total_ns_b",
+            "delta_ns",
+            "rel_delta",
+            "avg_ns_a",
+            "avg_ns_b",
+            "rel_avg",
+            "median_ns_a",
+            "median_ns_b",
+            "rel_median",
+            "delta_count",
+        )
+        .sort([pl.col("delta_ns").abs(), "name"], descending=[True, False])
     )
 
 
@@ -228,27 +311,22 @@ def diff_traces(store: Store, trace_a: str, trace_b: str, *, top: int = 10) -> T
     if device_frame.is_empty():
         notes.append("no device_metrics rows for either trace")
 
-    kernels = _side_by_side(
-        store,
-        "SELECT name, count(*)::BIGINT AS count, sum(duration_ns)::BIGINT AS total_ns FROM kernels "
-        "WHERE trace_id = ? GROUP BY name",
-        a,
-        b,
-        ["name"],
-        ["count", "total_ns"],
-    )
-    kernels = kernels.with_columns(
-        (pl.col("total_ns_b") - pl.col("total_ns_a")).alias("delta_ns"),
-        (pl.col("count_b") - pl.col("count_a")).alias("delta_count"),
-    ).with_columns(
-        pl.when(pl.col("total_ns_a") > 0)
-        .then(pl.col("delta_ns") / pl.col("total_ns_a"))
-        .otherwise(None)
-        .alias("rel_delta")
+    kernels = _compare_per_name(
+        _side_by_side(
+            store,
+            f"SELECT name, {_PER_NAME} FROM kernels WHERE trace_id = ? GROUP BY name",
+            a,
+            b,
+            ["name"],
+            ["count", "total_ns"],
+            ("avg_ns", "median_ns"),
+        )
     )
     both = kernels.filter((pl.col("count_a") > 0) & (pl.col("count_b") > 0))
-    top_abs = both.sort(pl.col("delta_ns").abs(), descending=True).head(top)
-    top_rel = both.sort(pl.col("rel_delta").abs(), descending=True, nulls_last=True).head(top)
+    top_abs = both.head(top)
+    top_rel = both.sort([pl.col("rel_avg").abs(), "name"], descending=[True, False], nulls_last=True).head(
+        top
+    )
     only_a = kernels.filter(pl.col("count_b") == 0).sort("total_ns_a", descending=True)
     only_b = kernels.filter(pl.col("count_a") == 0).sort("total_ns_b", descending=True)
     for side, frame in (("A", only_a), ("B", only_b)):
@@ -257,7 +335,6 @@ def diff_traces(store: Store, trace_a: str, trace_b: str, *, top: int = 10) -> T
                 f"{frame.height} kernel names only in {side}; the {top} with the most time are listed"
             )
     only_a, only_b = only_a.head(top), only_b.head(top)
-    kernels = kernels.sort(pl.col("delta_ns").abs(), descending=True)
 
     memops = (
         _side_by_side(
@@ -273,17 +350,36 @@ def diff_traces(store: Store, trace_a: str, trace_b: str, *, top: int = 10) -> T
         .sort(["op", "copy_kind"])
     )
 
-    nvtx = _side_by_side(
-        store,
-        "SELECT name, count(*)::BIGINT AS count, sum(duration_ns)::BIGINT AS total_ns FROM nvtx_ranges "
-        "WHERE trace_id = ? AND kind <> 'mark' AND end_ns IS NOT NULL GROUP BY name",
+    nvtx = _compare_per_name(
+        _side_by_side(
+            store,
+            f"SELECT name, {_PER_NAME} FROM nvtx_ranges "
+            "WHERE trace_id = ? AND kind <> 'mark' AND end_ns IS NOT NULL GROUP BY name",
+            a,
+            b,
+            ["name"],
+            ["count", "total_ns"],
+            ("avg_ns", "median_ns"),
+        )
+    )
+    files = dict(store.con.execute(
+        bind("SELECT trace_id, source_path FROM traces WHERE trace_id IN (?, ?)", [a, b])
+    ).fetchall())  # fmt: skip
+    return TraceDiff(
         a,
         b,
-        ["name"],
-        ["count", "total_ns"],
-    ).with_columns((pl.col("total_ns_b") - pl.col("total_ns_a")).alias("delta_ns"))
-    nvtx = nvtx.sort(pl.col("delta_ns").abs(), descending=True)
-    return TraceDiff(a, b, device_frame, kernels, top_abs, top_rel, only_a, only_b, memops, nvtx, notes)
+        device_frame,
+        kernels,
+        top_abs,
+        top_rel,
+        only_a,
+        only_b,
+        memops,
+        nvtx,
+        notes,
+        file_a=str(files.get(a) or ""),
+        file_b=str(files.get(b) or ""),
+    )
 
 
 def render(d: TraceDiff, fmt: str = "table") -> str:
@@ -296,7 +392,11 @@ def render(d: TraceDiff, fmt: str = "table") -> str:
         return json.dumps(d.to_dict(), indent=2, default=str)
     if fmt != "table":
         raise QueryError(f"unknown --format '{fmt}' for diff (table, json)")
-    parts = [f"A = {d.trace_a}    B = {d.trace_b}    (delta = B - A)"]
+    parts = [
+        f"A = {d.label('A')}",
+        f"B = {d.label('B')}",
+        "delta = B - A; rel_* = (B - A) / A; avg_ns/median_ns are per call",
+    ]
     for title, frame in d.sections().items():
         parts.append("")
         parts.append(f"== {title} ==")

@@ -175,12 +175,38 @@ def _f(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def describe(values: Iterable[Any], *, confidence: float = DEFAULT_CONFIDENCE) -> Description:
+def positive_mean_interval(x: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Interval of the mean of a positive quantity: Cox's log-scale interval (t quantile).
+
+    A throughput or a latency cannot be negative, but the t interval ``mean ± t·sem`` of a few widely
+    spread values can be (a sweep's throughput showed [-1,493, ...] tok/s; issue 16). Such
+    quantities are closer to log-normal than to normal, so the interval is built on ``y = log x``: the mean
+    of a log-normal is ``exp(mu + sigma²/2)``, and Cox's interval (Land 1972; Zhou & Gao 1997; with the t
+    quantile, Olsson 2005) is ``exp(ȳ + s²/2 ± t·sqrt(s²/n + s⁴/(2(n - 1))))``. Both ends are > 0 and it is
+    wider above the mean than below, as the spread of such samples is; for tightly clustered values it
+    agrees with the t interval. Needs every value > 0 and n >= 2.
+    """
+    from scipy import stats as st
+
+    y = np.log(x)
+    n = y.size
+    s2 = float(np.var(y, ddof=1))
+    centre = float(np.mean(y)) + s2 / 2
+    half = float(st.t.ppf(0.5 + confidence / 2, n - 1)) * math.sqrt(s2 / n + s2 * s2 / (2 * (n - 1)))
+    return math.exp(centre - half), math.exp(centre + half)
+
+
+def describe(
+    values: Iterable[Any], *, confidence: float = DEFAULT_CONFIDENCE, positive: bool = False
+) -> Description:
     """Describe a sample: centre, spread, percentiles, t interval of the mean, Tukey outliers.
 
     Args:
         values: numbers; None/NaN/inf are dropped and counted.
         confidence: level of the interval of the mean.
+        positive: the quantity cannot be negative (a throughput, a latency): the interval of the mean is
+            :func:`positive_mean_interval` when every value is > 0 and that interval holds the sample mean
+            (else the t interval, its low end clipped at 0), so it never goes below zero.
 
     Returns:
         A :class:`Description`; see the module docstring for n = 0, n = 1 and zero variance.
@@ -212,6 +238,16 @@ def describe(values: Iterable[Any], *, confidence: float = DEFAULT_CONFIDENCE) -
         sem = sd / math.sqrt(n)
         half = float(st.t.ppf(0.5 + confidence / 2, n - 1)) * sem
         ci_low, ci_high = mean - half, mean + half
+        if positive and sd > 0:
+            cox = positive_mean_interval(x, confidence) if bool(np.all(x > 0)) else None
+            if cox is not None and cox[0] <= mean <= cox[1]:
+                ci_low, ci_high = cox
+                notes.append("positive quantity: Cox's log-scale interval of the mean")
+            elif ci_low < 0:
+                # Zero values (no log), or values so far from log-normal (one tiny outlier) that Cox's
+                # interval misses the sample mean: the t interval, which cannot go below zero here.
+                ci_low = 0.0
+                notes.append("positive quantity: t interval clipped at 0")
         if sd == 0:
             notes.append("zero variance: the interval is the single value")
         if mean != 0:

@@ -309,10 +309,11 @@ def _analyze_one(
                 "cells_failed": at_n.height - ok_cells.height,
                 "requests_ok": r_ok.height,
                 "requests_error": r.height - r_ok.height,
-                "per_agent": stats.describe(r_ok["tokens_per_s"].to_list()),
-                "aggregate": stats.describe(per_cell),
+                # Throughputs and latencies are positive: their intervals must stay above zero.
+                "per_agent": stats.describe(r_ok["tokens_per_s"].to_list(), positive=True),
+                "aggregate": stats.describe(per_cell, positive=True),
                 "p95": float(np.percentile(lat, 95)) if lat.size else None,
-                "ttft": stats.describe(r_ok["ttft_ms"].to_list()),
+                "ttft": stats.describe(r_ok["ttft_ms"].to_list(), positive=True),
             }
         )
     usable = [p for p in raw if p["aggregate"].n > 0]

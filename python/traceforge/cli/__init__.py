@@ -53,6 +53,10 @@ class LazyGroup(click.Group):
                 return None  # not built yet in this checkout
             raise
         command: click.Command = getattr(module, attr)
+        if not command.epilog:
+            from .examples import epilog
+
+            command.epilog = epilog(cmd_name)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

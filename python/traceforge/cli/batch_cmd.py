@@ -23,7 +23,12 @@ _DB_HELP = "DuckDB store (default $TRACEFORGE_DB or ./traceforge.duckdb)."
 
 @contextlib.contextmanager
 def _progress(description: str, *, quiet: bool = False) -> Iterator[Any]:
-    """One progress bar on stderr, or a silent stand-in when stderr is not a terminal."""
+    """One progress bar on stderr, or a silent stand-in when stderr is not a terminal.
+
+    The bar shows files done of all, the time, failures so far, and the current file's phase with the rows
+    stored so far (a single big file would otherwise show ``0/1`` and a clock). Lines meant for stdout
+    are printed through :func:`_printer`, never straight to a terminal the bar is drawn on.
+    """
     if quiet or not sys.stderr.isatty():
         # Scripts and pipelines see no bar; they should not pay rich's import either.
         yield _NoProgress(), 0
@@ -31,19 +36,23 @@ def _progress(description: str, *, quiet: bool = False) -> Iterator[Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True, soft_wrap=True)
+    console = Console(stderr=True, soft_wrap=False)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[note]}"),
+        TextColumn("{task.fields[phase]}", markup=False),
         console=console,
         transient=True,
         disable=quiet or not console.is_terminal,
+        # rich's own stdout/stderr redirection does not see click.echo; lines go through `_printer`.
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
     with progress:
-        task = progress.add_task(description, total=None, note="")
+        task = progress.add_task(description, total=None, note="", phase="")
         yield progress, task
 
 
@@ -52,6 +61,24 @@ class _NoProgress:
 
     def update(self, task: Any, **fields: Any) -> None:
         """Ignore a progress update."""
+
+
+def _printer(progress: Any) -> Any:
+    """How to print a stdout line while ``progress`` may be drawn.
+
+    When stdout is the terminal the bar is drawn on, a line written straight to it lands after the bar's
+    last frame (``2/6 0:00:00 1 failedingested 7a1f...``): rich must clear the bar, print the line and
+    draw the bar again below it, so the line goes through the bar's console. Otherwise (stdout a file or
+    a pipe, or no bar) it goes to stdout as is.
+    """
+    console = getattr(progress, "console", None)
+    if console is None or not sys.stdout.isatty():
+        return click.echo
+
+    def echo(line: str) -> None:
+        console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+    return echo
 
 
 def ingest_batch(
@@ -93,18 +120,23 @@ def ingest_batch(
 
     seen: list[IngestOutcome] = []
     with _progress("ingesting", quiet=quiet) as (progress, task):
+        echo = _printer(progress)
 
         def on_outcome(outcome: IngestOutcome) -> None:
             failed = sum(o.status == "failed" for o in seen) + (outcome.status == "failed")
             seen.append(outcome)
-            progress.update(task, advance=1, note=f"{failed} failed" if failed else "")
+            progress.update(task, advance=1, note=f"{failed} failed" if failed else "", phase="")
             if outcome.status != "failed" and not quiet:
-                click.echo(
+                echo(
                     f"{outcome.status:8} {outcome.trace_id or '-':16}  {outcome.path}  ({outcome.message}, "
                     f"{outcome.seconds:.2f} s)"
                 )
                 for note in outcome.notes:
-                    click.echo(f"{'':8} {'':16}  {note}")
+                    echo(f"{'':8} {'':16}  {note}")
+
+        def on_phase(path: str, phase: str, rows: int) -> None:
+            stored = f", {rows:,} rows stored" if rows else ""
+            progress.update(task, phase=f"{os.path.basename(path)}: {phase}{stored}")
 
         # The store is opened by `run`, so the first export is read while DuckDB loads (its read-ahead).
         report = run(
@@ -119,6 +151,7 @@ def ingest_batch(
             on_start=lambda total: progress.update(task, total=total),
             on_outcome=on_outcome,
             exclude=exclude,
+            on_phase=on_phase,
         )
     if not quiet:
         for path, why in report.not_captures:

@@ -24,9 +24,20 @@ def bundled_trace(directory: str) -> str:
 
 
 @click.command()
-@click.option("--db", default=None, metavar="FILE", help="DuckDB store (default: ./traceforge.duckdb).")
+@click.option(
+    "--db",
+    default=None,
+    metavar="FILE",
+    help="DuckDB store the capture is ingested into, created if absent (default: $TRACEFORGE_DB or "
+    "./traceforge.duckdb, as every command).",
+)
 def demo(db: str | None) -> None:
-    """Ingest the bundled real H100 capture and print its metrics."""
+    """Ingest the bundled real H100 capture into the store and print its metrics.
+
+    The capture (small_matmul, 42 kernels on 2 streams) is decompressed into $XDG_CACHE_HOME/traceforge-demo
+    (else the temporary directory) and ingested like any file: into your default store unless --db says
+    otherwise, and skipped when it is stored already.
+    """
     import polars as pl
 
     from ..api import connect
@@ -66,4 +77,5 @@ def demo(db: str | None) -> None:
                     [tid],
                 )
             )
-    click.echo(f'\nNext: traceforge sql "SELECT * FROM stream_metrics" --db {db or "traceforge.duckdb"}')
+        store_path = tf.path
+    click.echo(f'\nNext: traceforge sql "SELECT * FROM stream_metrics" --db {store_path}')

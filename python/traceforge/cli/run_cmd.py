@@ -97,10 +97,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _resolve_run(text: str, run_ids: list[str]) -> str:
+    """The run id ``text`` names: the id itself, or a unique prefix of one."""
+    from ..errors import QueryError
+
+    if text in run_ids:
+        return text
+    matches = [r for r in run_ids if r.startswith(text)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise QueryError(f"no run with id {text!r} (see `traceforge runs --all`)")
+    raise QueryError(
+        f"run id {text!r} is ambiguous: {len(matches)} runs start with it ({', '.join(matches[:5])})"
+    )
+
+
 @click.command("runs")
 @click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help="DuckDB store.")
 @click.option(
-    "--run", "run_id", default=None, help="Show one run's cells and summary (default: the latest run)."
+    "--run",
+    "run_id",
+    default=None,
+    metavar="RUN_ID",
+    help="Show one run's cells and summary: its id (as `runs` lists it) or a unique prefix "
+    "(default: the latest run).",
 )
 @click.option("--all", "show_all", is_flag=True, help="List every run only.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", help="Output format.")
@@ -126,8 +147,8 @@ def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
             raise QueryError("no runs in this store")
         if run_id is None:
             run_id = run_rows[0]["run_id"]
-        elif run_id not in {r["run_id"] for r in run_rows}:
-            raise QueryError(f"no run with id {run_id!r}")
+        else:
+            run_id = _resolve_run(run_id, [str(r["run_id"]) for r in run_rows])
         cells = (
             []
             if show_all
@@ -155,8 +176,11 @@ def runs(db: str | None, run_id: str | None, show_all: bool, fmt: str) -> None:
 
     console = Console()
     table = Table(title="runs")
-    for col in ("run_id", "name", "backend", "model", "status", "started_at"):
-        table.add_column(col)
+    # The run id is what `--run` takes: never cut or folded (other columns give way and fold instead).
+    longest = max(len(str(r["run_id"])) for r in run_rows)
+    table.add_column("run_id", no_wrap=True, min_width=longest, overflow="ignore")
+    for col in ("name", "backend", "model", "status", "started_at"):
+        table.add_column(col, overflow="fold")
     for r in run_rows:
         table.add_row(*(_fmt(r[c]) for c in ("run_id", "name", "backend", "model", "status", "started_at")))
     console.print(table)

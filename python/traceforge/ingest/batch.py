@@ -97,22 +97,32 @@ def run_job(spec: JobSpec) -> JobResult:
     store (so the rows are exactly what a direct ingest stores), then each table's rows are copied out with
     ``COPY ... TO ... (FORMAT parquet)`` into the dataset, published atomically.
     """
-    from .failures import as_error
+    from .failures import as_error, for_report
 
     start = time.perf_counter()
     result = JobResult(path=spec.path, status="failed")
+    export: str | None = None
+    temporary = False
     try:
         if spec.path.lower().endswith(".nsys-rep"):
             import tempfile
 
-            from .nsysrep import export_to_sqlite
+            from .nsysrep import export_beside, export_to_sqlite
 
-            with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
-                _job_sqlite(spec, export_to_sqlite(spec.path, tmp), result)
+            export = export_beside(spec.path)
+            if export is not None:  # the report's export lies beside it: no nsys needed
+                _job_sqlite(spec, export, result)
+            else:
+                with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
+                    export = export_to_sqlite(spec.path, tmp)
+                    temporary = True
+                    _job_sqlite(spec, export, result)
         else:
             _job_sqlite(spec, spec.path, result)
     except Exception as exc:  # a bug must cost one file, not the batch (as_error re-raises Ctrl-C)
         error = as_error(exc, spec.path, listed=False)
+        if export is not None:
+            error = for_report(error, spec.path, export, temporary=temporary)
         result.error_code, result.message = error.code, error.message
     result.seconds = time.perf_counter() - start
     result.worker, result.peak_rss_bytes = _worker_identity()
@@ -264,6 +274,80 @@ class _ProcessPool:
         pass
 
 
+#: Seconds to open a TCP connection to a Dask scheduler, and (``$TRACEFORGE_DASK_TIMEOUT``, a Dask
+#: duration) for its handshake once connected: an unreachable scheduler fails in seconds, not Dask's 30.
+SCHEDULER_CONNECT_S = 2.0
+SCHEDULER_TIMEOUT_ENV = "TRACEFORGE_DASK_TIMEOUT"
+DEFAULT_SCHEDULER_TIMEOUT_S = 5.0
+
+
+def _probe_scheduler(address: str) -> None:
+    """Fail fast, in one line, when nothing accepts connections at a Dask scheduler's address.
+
+    Dask's client retries a refused or silent address until its connect timeout (30 s by default); one
+    plain TCP connection attempt tells within ``SCHEDULER_CONNECT_S``. Addresses that are not TCP
+    (``inproc://``, ``ucx://``) are left to Dask.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(address if "://" in address else f"tcp://{address}")
+    if url.scheme not in ("tcp", "tls") or not url.hostname:
+        return
+    port = url.port or 8786
+    try:
+        with socket.create_connection((url.hostname, port), timeout=SCHEDULER_CONNECT_S):
+            return
+    except TimeoutError:
+        why = f"no answer within {SCHEDULER_CONNECT_S:g} s"
+    except ConnectionRefusedError:
+        why = "connection refused: nothing listens there"
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    raise SchedulerUnavailableError(
+        f"cannot reach the Dask scheduler at {address} ({why}); start one with `dask scheduler`, or fix "
+        "--scheduler / DASK_SCHEDULER_ADDRESS"
+    )
+
+
+def _client_within(client_class: Any, address: str, timeout: str) -> Any:
+    """A Dask ``Client`` of ``address``, or one line when the handshake has not finished in ``timeout``.
+
+    Dask's own ``timeout`` does not bound a peer that accepts the connection and never answers (it waited
+    until the peer hung up), so the client is made on a daemon thread and waited for here.
+    """
+    import threading
+
+    from dask.utils import parse_timedelta
+
+    seconds = float(parse_timedelta(timeout, default="seconds") or DEFAULT_SCHEDULER_TIMEOUT_S)
+    made: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            made["client"] = client_class(address, timeout=timeout)
+        except BaseException as exc:  # noqa: BLE001 - reported below, in this thread's caller
+            made["error"] = exc
+
+    thread = threading.Thread(target=connect, name="traceforge-dask-connect", daemon=True)
+    thread.start()
+    thread.join(seconds + 1.0)
+    hint = "(is it a Dask scheduler? `dask scheduler` prints its address)"
+    if thread.is_alive():
+        raise SchedulerUnavailableError(
+            f"cannot reach the Dask scheduler at {address}: it accepted the connection but did not answer "
+            f"within {timeout} {hint}"
+        )
+    if "error" in made:
+        exc = made["error"]
+        if isinstance(exc, (OSError, TimeoutError)):
+            raise SchedulerUnavailableError(
+                f"cannot reach the Dask scheduler at {address} within {timeout}: {_first_line(exc)} {hint}"
+            ) from exc
+        raise exc
+    return made["client"]
+
+
 class _Dask:
     """``--mode dask-futures``: a Dask cluster, existing or started here."""
 
@@ -282,13 +366,10 @@ class _Dask:
             or dask.config.get("scheduler-address", None)
         )
         if address:
-            timeout = dask.config.get("distributed.comm.timeouts.connect", "30s")
-            try:
-                self.client = Client(address, timeout=timeout)
-            except (OSError, TimeoutError) as exc:
-                raise SchedulerUnavailableError(
-                    f"cannot reach the Dask scheduler at {address} within {timeout}: {_first_line(exc)}"
-                ) from exc
+            _probe_scheduler(str(address))
+            # Something answers there: give the Dask handshake a few seconds, not Dask's 30 s default.
+            timeout = os.environ.get(SCHEDULER_TIMEOUT_ENV, f"{DEFAULT_SCHEDULER_TIMEOUT_S:g}s")
+            self.client = _client_within(Client, str(address), timeout)
         else:
             import logging
 
@@ -422,6 +503,10 @@ class Batch:
             outcome = _settle(store, self.root, result, force=force, keep=self.keep, loader=loader)
             if outcome is not None:
                 emit(outcome)
+            if store.release_between_traces:
+                # Free for readers who want it until the next result needs it (queued partitions are
+                # files on disk, loaded at the next result or the end, as before).
+                store.share()
         loader.flush()
 
     def close(self) -> None:

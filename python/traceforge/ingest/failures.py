@@ -75,3 +75,27 @@ def as_error(exc: Exception, path: str, *, listed: bool = True) -> TraceforgeErr
     if listed and error.code == "not_found" and not os.path.lexists(path):
         error.message = f"vanished during the batch ({error.message})"
     return error
+
+
+def for_report(
+    error: TraceforgeError, report: str, export: str | None, *, temporary: bool
+) -> TraceforgeError:
+    """Make an error raised while ingesting a ``.nsys-rep`` name the user's report.
+
+    ``export`` is the SQLite export that was read: a temporary one (``nsys export`` into a private
+    directory, deleted since) is replaced by the report wherever the message names it; the user's own
+    ``.sqlite`` beside the report is named as what was read.
+    """
+    error.path = report
+    if export is not None and export != report:
+        if temporary:
+            error.message = error.message.replace(export, report)
+        elif export not in error.message:
+            error.message = f"{error.message} (read from {os.path.basename(export)}, its export beside it)"
+    return error
+
+
+def beside_note(export: str) -> str:
+    """The outcome note of a report whose export beside it was read instead of running ``nsys export``."""
+    name = os.path.basename(export)
+    return f"read {name}, the report's export beside it (newer than the report; no nsys needed)"

@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -63,8 +64,47 @@ def report_version(report: str | os.PathLike[str]) -> str | None:
     return max(set(found), key=found.count).decode()
 
 
+def _beside(report: str) -> str:
+    """``a.sqlite`` for ``a.nsys-rep``: where ``nsys export`` (and nsys's own profile) writes the export."""
+    return (
+        report[: -len(".nsys-rep")] + ".sqlite"
+        if report.lower().endswith(".nsys-rep")
+        else report + ".sqlite"
+    )
+
+
+def export_beside(report: str) -> str | None:
+    """The SQLite export lying beside a report, when it is the report's export; else None.
+
+    ``a.sqlite`` next to ``a.nsys-rep`` is taken for its export when it is a non-empty file modified no
+    earlier than the report (``nsys export``, ``nsys profile --export sqlite`` and ``nsys stats`` write it
+    after the report). An older one was exported from an earlier capture of that name: not used.
+    """
+    sqlite = _beside(report)
+    try:
+        rep, exp = os.stat(report), os.stat(sqlite)
+    except OSError:
+        return None
+    if not stat.S_ISREG(exp.st_mode) or exp.st_size == 0 or exp.st_mtime < rep.st_mtime:
+        return None
+    return sqlite
+
+
+def _stale_hint(report: str) -> str:
+    """A note for a failed export when an older ``.sqlite`` of that name lies beside the report."""
+    sqlite = _beside(report)
+    if os.path.isfile(sqlite) and export_beside(report) is None:
+        return (
+            f"; {os.path.basename(sqlite)} beside it is older than the report (an earlier capture's export), "
+            "so it was not used: export the report again, or remove the old .sqlite"
+        )
+    return ""
+
+
 def export_to_sqlite(report: str, out_dir: str, *, timeout_s: float = 3600) -> str:
     """Run ``nsys export --type sqlite`` on ``report`` into ``out_dir`` and return the SQLite path.
+
+    Callers use :func:`export_beside` first: a report's export lying beside it needs no nsys.
 
     Raises:
         NsysNotFoundError: no nsys is installed, or it cannot read this report (the message says which
@@ -76,7 +116,8 @@ def export_to_sqlite(report: str, out_dir: str, *, timeout_s: float = 3600) -> s
         raise NsysNotFoundError(
             "a .nsys-rep needs `nsys export`, and no nsys was found (set $NSYS, put nsys on PATH, or "
             "give the exported .sqlite instead)"
-            + (f"; the report was written by nsys {written_by}" if written_by else ""),
+            + (f"; the report was written by nsys {written_by}" if written_by else "")
+            + _stale_hint(report),
             path=report,
         )
     out = str(Path(out_dir) / (Path(report).stem + ".sqlite"))
@@ -98,5 +139,6 @@ def export_to_sqlite(report: str, out_dir: str, *, timeout_s: float = 3600) -> s
             )
         else:
             reason = f"`nsys export` failed (nsys {installed} at {nsys})"
-        raise NsysNotFoundError(f"{reason}: {detail}" if detail else reason, path=report)
+        message = f"{reason}: {detail}" if detail else reason
+        raise NsysNotFoundError(message + _stale_hint(report), path=report)
     return out

@@ -10,6 +10,10 @@ exports are loaded directly, and the traces go one of two ways:
   the first export is read ahead on background threads while DuckDB is imported and the store opens.
 * through jobs (``concurrent``, ``dask-futures``, or an ``output`` dataset):
   :class:`traceforge.ingest.batch.Batch`.
+
+When ``run`` opens the store itself it shares the DuckDB file: before each export is read and after each
+trace is written, ``Store.share`` frees it if a reader waits for it (or it has been held a while), so
+``runs``, ``sql`` or ``report`` on the same store wait at most one trace's transaction, not the whole batch.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from typing import TYPE_CHECKING
 
 from .. import errors
 from ..errors import TraceforgeError
-from .failures import as_error, clear_failures, record_failure
+from .failures import as_error, beside_note, clear_failures, for_report, record_failure
 from .inputs import Expansion, check_input, expand_inputs
 from .trace import IngestOutcome
 
 if TYPE_CHECKING:
     from ..store import Store
-    from .trace import ReadAhead, TraceData
+    from .trace import PhaseCallback, ReadAhead, TraceData
 
 #: Execution modes of ``mode``/``--mode`` (the names nsys recipes use).
 MODES: tuple[str, ...] = ("none", "concurrent", "dask-futures")
@@ -95,6 +99,7 @@ def run(
     on_start: Callable[[int], None] | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
     exclude: Iterable[str] = (),
+    on_phase: PhaseCallback | None = None,
 ) -> IngestReport:
     """Ingest files, directories and glob patterns; never stops at a bad file.
 
@@ -112,6 +117,8 @@ def run(
         on_outcome: called with each outcome as it lands (for progress display).
         exclude: glob patterns of files to leave out of directories and patterns (matched against the path
             relative to the directory searched, and the file name; :func:`expand_inputs`).
+        on_phase: called as each file read in this process goes (file, phase, rows stored so far):
+            ``reading``, ``exporting with nsys``, ``storing kernels``, ..., ``committing`` (for progress).
 
     Returns:
         The report; failures are in it and in ``ingest_failures``, never raised.
@@ -135,6 +142,9 @@ def run(
     try:
         target = Store(store) if not isinstance(store, Store) else store
         try:
+            if opened:
+                # Ours alone: let other processes read the file whenever no trace is being written.
+                target.release_between_traces = True
             return _run(
                 target,
                 expansion,
@@ -147,6 +157,7 @@ def run(
                 on_start=on_start,
                 on_outcome=on_outcome,
                 ahead=ahead,
+                on_phase=on_phase,
             )
         finally:
             if opened:
@@ -169,6 +180,7 @@ def _run(
     on_start: Callable[[int], None] | None,
     on_outcome: Callable[[IngestOutcome], None] | None,
     ahead: ReadAhead | None,
+    on_phase: PhaseCallback | None = None,
 ) -> IngestReport:
     started = time.perf_counter()
     batch = None
@@ -176,6 +188,7 @@ def _run(
         from .batch import Batch
 
         batch = Batch(store, mode=mode, jobs=jobs, scheduler=scheduler, output=output)
+    _release(store)
     report = IngestReport(mode=mode, workers=1 if batch is None else batch.workers)
     report.not_captures, report.excluded = expansion.skipped, expansion.excluded
     if on_start is not None:
@@ -206,11 +219,16 @@ def _run(
             checkpointing = store.checkpoint_each_commit() if len(traces) == 1 else contextlib.nullcontext()
             with checkpointing:
                 for path in traces:
-                    emit(
-                        ingest_one(
-                            store, path, force=force, threads=threads or available_cores(), ahead=ahead
-                        )
+                    outcome = ingest_one(
+                        store,
+                        path,
+                        force=force,
+                        threads=threads or available_cores(),
+                        ahead=ahead,
+                        on_phase=on_phase,
                     )
+                    _release(store)
+                    emit(outcome)
     except KeyboardInterrupt as exc:
         raise errors.IngestInterrupted(
             "ingest interrupted; traces already stored are kept, run the same command again to finish"
@@ -220,6 +238,12 @@ def _run(
             batch.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _release(store: Store) -> None:
+    """Let other processes have the store's file if they want it (``Store.share``), when ``run`` opened it."""
+    if store.release_between_traces:
+        store.share()
 
 
 def _read_ahead(expansion: Expansion, threads: int | None) -> ReadAhead | None:
@@ -237,7 +261,13 @@ def _read_ahead(expansion: Expansion, threads: int | None) -> ReadAhead | None:
 
 
 def ingest_one(
-    store: Store, path: str, *, force: bool = False, threads: int = 0, ahead: ReadAhead | None = None
+    store: Store,
+    path: str,
+    *,
+    force: bool = False,
+    threads: int = 0,
+    ahead: ReadAhead | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> IngestOutcome:
     """Ingest one export or report in this process: read, write, record the outcome; never raises.
 
@@ -250,23 +280,41 @@ def ingest_one(
         force: re-ingest content already stored.
         threads: Rust core threads (0: all cores).
         ahead: an export already being read; used if it is this file.
+        on_phase: hears the file's phases (``run``'s ``on_phase``).
 
     Raises:
         KeyboardInterrupt: Ctrl-C; nothing of this trace was written.
     """
     started = time.perf_counter()
     seen: dict[str, str] = {}
+    report = path.lower().endswith(".nsys-rep")
     try:
-        if path.lower().endswith(".nsys-rep"):
-            from .nsysrep import export_to_sqlite
+        if report:
+            from .nsysrep import export_beside, export_to_sqlite
 
-            with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
-                outcome = _ingest_sqlite(store, export_to_sqlite(path, tmp), path, force, threads, None, seen)
+            beside = export_beside(path)
+            if beside is not None:
+                # Its export is already there (nsys stats, nsys profile --export, an earlier export):
+                # read it rather than need an nsys able to read this report.
+                seen["export"] = beside
+                outcome = _ingest_sqlite(store, beside, path, force, threads, None, seen, on_phase)
+                outcome.notes.append(beside_note(beside))
+            else:
+                with tempfile.TemporaryDirectory(prefix="traceforge-export-") as tmp:
+                    _release(store)  # nsys export takes seconds; the store is not needed meanwhile
+                    if on_phase is not None:
+                        on_phase(path, "exporting with nsys", 0)
+                    export = export_to_sqlite(path, tmp)
+                    seen["temporary_export"] = export
+                    outcome = _ingest_sqlite(store, export, path, force, threads, None, seen, on_phase)
         else:
-            outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen)
+            outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen, on_phase)
     except Exception as exc:
         error = as_error(exc, path)
-        error.path = path  # the user's file, not the temporary export of a report
+        if report:  # the user's file, not the (temporary) export of the report
+            temporary = "temporary_export" in seen
+            read_from = seen.get("temporary_export") or seen.get("export")
+            error = for_report(error, path, read_from, temporary=temporary)
         record_failure(store, path, seen.get("fingerprint"), error)
         return IngestOutcome(
             path, "failed", None, error.message, error, seconds=time.perf_counter() - started
@@ -284,6 +332,7 @@ def _ingest_sqlite(
     threads: int,
     ahead: ReadAhead | None,
     seen: dict[str, str],
+    on_phase: PhaseCallback | None = None,
 ) -> IngestOutcome:
     from .trace import fingerprint_file, read_trace, skipped, write_trace
 
@@ -291,6 +340,9 @@ def _ingest_sqlite(
     try:
 
         def read(fingerprint: str | None) -> TraceData:
+            _release(store)  # opening an export (its tables stream at the write): the file is free meanwhile
+            if on_phase is not None:
+                on_phase(source, "reading", 0)
             if ahead is not None:
                 return ahead.take(source_path=source)
             return read_trace(export, threads=threads, source_path=source, fingerprint=fingerprint)
@@ -307,7 +359,7 @@ def _ingest_sqlite(
                 return skipped(store, source, fingerprint, existing)
             data = read(fingerprint)
         seen["fingerprint"] = data.fingerprint
-        return write_trace(store, data, force=force)
+        return write_trace(store, data, force=force, on_phase=on_phase)
     finally:
         if ahead is not None:
             ahead.close()  # the content was stored already, or reading failed: stop reading it

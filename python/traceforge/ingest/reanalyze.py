@@ -140,7 +140,7 @@ def recompute_metrics(store: Store, trace_id: str) -> None:
 
     kernels = fetch(
         "SELECT device_id::BIGINT AS device_id, stream_id, start_ns, end_ns, name, pid, correlation_id, "
-        "launch_tid, api_start_ns FROM kernels WHERE trace_id = $1"
+        "launch_tid, api_start_ns, api_end_ns FROM kernels WHERE trace_id = $1"
     )
     memops = fetch(
         "SELECT device_id::BIGINT AS device_id, stream_id, op, copy_kind, start_ns, end_ns, bytes, pid, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,8 +184,32 @@ def graph_mode_note(cuda_graph_trace: str | None, graph_exec_count: int) -> str 
     )
 
 
-def write_trace(store: Store, data: TraceData, *, force: bool = False) -> IngestOutcome:
-    """Write every table of one trace in one transaction; skip content already stored unless ``force``."""
+#: Called as an ingest of one file goes: (file, phase, rows stored so far), e.g. ``("a.sqlite", "storing
+#: kernels", 1_200_000)``; for progress display only.
+PhaseCallback = Callable[[str, str, int], None]
+
+#: What the progress line calls the tables the core streams (the storage tables by their public views).
+_PHASE_NAMES = {
+    "kernel_rows": "kernels",
+    "kernel_classes": "kernels",
+    "api_call_rows": "API calls",
+    "api_call_classes": "API calls",
+    "gap_rows": "gaps",
+    "gil_rows": "GIL ranges",
+    "os_call_rows": "OS calls",
+    "os_call_names": "OS calls",
+    "gpu_metric_rows": "GPU metrics",
+    "gpu_metric_classes": "GPU metrics",
+}
+
+
+def write_trace(
+    store: Store, data: TraceData, *, force: bool = False, on_phase: PhaseCallback | None = None
+) -> IngestOutcome:
+    """Write every table of one trace in one transaction; skip content already stored unless ``force``.
+
+    ``on_phase`` hears each table as it starts to stream (with the rows stored so far) and the commit.
+    """
     started = time.perf_counter()
     existing = store.has_fingerprint(data.fingerprint)
     if existing and not force:
@@ -193,7 +218,7 @@ def write_trace(store: Store, data: TraceData, *, force: bool = False) -> Ingest
 
     try:
         with store.ingest_memory():
-            info = _write_tables(store, data, existing)
+            info = _write_tables(store, data, existing, on_phase)
     except KeyboardInterrupt:
         data.handle.cancel()
         raise
@@ -226,14 +251,21 @@ def write_trace(store: Store, data: TraceData, *, force: bool = False) -> Ingest
     )
 
 
-def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[str, Any]:
+def _write_tables(
+    store: Store, data: TraceData, existing: str | None, on_phase: PhaseCallback | None
+) -> dict[str, Any]:
     handle = data.handle
+    rows = 0
     with store.transaction() as con:
         if existing:
             delete_trace_rows(con, existing)
         # In the core's write order: API calls first (streaming them matches launches), then the metrics.
         for table, stream in handle.tables():
-            insert_trace_rows(con, table, stream, data.trace_id)
+            if on_phase is not None:
+                on_phase(data.source_path, f"storing {_PHASE_NAMES.get(table, table)}", rows)
+            rows += insert_trace_rows(con, table, stream, data.trace_id)
+        if on_phase is not None:
+            on_phase(data.source_path, "committing", rows)
         info = handle.info()
         row = dict(data.trace_row)
         from .. import __version__

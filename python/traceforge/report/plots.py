@@ -451,11 +451,17 @@ def gap_histogram_figure(store: Store, trace_id: str, *, device_id: int | None =
 
 
 def kernel_breakdown_figure(store: Store, trace_id: str, *, top: int = 12) -> Figure:
-    """Kernel time by kernel name (top ``top`` names, the rest as 'other'), with each name's share."""
+    """Kernel time by kernel name (top ``top`` names, the rest as 'other'), with each name's share.
+
+    Grouped by the full (demangled) name, as the report's kernel table beside it and ``kernel_summary``
+    are: grouping by the base name merged different instantiations of one template into one bar, which
+    then matched no row of the table. Labels are cut to fit; cut labels that would read the same are told
+    apart by the rank of their row in the table (``#2``).
+    """
     rows = store.con.execute(
         bind(
-            "SELECT coalesce(short_name, name) AS label, sum(duration_ns) AS t, count(*) AS c FROM kernels "
-            "WHERE trace_id = ? GROUP BY label ORDER BY t DESC",
+            "SELECT name AS label, sum(duration_ns) AS t, count(*) AS c FROM kernels "
+            "WHERE trace_id = ? GROUP BY name ORDER BY t DESC, name",
             [trace_id],
         ),
     ).fetchall()
@@ -465,7 +471,11 @@ def kernel_breakdown_figure(store: Store, trace_id: str, *, top: int = 12) -> Fi
         return _empty(fig, ax, f"trace {trace_id}: no kernels")
     total = sum(r[1] for r in rows) or 1
     shown = rows[:top]
-    labels = [f"{_short(str(r[0]))} (×{r[2]})" for r in shown]
+    cut = [_short(str(r[0])) for r in shown]
+    labels = [
+        f"{c} (×{r[2]})" if cut.count(c) == 1 else f"{c} #{i + 1} (×{r[2]})"
+        for i, (c, r) in enumerate(zip(cut, shown))
+    ]
     values = [r[1] / 1e6 for r in shown]
     if len(rows) > top:
         rest = rows[top:]

@@ -211,9 +211,9 @@ def _store_session(db: str | os.PathLike[str] | None) -> Iterator[Any]:
     Between cells the file is free, so ``runs``, ``sql`` and ``report`` can read it while a sweep of hours
     runs; a write that meets another process's lock waits for it (up to ``STORE_WAIT_S``).
     """
-    from ..store import open_store
+    from ..store import Store
 
-    store = open_store(db, wait_s=STORE_WAIT_S)
+    store = Store(db, wait_s=STORE_WAIT_S)
     try:
         yield store
     finally:

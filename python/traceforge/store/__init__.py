@@ -10,6 +10,6 @@ neither DuckDB nor polars.
 from __future__ import annotations
 
 from .storage import LAYOUT_TABLE, LAYOUT_VERSION
-from .store import DEFAULT_DB, Store, default_db_path, open_store
+from .store import DEFAULT_DB, Store, connect, default_db_path
 
-__all__ = ["DEFAULT_DB", "LAYOUT_TABLE", "LAYOUT_VERSION", "Store", "default_db_path", "open_store"]
+__all__ = ["DEFAULT_DB", "LAYOUT_TABLE", "LAYOUT_VERSION", "Store", "connect", "default_db_path"]

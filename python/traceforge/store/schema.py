@@ -8,7 +8,7 @@ from __future__ import annotations
 
 #: Version of the metric code; bump when a derived-metric definition changes so
 #: ``traceforge reanalyze`` knows which rows are stale.
-METRIC_VERSION = 3
+METRIC_VERSION = 4
 
 #: Tables holding one trace's rows, in the order they are written.
 TRACE_TABLES: tuple[str, ...] = (
@@ -96,9 +96,37 @@ IDLE_COLUMNS: tuple[str, ...] = (
 
 _IDLE_COLUMN_DDL = ", ".join(f"{c} BIGINT" for c in IDLE_COLUMNS)
 
+#: The kernels' launch split (issue 16; `nsys stats --report kernexecsum`) in ``device_metrics`` and
+#: ``stream_metrics``: percentiles of the launching calls' durations (API time), and the count and
+#: percentiles of the queue times (kernel start - call end, where >= 0).
+LAUNCH_SPLIT_METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("launch_api_p50_ns", "DOUBLE"),
+    ("launch_api_p90_ns", "DOUBLE"),
+    ("launch_api_p99_ns", "DOUBLE"),
+    ("launch_queue_count", "BIGINT"),
+    ("launch_queue_p50_ns", "DOUBLE"),
+    ("launch_queue_p90_ns", "DOUBLE"),
+    ("launch_queue_p99_ns", "DOUBLE"),
+)
+
+#: The launch split per kernel name in ``kernel_summary``: kernels whose launching call is known, the
+#: calls' mean and median duration, kernels with a queue time and its mean and median over them.
+LAUNCH_SPLIT_SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("launched_count", "BIGINT"),
+    ("api_avg_ns", "DOUBLE"),
+    ("api_median_ns", "DOUBLE"),
+    ("queue_count", "BIGINT"),
+    ("queue_avg_ns", "DOUBLE"),
+    ("queue_median_ns", "DOUBLE"),
+)
+
+_LAUNCH_SPLIT_METRIC_DDL = ", ".join(f"{c} {kind}" for c, kind in LAUNCH_SPLIT_METRIC_COLUMNS)
+_LAUNCH_SPLIT_SUMMARY_DDL = ", ".join(f"{c} {kind}" for c, kind in LAUNCH_SPLIT_SUMMARY_COLUMNS)
+
 #: Columns added to existing tables after their first release (CUDA graphs, issue 21; idle attribution,
-#: issue 15), in the order they were added: new stores declare them last, as the upgrade of an older
-#: store appends them (``storage._upgrade_graph_columns``, ``storage._upgrade_idle_columns``).
+#: issue 15; launch split, issue 16), in the order they were added: new stores declare them last, as the
+#: upgrade of an older store appends them (``storage._upgrade_graph_columns``,
+#: ``storage._upgrade_idle_columns``, ``storage._upgrade_launch_split``).
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("traces", "cuda_graph_trace", "VARCHAR"),
     ("device_metrics", "graph_launch_count", "BIGINT"),
@@ -107,6 +135,9 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("stream_metrics", "graph_ns", "BIGINT"),
     ("nvtx_projection", "graph_ns", "BIGINT"),
     *(("device_metrics", c, "BIGINT") for c in IDLE_COLUMNS),
+    *(("device_metrics", c, kind) for c, kind in LAUNCH_SPLIT_METRIC_COLUMNS),
+    *(("stream_metrics", c, kind) for c, kind in LAUNCH_SPLIT_METRIC_COLUMNS),
+    *(("kernel_summary", c, kind) for c, kind in LAUNCH_SPLIT_SUMMARY_COLUMNS),
 )
 
 DDL: dict[str, str] = {
@@ -150,7 +181,7 @@ DDL: dict[str, str] = {
             short_name VARCHAR, grid_x INTEGER, grid_y INTEGER, grid_z INTEGER, block_x INTEGER,
             block_y INTEGER, block_z INTEGER, registers_per_thread INTEGER, static_shared_bytes BIGINT,
             dynamic_shared_bytes BIGINT, graph_node_id BIGINT, launch_tid BIGINT, launch_api VARCHAR,
-            api_start_ns BIGINT, launch_latency_ns BIGINT
+            api_start_ns BIGINT, launch_latency_ns BIGINT, api_end_ns BIGINT, api_ns BIGINT, queue_ns BIGINT
         )""",
     "memops": """
         CREATE TABLE IF NOT EXISTS memops (
@@ -182,11 +213,13 @@ DDL: dict[str, str] = {
         )""",
     "device_metrics": f"""
         CREATE TABLE IF NOT EXISTS device_metrics (
-            trace_id VARCHAR, device_id INTEGER, {_KERNEL_METRIC_COLUMNS}, {_IDLE_COLUMN_DDL}
+            trace_id VARCHAR, device_id INTEGER, {_KERNEL_METRIC_COLUMNS}, {_IDLE_COLUMN_DDL},
+            {_LAUNCH_SPLIT_METRIC_DDL}
         )""",
     "stream_metrics": f"""
         CREATE TABLE IF NOT EXISTS stream_metrics (
-            trace_id VARCHAR, device_id INTEGER, stream_id BIGINT, {_KERNEL_METRIC_COLUMNS}
+            trace_id VARCHAR, device_id INTEGER, stream_id BIGINT, {_KERNEL_METRIC_COLUMNS},
+            {_LAUNCH_SPLIT_METRIC_DDL}
         )""",
     "concurrency_levels": """
         CREATE TABLE IF NOT EXISTS concurrency_levels (
@@ -197,11 +230,11 @@ DDL: dict[str, str] = {
             trace_id VARCHAR, device_id INTEGER, start_ns BIGINT, end_ns BIGINT, duration_ns BIGINT,
             metric_version INTEGER, {_IDLE_COLUMN_DDL}
         )""",
-    "kernel_summary": """
+    "kernel_summary": f"""
         CREATE TABLE IF NOT EXISTS kernel_summary (
             trace_id VARCHAR, device_id INTEGER, name VARCHAR, count BIGINT, total_ns BIGINT, avg_ns DOUBLE,
             median_ns DOUBLE, min_ns BIGINT, max_ns BIGINT, stddev_ns DOUBLE, share DOUBLE,
-            metric_version INTEGER
+            metric_version INTEGER, {_LAUNCH_SPLIT_SUMMARY_DDL}
         )""",
     "memop_summary": """
         CREATE TABLE IF NOT EXISTS memop_summary (
@@ -289,6 +322,8 @@ ROW_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("end_ns", "BIGINT"),
         ("kernel_class", "INTEGER"),
         ("api_start_ns", "BIGINT"),
+        # The launching call's end (layout 6): API time and queue time of the launch.
+        ("api_end_ns", "BIGINT"),
     ),
     "api_call_rows": (
         ("trace_key", "UBIGINT"),
@@ -446,7 +481,10 @@ VIEW_DDL: dict[str, str] = {
             c.grid_x, c.grid_y, c.grid_z, c.block_x, c.block_y, c.block_z,
             c.registers_per_thread, c.static_shared_bytes, c.dynamic_shared_bytes,
             c.graph_node_id, c.launch_tid, c.launch_api, k.api_start_ns,
-            k.start_ns - k.api_start_ns AS launch_latency_ns
+            k.start_ns - k.api_start_ns AS launch_latency_ns, k.api_end_ns,
+            k.api_end_ns - k.api_start_ns AS api_ns,
+            -- nsys kernexecsum's queue time: only where the kernel starts after its call returned
+            CASE WHEN k.start_ns >= k.api_end_ns THEN k.start_ns - k.api_end_ns END AS queue_ns
         FROM {unpacked_rows("kernel_rows")} k
         JOIN {STORAGE_SCHEMA}.kernel_classes c
             ON k.trace_key = c.trace_key AND k.kernel_class = c.kernel_class""",

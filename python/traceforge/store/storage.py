@@ -42,8 +42,10 @@ LAYOUT_TABLE = "layout"
 #: storage tables' row fields packed in one STRUCT column (``ROW_COLUMN``); 4: the CUDA graph columns
 #: (``ADDED_COLUMNS``) in existing tables (the new tables ``graph_launches``/``graph_summary`` are created
 #: as the store opens); 5: the idle attribution columns (issue 15) in ``device_metrics`` (``ADDED_COLUMNS``)
-#: and in the ``gap_rows`` row fields (the new host tables are created as the store opens).
-LAYOUT_VERSION = 5
+#: and in the ``gap_rows`` row fields (the new host tables are created as the store opens); 6: the launch
+#: split (issue 16): ``api_end_ns`` in the ``kernel_rows`` row fields and its columns in ``device_metrics``,
+#: ``stream_metrics`` and ``kernel_summary`` (``ADDED_COLUMNS``).
+LAYOUT_VERSION = 6
 
 
 def layout_digest() -> str:
@@ -155,8 +157,8 @@ def insert_storage_rows(con: Any, table: str, source: str, params: Any = None, s
         con.execute(bind(f"INSERT INTO {STORAGE_SCHEMA}.{table} BY NAME {source}", params))
 
 
-def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
-    """Append the core's rows of one table (an Arrow stream) for one trace.
+def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> int:
+    """Append the core's rows of one table (an Arrow stream) for one trace; returns how many.
 
     ``table`` is a storage table (``STORAGE_DDL``, in the storage schema) or a public table; the trace's
     identity columns (trace key, trace id, metric version) are added to the rows as that table needs them.
@@ -175,10 +177,17 @@ def insert_trace_rows(con: Any, table: str, stream: Any, trace_id: str) -> None:
     identity_values = [params[column] for column in identity]
     if table in STORAGE_DDL:
         insert_storage_rows(con, table, select, identity_values, stream)
-        return
+        return _inserted(con)
     # DuckDB's replacement scan reads the local variable `tf_stream` through the Arrow C stream protocol.
     tf_stream = stream  # noqa: F841
     con.execute(bind(f"INSERT INTO {table} BY NAME {select}", identity_values))
+    return _inserted(con)
+
+
+def _inserted(con: Any) -> int:
+    """The row count DuckDB reports for the INSERT just run (0 when it reports none)."""
+    row = con.fetchone()
+    return int(row[0]) if row else 0
 
 
 def load_public_rows(con: Any, table: str, source: str, params: Any = None) -> None:
@@ -257,7 +266,12 @@ def _load_rows_with_classes(
 ) -> None:
     """Fill ``classes`` from ``_tf_load``, then ``rows``: fields from the loaded rows, class ids joined."""
     _load_classes(con, classes, class_id, columns)
-    fields = ", ".join(f"c.{name}" if name == class_id else f"l.{name}" for name, _kind in ROW_FIELDS[rows])
+    # Rows written before a field existed (a dataset of an older version) give NULL there.
+    present = {str(r[0]) for r in con.execute("DESCRIBE SELECT * FROM _tf_load").fetchall()}
+    fields = ", ".join(
+        f"c.{name}" if name == class_id else f"l.{name}" if name in present else f"NULL::{kind} AS {name}"
+        for name, kind in ROW_FIELDS[rows]
+    )
     insert_storage_rows(con, rows, f"SELECT {fields} " + _class_join(classes, columns))
 
 
@@ -318,24 +332,43 @@ def _upgrade_idle_columns(con: Any) -> None:
     ``metric_version`` is older than ``METRIC_VERSION``).
     """
     _upgrade_graph_columns(con)
+    _add_row_fields(con, "gap_rows", IDLE_COLUMNS)
+
+
+def _add_row_fields(con: Any, table: str, added: tuple[str, ...]) -> None:
+    """Rewrite a packed row table (``ROW_FIELDS``) whose rows lack the fields ``added``: NULL there.
+
+    Nothing is done when the table is absent or already has them.
+    """
     row = con.execute(
         bind(
             "SELECT data_type FROM information_schema.columns WHERE table_schema = ? "
-            "AND table_name = 'gap_rows' AND column_name = ?",
-            [STORAGE_SCHEMA, ROW_COLUMN],
+            "AND table_name = ? AND column_name = ?",
+            [STORAGE_SCHEMA, table, ROW_COLUMN],
         ),
     ).fetchone()
-    if row is None or "idle_sync_ns" in str(row[0]):
+    if row is None or f"{added[0]} " in str(row[0]):
         return
-    old = "_tf_gap_rows_before_idle"
-    con.execute(f"ALTER TABLE {STORAGE_SCHEMA}.gap_rows RENAME TO {old}")
-    con.execute(STORAGE_DDL["gap_rows"])
+    old = f"_tf_{table}_before_{added[0]}"
+    con.execute(f"ALTER TABLE {STORAGE_SCHEMA}.{table} RENAME TO {old}")
+    con.execute(STORAGE_DDL[table])
+    kinds = dict(ROW_FIELDS[table])
     kept = ", ".join(
-        f"NULL::BIGINT AS {name}" if name in IDLE_COLUMNS else f"{ROW_COLUMN}.{name} AS {name}"
-        for name, _kind in ROW_FIELDS["gap_rows"]
+        f"NULL::{kinds[name]} AS {name}" if name in added else f"{ROW_COLUMN}.{name} AS {name}"
+        for name, _kind in ROW_FIELDS[table]
     )
-    insert_storage_rows(con, "gap_rows", f"SELECT {kept} FROM {STORAGE_SCHEMA}.{old}")
+    insert_storage_rows(con, table, f"SELECT {kept} FROM {STORAGE_SCHEMA}.{old}")
     con.execute(f"DROP TABLE {STORAGE_SCHEMA}.{old}")
+
+
+def _upgrade_launch_split(con: Any) -> None:
+    """Add the launch split (issue 16): ``api_end_ns`` to the ``kernel_rows`` fields, and its columns.
+
+    Kernels stored before keep NULL there (their calls' ends were not kept: re-ingest with ``--force``);
+    the derived columns stay NULL until ``traceforge reanalyze`` (their ``metric_version`` is older).
+    """
+    _upgrade_graph_columns(con)
+    _add_row_fields(con, "kernel_rows", ("api_end_ns",))
 
 
 #: version -> the step that upgrades a store of the version before it (in place, in the caller's
@@ -345,6 +378,7 @@ LAYOUT_UPGRADES: dict[int, Callable[[Any], None]] = {
     3: _upgrade_plain_row_tables,
     4: _upgrade_graph_columns,
     5: _upgrade_idle_columns,
+    6: _upgrade_launch_split,
 }
 
 

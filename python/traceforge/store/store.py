@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import QueryError, StoreError, is_interruption
+from ..errors import QueryError, StoreBusyError, StoreError, is_interruption
 from .result import to_polars
 from .schema import DDL, STORAGE_DDL, STORAGE_SCHEMA, VIEW_DDL
 from .sql_params import bind
@@ -29,39 +31,144 @@ DEFAULT_INGEST_MEMORY_LIMIT = "64MB"
 INGEST_MEMORY_PER_THREAD = 8 * 1024 * 1024
 
 
-def is_lock_conflict(exc: BaseException) -> bool:
-    """Whether opening failed because another process holds the DuckDB file (DuckDB's lock message)."""
-    return "could not set lock" in str(exc).lower() or "conflicting lock" in str(exc).lower()
+#: Seconds a reader waits for another process's lock on the store (a writer's transaction) to go away,
+#: and seconds a writer waits (readers and other writers hold it briefly; an ingest must outlast them).
+LOCK_WAIT_ENV = "TRACEFORGE_LOCK_WAIT"
+DEFAULT_READ_WAIT_S = 5.0
+DEFAULT_WRITE_WAIT_S = 120.0
+
+#: A writer working between short transactions (an ingest, trace by trace) frees the file between two of
+#: them when a reader waits for it, or when it has held the file this many seconds
+#: (``$TRACEFORGE_SHARE_AFTER``; 0: after every transaction). Freeing it costs a checkpoint (closing the
+#: file writes the log into it: ~0.1-0.8 s here, whatever the trace's size), so small traces share one.
+SHARE_AFTER_ENV = "TRACEFORGE_SHARE_AFTER"
+DEFAULT_SHARE_AFTER_S = 5.0
 
 
-def open_store(
-    path: str | os.PathLike[str] | None = None, *, read_only: bool = False, wait_s: float = 10.0
-) -> Store:
-    """Open the store, waiting up to ``wait_s`` while another traceforge process writes to it.
+def connect(
+    path: str | os.PathLike[str], *, read_only: bool = False, wait_s: float | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file of a store, waiting while another process holds its lock.
 
-    DuckDB lets one process hold a file for writing and no one else in meanwhile; traceforge's writers
-    hold it only for short transactions, so a brief wait is all a reader (or a second writer) needs.
+    DuckDB lets one process write a file (an exclusive lock) or several read it (shared locks), never
+    both. traceforge's writers hold the file only for each short transaction (an ingest per trace, a
+    runner per cell), so a reader that finds it locked retries for a few seconds rather than failing with
+    DuckDB's ``Could not set lock on file``; a writer waits longer for readers to finish. Every opening of
+    a store goes through here: ``Store`` and the runners alike.
+
+    Args:
+        path: the DuckDB file (``:memory:`` opens an in-memory database at once).
+        read_only: open with a shared lock, without the right to write.
+        wait_s: how long to keep retrying; None: ``$TRACEFORGE_LOCK_WAIT``, else 5 s for readers and
+            120 s for writers.
 
     Raises:
-        StoreError: still locked after ``wait_s`` (naming the file and what to do), or any other failure.
+        StoreBusyError: still locked after ``wait_s``: one line naming the store and the lock holder's pid.
+        StoreError: DuckDB cannot open the file for another reason.
     """
-    import time
+    import duckdb
 
+    path = os.fspath(path)
+    if wait_s is None:
+        wait_s = _env_seconds(LOCK_WAIT_ENV, DEFAULT_READ_WAIT_S if read_only else DEFAULT_WRITE_WAIT_S, path)
     deadline = time.monotonic() + wait_s
-    while True:
+    waiting = _ReaderWaiting(path)
+    if not read_only:
+        waiting.let_readers_in()
+    delay = 0.005
+    try:
+        while True:
+            try:
+                return duckdb.connect(path, read_only=read_only)
+            except duckdb.Error as exc:
+                text = str(exc)
+                if "Could not set lock" not in text and "Conflicting lock" not in text:
+                    raise StoreError(f"cannot open the database: {_first_line(exc)}", path=path) from exc
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _busy(path, text, read_only) from None
+            if read_only:
+                waiting.announce()
+            # Retry often: a writer frees the file between transactions for a moment only.
+            time.sleep(min(delay, max(left, 0.0)))
+            delay = min(delay * 2, 0.05)
+    finally:
+        if read_only:
+            waiting.done()
+
+
+class _ReaderWaiting:
+    """A reader waiting for the store's lock says so in a file beside it, so a writer lets it in.
+
+    DuckDB's file lock has no queue: a writer that frees the file after a transaction and takes it again
+    for the next one a few milliseconds later would keep a polling reader out for a whole batch. A reader
+    refused the lock touches ``STORE.tf-readers-waiting``; a writer about to open the file waits (at most
+    ``WRITER_YIELD_S``) while that file is fresh, and the reader removes it once in.
+    """
+
+    WRITER_YIELD_S = 0.5
+    FRESH_S = 0.25
+
+    def __init__(self, path: str) -> None:
+        self.marker = None if path == ":memory:" else f"{path}.tf-readers-waiting"
+        self.announced = False
+
+    def announce(self) -> None:
+        if self.marker is None:
+            return
         try:
-            return Store(path, read_only=read_only)
-        except StoreError as exc:
-            if not is_lock_conflict(exc.__cause__ or exc):
-                raise
-            if time.monotonic() >= deadline:
-                where = str(Path(path if path is not None else default_db_path()))
-                raise StoreError(
-                    f"the store is being written by another process (waited {wait_s:g} s); "
-                    "retry when it has finished",
-                    path=where,
-                ) from exc
-            time.sleep(0.1)
+            Path(self.marker).touch()
+            self.announced = True
+        except OSError:  # a read-only directory: readers just poll
+            self.marker = None
+
+    def done(self) -> None:
+        if self.announced and self.marker is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.marker)
+
+    def waiting(self) -> bool:
+        """Whether a reader is waiting for the file now (its mark is fresh)."""
+        if self.marker is None:
+            return False
+        try:
+            return time.time() - os.stat(self.marker).st_mtime <= self.FRESH_S
+        except OSError:
+            return False
+
+    def let_readers_in(self) -> None:
+        if self.marker is None:
+            return
+        until = time.monotonic() + self.WRITER_YIELD_S
+        while time.monotonic() < until:
+            try:
+                age = time.time() - os.stat(self.marker).st_mtime
+            except OSError:
+                return
+            if age > self.FRESH_S:
+                return
+            time.sleep(0.005)
+
+
+def _busy(path: str, duckdb_message: str, read_only: bool) -> StoreBusyError:
+    """The one-line error for a store still locked by another process (its pid when DuckDB names it)."""
+    match = re.search(r"\(PID (\d+)\)", duckdb_message)
+    pid = f" (pid {match.group(1)})" if match else ""
+    doing = "being written by" if read_only else "in use by"
+    return StoreBusyError(f"store {path} is {doing} another traceforge process{pid}; retry")
+
+
+def _env_seconds(variable: str, default: float, path: str) -> float:
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise StoreError(f"{variable}={text!r} is not a number of seconds", path=path)
+    return value
 
 
 def default_db_path() -> str:
@@ -72,25 +179,72 @@ def default_db_path() -> str:
 class Store:
     """One DuckDB file holding traces, their metrics, and runner results.
 
+    The file is opened through :func:`connect`, which waits while another process holds it. A writer that
+    works long between short transactions (an ingest reading exports) calls :meth:`share` after each: the
+    file is freed if another process wants it, until the next use of :attr:`con` opens it again.
+
     Args:
         path: the DuckDB file; created with the full schema when absent.
         read_only: open without the right to write (for ``sql``/``traces`` on a shared store).
+        wait_s: how long to wait for another process's lock (:func:`connect`; None: its default).
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> None:
-        import duckdb
-
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool = False,
+        wait_s: float | None = None,
+    ) -> None:
         self.path = str(Path(path if path is not None else default_db_path()))
         if read_only and not os.path.exists(self.path):
             raise StoreError("no such traceforge database (ingest something first)", path=self.path)
+        self.read_only, self.wait_s = read_only, wait_s
+        self._checkpoint_each_commit = False
+        #: Whether the one writer using this store (an ingest that opened it) releases it between traces.
+        self.release_between_traces = False
         existed = os.path.exists(self.path)
-        try:
-            self.con: duckdb.DuckDBPyConnection = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot open the database: {_first_line(exc)}", path=self.path) from exc
+        self._con: duckdb.DuckDBPyConnection | None = connect(self.path, read_only=read_only, wait_s=wait_s)
+        self._opened_at = time.monotonic()
         self._configure()
         if not read_only:
             self._create_schema(new=not existed)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection, opened again (waiting for the file's lock) after :meth:`release`."""
+        if self._con is None:
+            self._con = connect(self.path, read_only=self.read_only, wait_s=self.wait_s)
+            self._opened_at = time.monotonic()
+            self._configure()
+        return self._con
+
+    def share(self) -> None:
+        """Between two transactions of a long writer: free the file if another process wants it.
+
+        It is freed (:meth:`release`) when a reader waits for it (``connect`` leaves a mark beside the
+        store while it retries) or when this store has held it ``$TRACEFORGE_SHARE_AFTER`` seconds
+        (default 5; for readers that leave no mark, e.g. DuckDB's own CLI); otherwise it is kept, since each
+        freeing costs a checkpoint.
+        """
+        if self._con is None:
+            return
+        after = _env_seconds(SHARE_AFTER_ENV, DEFAULT_SHARE_AFTER_S, self.path)
+        if time.monotonic() - self._opened_at >= after or _ReaderWaiting(self.path).waiting():
+            self.release()
+
+    def release(self) -> None:
+        """Close the file until :attr:`con` is next used, so that other processes can open it meanwhile.
+
+        Committed rows are in the file (closing checkpoints the write-ahead log). Nothing is done for an
+        in-memory store, whose data lives in the connection, or inside a transaction.
+        """
+        if self._con is None or self.path == ":memory:" or self._in_transaction:
+            return
+        self._con.close()
+        self._con = None
+
+    _in_transaction = False
 
     def _configure(self) -> None:
         # Rows of a table have no meaningful order (every query says ORDER BY), and letting DuckDB insert
@@ -100,9 +254,16 @@ class Store:
         # The store's strings are names repeated across rows (kernels, API calls, NVTX ranges), which
         # dictionary compression stores as small or smaller; FSST's analysis cost ~10 ms a trace at commit.
         self.con.execute("SET disabled_compression_methods = 'fsst'")
+        # DuckDB draws its own progress bar on the terminal for a query over 2 s (a large trace's insert),
+        # over traceforge's bar and output lines.
+        self.con.execute("SET enable_progress_bar = false")
         self.memory_limit = os.environ.get("TRACEFORGE_MEMORY_LIMIT", "512MB")
         if self.memory_limit:
             self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        if self._checkpoint_each_commit:
+            # A writer that closes the file after each trace checkpoints then anyway: write each commit
+            # straight into the file rather than into the log first and the file at close.
+            self.con.execute("SET checkpoint_threshold = '0b'")
 
     def _create_schema(self, *, new: bool) -> None:
         """Create the trace schema: plain tables, the storage tables, and the views over them.
@@ -189,11 +350,15 @@ class Store:
         if self.path == ":memory:":
             yield
             return
+        # Kept across `release` (set again when the file is opened again).
+        self._checkpoint_each_commit = True
         self.con.execute("SET checkpoint_threshold = '0b'")
         try:
             yield
         finally:
-            self.con.execute("RESET checkpoint_threshold")
+            self._checkpoint_each_commit = False
+            if self._con is not None:
+                self._con.execute("RESET checkpoint_threshold")
 
     @contextlib.contextmanager
     def ingest_memory(self) -> Iterator[None]:
@@ -232,13 +397,17 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Run a block in one transaction: everything lands, or nothing does."""
-        self.con.execute("BEGIN TRANSACTION")
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
         try:
-            yield self.con
+            yield con
         except BaseException:
-            self.con.execute("ROLLBACK")
+            con.execute("ROLLBACK")
             raise
-        self.con.execute("COMMIT")
+        finally:
+            self._in_transaction = False
+        con.execute("COMMIT")
 
     def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run a query and return its result as a polars DataFrame."""
@@ -281,7 +450,9 @@ class Store:
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
-        self.con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     def __enter__(self) -> Store:
         return self

@@ -224,9 +224,16 @@ pub fn rederive(
     let mut names: Vec<String> = Vec::new();
     let mut name_index: HashMap<String, u32> = HashMap::new();
     let mut k_name: Vec<u32> = Vec::new();
+    let mut k_api_end: Vec<i64> = Vec::new();
     for b in kernels {
         let b = b.map_err(arrow)?;
         k.read(&b)?;
+        // Rows from before the launching call's end was kept (or a caller's table without it): unknown.
+        if b.column_by_name("api_end_ns").is_some() {
+            ints(&b, "api_end_ns", &mut k_api_end)?;
+        } else {
+            k_api_end.extend(std::iter::repeat_n(NULL_I64, b.num_rows()));
+        }
         strings(&b, "name", |n| {
             let n = n.unwrap_or("");
             let id = *name_index.entry(n.to_string()).or_insert_with(|| {
@@ -299,6 +306,7 @@ pub fn rederive(
             launch: LaunchKeys::Plain(&k_launch),
         },
         name: (&k_name).into(),
+        api_end: &k_api_end,
     };
     let mv = MemopsView {
         ops: OpsView {

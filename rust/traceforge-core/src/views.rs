@@ -148,11 +148,29 @@ impl OpsView<'_> {
     }
 }
 
-/// Kernels: the shared columns plus an interned name (index into the names slice given to [`derive`]).
+/// Kernels: the shared columns plus an interned name (index into the names slice given to [`derive`]) and
+/// the end of each kernel's launching API call ([`NULL_I64`] when none matched or it is not known: rows
+/// stored before it was kept). With `ops.api_start` it splits launch latency into API time and queue
+/// time, as `nsys stats --report kernexecsum` does.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelsView<'a> {
     pub ops: OpsView<'a>,
     pub name: Column<'a, u32>,
+    pub api_end: &'a [i64],
+}
+
+/// The API time and queue time of a kernel launch, from the launching call's `[api_start, api_end)` and
+/// the kernel's start: what `nsys stats --report kernexecsum` reports. The queue time is
+/// `start - api_end` where that is >= 0 (nsys's query keeps zero; a kernel may start before its launch
+/// call returns, and then has no queue time), else None. None for both without a matched call (or
+/// without its end).
+#[inline]
+pub fn launch_split(api_start: i64, api_end: i64, start: i64) -> Option<(i64, Option<i64>)> {
+    if api_start == NULL_I64 || api_end == NULL_I64 {
+        return None;
+    }
+    let queue = start - api_end;
+    Some((api_end - api_start, (queue >= 0).then_some(queue)))
 }
 
 /// Memcpy and memset operations.

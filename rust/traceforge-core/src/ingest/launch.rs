@@ -22,6 +22,9 @@ pub(crate) struct LaunchState {
     launcher_ids: ahash::AHashMap<(i64, i32), u32>,
     /// Start of the launching API call of each op ([`NULL_I64`] when none matched).
     pub(crate) api_start: Vec<i64>,
+    /// End of the launching API call of each op ([`NULL_I64`] when none matched): with the start, the
+    /// API time and queue time of a launch (`nsys stats --report kernexecsum`).
+    pub(crate) api_end: Vec<i64>,
     /// Whether every API row was matched (the API tables were read to their end).
     pub(super) done: bool,
 }
@@ -57,6 +60,7 @@ impl LaunchState {
             launchers: Vec::new(),
             launcher_ids: Default::default(),
             api_start: vec![NULL_I64; n],
+            api_end: vec![NULL_I64; n],
             done: false,
         }
     }
@@ -72,6 +76,7 @@ impl LaunchState {
             launchers,
             launcher_ids: Default::default(),
             api_start: vec![NULL_I64; n],
+            api_end: vec![NULL_I64; n],
             done: true,
         }
     }
@@ -132,6 +137,7 @@ impl LaunchState {
                 let op = op as usize;
                 if self.api_start[op] == NULL_I64 {
                     self.api_start[op] = chunk.start[r];
+                    self.api_end[op] = chunk.end[r];
                     let launched_by = (thread_key(gtid), i32::try_from(chunk.name_id[r]).unwrap_or(-1));
                     let next = self.launchers.len() as u32;
                     let id = *self.launcher_ids.entry(launched_by).or_insert(next);
@@ -222,6 +228,7 @@ mod tests {
         // Rows in rowid order, not key order: B's keys come before A's.
         st.absorb(&ops, &chunk(0, &[(TID_B, 1, 50, 7), (TID_A, 1, 10, 7), (TID_A, 2, 20, 8), (TID_B, 2, 60, 7)]));
         assert_eq!(st.api_start, vec![10, 50, 60, 60, NULL_I64, 20]);
+        assert_eq!(st.api_end, vec![11, 51, 61, 61, NULL_I64, 21]);
         assert_eq!(st.launched_by(0), (thread_key(TID_A), 7));
         assert_eq!(st.launched_by(1), (thread_key(TID_B), 7));
         assert_eq!(st.launched_by(5), (thread_key(TID_A), 8));
@@ -241,6 +248,7 @@ mod tests {
         // The driver table streams after the runtime table; its row for call 1 changes nothing.
         st.absorb(&ops, &chunk(1, &[(TID_A, 1, 11, 9), (TID_A, 2, 30, 9)]));
         assert_eq!(st.api_start, vec![10, 30]);
+        assert_eq!(st.api_end, vec![11, 31]);
         assert_eq!((st.launched_by(0), st.launched_by(1)), ((thread_key(TID_A), 7), (thread_key(TID_A), 9)));
     }
 

@@ -320,6 +320,7 @@ impl Trace {
                 launch: k.launch_keys(),
             },
             name: k.name(),
+            api_end: &state.api_end[..nk],
         };
         let memops = MemopsView {
             ops: OpsView {

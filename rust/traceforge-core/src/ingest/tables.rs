@@ -59,12 +59,14 @@ pub(crate) fn kernels_batch(
 ) -> BatchResult {
     let class: Vec<i32> = rows.clone().map(|i| classes.id(st, k.shape[i], i) as i32).collect();
     let api_start = int_col(st.api_start[rows.clone()].iter().copied());
+    let api_end = int_col(st.api_end[rows.clone()].iter().copied());
     batch(vec![
         ("correlation_id", int_col(rows.clone().map(|i| k.correlation(i)))),
         ("start_ns", int_col(k.start[rows.clone()].iter().copied())),
         ("end_ns", int_col(k.end[rows].iter().copied())),
         ("kernel_class", Arc::new(Int32Array::from(class))),
         ("api_start_ns", api_start),
+        ("api_end_ns", api_end),
     ])
 }
 
@@ -361,6 +363,16 @@ pub(crate) fn metrics_batch(rows: &[MetricRow], per_stream: bool) -> BatchResult
         let idle: Vec<Idle> = rows.iter().map(|r| r.idle).collect();
         cols.extend(idle_cols(&idle));
     }
+    // Added after the idle columns (issue 16): the kernels' launch split.
+    cols.extend([
+        ("launch_api_p50_ns", of(|r| r.launch_api_p50_ns)),
+        ("launch_api_p90_ns", of(|r| r.launch_api_p90_ns)),
+        ("launch_api_p99_ns", of(|r| r.launch_api_p99_ns)),
+        ("launch_queue_count", i(|r| r.launch_queue_count)),
+        ("launch_queue_p50_ns", of(|r| r.launch_queue_p50_ns)),
+        ("launch_queue_p90_ns", of(|r| r.launch_queue_p90_ns)),
+        ("launch_queue_p99_ns", of(|r| r.launch_queue_p99_ns)),
+    ]);
     batch(cols)
 }
 
@@ -378,6 +390,12 @@ pub(crate) fn kernel_summary_batch(rows: &[KernelSummaryRow], name_of: impl Fn(u
         ("max_ns", int_col(rows.iter().map(|r| r.max_ns))),
         ("stddev_ns", float_col(rows.iter().map(|r| Some(r.stddev_ns)))),
         ("share", float_col(rows.iter().map(|r| r.share))),
+        ("launched_count", int_col(rows.iter().map(|r| r.launched_count))),
+        ("api_avg_ns", float_col(rows.iter().map(|r| r.api_avg_ns))),
+        ("api_median_ns", float_col(rows.iter().map(|r| r.api_median_ns))),
+        ("queue_count", int_col(rows.iter().map(|r| r.queue_count))),
+        ("queue_avg_ns", float_col(rows.iter().map(|r| r.queue_avg_ns))),
+        ("queue_median_ns", float_col(rows.iter().map(|r| r.queue_median_ns))),
     ])
 }
 

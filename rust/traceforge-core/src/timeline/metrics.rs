@@ -5,7 +5,7 @@ use super::grouping::group_by;
 use super::percentile::{percentiles_of, percentiles_select};
 use super::{sweep, Derived};
 use crate::ids::NULL_I64;
-use crate::views::{KernelsView, MemopsView, OpsView};
+use crate::views::{launch_split, KernelsView, MemopsView, OpsView};
 
 /// Kernel and memop metrics of one device or one stream.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -37,6 +37,16 @@ pub struct MetricRow {
     pub launch_latency_p90_ns: Option<f64>,
     pub launch_latency_p99_ns: Option<f64>,
     pub launch_matched: i64,
+    /// The launch split of the kernels (`nsys stats --report kernexecsum`, [`crate::views::launch_split`]):
+    /// percentiles of the launching API calls' durations, over the kernels whose call (and its end) is known.
+    pub launch_api_p50_ns: Option<f64>,
+    pub launch_api_p90_ns: Option<f64>,
+    pub launch_api_p99_ns: Option<f64>,
+    /// Kernels with a queue time (start − API call end >= 0), and its percentiles over them.
+    pub launch_queue_count: i64,
+    pub launch_queue_p50_ns: Option<f64>,
+    pub launch_queue_p90_ns: Option<f64>,
+    pub launch_queue_p99_ns: Option<f64>,
     pub stream_count: i64,
     /// Whole-graph executions (graph mode) on the device or stream.
     pub graph_launch_count: i64,
@@ -80,9 +90,12 @@ fn percentile_triple<I: Iterator<Item = i64>>(
 /// whole-graph executions `g_members` (indices into `g`), each activity one interval `[start, end)`;
 /// `kernel_count`/`kernel_time_ns` count the kernels only. Also returns the sweep for levels. Gaps go to
 /// `gaps` under the given device when it is Some (a device's gaps are stored), else they are only counted.
-/// Without graph executions this is exactly the kernels-only computation.
+/// Without graph executions this is exactly the kernels-only computation. `k_api_end` is the end of each
+/// kernel's launching call (empty or [`NULL_I64`] where unknown), for the API/queue split of the kernels.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn kernel_metrics(
     k: &OpsView<'_>,
+    k_api_end: &[i64],
     members: &[u32],
     g: &OpsView<'_>,
     g_members: &[u32],
@@ -176,6 +189,19 @@ pub(crate) fn kernel_metrics(
     row.launch_matched = matched as i64;
     [row.launch_latency_p50_ns, row.launch_latency_p90_ns, row.launch_latency_p99_ns] =
         percentile_triple(matched, latencies, low_memory_above);
+    // The kernels' launch split. Graph executions are left out: like nsys's kernexecsum it is a kernel view.
+    let split = |i: u32| {
+        let i = i as usize;
+        launch_split(k.api_start[i], k_api_end.get(i).copied().unwrap_or(NULL_I64), k.start[i])
+    };
+    let api_times = || members.iter().filter_map(move |&i| split(i).map(|s| s.0));
+    let queue_times = || members.iter().filter_map(move |&i| split(i).and_then(|s| s.1));
+    [row.launch_api_p50_ns, row.launch_api_p90_ns, row.launch_api_p99_ns] =
+        percentile_triple(api_times().count(), api_times, low_memory_above);
+    let queued = queue_times().count();
+    row.launch_queue_count = queued as i64;
+    [row.launch_queue_p50_ns, row.launch_queue_p90_ns, row.launch_queue_p99_ns] =
+        percentile_triple(queued, queue_times, low_memory_above);
     sw
 }
 
@@ -235,7 +261,16 @@ pub(crate) fn device_and_stream_metrics(
         let g_members = g_by_dev.iter().find(|x| x.0 == dev).map_or(none, |x| &x.1[..]);
         if members.is_some() || !g_members.is_empty() {
             let gaps = Some((&mut out.gaps, i64::from(dev)));
-            let sw = kernel_metrics(k, members.unwrap_or(none), g, g_members, &mut row, gaps, low_memory_above);
+            let sw = kernel_metrics(
+                k,
+                kernels.api_end,
+                members.unwrap_or(none),
+                g,
+                g_members,
+                &mut row,
+                gaps,
+                low_memory_above,
+            );
             for (level, &t) in sw.level_time.iter().enumerate().skip(1) {
                 if t > 0 {
                     out.concurrency_levels.push((dev.into(), level as i64, t));
@@ -275,7 +310,7 @@ pub(crate) fn device_and_stream_metrics(
                     row = MetricRow { stream: Some(key.1.into()), ..d.clone() };
                 }
                 _ => {
-                    kernel_metrics(k, members, g, g_members, &mut row, None, low_memory_above);
+                    kernel_metrics(k, kernels.api_end, members, g, g_members, &mut row, None, low_memory_above);
                 }
             }
         }
@@ -311,7 +346,7 @@ mod tests {
         let run = |members: &[u32]| {
             let mut row = MetricRow::default();
             let mut gaps = Gaps::default();
-            let sw = kernel_metrics(&k, members, &no_graphs(), &[], &mut row, Some((&mut gaps, 0)), usize::MAX);
+            let sw = kernel_metrics(&k, &[], members, &no_graphs(), &[], &mut row, Some((&mut gaps, 0)), usize::MAX);
             let found_again = gaps.in_order_devices == [0];
             gaps.materialize(&k);
             (row, gaps, sw, found_again)
@@ -337,7 +372,9 @@ mod tests {
         let k_api = vec![-5i64, NULL_I64, 45];
         let nulls = vec![NULL_I64; 3];
         let k = plain_ops(&kd, &ks, &kst, &ke, &nulls, &k_api, &nulls);
-        let kernels = KernelsView { ops: k, name: (&[0u32, 0, 0][..]).into() };
+        // Launch calls end at -2 (kernel 0: API 3, queue 2) and 55 (kernel 2 starts before: no queue time).
+        let k_api_end = vec![-2i64, NULL_I64, 55];
+        let kernels = KernelsView { ops: k, name: (&[0u32, 0, 0][..]).into(), api_end: &k_api_end };
         let (gd, gs, gst, ge) = (vec![0i32, 0, 1], vec![1i32, 0, 4], vec![5i64, 40, 100], vec![25i64, 40, 130]);
         let g_api = vec![1i64, NULL_I64, 90];
         let g = plain_ops(&gd, &gs, &gst, &ge, &nulls, &g_api, &nulls);
@@ -351,6 +388,9 @@ mod tests {
         assert_eq!((dev0.gap_count, dev0.gap_total_ns, dev0.stream_count), (1, 20, 2));
         // Latencies 5 (kernel 0), 5 (kernel 2), 4 (graph 0).
         assert_eq!((dev0.launch_matched, dev0.launch_latency_p50_ns), (3, Some(5.0)));
+        // API times 3 and 10 (kernels only); one queue time, 2.
+        assert_eq!(dev0.launch_api_p50_ns, Some(6.5));
+        assert_eq!((dev0.launch_queue_count, dev0.launch_queue_p50_ns), (1, Some(2.0)));
         assert_eq!(d.concurrency_levels, vec![(0, 1, 30), (0, 2, 10), (1, 1, 30)]);
         assert_eq!(
             (d.gaps.start.clone(), d.gaps.end.clone(), d.gaps.in_order_devices.clone()),

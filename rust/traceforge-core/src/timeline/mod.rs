@@ -152,7 +152,10 @@ mod tests {
         let launch: Vec<i64> = (0..n as i64).collect();
         let name: Vec<u32> = (0..n).map(|_| rng.next(20) as u32).collect();
         let ops = plain_ops(&device, &stream, &start, &end, &thread, &api_start, &launch);
-        let kernels = KernelsView { ops, name: (&name).into() };
+        // Calls end before, at or after their kernel's start (queue times of every sign), some unknown.
+        let api_end: Vec<i64> =
+            api_start.iter().map(|&a| if rng.next(20) == 0 { NULL_I64 } else { a + rng.next(4_000) }).collect();
+        let kernels = KernelsView { ops, name: (&name).into(), api_end: &api_end };
         let m = 300;
         let (op, copy_kind, bytes): (Vec<u8>, Vec<i64>, Vec<i64>) = (0..m)
             .map(|_| (rng.next(2) as u8, rng.next(4) + 1, rng.next(1 << 20)))

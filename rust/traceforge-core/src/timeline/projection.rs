@@ -347,6 +347,7 @@ mod tests {
                 launch: c[4].into(),
             },
             name: names.into(),
+            api_end: &[],
         }
     }
 

@@ -3,7 +3,7 @@
 use super::grouping::group_by;
 use super::percentile::percentiles_select;
 use crate::ids::NULL_I64;
-use crate::views::{KernelsView, MemopsView};
+use crate::views::{launch_split, KernelsView, MemopsView};
 
 /// `kernel_summary` row: what `nsys stats --report gpukernsum` shows, grouped by name only.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,24 @@ pub struct KernelSummaryRow {
     pub max_ns: i64,
     pub stddev_ns: f64,
     pub share: Option<f64>,
+    /// The launch split ([`crate::views::launch_split`], `nsys stats --report kernexecsum`): kernels whose
+    /// launching call (and its end) is known, the mean and median of those calls' durations, the kernels
+    /// with a queue time and its mean and median over them.
+    pub launched_count: i64,
+    pub api_avg_ns: Option<f64>,
+    pub api_median_ns: Option<f64>,
+    pub queue_count: i64,
+    pub queue_avg_ns: Option<f64>,
+    pub queue_median_ns: Option<f64>,
+}
+
+/// Mean and median of `values` (None for both when empty).
+fn mean_median(values: &mut [i64]) -> (Option<f64>, Option<f64>) {
+    if values.is_empty() {
+        return (None, None);
+    }
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
+    (Some(mean), percentiles_select(values, &[0.5])[0])
 }
 
 /// `memop_summary` row.
@@ -52,6 +70,18 @@ pub(crate) fn summaries(
         let total: i64 = d.iter().sum();
         let mean = total as f64 / n as f64;
         let var = if n > 1 { d.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        drop(d);
+        let (mut api, mut queue) = (Vec::new(), Vec::new());
+        for &i in &members {
+            let i = i as usize;
+            let end = kernels.api_end.get(i).copied().unwrap_or(NULL_I64);
+            if let Some((a, q)) = launch_split(k.api_start[i], end, k.start[i]) {
+                api.push(a);
+                queue.extend(q);
+            }
+        }
+        let (api_avg_ns, api_median_ns) = mean_median(&mut api);
+        let (queue_avg_ns, queue_median_ns) = mean_median(&mut queue);
         kernel_summary.push(KernelSummaryRow {
             device: dev.into(),
             name,
@@ -63,6 +93,12 @@ pub(crate) fn summaries(
             max_ns,
             stddev_ns: var.sqrt(),
             share: None, // set by `derive` from the device's kernel time
+            launched_count: api.len() as i64,
+            api_avg_ns,
+            api_median_ns,
+            queue_count: queue.len() as i64,
+            queue_avg_ns,
+            queue_median_ns,
         });
     }
 

@@ -79,7 +79,7 @@ def test_report_window_help_says_what_the_default_window_is(
 
     help_text = " ".join(run_cli("report", "--help").stdout.split())
     n = plots.DEFAULT_WINDOW_KERNELS
-    assert f"the densest stretch of {n} consecutive kernels" in help_text
+    assert f"the densest {n} consecutive kernels" in help_text
     assert "2000" not in help_text
     with traceforge.connect(tmp_path / "w.duckdb") as tf:
         [outcome] = tf.ingest([llama_export])

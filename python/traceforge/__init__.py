@@ -10,7 +10,6 @@ Typical use::
 
 from __future__ import annotations
 
-from .api import Traceforge, connect
 from .errors import (
     CorruptExportError,
     InputNotFoundError,
@@ -23,16 +22,31 @@ from .errors import (
     UnsupportedSchemaError,
 )
 
+# Not `typing.TYPE_CHECKING`: importing typing (and re) here cost the command's first 10 ms, in which
+# Ctrl-C gave a traceback. mypy treats a constant of this name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def __getattr__(name: str) -> str:
-    """``traceforge.__version__``, read from the installed package's metadata on first use.
+    from .api import Traceforge, connect
+
+
+def __getattr__(name: str) -> Any:
+    """``traceforge.__version__``, read from the installed package's metadata on first use; and the API
+    (``connect``, ``Traceforge``), imported on first use.
 
     The one version source is the Cargo workspace: maturin writes it into the package metadata
     (``dynamic = ["version"]`` in pyproject.toml). Looked up lazily: ``import traceforge`` stays free of
-    ``importlib.metadata`` (DuckDB imports it anyway by the time an ingest records the version).
+    ``importlib.metadata`` (DuckDB imports it anyway by the time an ingest records the version). The API
+    is lazy so that the ``traceforge`` command starts by installing its Ctrl-C handling
+    (``traceforge.__main__``), not by importing the store (50 ms in which Ctrl-C gave a traceback).
     """
     if name == "__version__":
         return _version()
+    if name in ("Traceforge", "connect"):
+        from . import api
+
+        return getattr(api, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -32,8 +32,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    """``traceforge.__version__``, read from the installed package's metadata on first use; and the API
-    (``connect``, ``Traceforge``), imported on first use.
+    """``traceforge.__version__`` and the API (``connect``, ``Traceforge``), looked up on first use.
 
     The one version source is the Cargo workspace: maturin writes it into the package metadata
     (``dynamic = ["version"]`` in pyproject.toml). Looked up lazily: ``import traceforge`` stays free of

@@ -129,7 +129,9 @@ def test_a_foreign_duckdb_file_is_refused_and_left_as_it_was(
     assert names == ["measurements", "recent"]  # none of traceforge's tables added
 
 
-def test_an_empty_duckdb_file_becomes_a_store(tmp_path: Path, small_matmul_export: Path, run_cli: Any) -> None:
+def test_an_empty_duckdb_file_becomes_a_store(
+    tmp_path: Path, small_matmul_export: Path, run_cli: Any
+) -> None:
     db = tmp_path / "empty.duckdb"
     duckdb.connect(str(db)).close()
     r = run_cli("ingest", small_matmul_export, "--db", db)
@@ -145,7 +147,9 @@ def test_a_sqlite_file_as_the_store_is_refused_clearly(
     shutil.copyfile(small_matmul_export, export)
     before = export.read_bytes()
     args = [a.replace("{export}", str(small_matmul_export)) for a in command]
-    r = run_cli(*args, "--db", export, env={"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})
+    r = run_cli(
+        *args, "--db", export, env={"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    )
     assert r.rc == 1, r
     lines = r.stderr.strip().splitlines()
     message = "is a SQLite database (an nsys export?), not a traceforge store"

@@ -75,7 +75,9 @@ def test_the_cli_says_a_changed_file_was_not_stored(tmp_path: Path, llama_export
     r = subprocess.run([sys.executable, "-c", script, str(export), str(db)], capture_output=True, text=True)
     assert r.returncode == 1, r.stderr
     line = r.stderr.strip().splitlines()[0]
-    assert "growing.sqlite: changed while it was read" in line and "nothing of it was stored" in line, r.stderr
+    assert "growing.sqlite: changed while it was read" in line and "nothing of it was stored" in line, (
+        r.stderr
+    )
     assert "[changed]" in line
     assert _rows(db, "SELECT count(*) FROM traces") == [(0,)]
     again = run_cli("ingest", export, "--db", db)
@@ -91,7 +93,8 @@ def _long_text_export(src: Path, out: Path, rows: int, length: int) -> int:
     start, tid = con.execute("SELECT start, globalTid FROM NVTX_EVENTS ORDER BY start LIMIT 1").fetchone()
     body = "abcdefghij" * (length // 10 + 1)
     con.executemany(
-        "INSERT INTO NVTX_EVENTS (start, end, eventType, text, globalTid, domainId) VALUES (?, ?, 59, ?, ?, 0)",
+        "INSERT INTO NVTX_EVENTS (start, end, eventType, text, globalTid, domainId) "
+        "VALUES (?, ?, 59, ?, ?, 0)",
         [(start + i * 1000, start + i * 1000 + 500, f"{i:08d}{body}"[:length], tid) for i in range(rows)],
     )
     con.commit()
@@ -139,8 +142,12 @@ def test_an_export_with_38_mb_of_kernel_names_ingests_with_the_default_pool(
     base = con.execute("SELECT max(id) + 1 FROM StringIds").fetchone()[0]
     kernels = [r for (r,) in con.execute("SELECT rowid FROM CUPTI_ACTIVITY_KIND_KERNEL")]
     body = "abcdefghij" * 90_000
-    con.executemany("INSERT INTO StringIds (id, value) VALUES (?, ?)", [(base + k, f"{k:08d}{body}") for k in kernels])
-    con.execute("UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET demangledName = ? + rowid, shortName = ? + rowid", [base, base])
+    con.executemany(
+        "INSERT INTO StringIds (id, value) VALUES (?, ?)", [(base + k, f"{k:08d}{body}") for k in kernels]
+    )
+    con.execute(
+        "UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET demangledName = ? + rowid, shortName = ? + rowid", [base, base]
+    )
     con.commit()
     expected = sorted(
         con.execute(

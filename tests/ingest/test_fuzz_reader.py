@@ -248,7 +248,11 @@ def landed(db: Path, path: Path) -> Optional[Rows]:
 @pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("name", EXPORTS)
 def test_mutated_exports_are_refused_or_read_as_sqlite_reads_them(
-    name: str, reader: str, real_export: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    name: str,
+    reader: str,
+    real_export: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if READERS[reader] is None:
         monkeypatch.delenv("TRACEFORGE_SQLITE_SCAN", raising=False)

@@ -161,7 +161,9 @@ def real_capture_x4(tmp_path_factory, llama_export) -> tuple[str, int]:
     con = sqlite3.connect(out)
     start, stop = con.execute("SELECT min(start), max(end) FROM CUPTI_ACTIVITY_KIND_RUNTIME").fetchone()
     shift = stop - start + 1
-    tables = [t for t in _EVENT_TABLES if con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [t]).fetchone()]
+    tables = [
+        t for t in _EVENT_TABLES if con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [t]).fetchone()
+    ]
     columns = {t: [r[1] for r in con.execute(f"PRAGMA table_info({t})")] for t in tables}
     step = 1 + max(
         con.execute(f"SELECT coalesce(max(correlationId), 0) FROM {t}").fetchone()[0]
@@ -172,11 +174,17 @@ def real_capture_x4(tmp_path_factory, llama_export) -> tuple[str, int]:
     for i in range(1, 4):
         for t in tables:
             exprs = [
-                f'"{c}" + {i * shift}' if c in ("start", "end") else f'"{c}" + {i * step}' if c == "correlationId" else f'"{c}"'
+                f'"{c}" + {i * shift}'
+                if c in ("start", "end")
+                else f'"{c}" + {i * step}'
+                if c == "correlationId"
+                else f'"{c}"'
                 for c in columns[t]
             ]
             names = ", ".join(f'"{c}"' for c in columns[t])
-            con.execute(f"INSERT INTO {t} ({names}) SELECT {', '.join(exprs)} FROM {t} WHERE rowid <= ?", [last[t]])
+            con.execute(
+                f"INSERT INTO {t} ({names}) SELECT {', '.join(exprs)} FROM {t} WHERE rowid <= ?", [last[t]]
+            )
     con.commit()
     kernels = con.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0]
     con.close()
@@ -187,8 +195,15 @@ def _interrupt(db: str, export: str, delay_s: float, *, ignored: bool = False) -
     """``traceforge ingest`` (the installed entry point, as a user runs it) sent SIGINT after ``delay_s``;
     ``ignored``: started with SIGINT ignored, as a non-interactive shell starts a background job."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from traceforge.__main__ import entry; sys.exit(entry())",
-         "ingest", export, "--db", db],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from traceforge.__main__ import entry; sys.exit(entry())",
+            "ingest",
+            export,
+            "--db",
+            db,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -206,7 +221,10 @@ def _check_outcome(db: str, before: list[int], rc: int, err: str, kernels: int) 
     assert "Traceback" not in err, err
     after = _counts(db)
     if rc == 0:
-        assert after[0] == before[0] + 1 and after[1] == before[1] + kernels and _whole_traces(db), (before, after)
+        assert after[0] == before[0] + 1 and after[1] == before[1] + kernels and _whole_traces(db), (
+            before,
+            after,
+        )
         return "finished"
     assert rc == 130, err
     last = err.strip().splitlines()[-1]
@@ -222,12 +240,16 @@ def test_sigint_at_many_moments_of_a_real_capture_ingest(tmp_path, small_matmul_
     """SIGINT at 0.1-0.9 s and at 20%, 50% and 80% of the ingest's own duration on this machine."""
     export, kernels = real_capture_x4
     db = str(tmp_path / "store.duckdb")
-    first = subprocess.run([sys.executable, "-m", "traceforge", "ingest", str(small_matmul_export), "--db", db])
+    first = subprocess.run(
+        [sys.executable, "-m", "traceforge", "ingest", str(small_matmul_export), "--db", db]
+    )
     assert first.returncode == 0
     before = _counts(db)
     timing = str(tmp_path / "timing.duckdb")
     started = time.perf_counter()
-    assert subprocess.run([sys.executable, "-m", "traceforge", "ingest", export, "--db", timing]).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-m", "traceforge", "ingest", export, "--db", timing]).returncode == 0
+    )
     full_s = time.perf_counter() - started
     seen = []
     for delay in [0.1, 0.3, 0.5, 0.7, 0.9, 0.2 * full_s, 0.5 * full_s, 0.8 * full_s]:
@@ -259,7 +281,9 @@ def interpreter_start_s() -> float:
 
 
 @pytest.mark.parametrize("after_start_ms", [0, 10, 20, 40, 70, 100, 150])
-def test_a_very_early_sigint_gives_no_traceback(tmp_path, real_capture_x4, interpreter_start_s, after_start_ms):
+def test_a_very_early_sigint_gives_no_traceback(
+    tmp_path, real_capture_x4, interpreter_start_s, after_start_ms
+):
     """SIGINT in the first instants of traceforge's own code (imports of the CLI, click, the store):
     exit 130 and one line. (Before the interpreter itself has started, Python's own start-up reports
     it; that is not traceforge's to change.)"""

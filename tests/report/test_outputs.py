@@ -143,7 +143,8 @@ def test_atomic_output_new_file_gets_the_umask_mode_and_readers_never_see_half(t
 
 
 def test_atomic_output_refuses_a_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(OutputError, match="the output directory does not exist"), atomic_output(
-        tmp_path / "no" / "x.txt"
+    with (
+        pytest.raises(OutputError, match="the output directory does not exist"),
+        atomic_output(tmp_path / "no" / "x.txt"),
     ):
         pass

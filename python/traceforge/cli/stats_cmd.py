@@ -42,7 +42,9 @@ def _parse_window(text: str | None) -> tuple[float, float] | None:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise QueryError(f"--window '{text}': START_MS and END_MS must be finite numbers (e.g. 0:5)")
     if max(abs(lo), abs(hi)) > _WINDOW_LIMIT_MS:
-        raise QueryError(f"--window '{text}': beyond the capture clock's range (at most {_WINDOW_LIMIT_MS:g} ms)")
+        raise QueryError(
+            f"--window '{text}': beyond the capture clock's range (at most {_WINDOW_LIMIT_MS:g} ms)"
+        )
     if hi <= lo:
         raise QueryError(f"--window '{text}': the end must be after the start")
     return lo, hi
@@ -146,9 +148,8 @@ def report(
     db: str | None, traces: tuple[str, ...], runs: tuple[str, ...], window: str | None, output: str
 ) -> None:
     """Write one self-contained HTML report (inline SVG figures, no network needed)."""
-    from ..report import write_report
-
     from ..outputs import output_target
+    from ..report import write_report
 
     window_ms = _parse_window(window)
     output_target(output)  # a directory, FIFO or device is refused before any work

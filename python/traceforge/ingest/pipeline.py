@@ -134,7 +134,9 @@ def run(
     try:
         ahead = _read_ahead(expansion, threads) if direct and opened else None
     except KeyboardInterrupt as exc:
-        raise errors.IngestInterrupted("ingest interrupted before anything was read; nothing was stored") from exc
+        raise errors.IngestInterrupted(
+            "ingest interrupted before anything was read; nothing was stored"
+        ) from exc
     try:
         try:
             target = Store(store) if not isinstance(store, Store) else store

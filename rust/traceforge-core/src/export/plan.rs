@@ -231,13 +231,17 @@ impl ScanPlan {
     /// interior pages, so damaged keys there made ranges miss rows (or see rows of another range) that a
     /// full scan reads or refuses: the ranges' rows were silently not what the file holds (issue 19's
     /// fuzzing of the SQLite path). Each range's rowids are checked to lie in it, ascending (so ranges
-    /// are disjoint); here one rowid-only full scan must succeed, ascend, and count as many rows.
+    /// are disjoint); here one full scan of every column must succeed, ascend, and count as many rows.
     pub(super) fn verify_sqlite(&self, file: &ExportFile, table: &str) -> Result<()> {
         if self.direct.is_some() || matches!(self.shape, Shape::NoRowid) {
             return Ok(());
         }
         let conn = file.connect()?;
-        let mut stmt = conn.prepare(&format!("SELECT rowid FROM \"{table}\"")).map_err(|e| file.sqlite_error(e))?;
+        // NOT INDEXED: the table's own b-tree in rowid order, not a covering index in its order. Every
+        // column, as a plain `SELECT *` reads them: a range read decodes only the columns it selects, so a
+        // record damaged in another one passed where SQLite's reading of the table fails.
+        let sql = format!("SELECT rowid, * FROM \"{table}\" NOT INDEXED");
+        let mut stmt = conn.prepare(&sql).map_err(|e| file.sqlite_error(e))?;
         let mut rows = stmt.query([]).map_err(|e| file.sqlite_error(e))?;
         let (mut count, mut last) = (0u64, None::<i64>);
         while let Some(row) = rows.next().map_err(|e| file.sqlite_error(e))? {
@@ -705,7 +709,9 @@ fn read_slice(
         Some((_, i64::MAX)) => " WHERE rowid >= ?1 AND rowid <= ?2",
         Some(_) => " WHERE rowid >= ?1 AND rowid < ?2",
     };
-    let sql = format!("SELECT {select} FROM \"{table}\"{filter}");
+    // A rowid range is read from the table's own b-tree (NOT INDEXED), whose order the rowid check expects.
+    let indexed = if range.is_some() { " NOT INDEXED" } else { "" };
+    let sql = format!("SELECT {select} FROM \"{table}\"{indexed}{filter}");
     let mut stmt = conn.prepare_cached(&sql).map_err(|e| file.sqlite_error(e))?;
     let mut rows = match range {
         None => stmt.query([]),

@@ -10,18 +10,6 @@ Typical use::
 
 from __future__ import annotations
 
-from .errors import (
-    CorruptExportError,
-    InputNotFoundError,
-    MissingTableError,
-    NotAnExportError,
-    NsysNotFoundError,
-    QueryError,
-    StoreError,
-    TraceforgeError,
-    UnsupportedSchemaError,
-)
-
 # Not `typing.TYPE_CHECKING`: importing typing (and re) here cost the command's first 10 ms, in which
 # Ctrl-C gave a traceback. mypy treats a constant of this name the same way.
 TYPE_CHECKING = False
@@ -29,6 +17,32 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .api import Traceforge, connect
+    from .errors import (
+        CorruptExportError,
+        InputNotFoundError,
+        MissingTableError,
+        NotAnExportError,
+        NsysNotFoundError,
+        QueryError,
+        StoreError,
+        TraceforgeError,
+        UnsupportedSchemaError,
+    )
+
+#: The exception classes re-exported here (from :mod:`traceforge.errors`, imported on first use).
+_ERRORS = frozenset(
+    {
+        "CorruptExportError",
+        "InputNotFoundError",
+        "MissingTableError",
+        "NotAnExportError",
+        "NsysNotFoundError",
+        "QueryError",
+        "StoreError",
+        "TraceforgeError",
+        "UnsupportedSchemaError",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -37,7 +51,7 @@ def __getattr__(name: str) -> Any:
     The one version source is the Cargo workspace: maturin writes it into the package metadata
     (``dynamic = ["version"]`` in pyproject.toml). Looked up lazily: ``import traceforge`` stays free of
     ``importlib.metadata`` (DuckDB imports it anyway by the time an ingest records the version). The API
-    is lazy so that the ``traceforge`` command starts by installing its Ctrl-C handling
+    and the error classes are lazy so that the ``traceforge`` command starts by installing its Ctrl-C handling
     (``traceforge.__main__``), not by importing the store (50 ms in which Ctrl-C gave a traceback).
     """
     if name == "__version__":
@@ -46,6 +60,10 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name in _ERRORS:
+        from . import errors
+
+        return getattr(errors, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,7 +1,8 @@
 """``python -m traceforge`` and the ``traceforge`` script: the CLI, with Ctrl-C answered from the start.
 
-The command line's modules are imported here, inside the handler, so that Ctrl-C in the first instants
-(while click and the command load) ends the program with the one-line message and exit 130, not a traceback.
+Everything the command does, its imports included, runs inside :func:`entry`'s handler, so that Ctrl-C in
+the first instants (while click and the command load) ends the program with one line and exit 130, not a
+traceback. (``import traceforge``, which runs before, imports nothing: its names are looked up lazily.)
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import sys
 
 def entry() -> int:
     """Run the ``traceforge`` command line; return its exit code."""
-    import signal
-
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # see traceforge.interrupts.restore_ctrl_c
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        import signal
+
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # see traceforge.interrupts.restore_ctrl_c
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         from .cli import main
+
+        return main()
     except KeyboardInterrupt:
         sys.stderr.write("traceforge: interrupted\n")
         return 130
-    return main()
 
 
 if __name__ == "__main__":

@@ -52,14 +52,14 @@ def interruptible(work: Callable[[], T], cancel: Callable[[], None]) -> T:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C back while the block runs; raise it (``KeyboardInterrupt``) once the block completed.
+    """Hold Ctrl-C back while the block runs; deliver it (``KeyboardInterrupt``) once the block completed.
 
     For a commit and the bookkeeping that says it happened: Ctrl-C between the two would make the message
-    say "rolled back" about a trace that was stored. Outside the main thread, or when SIGINT is not
-    Python's own handler, the block runs as it is.
+    say "rolled back" about a trace that was stored. Outside the main thread, or when SIGINT has no Python
+    handler, the block runs as it is.
     """
     previous = signal.getsignal(signal.SIGINT)
-    if not _in_main_thread() or previous is not signal.default_int_handler:
+    if not _in_main_thread() or not callable(previous):
         yield
         return
     received: list[int] = []
@@ -69,15 +69,36 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
     if received:
-        raise KeyboardInterrupt
+        previous(signal.SIGINT, None)  # the handler that was there: it raises KeyboardInterrupt
+        raise KeyboardInterrupt  # (a handler that did not raise: Ctrl-C still stops the ingest)
+
+
+_received = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """Python's own SIGINT behaviour (``KeyboardInterrupt``), remembering that Ctrl-C came."""
+    global _received
+    _received = True
+    raise KeyboardInterrupt
 
 
 def restore_ctrl_c() -> None:
-    """Make SIGINT raise ``KeyboardInterrupt`` even when this process inherited it ignored.
+    """Make SIGINT raise ``KeyboardInterrupt``, even when this process inherited it ignored.
 
-    A command started in the background by a non-interactive shell (``traceforge ingest x &`` in a
-    script) inherits SIGINT ignored, and Python then leaves it ignored: ``kill -INT`` and Ctrl-C did
-    nothing and the ingest ran to the end. traceforge promises that Ctrl-C stops it (exit 130).
+    It is remembered too (:func:`ctrl_c_received`). A command started in the background by a
+    non-interactive shell (``traceforge ingest x &`` in a script) inherits SIGINT ignored, and Python
+    then leaves it ignored: ``kill -INT`` and Ctrl-C did nothing and the ingest ran to the end.
+    traceforge promises that Ctrl-C stops it (exit 130).
     """
-    if _in_main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _in_main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def ctrl_c_received() -> bool:
+    """Whether Ctrl-C came since :func:`restore_ctrl_c`.
+
+    An error raised meanwhile may be its effect (a module whose initialisation it cut short fails to
+    import), to be reported as the interruption.
+    """
+    return _received

@@ -145,7 +145,11 @@ def _run(argv: list[str] | None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except Exception as exc:
-        if is_interruption(exc):  # Ctrl-C stopped a DuckDB query: every transaction was rolled back
+        from ..interrupts import ctrl_c_received
+
+        if is_interruption(exc) or ctrl_c_received():
+            # Ctrl-C stopped a DuckDB query (every transaction was rolled back), or cut short what raised
+            # this (an import whose initialisation it interrupted).
             click.echo("traceforge: interrupted (the trace being written was rolled back)", err=True)
             return 130
         raise

@@ -293,6 +293,10 @@ def ingest_one(
         else:
             outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen)
     except Exception as exc:
+        from ..interrupts import ctrl_c_received
+
+        if ctrl_c_received():  # what failed was cut short by Ctrl-C (e.g. an interrupted import)
+            raise KeyboardInterrupt from exc
         error = as_error(exc, path)
         error.path = path  # the user's file, not the temporary export of a report
         record_failure(store, path, seen.get("fingerprint"), error)

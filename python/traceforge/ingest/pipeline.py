@@ -222,7 +222,7 @@ def _run(
                         )
                     )
     except KeyboardInterrupt as exc:
-        raise errors.IngestInterrupted(interrupted_message(store, report)) from exc
+        raise errors.IngestInterrupted(interrupted_message(store)) from exc
     finally:
         if batch is not None:
             batch.close()
@@ -230,7 +230,7 @@ def _run(
     return report
 
 
-def interrupted_message(store: Store, report: IngestReport) -> str:
+def interrupted_message(store: Store) -> str:
     """What Ctrl-C left: which traces this ingest stored (``store.committed``), and that the rest was not.
 
     The commit and its record are one step Ctrl-C cannot split (``write_trace``), so a trace named here
@@ -240,13 +240,11 @@ def interrupted_message(store: Store, report: IngestReport) -> str:
     todo = "run the same command again to finish (stored files are skipped)"
     if not stored:
         return f"ingest interrupted; nothing was stored, the store is as it was; {todo}"
-    by_id = {o.trace_id: o.path for o in report.outcomes if o.status == "ingested"}
-    last = store.committed[-1]
-    where = by_id.get(last)
-    last_text = f"the last, {where} (trace {last}), is stored whole" if where else f"the last is trace {last}"
+    last, where = store.committed[-1]
+    last_text = f"the last, {where} (trace {last}), is stored whole"
     return (
-        f"ingest interrupted after {stored} trace(s) were stored ({last_text}); the trace being read or "
-        f"written when it stopped was not stored; {todo}"
+        f"ingest interrupted after {stored} trace(s) were stored ({last_text}); any trace still being read "
+        f"or written when it stopped was not stored; {todo}"
     )
 
 

@@ -349,5 +349,5 @@ def _write_tables(store: Store, data: TraceData, existing: str | None) -> dict[s
         raise
     with interrupts_deferred():
         con.execute("COMMIT")
-        store.committed.append(data.trace_id)
+        store.committed.append((data.trace_id, data.source_path))
     return dict(info)

@@ -52,8 +52,9 @@ class Store:
         import duckdb
 
         self.path = str(Path(path if path is not None else default_db_path()))
-        #: Trace ids committed through this store since it was opened, in order (the Ctrl-C message).
-        self.committed: list[str] = []
+        #: ``(trace id, source path)`` of each trace committed through this store since it was opened, in
+        #: order (what the Ctrl-C message reports).
+        self.committed: list[tuple[str, str]] = []
         if read_only and not os.path.exists(self.path):
             raise StoreError("no such traceforge database (ingest something first)", path=self.path)
         existed = os.path.exists(self.path)

@@ -10,6 +10,7 @@ from typing import Any, final
 __all__ = [
     "build_info",
     "error_codes",
+    "check_export",
     "fingerprint",
     "open_trace",
     "write_order",
@@ -63,6 +64,12 @@ class TraceHandle:
         """
     def cancel(self) -> None:
         """Ask running scans and streams to stop (Ctrl-C); they fail with ``IngestInterrupted``."""
+    def raise_stream_error(self) -> None:
+        """Raise the first error one of this trace's streams failed with; return None if none did.
+
+        The ``traceforge.errors`` class of its code, with its path and whole reason: what DuckDB reports
+        wrapped in its own words.
+        """
 
 @final
 class CancelToken:
@@ -84,8 +91,17 @@ def error_codes() -> list[str]:
 def write_order() -> list[str]:
     """Names of the tables ``TraceHandle.tables()`` yields, in write order."""
 
-def fingerprint(path: str | os.PathLike[str]) -> str:
-    """xxh3-128 of a file's bytes as 32 hex digits."""
+def fingerprint(path: str | os.PathLike[str], cancel: CancelToken | None = None) -> str:
+    """xxh3-128 of a regular file's bytes as 32 hex digits.
+
+    Only the bytes the file had when opened are read; ``cancel`` stops it (then ``IngestInterrupted``).
+    """
+
+def check_export(path: str | os.PathLike[str]) -> None:
+    """Refuse, from its first 100 bytes, a path that is not a whole SQLite database in a regular file.
+
+    Raises ``NotAnExportError`` or ``CorruptExportError`` (also for a pending write-ahead log).
+    """
 
 def open_trace(
     path: str | os.PathLike[str], threads: int = 0, cancel: CancelToken | None = None

@@ -180,6 +180,18 @@ class ServerFailed(TraceforgeError, RuntimeError):
     code = "server_failed"
 
 
+class InputChangedError(TraceforgeError, OSError):
+    """An input file changed (size, modification or change time) while it was read: nothing was stored."""
+
+    code = "changed"
+
+
+class OutputError(TraceforgeError, OSError):
+    """An output path (``report``, ``plot``, ``export``) cannot be written, or is not a file to replace."""
+
+    code = "output"
+
+
 def is_interruption(exc: BaseException) -> bool:
     """Whether ``exc`` is DuckDB reporting that Ctrl-C stopped its query (to be treated as Ctrl-C)."""
     if type(exc).__name__ == "InterruptException":

@@ -12,8 +12,10 @@ SQLite's own reading of the same mutated file (``PRAGMA quick_check`` first, the
 - SQLite cannot read it (or its reading is not an export the ingest accepts): only a refusal is right.
 
 A refusal is a :class:`~traceforge.errors.TraceforgeError` other than an internal error, with the store left
-without a trace. ``TRACEFORGE_FUZZ_MUTATIONS`` sets how many mutations each export gets (default 100, for
-~200 in all).
+without a trace. Both of the core's readers are fuzzed: the direct b-tree reader and the SQLite scan
+(``TRACEFORGE_SQLITE_SCAN=1``). ``TRACEFORGE_FUZZ_MUTATIONS`` sets how many mutations each export gets per
+reader (default 60, for 240 in all); each run prints its counts (identical, refused, mismatched,
+crashes, hangs: an ingest over ``HANG_S``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,8 +34,12 @@ import traceforge
 from traceforge.errors import InternalError, TraceforgeError, WorkerDiedError
 
 EXPORTS = ["small_matmul_h100_nsys2025.3.sqlite", "known_graphmode_h200_nsys2025.3.sqlite"]
-MUTATIONS = int(os.environ.get("TRACEFORGE_FUZZ_MUTATIONS", "100"))
+MUTATIONS = int(os.environ.get("TRACEFORGE_FUZZ_MUTATIONS", "60"))
 SEED = int(os.environ.get("TRACEFORGE_FUZZ_SEED", "19"))
+#: An ingest of one mutated small export taking longer than this counts as a hang (they take ~0.1 s).
+HANG_S = 30.0
+#: The core's readers: the direct b-tree reader, and SQLite for every table (``TRACEFORGE_SQLITE_SCAN``).
+READERS = {"direct": None, "sqlite": "1"}
 
 Rows = dict[str, list[tuple[Any, ...]]]
 
@@ -238,10 +245,19 @@ def landed(db: Path, path: Path) -> Optional[Rows]:
         }
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("name", EXPORTS)
 def test_mutated_exports_are_refused_or_read_as_sqlite_reads_them(
-    name: str, real_export: Callable[[str], Path], tmp_path: Path
+    name: str,
+    reader: str,
+    real_export: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if READERS[reader] is None:
+        monkeypatch.delenv("TRACEFORGE_SQLITE_SCAN", raising=False)
+    else:
+        monkeypatch.setenv("TRACEFORGE_SQLITE_SCAN", READERS[reader])
     src = real_export(name)
     pristine = src.read_bytes()
     quick_ok, read = sqlite_reading(src)
@@ -262,6 +278,7 @@ def test_mutated_exports_are_refused_or_read_as_sqlite_reads_them(
         return relevance[table]
 
     outcomes: Counter[str] = Counter()
+    counts: Counter[str] = Counter({k: 0 for k in ("identical", "refused", "mismatched", "crashes", "hangs")})
     failures = []
     for i in range(MUTATIONS):
         seed = SEED * 1_000_003 + i
@@ -289,21 +306,32 @@ def test_mutated_exports_are_refused_or_read_as_sqlite_reads_them(
                     landed(case / "clean.duckdb", case / "clean.sqlite"),
                     "SQLite reads other rows",
                 )
+        started = time.perf_counter()
         try:
             got = landed(case / "store.duckdb", path)
         except Exception as e:  # noqa: BLE001 - every other failure is reported with its seed
+            counts["crashes"] += 1
             failures.append(f"seed {seed} ({what}; {verdict}; {oracle}): ingest failed with {e!r}")
             continue
+        finally:
+            took = time.perf_counter() - started
+            if took > HANG_S:
+                counts["hangs"] += 1
+                failures.append(f"seed {seed} ({what}): the ingest took {took:.1f} s")
         if got is None:
+            counts["refused"] += 1
             outcomes[f"refused ({verdict})"] += 1
         elif got == expected:
+            counts["identical"] += 1
             outcomes[f"same rows as SQLite ({verdict}; {oracle})"] += 1
         else:
+            counts["mismatched"] += 1
             outcomes["WRONG"] += 1
             failures.append(
                 f"seed {seed} ({what}; {verdict}; {oracle}): landed "
                 f"{ {t: len(r) for t, r in got.items()} } rows, expected "
                 f"{'a refusal' if expected is None else {t: len(r) for t, r in expected.items()}}"
             )
-    print(f"{name}: {MUTATIONS} mutations: {dict(outcomes)}")
+    print(f"{name} ({reader} reader): {MUTATIONS} mutations: {dict(outcomes)}")
+    print(f"FUZZ-COUNTS {name} {reader} " + " ".join(f"{k}={v}" for k, v in counts.items()))
     assert not failures, "\n".join(failures)

@@ -102,9 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     Called as the program (``argv`` None), a command that finished its work with nothing left to release
     (see :func:`skip_teardown`) ends the process at once instead of returning.
     """
-    code = _run(argv)
-    if argv is None and _teardown_skippable:
-        _exit_now(code)
+    from ..interrupts import restore_ctrl_c
+
+    restore_ctrl_c()
+    try:
+        code = _run(argv)
+    except KeyboardInterrupt:  # Ctrl-C between the command's own handlers and here
+        click.echo("traceforge: interrupted", err=True)
+        code = 130
+    if argv is None:
+        # The command is done (its results committed, its message printed): a Ctrl-C from now on must not
+        # turn into a traceback or another exit code while the process ends.
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if _teardown_skippable:
+            _exit_now(code)
     return code
 
 
@@ -116,8 +129,13 @@ def _run(argv: list[str] | None) -> int:
     except IngestInterrupted as exc:
         click.echo(f"traceforge: interrupted: {exc}", err=True)
         return 130
-    except click.exceptions.Abort:
-        click.echo("traceforge: interrupted", err=True)
+    except click.exceptions.Abort as exc:
+        # click turns every KeyboardInterrupt (IngestInterrupted too) into Abort; say what the cause said.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, IngestInterrupted):
+            click.echo(f"traceforge: interrupted: {cause}", err=True)
+        else:
+            click.echo("traceforge: interrupted", err=True)
         return 130
     except KeyboardInterrupt:
         click.echo("traceforge: interrupted (the trace being written was rolled back)", err=True)
@@ -131,7 +149,11 @@ def _run(argv: list[str] | None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except Exception as exc:
-        if is_interruption(exc):  # Ctrl-C stopped a DuckDB query: every transaction was rolled back
+        from ..interrupts import ctrl_c_received
+
+        if is_interruption(exc) or ctrl_c_received():
+            # Ctrl-C stopped a DuckDB query (every transaction was rolled back), or cut short what raised
+            # this (an import whose initialisation it interrupted).
             click.echo("traceforge: interrupted (the trace being written was rolled back)", err=True)
             return 130
         raise

@@ -25,7 +25,13 @@ def _open(db: str | None) -> Store:
     return Store(db, read_only=True)
 
 
+#: The widest window: the nanosecond clock is a 64-bit integer, so its ms values stay below 2**63 / 1e6.
+_WINDOW_LIMIT_MS = 9.2e12
+
+
 def _parse_window(text: str | None) -> tuple[float, float] | None:
+    import math
+
     from ..errors import QueryError
 
     if text is None:
@@ -34,6 +40,12 @@ def _parse_window(text: str | None) -> tuple[float, float] | None:
         lo, hi = (float(x) for x in text.split(":"))
     except ValueError:
         raise QueryError(f"--window '{text}' is not START_MS:END_MS (e.g. 0:5)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise QueryError(f"--window '{text}': START_MS and END_MS must be finite numbers (e.g. 0:5)")
+    if max(abs(lo), abs(hi)) > _WINDOW_LIMIT_MS:
+        raise QueryError(
+            f"--window '{text}': beyond the capture clock's range (at most {_WINDOW_LIMIT_MS:g} ms)"
+        )
     if hi <= lo:
         raise QueryError(f"--window '{text}': the end must be after the start")
     return lo, hi
@@ -155,9 +167,11 @@ def report(
     written beside the report and linked; without, the section gives the export command. The report itself
     stays one file of a few MB whatever the trace size; a timeline can be hundreds of MB.
     """
+    from ..outputs import output_target
     from ..report import write_report
 
     window_ms = _parse_window(window)
+    output_target(output)  # a directory, FIFO or device is refused before any work
     timelines: list[str] = []
     with _open(db) as store:
         path = write_report(
@@ -229,8 +243,10 @@ def plot(
     if not (lower.endswith(".png") or lower.endswith(".svg")):
         raise QueryError(f"--output {output}: the file name must end in .png or .svg")
     window_ms = _parse_window(window)
+    from ..outputs import output_target
     from ..report import plots
 
+    output_target(output)  # a directory, FIFO or device is refused before any work
     with _open(db) as store:
         if kind == "sweep":
             from ..analysis.sweep_analysis import analyze_sweeps

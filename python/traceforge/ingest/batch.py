@@ -131,10 +131,11 @@ def run_job(spec: JobSpec) -> JobResult:
 
 def _job_sqlite(spec: JobSpec, export: str, result: JobResult) -> None:
     from ..store import Store, dataset
-    from .inputs import check_input
+    from .inputs import check_input, file_identity
     from .trace import fingerprint_file, read_trace, trace_id_from_fingerprint, write_trace
 
     check_input(export)
+    identity = file_identity(export)  # before hashing: a file changed since is refused at the commit
     result.fingerprint = fingerprint_file(export)
     result.trace_id = trace_id_from_fingerprint(result.fingerprint)
     if not spec.force and result.fingerprint in spec.known:
@@ -144,7 +145,11 @@ def _job_sqlite(spec: JobSpec, export: str, result: JobResult) -> None:
         result.status = "cached"
         return
     data = read_trace(
-        export, threads=_job_threads(spec), source_path=spec.path, fingerprint=result.fingerprint
+        export,
+        threads=_job_threads(spec),
+        source_path=spec.path,
+        fingerprint=result.fingerprint,
+        identity=identity,
     )
     with Store(":memory:") as memory:
         write_trace(memory, data, force=True)

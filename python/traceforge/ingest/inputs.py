@@ -11,10 +11,18 @@ import fnmatch
 import glob
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ..errors import InputNotFoundError, InputPermissionError, NotAnExportError, TraceforgeError
+from ..errors import (
+    InputChangedError,
+    InputNotFoundError,
+    InputPermissionError,
+    NotAnExportError,
+    TraceforgeError,
+)
+from ..outputs import kind_of
 
 #: File name endings picked up when a directory is expanded: nsys exports and reports, ncu CSV exports.
 EXPORT_SUFFIXES: tuple[str, ...] = (".sqlite", ".nsys-rep", ".csv")
@@ -137,17 +145,20 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]], exclude: Iterable[st
             result.problems.append((item, NotAnExportError("is a directory, not an nsys export", path=item)))
         elif os.path.isdir(item):
             found = left_out = 0
+            problems_before = len(result.problems)
             for path in _walk_exports(item, result.problems, patterns, result.excluded):
                 added = add_found(path, item)
                 found += added
                 left_out += not added
-            if not found and not left_out:
+            if not found and not left_out and len(result.problems) == problems_before:
                 suffixes = ", ".join(EXPORT_SUFFIXES)
                 result.problems.append(
                     (item, InputNotFoundError(f"no {suffixes} file in this directory", path=item))
                 )
         elif os.path.isfile(item):
             add(item)
+        elif (kind := _special_kind(item)) is not None:
+            result.problems.append((item, not_regular(item, kind)))
         elif os.path.islink(item):
             result.problems.append((item, _dangling(item)))
         elif _GLOB_CHARS & set(item):
@@ -161,6 +172,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]], exclude: Iterable[st
                     result.problems.append(
                         (match, NotAnExportError("is a directory, not an nsys export", path=match))
                     )
+                elif (kind := _special_kind(match)) is not None:
+                    result.problems.append((match, not_regular(match, kind)))
                 else:
                     result.problems.append((match, _dangling(match)))
         else:
@@ -204,6 +217,10 @@ def _walk_exports(
             if os.path.islink(path) and not os.path.exists(path):
                 problems.append((path, _dangling(path)))
                 continue
+            kind = _special_kind(path)
+            if kind is not None:  # a FIFO would block the walk's first read, /dev/zero never end it
+                problems.append((path, not_regular(path, kind)))
+                continue
             yield path
 
 
@@ -215,13 +232,69 @@ def _dangling(path: str) -> InputNotFoundError:
     return InputNotFoundError(f"broken symbolic link (its target {target} does not exist)", path=path)
 
 
+def _special_kind(path: str) -> str | None:
+    """What ``path`` is when it exists (links followed) and is neither a regular file nor a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISDIR(mode) else kind_of(mode)
+
+
+def not_regular(path: str, kind: str) -> NotAnExportError:
+    """The refusal of an input that is not a regular file: a FIFO, a device, a socket."""
+    return NotAnExportError(f"is {kind}, not a regular file (only regular files are read)", path=path)
+
+
 def check_input(path: str) -> None:
-    """Raise a clear error for a path that cannot be an input file."""
+    """Raise a clear error for a path that cannot be an input file: only regular files are read."""
     if not os.path.lexists(path):
         raise InputNotFoundError("no such file", path=path)
     if not os.path.exists(path):
         raise InputNotFoundError("dangling symbolic link", path=path)
     if os.path.isdir(path):
         raise NotAnExportError("is a directory, not an nsys export", path=path)
+    kind = _special_kind(path)
+    if kind is not None:
+        raise not_regular(path, kind)
     if not os.access(path, os.R_OK):
         raise InputPermissionError("permission denied", path=path)
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What an input file looked like before it was read: a change to any field means it was rewritten."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+
+
+def file_identity(path: str) -> FileIdentity:
+    """The identity of the regular file at ``path`` (links followed), taken before it is hashed or read."""
+    st = os.stat(path)
+    return FileIdentity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def changed_since(path: str, before: FileIdentity) -> bool:
+    """Whether the file at ``path`` is no longer what ``before`` describes (or is gone)."""
+    try:
+        return file_identity(path) != before
+    except OSError:
+        return True
+
+
+def check_unchanged(path: str, before: FileIdentity) -> None:
+    """Refuse a file that changed while it was read: its bytes and its fingerprint may be of two versions.
+
+    Raises:
+        InputChangedError: its size, modification or change time, or inode differ from ``before``.
+    """
+    if changed_since(path, before):
+        raise InputChangedError(
+            "changed while it was read (another program is writing it); nothing of it was stored: "
+            "ingest it again once it is complete",
+            path=path,
+        )

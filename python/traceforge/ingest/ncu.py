@@ -113,6 +113,35 @@ def _int(text: str) -> int | None:
     return None if value is None else int(value)
 
 
+def _read_regular(path: str) -> bytes:
+    """The bytes of a regular file, read to the size it had when opened and no further.
+
+    The open does not block (a FIFO would wait for a writer) and a FIFO, device or socket is refused (a
+    ``.csv`` link to ``/dev/zero`` was read into memory without end); a file that grows or shrinks while
+    read is refused as changed.
+    """
+    import stat
+
+    from ..errors import InputChangedError
+    from .inputs import not_regular
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except PermissionError as exc:
+        raise InputPermissionError("permission denied", path=path) from exc
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            from ..outputs import kind_of
+
+            raise not_regular(path, kind_of(st.st_mode) or "not a regular file")
+        data = fh.read(st.st_size + 1)
+        after = os.fstat(fd)
+    if len(data) != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        raise InputChangedError("changed while it was read; nothing of it was stored", path=path)
+    return data
+
+
 def read_ncu_csv(path: str) -> tuple[str, list[dict[str, Any]], str]:
     """Parse an ncu CSV export.
 
@@ -128,11 +157,7 @@ def read_ncu_csv(path: str) -> tuple[str, list[dict[str, Any]], str]:
         raise InputNotFoundError("no such file", path=path)
     if os.path.isdir(path):
         raise NotAnExportError("is a directory, not an ncu CSV export", path=path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except PermissionError as exc:
-        raise InputPermissionError("permission denied", path=path) from exc
+    data = _read_regular(path)
     fingerprint = hashlib.sha256(data).hexdigest()
     try:
         text = data.decode("utf-8-sig")

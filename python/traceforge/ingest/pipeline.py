@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from .. import errors
 from ..errors import TraceforgeError
 from .failures import as_error, beside_note, clear_failures, for_report, record_failure
-from .inputs import Expansion, check_input, expand_inputs
+from .inputs import Expansion, check_input, expand_inputs, file_identity
 from .trace import IngestOutcome
 
 if TYPE_CHECKING:
@@ -138,9 +138,19 @@ def run(
     opened = not isinstance(store, Store)
     # Reading the first export overlaps importing DuckDB and opening the store; with a store already
     # open there is nothing left to overlap.
-    ahead = _read_ahead(expansion, threads) if direct and opened else None
     try:
-        target = Store(store) if not isinstance(store, Store) else store
+        ahead = _read_ahead(expansion, threads) if direct and opened else None
+    except KeyboardInterrupt as exc:
+        raise errors.IngestInterrupted(
+            "ingest interrupted before anything was read; nothing was stored"
+        ) from exc
+    try:
+        try:
+            target = Store(store) if not isinstance(store, Store) else store
+        except KeyboardInterrupt as exc:
+            raise errors.IngestInterrupted(
+                "ingest interrupted while the store was opening; nothing was stored"
+            ) from exc
         try:
             if opened:
                 # Ours alone: let other processes read the file whenever no trace is being written.
@@ -230,9 +240,7 @@ def _run(
                     _release(store)
                     emit(outcome)
     except KeyboardInterrupt as exc:
-        raise errors.IngestInterrupted(
-            "ingest interrupted; traces already stored are kept, run the same command again to finish"
-        ) from exc
+        raise errors.IngestInterrupted(interrupted_message(store)) from exc
     finally:
         if batch is not None:
             batch.close()
@@ -244,6 +252,24 @@ def _release(store: Store) -> None:
     """Let other processes have the store's file if they want it (``Store.share``), when ``run`` opened it."""
     if store.release_between_traces:
         store.share()
+
+
+def interrupted_message(store: Store) -> str:
+    """What Ctrl-C left: which traces this ingest stored (``store.committed``), and that the rest was not.
+
+    The commit and its record are one step Ctrl-C cannot split (``write_trace``), so a trace named here
+    is stored whole and the one being read or written when Ctrl-C came is not stored at all.
+    """
+    stored = len(store.committed)
+    todo = "run the same command again to finish (stored files are skipped)"
+    if not stored:
+        return f"ingest interrupted; nothing was stored, the store is as it was; {todo}"
+    last, where = store.committed[-1]
+    last_text = f"the last, {where} (trace {last}), is stored whole"
+    return (
+        f"ingest interrupted after {stored} trace(s) were stored ({last_text}); any trace still being read "
+        f"or written when it stopped was not stored; {todo}"
+    )
 
 
 def _read_ahead(expansion: Expansion, threads: int | None) -> ReadAhead | None:
@@ -310,6 +336,10 @@ def ingest_one(
         else:
             outcome = _ingest_sqlite(store, path, path, force, threads, ahead, seen, on_phase)
     except Exception as exc:
+        from ..interrupts import ctrl_c_received
+
+        if ctrl_c_received():  # what failed was cut short by Ctrl-C (e.g. an interrupted import)
+            raise KeyboardInterrupt from exc
         error = as_error(exc, path)
         if report:  # the user's file, not the (temporary) export of the report
             temporary = "temporary_export" in seen
@@ -334,10 +364,16 @@ def _ingest_sqlite(
     seen: dict[str, str],
     on_phase: PhaseCallback | None = None,
 ) -> IngestOutcome:
-    from .trace import fingerprint_file, read_trace, skipped, write_trace
+    from .trace import check_export, fingerprint_file, read_trace, skipped, write_trace
 
     ahead = ahead if ahead is not None and ahead.covers(export) else None
     try:
+        check_input(export)
+        # Before anything is hashed or read: what the file is now (checked again at the commit) and
+        # whether its header is a SQLite database's at all (a 50 GB file of zeros is refused at once).
+        identity = ahead.identity if ahead is not None else file_identity(export)
+        if ahead is None:
+            check_export(export)
 
         def read(fingerprint: str | None) -> TraceData:
             _release(store)  # opening an export (its tables stream at the write): the file is free meanwhile
@@ -345,10 +381,15 @@ def _ingest_sqlite(
                 on_phase(source, "reading", 0)
             if ahead is not None:
                 return ahead.take(source_path=source)
-            return read_trace(export, threads=threads, source_path=source, fingerprint=fingerprint)
+            if fingerprint is None:
+                data = read_trace(export, threads=threads, source_path=source)
+                data.identity = identity
+                return data
+            return read_trace(
+                export, threads=threads, source_path=source, fingerprint=fingerprint, identity=identity
+            )
 
-        check_input(export)
-        if force or not store.has_file_size(os.path.getsize(export)):
+        if force or not store.has_file_size(identity.size):
             # No stored trace can hold this content (none has its size): hash the file while reading it.
             data = read(None)
         else:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CorruptExportError, StoreError, TraceforgeError
+from ..interrupts import interruptible, interrupts_deferred
 from ..store import Store
 from ..store.schema import METRIC_VERSION
 from ..store.sql_params import bind
 from ..store.storage import delete_trace_rows, insert_trace_rows
-from .inputs import check_input
+from .inputs import FileIdentity, changed_since, check_input, check_unchanged, file_identity
 
 
 @dataclass
@@ -47,13 +48,42 @@ class TraceData:
     source_path: str
     trace_row: dict[str, Any]
     handle: Any  # traceforge._core.TraceHandle
+    #: The export as it was before it was hashed and read: checked again before the commit.
+    identity: FileIdentity | None = None
 
 
 def fingerprint_file(path: str) -> str:
-    """xxh3-128 of the file's bytes (32 hex digits)."""
+    """xxh3-128 of the file's bytes (32 hex digits); the header is checked first, Ctrl-C stops it.
+
+    Raises:
+        NotAnExportError, CorruptExportError: not a regular file holding a SQLite database (seen from its
+            first 100 bytes, before anything is hashed).
+        KeyboardInterrupt: Ctrl-C (the hashing stopped).
+    """
     from .. import _core
 
-    return str(_core.fingerprint(path))
+    _core.check_export(path)
+    token = _core.CancelToken()
+    return str(interruptible(lambda: _core.fingerprint(path, token), token.cancel))
+
+
+def check_export(path: str) -> None:
+    """Refuse, from its header alone, a file that is not a whole SQLite database (before any hashing)."""
+    from .. import _core
+
+    _core.check_export(path)
+
+
+def refuse_if_changed(path: str, identity: FileIdentity | None, error: BaseException) -> None:
+    """Raise ``InputChangedError`` instead of ``error`` when the file changed while it was read.
+
+    A reader meeting a file rewritten under it reports damage that is not the file's fault.
+    """
+    if identity is not None and changed_since(path, identity):
+        try:
+            check_unchanged(path, identity)
+        except TraceforgeError as changed:
+            raise changed from error
 
 
 def trace_id_from_fingerprint(fingerprint: str) -> str:
@@ -62,11 +92,18 @@ def trace_id_from_fingerprint(fingerprint: str) -> str:
 
 
 def read_trace(
-    path: str, *, threads: int = 0, source_path: str | None = None, fingerprint: str | None = None
+    path: str,
+    *,
+    threads: int = 0,
+    source_path: str | None = None,
+    fingerprint: str | None = None,
+    identity: FileIdentity | None = None,
 ) -> TraceData:
     """Open one SQLite export with the Rust core (GPU operations read; API calls not yet streamed).
 
-    Pass ``fingerprint`` when the caller already hashed the file, so a multi-GB export is read once less.
+    Pass ``fingerprint`` when the caller already hashed the file, so a multi-GB export is read once less,
+    and then ``identity``, the file as it was before that hashing (:func:`file_identity`), so a file
+    changed since is refused at the commit.
     """
     from .. import _core
 
@@ -74,11 +111,19 @@ def read_trace(
         # Hash the file while the core reads it, instead of before: the reader leaves part of a core idle.
         return ReadAhead(path, threads=threads).take(source_path=source_path)
     check_input(path)
-    handle = _core.open_trace(path, threads)
-    return _trace_data(handle, fingerprint, path, source_path)
+    identity = identity or file_identity(path)
+    token = _core.CancelToken()
+    try:
+        handle = interruptible(lambda: _core.open_trace(path, threads, token), token.cancel)
+    except TraceforgeError as exc:
+        refuse_if_changed(path, identity, exc)
+        raise
+    return _trace_data(handle, fingerprint, path, source_path, identity)
 
 
-def _trace_data(handle: Any, fingerprint: str, path: str, source_path: str | None) -> TraceData:
+def _trace_data(
+    handle: Any, fingerprint: str, path: str, source_path: str | None, identity: FileIdentity | None
+) -> TraceData:
     info = dict(handle.info())
     trace_id = trace_id_from_fingerprint(fingerprint)
     row = {
@@ -97,7 +142,7 @@ def _trace_data(handle: Any, fingerprint: str, path: str, source_path: str | Non
         "tables_present": info["tables_present"],
         "cuda_graph_trace": info.get("cuda_graph_trace"),
     }
-    return TraceData(trace_id, fingerprint, row["source_path"], row, handle)
+    return TraceData(trace_id, fingerprint, row["source_path"], row, handle, identity)
 
 
 class ReadAhead:
@@ -114,11 +159,14 @@ class ReadAhead:
         from .. import _core
 
         check_input(path)
+        # The identity first, then the header (refused before a byte is hashed), then hash and read.
+        self.identity = file_identity(path)
+        _core.check_export(path)
         self.path = os.path.abspath(path)  # errors name it as the batch names its files
         self._key = os.path.realpath(path)
         self._token = _core.CancelToken()
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="traceforge-read-ahead")
-        self._hashing = self._pool.submit(fingerprint_file, path)
+        self._hashing = self._pool.submit(_core.fingerprint, path, self._token)
         self._reading = self._pool.submit(_core.open_trace, path, threads, self._token)
         self._open = True
 
@@ -133,15 +181,19 @@ class ReadAhead:
     def take(self, *, source_path: str | None = None) -> TraceData:
         """The read trace (waits for the reader; raises what reading raised, as ``read_trace`` would)."""
         try:
-            handle = self._reading.result()
-            fingerprint = self.fingerprint()
+            try:
+                handle = self._reading.result()
+                fingerprint = self.fingerprint()
+            except TraceforgeError as exc:
+                refuse_if_changed(self.path, self.identity, exc)
+                raise
         except BaseException:
             self.close()  # a failure or Ctrl-C while waiting: stop what still runs
             raise
         # Not close(): the token now belongs to the trace, whose streams it would stop.
         self._open = False
         self._pool.shutdown(wait=True)
-        return _trace_data(handle, fingerprint, self.path, source_path)
+        return _trace_data(handle, fingerprint, self.path, source_path, self.identity)
 
     def close(self) -> None:
         """Stop the reading if it is still running and drop its result (no-op once taken)."""
@@ -209,6 +261,10 @@ def write_trace(
     """Write every table of one trace in one transaction; skip content already stored unless ``force``.
 
     ``on_phase`` hears each table as it starts to stream (with the rows stored so far) and the commit.
+    The export is checked to be unchanged (size, times, inode) just before the commit; a file rewritten
+    while it was read is refused (``InputChangedError``) with nothing stored. Ctrl-C before the commit
+    rolls everything back; the commit and ``store.committed`` (what the interruption message reports) are
+    one step that Ctrl-C cannot split.
     """
     started = time.perf_counter()
     existing = store.has_fingerprint(data.fingerprint)
@@ -217,7 +273,7 @@ def write_trace(
     import duckdb
 
     try:
-        with store.ingest_memory():
+        with store.ingest_memory(long_strings=int(data.handle.info().get("long_string_bytes") or 0)):
             info = _write_tables(store, data, existing, on_phase)
     except KeyboardInterrupt:
         data.handle.cancel()
@@ -227,18 +283,19 @@ def write_trace(
         data.handle.cancel()
         if "interrupted" in str(exc).lower():
             raise KeyboardInterrupt from exc
+        _raise_stream_error(data, exc)
         raise
     except duckdb.Error as exc:
         data.handle.cancel()
         text = " ".join(str(exc).split())
         if "interrupt" in text.lower():
             raise KeyboardInterrupt from exc
-        if "arrow" in text.lower() or data.trace_row["export_path"] in text:
+        _raise_stream_error(data, exc)
+        export = data.trace_row["export_path"]
+        if "arrow" in text.lower() or export in text:
             # The Rust reader failed mid-stream (e.g. a page of the export is corrupt).
-            raise CorruptExportError(
-                f"reading the export failed: {text[:300]}", path=data.trace_row["export_path"]
-            ) from exc
-        raise StoreError(f"writing the trace failed: {text[:300]}", path=store.path) from exc
+            raise CorruptExportError(f"reading the export failed: {text}", path=export) from exc
+        raise StoreError(f"writing the trace failed: {text}", path=store.path) from exc
     note = graph_mode_note(info.get("cuda_graph_trace"), int(info.get("graph_exec_count") or 0))
     return IngestOutcome(
         data.source_path,
@@ -251,21 +308,45 @@ def write_trace(
     )
 
 
+def _raise_stream_error(data: TraceData, exc: BaseException) -> None:
+    """Raise the core's own error when one of the trace's streams failed under DuckDB.
+
+    DuckDB reports it wrapped (``Invalid Input Error: arrow_scan: ... External error: ...``); the core
+    kept the error itself, with its class, path and whole reason. A file that changed while it was read
+    is reported as that, whatever the reader met.
+    """
+    export = data.trace_row["export_path"]
+    try:
+        data.handle.raise_stream_error()
+    except TraceforgeError as original:
+        refuse_if_changed(export, data.identity, original)
+        raise original from exc
+    refuse_if_changed(export, data.identity, exc)
+
+
 def _write_tables(
     store: Store, data: TraceData, existing: str | None, on_phase: PhaseCallback | None
 ) -> dict[str, Any]:
     handle = data.handle
     rows = 0
-    with store.transaction() as con:
+    export = data.trace_row["export_path"]
+    con = store.con
+    con.execute("BEGIN TRANSACTION")
+    try:
         if existing:
             delete_trace_rows(con, existing)
         # In the core's write order: API calls first (streaming them matches launches), then the metrics.
-        for table, stream in handle.tables():
+        tables = handle.tables()
+        while True:
+            # Asking for the pair after api_call_rows derives the metrics (seconds on a large trace):
+            # off the main thread, so that Ctrl-C is seen at once.
+            pair = interruptible(lambda: next(tables, None), handle.cancel)
+            if pair is None:
+                break
+            table, stream = pair
             if on_phase is not None:
                 on_phase(data.source_path, f"storing {_PHASE_NAMES.get(table, table)}", rows)
             rows += insert_trace_rows(con, table, stream, data.trace_id)
-        if on_phase is not None:
-            on_phase(data.source_path, "committing", rows)
         info = handle.info()
         row = dict(data.trace_row)
         from .. import __version__
@@ -288,4 +369,15 @@ def _write_tables(
         columns = ", ".join(row)
         placeholders = ", ".join("?" for _ in row)
         con.execute(bind(f"INSERT INTO traces ({columns}) VALUES ({placeholders})", list(row.values())))
+        if data.identity is not None:
+            # Every byte was read (the last stream is consumed): the file must still be what was hashed.
+            check_unchanged(export, data.identity)
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    if on_phase is not None:
+        on_phase(data.source_path, "committing", rows)
+    with interrupts_deferred():
+        con.execute("COMMIT")
+        store.committed.append((data.trace_id, data.source_path))
     return dict(info)

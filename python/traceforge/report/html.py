@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import QueryError, StoreError
+from ..errors import QueryError
 from ..store.sql_params import bind
 from .idle import CSS as _IDLE_CSS
 
@@ -446,17 +446,20 @@ def write_report(
     perfetto: bool = False,
     timelines: list[str] | None = None,
 ) -> str:
-    """Build the report and write it to ``output`` atomically (a temporary file renamed into place).
+    """Build the report and write it to ``output`` atomically (:func:`traceforge.outputs.atomic_output`).
 
     With ``perfetto``, each trace's Perfetto timeline is written beside it, in ``<report name>_perfetto/``,
     and linked from the trace's section; their paths are appended to ``timelines`` when given.
 
     Returns:
         The path written.
+
+    Raises:
+        OutputError: ``output`` is a directory, FIFO, device or socket, or cannot be written.
     """
-    out_dir = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(out_dir):
-        raise StoreError("the output directory does not exist", path=output)
+    from ..outputs import atomic_output, output_target
+
+    output_target(output)  # refuse a directory, FIFO or device before the work of building the report
     stem = os.path.splitext(os.path.abspath(output))[0]
     text = build_report(
         store,
@@ -466,13 +469,6 @@ def write_report(
         perfetto_dir=f"{stem}_perfetto" if perfetto else None,
         timelines=timelines,
     )
-    tmp = f"{output}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, output)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise StoreError(f"cannot write the report: {exc.strerror or exc}", path=output) from exc
+    with atomic_output(output) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
     return output

@@ -40,15 +40,19 @@ def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw: Any
 
 
 def save(fig: Figure, output: str) -> None:
-    """Write ``fig`` to ``output``; the format follows the extension (``.png`` or ``.svg``).
+    """Write ``fig`` to ``output`` atomically; the format follows the extension (``.png`` or ``.svg``).
 
     Raises:
         QueryError: another extension.
+        OutputError: ``output`` is a directory, FIFO, device or socket, or cannot be written.
     """
+    from ..outputs import atomic_output
+
     lower = output.lower()
     if not (lower.endswith(".png") or lower.endswith(".svg")):
         raise QueryError(f"--output {output}: the file name must end in .png or .svg")
-    fig.savefig(output, dpi=120)
+    with atomic_output(output) as tmp:
+        fig.savefig(tmp, format=lower[-3:], dpi=120)
 
 
 def to_svg(fig: Figure) -> str:

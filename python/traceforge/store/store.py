@@ -29,6 +29,12 @@ DEFAULT_INGEST_THREADS = 4
 DEFAULT_INGEST_MEMORY_LIMIT = "64MB"
 #: Pool each inserting thread needs at least: a partly filled row group pins a 256 KiB block per column.
 INGEST_MEMORY_PER_THREAD = 8 * 1024 * 1024
+#: Pool an ingest adds per byte of the trace's long strings (``long_string_bytes``: 4 KiB or more), which
+#: DuckDB keeps pinned, outside its column segments, until the rows are written: 88 MB of NVTX text needed
+#: 100-130 MB of pool, so one and a half times the bytes, over the usual pool.
+INGEST_MEMORY_PER_LONG_STRING_BYTE = 1.5
+#: The first bytes of a SQLite database file (an nsys export), never of a DuckDB one.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 #: Seconds a reader waits for another process's lock on the store (a writer's transaction) to go away,
@@ -197,6 +203,9 @@ class Store:
         wait_s: float | None = None,
     ) -> None:
         self.path = str(Path(path if path is not None else default_db_path()))
+        #: ``(trace id, source path)`` of each trace committed through this store since it was opened, in
+        #: order (what the Ctrl-C message reports).
+        self.committed: list[tuple[str, str]] = []
         if read_only and not os.path.exists(self.path):
             raise StoreError("no such traceforge database (ingest something first)", path=self.path)
         self.read_only, self.wait_s = read_only, wait_s
@@ -204,6 +213,7 @@ class Store:
         #: Whether the one writer using this store (an ingest that opened it) releases it between traces.
         self.release_between_traces = False
         existed = os.path.exists(self.path)
+        _refuse_non_duckdb(self.path)
         self._con: duckdb.DuckDBPyConnection | None = connect(self.path, read_only=read_only, wait_s=wait_s)
         self._opened_at = time.monotonic()
         self._configure()
@@ -276,6 +286,8 @@ class Store:
         import duckdb
 
         digest = layout_digest()
+        if not new:
+            self._refuse_foreign()
         version = LAYOUT_VERSION if new else self._recorded_layout(digest)
         if version is None:
             return
@@ -305,6 +317,28 @@ class Store:
                 raise KeyboardInterrupt from exc
             message = f"cannot create the traceforge schema: {_first_line(exc)}"
             raise StoreError(message, path=self.path) from exc
+
+    def _refuse_foreign(self) -> None:
+        """Refuse a DuckDB file that holds tables but is not a traceforge store (no ``traces`` table).
+
+        traceforge would otherwise add its two dozen tables to someone else's database. An empty file (no
+        table, no view) becomes a store.
+        """
+        rows = self.con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database()"
+        ).fetchall()
+        names = {(str(schema), str(name)) for schema, name in rows}
+        if not names or ("main", "traces") in names:
+            return
+        listed = ", ".join(sorted(f"{schema}.{name}" if schema != "main" else name for schema, name in names))
+        if len(listed) > 120:
+            listed = listed[:117] + "..."
+        raise StoreError(
+            f"is a DuckDB database but not a traceforge store (it holds {len(names)} other table(s): "
+            f"{listed}); name a new file or a traceforge store with --db",
+            path=self.path,
+        )
 
     def _recorded_layout(self, digest: str) -> int | None:
         """The layout version recorded in this store, or None when it is this build's layout exactly.
@@ -361,8 +395,12 @@ class Store:
                 self._con.execute("RESET checkpoint_threshold")
 
     @contextlib.contextmanager
-    def ingest_memory(self) -> Iterator[None]:
+    def ingest_memory(self, *, long_strings: int = 0) -> Iterator[None]:
         """Size DuckDB for an ingest while the block runs: few threads, a small buffer pool.
+
+        ``long_strings``: the trace's ``long_string_bytes`` (strings of 4 KiB or more one table may hold);
+        the pool grows by ``INGEST_MEMORY_PER_LONG_STRING_BYTE`` times them, since DuckDB keeps such
+        strings pinned until their rows are written (88 MB of NVTX text ran the 64MB pool out of memory).
 
         Threads: at most ``TRACEFORGE_INGEST_THREADS`` (default 4). Each inserting thread fills its own row
         group, pinning a block per column, so DuckDB's default of a thread per core ran a 64MB pool out of
@@ -382,6 +420,7 @@ class Store:
         if lower_pool:
             floor = ingest_threads * INGEST_MEMORY_PER_THREAD
             pool = max(_size_bytes(limit, INGEST_MEMORY_LIMIT_ENV, self.path), floor)
+            pool += int(INGEST_MEMORY_PER_LONG_STRING_BYTE * max(0, long_strings))
             self.con.execute(f"SET memory_limit = '{pool}B'")
         self.con.execute(f"SET threads = {ingest_threads}")
         try:
@@ -520,6 +559,24 @@ def _env_int(variable: str, default: int, path: str) -> int:
         return int(text)
     except ValueError:
         raise StoreError(f"{variable}={text!r} is not a whole number", path=path) from None
+
+
+def _refuse_non_duckdb(path: str) -> None:
+    """Refuse a ``--db`` that is a SQLite file (an nsys export, most likely) before DuckDB sees it.
+
+    DuckDB would take it for a database to attach through its sqlite extension and try to download that.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except OSError:
+        return  # absent (created) or unreadable: DuckDB's own message says which
+    if head == _SQLITE_MAGIC:
+        raise StoreError(
+            "is a SQLite database (an nsys export?), not a traceforge store: ingest it with "
+            "`traceforge ingest FILE`, and give --db a DuckDB file (e.g. traceforge.duckdb)",
+            path=path,
+        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,17 +19,21 @@ mod derive;
 mod synth;
 mod timeline;
 
-pub use arrow_stream::ArrowStream;
+pub use arrow_stream::{ArrowStream, StreamFailure};
 
 /// Convert a core error into the matching `traceforge.errors` exception: the class comes from
 /// `traceforge.errors.class_for_code`, the one table of codes and classes.
 pub(crate) fn to_py_err(err: Error) -> PyErr {
+    let (path, message) = err.parts();
+    error_of(err.code(), path.map(|p| p.display().to_string()), message)
+}
+
+/// The `traceforge.errors` exception of a core error's code, path and message.
+fn error_of(code: &str, path: Option<String>, message: String) -> PyErr {
     Python::with_gil(|py| {
-        let (path, message) = err.parts();
-        let path = path.map(|p| p.display().to_string());
         let build = || -> PyResult<PyErr> {
             let module = py.import("traceforge.errors")?;
-            let class = module.call_method1("class_for_code", (err.code(),))?;
+            let class = module.call_method1("class_for_code", (code,))?;
             let kwargs = PyDict::new(py);
             kwargs.set_item("path", path.clone())?;
             let instance = class.call((message.clone(),), Some(&kwargs))?;
@@ -78,9 +82,20 @@ fn write_order() -> Vec<&'static str> {
     Trace::WRITE_ORDER.to_vec()
 }
 
+/// xxh3-128 of a regular file's bytes as 32 hex digits; `cancel` stops the hashing (then
+/// `IngestInterrupted`).
 #[pyfunction]
-fn fingerprint(py: Python<'_>, path: PathBuf) -> PyResult<String> {
-    run_native(py, move || traceforge_core::fingerprint::fingerprint_file(&path))
+#[pyo3(signature = (path, cancel = None))]
+fn fingerprint(py: Python<'_>, path: PathBuf, cancel: Option<&CancelToken>) -> PyResult<String> {
+    let cancel = cancel.map(|token| Arc::clone(&token.flag)).unwrap_or_default();
+    run_native(py, move || traceforge_core::fingerprint::fingerprint_file_until(&path, &cancel))
+}
+
+/// Check that `path` is a regular file holding a whole SQLite database with no pending write-ahead log,
+/// reading only its header: the check an ingest makes before hashing or reading anything.
+#[pyfunction]
+fn check_export(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    run_native(py, move || traceforge_core::export::open::ExportFile::open(&path).map(|_| ()))
 }
 
 /// An export being ingested: read GPU operations, then stream API calls, then derived tables.
@@ -88,6 +103,7 @@ fn fingerprint(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 struct TraceHandle {
     trace: Arc<Trace>,
     cancel: Arc<AtomicBool>,
+    failure: StreamFailure,
 }
 
 #[pymethods]
@@ -116,6 +132,7 @@ impl TraceHandle {
         d.set_item("nvtx_count", c.nvtx)?;
         d.set_item("graph_exec_count", c.graph_execs)?;
         d.set_item("cuda_graph_trace", t.cuda_graph_trace())?;
+        d.set_item("long_string_bytes", t.long_string_bytes())?;
         d.set_item("metadata", t.caps.metadata.clone().into_iter().collect::<Vec<_>>())?;
         Ok(d)
     }
@@ -123,7 +140,17 @@ impl TraceHandle {
     /// Every stored table in write order, as an iterator of `(name, stream)` pairs; consume each
     /// stream before taking the next pair.
     fn tables(&self) -> TableIterator {
-        TableIterator { tables: Mutex::new(self.trace.tables()) }
+        TableIterator { tables: Mutex::new(self.trace.tables()), failure: Arc::clone(&self.failure) }
+    }
+
+    /// Raise the first error one of this trace's streams failed with (as the consumer saw it, wrapped in
+    /// its own message); return None when none failed.
+    fn raise_stream_error(&self) -> PyResult<()> {
+        let kept = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match kept {
+            Some((code, path, message)) => Err(error_of(code, path, message)),
+            None => Ok(()),
+        }
     }
 
     /// Ask running scans to stop (Ctrl-C).
@@ -137,6 +164,7 @@ impl TraceHandle {
 #[pyclass(module = "traceforge._core", frozen)]
 struct TableIterator {
     tables: Mutex<Tables>,
+    failure: StreamFailure,
 }
 
 #[pymethods]
@@ -148,7 +176,7 @@ impl TableIterator {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<(&'static str, ArrowStream)>> {
         let tables = &self.tables;
         let next = run_native(py, || tables.lock().unwrap_or_else(|p| p.into_inner()).next().transpose())?;
-        Ok(next.map(|(name, stream)| (name, ArrowStream::new(Box::new(stream)))))
+        Ok(next.map(|(name, stream)| (name, ArrowStream::recording(Box::new(stream), Arc::clone(&self.failure)))))
     }
 }
 
@@ -187,7 +215,7 @@ fn open_trace(py: Python<'_>, path: PathBuf, threads: usize, cancel: Option<&Can
     let c = Arc::clone(&cancel);
     let options = IngestOptions::from_env().with_threads(threads);
     let trace = run_native(py, move || Trace::open(&path, &options, c))?;
-    Ok(TraceHandle { trace, cancel })
+    Ok(TraceHandle { trace, cancel, failure: StreamFailure::default() })
 }
 
 #[pymodule]
@@ -195,6 +223,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(check_export, m)?)?;
     m.add_function(wrap_pyfunction!(write_order, m)?)?;
     m.add_function(wrap_pyfunction!(open_trace, m)?)?;
     m.add_class::<TraceHandle>()?;

@@ -7,6 +7,7 @@ use rusqlite::types::ValueRef;
 use super::open::ExportFile;
 use super::probe::{self, Capabilities};
 use super::scan::{scan_chunk_rows, scan_table, IntColumns, RowSink, ScanReader};
+use super::strings::StringTable;
 use crate::error::{Error, Result};
 use crate::ids::{decode_global_id, launch_key, NULL_I64};
 use crate::options::IngestOptions;
@@ -605,6 +606,18 @@ pub struct NvtxEvents {
     pub text_id: Vec<i64>,
     pub domain_id: Vec<i64>,
     pub text: Vec<Option<String>>,
+}
+
+impl NvtxEvents {
+    /// Bytes of the event names (explicit `text`, else the registered string of `textId`) of at least
+    /// `min` bytes: the stored NVTX tables hold each event's name once.
+    pub fn long_name_bytes(&self, strings: &StringTable, min: usize) -> u64 {
+        let name_len = |i: usize| match self.text.get(i) {
+            Some(Some(text)) => text.len(),
+            _ => self.text_id.get(i).and_then(|&id| strings.get(id)).map_or(0, str::len),
+        };
+        (0..self.start.len()).map(name_len).filter(|&n| n >= min).map(|n| n as u64).sum()
+    }
 }
 
 /// Read every NVTX event (an export without NVTX gives none).

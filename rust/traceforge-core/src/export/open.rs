@@ -26,8 +26,8 @@ impl ExportFile {
                 reason: "is a directory, not an nsys SQLite export".into(),
             });
         }
+        let mut file = open_regular(path)?;
         let mut header = [0u8; 100];
-        let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
         let n = read_up_to(&mut file, &mut header).map_err(|e| io_error(path, e))?;
         if n < 16 || &header[..16] != SQLITE_MAGIC {
             return Err(Error::NotAnExport {
@@ -111,6 +111,50 @@ impl ExportFile {
             Error::Corrupt { path: self.path.clone(), reason: format!("SQLite error: {text}") }
         }
     }
+}
+
+/// What a path that is not a regular file is (after links are followed), for the message refusing it;
+/// None for a regular file.
+pub fn not_regular_kind(meta: &fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Open `path` for reading only if it is a regular file (links followed). The open does not block (a FIFO
+/// swapped in after a check would otherwise wait for a writer forever), and the opened file is checked
+/// again, so a FIFO, device or socket is refused with what it is, never read.
+pub fn open_regular(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |kind: &str| Error::NotAnExport {
+        path: path.into(),
+        reason: format!("is {kind}, not a regular file (only regular files are read)"),
+    };
+    let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
+    if let Some(kind) = not_regular_kind(&meta) {
+        return Err(refuse(kind));
+    }
+    let file =
+        fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| io_error(path, e))?;
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    if let Some(kind) = not_regular_kind(&meta) {
+        return Err(refuse(kind));
+    }
+    Ok(file)
 }
 
 fn read_up_to(file: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

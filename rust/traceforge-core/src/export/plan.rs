@@ -100,6 +100,8 @@ fn cell_to_text(v: ValueRef<'_>) -> Option<String> {
 pub(super) struct ScanPlan {
     direct: Option<DirectPlan>,
     shape: Shape,
+    /// Rows the SQLite reads of rowid ranges returned, for [`ScanPlan::verify_sqlite`].
+    sqlite_rows: std::sync::atomic::AtomicU64,
 }
 
 /// What a table is, as far as cutting it into chunks goes.
@@ -221,7 +223,48 @@ impl ScanPlan {
                 }
             },
         };
-        Ok(ScanPlan { direct, shape })
+        Ok(ScanPlan { direct, shape, sqlite_rows: Default::default() })
+    }
+
+    /// After a whole-table scan through SQLite by rowid ranges: check that the ranges read every row
+    /// SQLite's own full scan of the table reads, once. SQLite finds a range's rows by seeking through the
+    /// interior pages, so damaged keys there made ranges miss rows (or see rows of another range) that a
+    /// full scan reads or refuses: the ranges' rows were silently not what the file holds (issue 19's
+    /// fuzzing of the SQLite path). Each range's rowids are checked to lie in it, ascending (so ranges
+    /// are disjoint); here one full scan of every column must succeed, ascend, and count as many rows.
+    pub(super) fn verify_sqlite(&self, file: &ExportFile, table: &str) -> Result<()> {
+        if self.direct.is_some() || matches!(self.shape, Shape::NoRowid) {
+            return Ok(());
+        }
+        let conn = file.connect()?;
+        // NOT INDEXED: the table's own b-tree in rowid order, not a covering index in its order. Every
+        // column, as a plain `SELECT *` reads them: a range read decodes only the columns it selects, so a
+        // record damaged in another one passed where SQLite's reading of the table fails.
+        let sql = format!("SELECT rowid, * FROM \"{table}\" NOT INDEXED");
+        let mut stmt = conn.prepare(&sql).map_err(|e| file.sqlite_error(e))?;
+        let mut rows = stmt.query([]).map_err(|e| file.sqlite_error(e))?;
+        let (mut count, mut last) = (0u64, None::<i64>);
+        while let Some(row) = rows.next().map_err(|e| file.sqlite_error(e))? {
+            let rowid: i64 = row.get(0).map_err(|e| file.sqlite_error(e))?;
+            if last.is_some_and(|l| rowid <= l) {
+                return Err(damaged(
+                    file,
+                    table,
+                    format!("SQLite's scan reads rowid {rowid} after {}", last.unwrap_or(0)),
+                ));
+            }
+            last = Some(rowid);
+            count += 1;
+        }
+        let read = self.sqlite_rows.load(std::sync::atomic::Ordering::Relaxed);
+        if read != count {
+            return Err(damaged(
+                file,
+                table,
+                format!("SQLite's reads by rowid range found {read} rows, its full scan {count}"),
+            ));
+        }
+        Ok(())
     }
 
     /// The chunks a whole-table scan reads: runs of [`CHUNK_BYTES`] of leaf pages cut at interior keys
@@ -314,7 +357,11 @@ impl ScanPlan {
     ) -> Result<(IntColumns, TextColumns)> {
         match (slicer, &self.direct) {
             (Slicer::Direct(reader), Some(plan)) => plan.read(reader, lo, hi, expected),
-            (Slicer::Sqlite(conn), _) => read_slice(file, conn, table, exprs, text_exprs, self.range(lo, hi)),
+            (Slicer::Sqlite(conn), _) => {
+                let (cols, texts, rows) = read_slice(file, conn, table, exprs, text_exprs, self.range(lo, hi))?;
+                self.sqlite_rows.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok((cols, texts))
+            }
             (Slicer::Direct(_), None) => Err(Error::Invalid("direct reader without a direct plan".into())),
         }
     }
@@ -332,7 +379,8 @@ impl ScanPlan {
         match (slicer, &self.direct) {
             (Slicer::Direct(reader), Some(plan)) => plan.read_rows(reader, lo, hi, sink),
             (Slicer::Sqlite(conn), _) => {
-                let (cols, _) = read_slice(file, conn, table, exprs, &[], self.range(lo, hi))?;
+                let (cols, _, rows) = read_slice(file, conn, table, exprs, &[], self.range(lo, hi))?;
+                self.sqlite_rows.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
                 let mut values = vec![0i64; cols.len()];
                 for i in 0..cols.first().map_or(0, Vec::len) {
                     for (value, col) in values.iter_mut().zip(&cols) {
@@ -635,8 +683,13 @@ fn parse_default(text: &str, affinity: Affinity) -> Option<DefaultValue> {
     None
 }
 
+/// A table whose b-tree SQLite reads inconsistently.
+fn damaged(file: &ExportFile, table: &str, what: String) -> Error {
+    Error::Corrupt { path: file.path.clone(), reason: format!("{table}: {what} (the table's b-tree is damaged)") }
+}
+
 /// Read one rowid slice through SQLite: `exprs` are SQL expressions (column names or NULL), `text_exprs`
-/// text columns.
+/// text columns; and the rows read. The rowids of a range are checked to lie in it, ascending.
 fn read_slice(
     file: &ExportFile,
     conn: &rusqlite::Connection,
@@ -644,8 +697,11 @@ fn read_slice(
     exprs: &[String],
     text_exprs: &[String],
     range: Option<(i64, i64)>,
-) -> Result<(IntColumns, TextColumns)> {
-    let select: Vec<&str> = exprs.iter().chain(text_exprs.iter()).map(String::as_str).collect();
+) -> Result<(IntColumns, TextColumns, usize)> {
+    let mut select: Vec<&str> = exprs.iter().chain(text_exprs.iter()).map(String::as_str).collect();
+    if range.is_some() {
+        select.push("rowid");
+    }
     let select = if select.is_empty() { "NULL".to_string() } else { select.join(", ") };
     // An upper bound of i64::MAX is inclusive: a row may have that rowid.
     let filter = match range {
@@ -653,7 +709,9 @@ fn read_slice(
         Some((_, i64::MAX)) => " WHERE rowid >= ?1 AND rowid <= ?2",
         Some(_) => " WHERE rowid >= ?1 AND rowid < ?2",
     };
-    let sql = format!("SELECT {select} FROM \"{table}\"{filter}");
+    // A rowid range is read from the table's own b-tree (NOT INDEXED), whose order the rowid check expects.
+    let indexed = if range.is_some() { " NOT INDEXED" } else { "" };
+    let sql = format!("SELECT {select} FROM \"{table}\"{indexed}{filter}");
     let mut stmt = conn.prepare_cached(&sql).map_err(|e| file.sqlite_error(e))?;
     let mut rows = match range {
         None => stmt.query([]),
@@ -662,15 +720,27 @@ fn read_slice(
     .map_err(|e| file.sqlite_error(e))?;
     let mut cols: IntColumns = vec![Vec::new(); exprs.len()];
     let mut texts: Vec<Vec<Option<String>>> = vec![Vec::new(); text_exprs.len()];
+    let (mut count, mut last) = (0usize, None::<i64>);
+    let rowid_at = exprs.len() + text_exprs.len();
     while let Some(row) = rows.next().map_err(|e| file.sqlite_error(e))? {
+        if let Some((lo, hi)) = range {
+            let rowid: i64 = row.get(rowid_at).map_err(|e| file.sqlite_error(e))?;
+            let inside = rowid >= lo && (rowid < hi || hi == i64::MAX);
+            if !inside || last.is_some_and(|l| rowid <= l) {
+                let what = format!("SQLite's read of rowids [{lo}, {hi}) returned rowid {rowid}");
+                return Err(damaged(file, table, what));
+            }
+            last = Some(rowid);
+        }
         for (i, col) in cols.iter_mut().enumerate() {
             col.push(cell_to_i64(row.get_ref(i).map_err(|e| file.sqlite_error(e))?));
         }
         for (j, col) in texts.iter_mut().enumerate() {
             col.push(cell_to_text(row.get_ref(exprs.len() + j).map_err(|e| file.sqlite_error(e))?));
         }
+        count += 1;
     }
-    Ok((cols, texts))
+    Ok((cols, texts, count))
 }
 
 /// Most chunks a scan is split into: rowids spread over a huge span (sparse, or a damaged b-tree edge) get

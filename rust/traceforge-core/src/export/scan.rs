@@ -75,10 +75,12 @@ pub fn scan_chunks_with<T: Send>(
     map: impl Fn(IntColumns, TextColumns) -> T + Sync,
 ) -> Result<Vec<T>> {
     let (plan, chunks) = prepare(file, table, exprs, text_exprs, reader)?;
-    scan_ranges(file, &plan, &chunks, threads, cancel, |slicer, range, expected| {
+    let parts = scan_ranges(file, &plan, &chunks, threads, cancel, |slicer, range, expected| {
         let (cols, texts) = plan.read(file, slicer, table, exprs, text_exprs, range, expected)?;
         Ok(map(cols, texts))
-    })
+    })?;
+    plan.verify_sqlite(file, table)?;
+    Ok(parts)
 }
 
 /// Read a whole table with `threads` workers, each rowid chunk's rows going to a sink made for it by
@@ -96,11 +98,13 @@ where
     S::Out: Send,
 {
     let (plan, chunks) = prepare(file, table, exprs, &[], reader)?;
-    scan_ranges(file, &plan, &chunks, threads, cancel, |slicer, range, expected| {
+    let parts = scan_ranges(file, &plan, &chunks, threads, cancel, |slicer, range, expected| {
         let mut chunk = sink(expected);
         plan.read_rows(file, slicer, table, exprs, range, &mut chunk)?;
         Ok(chunk.finish())
-    })
+    })?;
+    plan.verify_sqlite(file, table)?;
+    Ok(parts)
 }
 
 /// Run `read` over `chunks` on `threads` workers, each with its own reader (and told the rows to expect);
@@ -254,6 +258,12 @@ pub(crate) fn stream_table_ordered<T>(
                     cancel_consumers(&next, ranges.len());
                     return;
                 }
+            }
+        }
+        // Every chunk went out: a table read through SQLite ends with the check of its ranges.
+        if want == ranges.len() && !cancel.load(Ordering::Relaxed) {
+            if let Err(e) = plan.verify_sqlite(file, table) {
+                let _ = sink.send(Err(e));
             }
         }
     });

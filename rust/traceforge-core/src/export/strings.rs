@@ -63,8 +63,27 @@ impl StringTable {
         self.values.is_empty()
     }
 
+    /// Bytes of the strings of at least `min` bytes: what a store must hold at once for the strings too
+    /// long to sit in its column segments (see [`crate::ingest::Trace::long_string_bytes`]).
+    pub fn long_bytes(&self, min: usize) -> u64 {
+        self.values.iter().flatten().map(String::len).filter(|&n| n >= min).map(|n| n as u64).sum()
+    }
+
     /// Build from explicit values (tests, re-analysis).
     pub fn from_values(values: Vec<Option<String>>) -> Self {
         StringTable { values }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StringTable;
+
+    #[test]
+    fn long_bytes_counts_only_strings_of_at_least_min_bytes() {
+        let t = StringTable::from_values(vec![Some("a".repeat(10)), None, Some("b".repeat(3)), Some("c".repeat(10))]);
+        assert_eq!(t.long_bytes(10), 20);
+        assert_eq!(t.long_bytes(1), 23);
+        assert_eq!(t.long_bytes(11), 0);
     }
 }

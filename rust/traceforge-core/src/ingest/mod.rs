@@ -457,6 +457,16 @@ impl Trace {
         }
     }
 
+    /// Bytes of the trace's long strings (4 KiB or more) that one stored table may hold: the NVTX names
+    /// (`nvtx_ranges`, `nvtx_projection`), or twice the long `StringIds` strings (a kernel class's name and
+    /// short name). A store keeps such strings outside its column segments, in memory until the rows are
+    /// written, so its pool must hold them (issue 19: 88 MB of NVTX text ran a 64MB pool out).
+    pub fn long_string_bytes(&self) -> u64 {
+        const LONG: usize = 4096;
+        let nvtx = self.nvtx_events.long_name_bytes(&self.strings, LONG);
+        nvtx.max(2 * self.strings.long_bytes(LONG))
+    }
+
     /// The `kernel_rows` table, built from the kernels held in memory (in export order) and their launch
     /// matches; the repeating columns become a `kernel_class` id (see [`Trace::kernel_classes_batch`]).
     fn kernels_stream(self: &Arc<Self>) -> Result<BatchStream> {

@@ -248,8 +248,9 @@ def main() -> None:
     ap.add_argument("port", type=int)
     ap.add_argument("--token-delay", type=float, default=0.005)
     ap.add_argument("--pid-file")
+    ap.add_argument("--mode", default="ok")
     args = ap.parse_args()
-    srv = FakeServer(token_delay_s=args.token_delay, port=args.port)
+    srv = FakeServer(token_delay_s=args.token_delay, port=args.port, mode=args.mode)
     if args.pid_file:
         with open(args.pid_file, "a") as fh:
             fh.write(f"{os.getpid()}\n")

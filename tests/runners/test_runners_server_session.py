@@ -10,6 +10,7 @@ spec requires GPU work (the default).
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import sys
@@ -134,3 +135,33 @@ def test_a_server_that_dies_at_start_fails_with_its_log_line(tmp_path: Path) -> 
     assert "model folder /nope not found" in cells[0]["reason"]
     # The second cell is not made to wait out ready_timeout_s again: it says the server failed earlier.
     assert "not retried" in cells[1]["reason"]
+
+
+@pytest.mark.nsys
+@pytest.mark.slow
+def test_a_hung_server_is_killed_recorded_hung_with_its_capture_and_restarted(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    port = _free_port()
+    text = _spec(port, pid_file).replace('"--pid-file"', '"--mode", "stall", "--pid-file"')
+    text = text.replace("heartbeat_timeout_s = 60", "heartbeat_timeout_s = 2").replace(
+        "warmup_requests = 1", "warmup_requests = 0"
+    )
+    db = tmp_path / "s.duckdb"
+    run_sweep(parse_spec(text), db, workdir=tmp_path / "w", quiet=True)
+    con = duckdb.connect(str(db), read_only=True)
+    cells = fetch_dicts(con, "SELECT n, status, reason, trace_path FROM cells ORDER BY n")
+    assert [c["status"] for c in cells] == ["hung", "hung"]
+    for c in cells:
+        assert "no progress for 2 s" in c["reason"]
+        # What nsys recorded up to the kill was kept: the report of the stalled requests, exported.
+        assert c["trace_path"] and c["trace_path"].endswith(".sqlite") and _osrt_calls(c["trace_path"]) > 0
+    # The hung server was not trusted with the second cell: it was started again, and every start is gone.
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        stat = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+        assert stat == "Z", f"server {pid} still running"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ServerFailed
-from .cell import kill_tree
+from .cell import descendants, kill_tree
 from .nsys_session import NsysSession
 from .nsys_trace import choose_trace
 from .spec import Server, Spec
@@ -66,6 +66,12 @@ class RunningServer:
         self.proc = proc
         self.session = session
         self.log = log
+        #: Every process of the server's tree seen so far: under nsys the server is a grandchild of
+        #: ``nsys launch``, which may exit first and leave it to init, out of reach of ``kill_tree``.
+        self.pids: set[int] = set()
+
+    def _remember_tree(self) -> None:
+        self.pids |= set(descendants(self.proc.pid))
 
     @classmethod
     def start(cls, spec: Spec, server: Server, log_dir: Path, nsys: str | None) -> RunningServer:
@@ -108,6 +114,7 @@ class RunningServer:
                 )
             problem = answers(url, timeout_s=2.0)
             if problem is None:
+                running._remember_tree()
                 return running
             time.sleep(0.2)
         running.stop(spec.kill_grace_s)
@@ -121,7 +128,33 @@ class RunningServer:
         return self.proc.poll() is None
 
     def stop(self, grace_s: float) -> None:
-        """Stop the server: end its nsys session (SIGTERM to the server), then kill what is left."""
+        """Stop the server: end its nsys session (SIGTERM to the server), then kill what is left.
+
+        Returns once every process of its tree is gone, so the next server can take the port.
+        """
+        self._remember_tree()
         if self.session is not None:
             self.session.shutdown()
         kill_tree(self.proc, max(grace_s, 5.0), signal.SIGTERM)
+        left = [p for p in self.pids if _running(p)]
+        for sig, wait_s in ((signal.SIGTERM, max(grace_s, 5.0)), (signal.SIGKILL, 10.0)):
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + wait_s
+            while left and time.monotonic() < deadline:
+                time.sleep(0.05)
+                left = [p for p in left if _running(p)]
+            if not left:
+                break
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, waiting for its parent to reap it, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

@@ -7,11 +7,14 @@ traceback. (``import traceforge``, which runs before, imports nothing: its names
 
 from __future__ import annotations
 
+import os
 import sys
+
+INTERRUPTED = 130
 
 
 def entry() -> int:
-    """Run the ``traceforge`` command line; return its exit code."""
+    """Run the ``traceforge`` command line; return its exit code (an interrupted run does not return)."""
     try:
         import signal
 
@@ -19,10 +22,30 @@ def entry() -> int:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         from .cli import main
 
-        return main()
+        code = main()
     except KeyboardInterrupt:
         sys.stderr.write("traceforge: interrupted\n")
-        return 130
+        code = INTERRUPTED
+    if code == INTERRUPTED:
+        _leave_now()
+    return code
+
+
+def _leave_now() -> None:
+    """End an interrupted run at once, without the interpreter's shutdown.
+
+    Ctrl-C can land inside a native call (DuckDB opening or creating the store, the core reading) and leave
+    it half done; the destructors that shutdown then runs were seen, rarely and under load, to block for
+    minutes (the test of a very early SIGINT timed out after 180 s). Nothing is lost by skipping them: a
+    transaction is either committed (DuckDB's write-ahead log has it, replayed at the next open, read-only
+    included) or was never written, and the message is flushed first.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import baselines  # noqa: E402
-from bench_ingest import FIXTURES, decompress  # noqa: E402
+from bench_ingest import FIXTURES, decompress, print_table  # noqa: E402
 
 REAL = {
     "llm_threads4_gil": "llm_threads4_gil_osrt_h200_nsys2025.3.sqlite.xz",
@@ -152,11 +152,7 @@ def main() -> int:
         "peak RSS",
         "x tf",
     ]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    print_table(header, rows)
     print(
         f"\n{args.repeat} runs each, interleaved; host rows = NVTX events (GIL ranges included) + OS calls "
         "+ GPU metric samples; 'x tf' = the tool's median over traceforge's; "

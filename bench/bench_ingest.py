@@ -34,6 +34,7 @@ import sqlite3
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -157,6 +158,15 @@ def agreement(tf_db: Path, duck_db: Path) -> str:
     return "same"
 
 
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print ``rows`` under ``header`` as an aligned text table (the benches' output)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -241,11 +251,7 @@ def main() -> int:
         "tool/traceforge",
         "metrics vs traceforge",
     ]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    print_table(header, rows)
     print(
         f"\n{args.repeat} runs each, interleaved; 'tool/traceforge' is the tool's median time over "
         "traceforge's "

@@ -44,9 +44,7 @@ use crate::timeline::gpu_metrics::{self, GpuMetrics, MetricSummaryRow, RangeMetr
 use crate::timeline::graphs::{graph_summary, GraphLaunch, GraphLaunches, NodeKernel};
 use crate::timeline::host::{OsCallSummaryRow, ThreadGilRow};
 use crate::timeline::idle::{self, IdleAttribution, StateIntervals};
-use crate::timeline::nvtx::{
-    build_nvtx_ranges, gil_domains, gil_intervals, GilIntervals, NvtxEventColumns, NvtxRanges,
-};
+use crate::timeline::nvtx::{build_nvtx_ranges, gil_domains, gil_intervals, GilIntervals, NvtxRanges};
 use crate::timeline::{self, Derived};
 use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 
@@ -346,7 +344,7 @@ impl Trace {
             launch: LaunchKeys::Plain(&g.launch),
         };
         let text_of = |id| self.strings.get(id);
-        let nvtx = build_nvtx_ranges(&self.nvtx_columns(), text_of);
+        let nvtx = build_nvtx_ranges(&nvtx_reader::columns(&self.nvtx_events), text_of);
         let (projected, [r_thread, r_start, r_end]) = nvtx.projectable();
         let ranges = RangesView { thread: &r_thread, start: &r_start, end: &r_end };
         let mut derived = timeline::derive(&kernels, &memops, &graphs, &ranges, &self.options);
@@ -561,20 +559,6 @@ impl Trace {
         Ok(api_classes_batch(classes, &self.strings))
     }
 
-    /// The NVTX events as the timeline's NVTX model reads them.
-    fn nvtx_columns(&self) -> NvtxEventColumns<'_> {
-        let ev = &self.nvtx_events;
-        NvtxEventColumns {
-            start: &ev.start,
-            end: &ev.end,
-            event_type: &ev.event_type,
-            global_tid: &ev.global_tid,
-            text_id: &ev.text_id,
-            domain_id: &ev.domain_id,
-            text: &ev.text,
-        }
-    }
-
     /// Every stored table in [`Trace::WRITE_ORDER`], each as `(name, stream)`, produced as the iteration
     /// reaches it: consume each stream before asking for the next pair (a dictionary is complete only
     /// once the stream that builds it was read, and the metrics are derived once the API calls were).
@@ -648,16 +632,7 @@ impl Trace {
 /// The GIL ranges of `events`, and the events without them ([`crate::timeline::nvtx::user_event_rows`]).
 fn split_gil(events: NvtxEvents, strings: &StringTable) -> (NvtxEvents, GilIntervals) {
     let text_of = |id| strings.get(id);
-    let ev = &events;
-    let columns = NvtxEventColumns {
-        start: &ev.start,
-        end: &ev.end,
-        event_type: &ev.event_type,
-        global_tid: &ev.global_tid,
-        text_id: &ev.text_id,
-        domain_id: &ev.domain_id,
-        text: &ev.text,
-    };
+    let columns = nvtx_reader::columns(&events);
     let domains = gil_domains(&columns, text_of);
     if domains.is_empty() {
         return (events, GilIntervals::default());
@@ -665,6 +640,7 @@ fn split_gil(events: NvtxEvents, strings: &StringTable) -> (NvtxEvents, GilInter
     let gil = gil_intervals(&columns, &domains, text_of);
     let keep = crate::timeline::nvtx::user_event_rows(&columns, &domains);
     let pick = |c: &[i64]| keep.iter().map(|&i| c[i]).collect::<Vec<i64>>();
+    let ev = &events;
     let user = NvtxEvents {
         start: pick(&ev.start),
         end: pick(&ev.end),

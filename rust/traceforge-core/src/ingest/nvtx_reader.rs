@@ -37,7 +37,8 @@ struct Candidates {
     state: Vec<u8>,
 }
 
-fn columns(ev: &NvtxEvents) -> NvtxEventColumns<'_> {
+/// The NVTX events as the timeline's NVTX model reads them (borrowed columns, no copy).
+pub(crate) fn columns(ev: &NvtxEvents) -> NvtxEventColumns<'_> {
     NvtxEventColumns {
         start: &ev.start,
         end: &ev.end,

@@ -398,13 +398,13 @@ def test_group_load_isolates_a_damaged_partition(tmp_path: Path) -> None:
     """Partitions are loaded several per transaction; one unreadable partition costs only its own trace."""
     files = make_archive(tmp_path / "a", 3)
     root = str(tmp_path / "ds")
-    results = [batch.run_job(batch.JobSpec(path=str(p), dataset=root, threads=1)) for p in files]
+    results = [batch.run_job(batch.JobSpec(path=str(p), staging=root, threads=1)) for p in files]
     assert [r.status for r in results] == ["partitioned"] * 3
-    damaged = dataset.partition_file(root, "gaps", results[1].trace_id)
+    damaged = dataset.partition_file(root, "tf_store.gap_rows", results[1].trace_id)
     damaged.write_bytes(b"PAR1 not really")
     emitted = []
     with Store(tmp_path / "s.duckdb") as store:
-        loader = batch._Loader(store, root, keep=True, emit=emitted.append, max_group=10)
+        loader = batch._Loader(store, root, output=None, emit=emitted.append, max_group=10)
         for result in results:
             loader.add(result, replace=False)
         assert emitted == []  # still queued

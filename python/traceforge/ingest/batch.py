@@ -3,13 +3,15 @@
 DuckDB allows one writer, so the expensive per-file work runs elsewhere and only the cheap load is serial:
 
 * a **job** (:func:`run_job`, in a worker process or a Dask worker) fingerprints one file, skips it when that
-  content is already stored, otherwise reads it with the Rust core and writes the trace as one hive partition
-  of a Parquet dataset (:mod:`traceforge.store.dataset`): a staging dataset beside the store, or the user's
-  ``--output`` dataset;
+  content is already stored, otherwise reads it with the Rust core into a private in-memory store and
+  writes the trace as one hive partition of the staging dataset beside the store, in the store's own form
+  (:func:`traceforge.store.dataset.stage_trace`), and also in the public form into the user's ``--output``
+  dataset when one is given;
 * the **coordinator** (:class:`Batch`, in the calling process, run by :func:`traceforge.ingest.run`) loads
-  the finished partitions into the store (those that finish close together share one transaction; each
+  the staged partitions into the store (those that finish close together share one transaction; each
   trace lands whole or not at all), records each failure with its reason in ``ingest_failures``, and never
-  lets one file stop the others.
+  lets one file stop the others. Loading the storage form is a plain copy, so the one writer keeps up with
+  many workers; the public form would make it re-derive every row's class ids.
 
 Every trace lands atomically and is one partition, so a batch killed at any point and started again does the
 rest without duplicates: stored fingerprints are skipped, and partitions finished by the killed run are loaded
@@ -21,6 +23,7 @@ trace itself), ``concurrent`` (a local process pool), ``dask-futures`` (a Dask c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -44,7 +47,8 @@ class JobSpec:
 
     Attributes:
         path: the file.
-        dataset: the dataset directory the trace's partition goes to.
+        staging: the staging dataset the trace's storage-form partition goes to.
+        dataset: the user's ``--output`` dataset (public form), or None.
         known: fingerprints already stored (skipped without reading).
         force: re-read the file even when stored or already partitioned.
         threads: threads of the Rust core; 0 lets the worker size it from ``threads_by_host``.
@@ -52,7 +56,8 @@ class JobSpec:
     """
 
     path: str
-    dataset: str
+    staging: str
+    dataset: str | None = None
     known: frozenset[str] = frozenset()
     force: bool = False
     threads: int = 0
@@ -65,7 +70,8 @@ class JobResult:
 
     Attributes:
         path: the file.
-        status: ``partitioned`` (partition written), ``cached`` (a complete partition was already there),
+        status: ``partitioned`` (partition written), ``cached`` (a complete partition was already there:
+            staged by an earlier run, or kept in the ``--output`` dataset and staged from it),
             ``stored`` (its fingerprint is already in the store), ``loaded`` (written straight into the
             store, ``--mode none``), or ``failed``.
         fingerprint: the content fingerprint, when it could be computed.
@@ -91,11 +97,12 @@ class JobResult:
 
 
 def run_job(spec: JobSpec) -> JobResult:
-    """Process one file into one partition; never raises (every failure becomes a ``failed`` result).
+    """Process one file into one staged partition; never raises (every failure becomes a ``failed`` result).
 
     The trace is ingested by :func:`traceforge.ingest.trace.write_trace` into a private in-memory DuckDB
-    store (so the rows are exactly what a direct ingest stores), then each table's rows are copied out with
-    ``COPY ... TO ... (FORMAT parquet)`` into the dataset, published atomically.
+    store (so the rows are exactly what a direct ingest stores), then each of its tables is copied out with
+    ``COPY ... TO ... (FORMAT parquet)``: in the storage form into the staging dataset, and in the public
+    form into the ``--output`` dataset; each partition is published atomically.
     """
     from .failures import as_error, for_report
 
@@ -141,20 +148,31 @@ def _job_sqlite(spec: JobSpec, export: str, result: JobResult) -> None:
     if not spec.force and result.fingerprint in spec.known:
         result.status = "stored"
         return
-    if not spec.force and dataset.has_partition(spec.dataset, result.trace_id):
+    if not spec.force and dataset.has_partition(spec.staging, result.trace_id):
         result.status = "cached"
         return
-    data = read_trace(
-        export,
-        threads=_job_threads(spec),
-        source_path=spec.path,
-        fingerprint=result.fingerprint,
-        identity=identity,
-    )
     with Store(":memory:") as memory:
-        write_trace(memory, data, force=True)
-        dataset.export_trace(memory.con, spec.dataset, result.trace_id, overwrite=spec.force)
-    result.status = "partitioned"
+        if (
+            not spec.force
+            and spec.dataset is not None
+            and dataset.has_partition(spec.dataset, result.trace_id)
+        ):
+            # Kept in the user's dataset by an earlier run: staged from there, the file is not read again.
+            dataset.load_partition(memory, spec.dataset, result.trace_id)
+            result.status = "cached"
+        else:
+            data = read_trace(
+                export,
+                threads=_job_threads(spec),
+                source_path=spec.path,
+                fingerprint=result.fingerprint,
+                identity=identity,
+            )
+            write_trace(memory, data, force=True)
+            if spec.dataset is not None:
+                dataset.export_trace(memory.con, spec.dataset, result.trace_id, overwrite=spec.force)
+            result.status = "partitioned"
+        dataset.stage_trace(memory.con, spec.staging, result.trace_id, overwrite=True)
 
 
 def _ping() -> int:
@@ -432,9 +450,15 @@ class _Dask:
 
 
 def staging_dir(store: Store) -> str:
-    """Where a batch stages partitions when no ``--output`` dataset is given: beside the store file."""
+    """Where a batch stages partitions: beside the store file, in a folder named for the store's layout.
+
+    Staged partitions hold the store's own form, which only a build of the same layout may load; one
+    left by a killed batch of another build is in another folder and never loaded.
+    """
+    from ..store.storage import layout_digest
+
     db = Path(store.path).resolve()
-    return str(db.parent / f".{db.name}.staging")
+    return str(db.parent / f".{db.name}.staging" / f"layout-{layout_digest()}")
 
 
 class Batch:
@@ -449,8 +473,8 @@ class Batch:
         jobs: files processed at once (worker processes, or Dask workers of a local cluster).
         scheduler: Dask scheduler address for ``dask-futures`` (else ``DASK_SCHEDULER_ADDRESS``, else a
             ``LocalCluster`` of ``jobs`` workers).
-        output: a Parquet dataset directory that keeps every trace's partition; None stages partitions
-            beside the store and deletes each once loaded.
+        output: a Parquet dataset directory that keeps every trace's partition (public form); None keeps
+            none. Either way partitions are staged beside the store and each deleted once loaded.
 
     Raises:
         SchedulerUnavailableError: the Dask scheduler cannot be reached.
@@ -462,10 +486,12 @@ class Batch:
         from ..store import dataset
 
         self.store, self.mode = store, mode
-        self.keep = output is not None
-        self.root = os.path.abspath(output) if output is not None else staging_dir(store)
-        dataset.ensure_writable(self.root)
-        dataset.repair(self.root)
+        self.output = os.path.abspath(output) if output is not None else None
+        self.staging = staging_dir(store)
+        for root in (self.staging, self.output):
+            if root is not None:
+                dataset.ensure_writable(root)
+                dataset.repair(root)
         self.executor: _InProcess | _ProcessPool | _Dask
         if mode == "dask-futures":
             self.executor = _Dask(jobs, scheduler)
@@ -499,13 +525,18 @@ class Batch:
         )
         if threads is None:
             threads = max(1, available_cores() // self.workers) if self.mode != "dask-futures" else 0
-        specs = [JobSpec(path=p, dataset=self.root, known=known, force=force, threads=threads) for p in paths]
-        loader = _Loader(store, self.root, keep=self.keep, emit=emit)
+        specs = [
+            JobSpec(
+                path=p, staging=self.staging, dataset=self.output, known=known, force=force, threads=threads
+            )
+            for p in paths
+        ]
+        loader = _Loader(store, self.staging, output=self.output, emit=emit)
         for result in self.executor.results(specs):
             if result.worker:
                 peak = self.worker_peak_rss_bytes.get(result.worker, 0)
                 self.worker_peak_rss_bytes[result.worker] = max(peak, result.peak_rss_bytes)
-            outcome = _settle(store, self.root, result, force=force, keep=self.keep, loader=loader)
+            outcome = _settle(store, result, force=force, loader=loader)
             if outcome is not None:
                 emit(outcome)
             if store.release_between_traces:
@@ -517,12 +548,13 @@ class Batch:
     def close(self) -> None:
         """Stop the workers; delete the staging dataset when nothing is left in it."""
         self.executor.close()
-        if not self.keep:
-            _remove_if_empty(self.root)
+        _remove_if_empty(self.staging)
+        with contextlib.suppress(OSError):  # the folder of all layouts' staging, once none is left
+            os.rmdir(os.path.dirname(self.staging))
 
 
 class _Loader:
-    """Loads finished partitions into the store, a group of traces per transaction.
+    """Loads staged partitions into the store, a group of traces per transaction.
 
     Small traces finish faster than the coordinator could load them one transaction each; grouping the
     partitions that finished close together keeps the one writer from becoming the bottleneck. Every trace
@@ -533,14 +565,14 @@ class _Loader:
     def __init__(
         self,
         store: Store,
-        root: str,
+        staging: str,
         *,
-        keep: bool,
+        output: str | None,
         emit: Callable[[IngestOutcome], None],
         max_group: int = 32,
         max_wait_s: float = 1.0,
     ) -> None:
-        self.store, self.root, self.keep, self.emit = store, root, keep, emit
+        self.store, self.staging, self.output, self.emit = store, staging, output, emit
         self.max_group, self.max_wait_s = max_group, max_wait_s
         self.pending: list[tuple[JobResult, bool]] = []
         self.first_at = 0.0
@@ -570,7 +602,7 @@ class _Loader:
             return
         items = [(r.trace_id or "", r.path, replace) for r, replace in group]
         try:
-            counts = dataset.load_partitions(self.store, self.root, items)
+            counts = dataset.load_staged(self.store, self.staging, items)
         except TraceforgeError:
             if len(group) > 1:
                 for one in group:
@@ -587,8 +619,10 @@ class _Loader:
         clear_failures(self.store, [r.path for r, _ in group])
         for result, _replace in group:
             assert result.trace_id is not None
-            if not self.keep:
-                dataset.remove_partition(self.root, result.trace_id)
+            dataset.remove_partition(self.staging, result.trace_id)
+            if self.output is not None and not dataset.has_partition(self.output, result.trace_id):
+                # Staged by an earlier run without --output (or the user removed it): written from the store.
+                dataset.export_trace(self.store.con, self.output, result.trace_id)
             kernels = counts[result.trace_id]
             note = " (partition from an earlier run)" if result.status == "cached" else ""
             outcome = _outcome(
@@ -604,9 +638,7 @@ class _Loader:
             self.emit(outcome)
 
 
-def _settle(
-    store: Store, root: str, result: JobResult, *, force: bool, keep: bool, loader: _Loader
-) -> IngestOutcome | None:
+def _settle(store: Store, result: JobResult, *, force: bool, loader: _Loader) -> IngestOutcome | None:
     """Turn one job result into an outcome, or queue its partition for loading (returns None)."""
     from ..store import dataset
     from .trace import already_stored, stored_source
@@ -620,11 +652,12 @@ def _settle(
     stored_as = in_batch or stored_source(store, result.fingerprint)
     if stored_as is not None and (in_batch is not None or not force):
         # Stored before this batch, or earlier in it under another name: same content, same trace.
-        if not keep and result.status != "stored" and not loader.is_pending(result.trace_id):
-            dataset.remove_partition(root, result.trace_id)
-        elif keep and in_batch is None and not dataset.has_partition(root, result.trace_id):
+        if result.status != "stored" and not loader.is_pending(result.trace_id):
+            dataset.remove_partition(loader.staging, result.trace_id)
+        output = loader.output
+        if output is not None and in_batch is None and not dataset.has_partition(output, result.trace_id):
             # The store has it but the user's dataset does not: copy it over rather than re-read the file.
-            dataset.export_trace(store.con, root, result.trace_id)
+            dataset.export_trace(store.con, output, result.trace_id)
         message = already_stored(result.path, stored_as, result.trace_id)
         return _outcome(result.path, "skipped", result.trace_id, message, None, result.seconds)
     loader.add(result, replace=stored_as is not None)

@@ -9,6 +9,7 @@ pub mod btree;
 pub mod events;
 pub mod gpu_metrics;
 pub mod open;
+pub mod os_calls;
 pub mod plan;
 pub mod probe;
 pub mod scan;

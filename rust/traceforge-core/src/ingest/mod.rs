@@ -34,8 +34,9 @@ use self::tables::{
 };
 use crate::columnar::{batch, int_col, BatchStream, BATCH_ROWS};
 use crate::error::{Error, Result};
-use crate::export::events::{self, ApiChunk, GpuOps, GraphInfo, NvtxEvents, OsCalls, SyncEvents, TargetInfo};
+use crate::export::events::{self, ApiChunk, GpuOps, GraphInfo, NvtxEvents, SyncEvents, TargetInfo};
 use crate::export::gpu_metrics::read_gpu_metrics;
+use crate::export::os_calls::{read_os_calls, OsCallBlock, OsCalls};
 use crate::export::probe::{DRIVER_TABLE, GPU_METRICS_TABLE, RUNTIME_TABLE};
 use crate::export::scan::ScanReader;
 use crate::export::{Capabilities, ExportFile, StringTable};
@@ -180,7 +181,7 @@ impl Trace {
         (ops.graphs, graph_info) = events::read_graphs(&file, &caps, &conn)?;
         let (nvtx_events, gil) = nvtx_reader::read_split(&file, &caps, &options, &cancel, &strings)?;
         let sync = events::read_sync(&file, &caps, &options, &cancel)?;
-        let os_calls = events::read_os_calls(&file, &caps, &options, &cancel)?;
+        let os_calls = read_os_calls(&file, &caps, &options, &cancel)?;
         // Validate the API tables' columns now, before anything streams.
         for table in [RUNTIME_TABLE, DRIVER_TABLE] {
             events::api_exprs(&file, &caps, table)?;
@@ -354,13 +355,13 @@ impl Trace {
         let gil = self.gil.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
         let thread_gil = timeline::host::thread_gil(&gil);
         let os = &self.os_calls;
-        let os_call_summary = timeline::host::os_call_summary(&os.name_id, &os.start, &os.end);
+        let os_call_summary = timeline::host::os_call_summary(os.iter().map(|c| (c.name_id, c.end - c.start)));
         let mut states = self.api_states.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
         for i in (0..gil.len()).filter(|&i| gil.state[i] == 1) {
             states.push(gil.thread[i], idle::GIL_WAIT, gil.start[i], gil.end[i]);
         }
-        for i in 0..os.len() {
-            states.push(os.thread[i], idle::OS, os.start[i], os.end[i]);
+        for c in os.iter() {
+            states.push(c.thread, idle::OS, c.start, c.end);
         }
         let idle = idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged());
         for row in &mut derived.device_metrics {
@@ -611,8 +612,12 @@ impl Trace {
             })
             .map_err(arrow_err),
             "thread_gil" => one(thread_gil_batch(&fin.thread_gil, &self.target)),
-            "os_call_rows" => BatchStream::chunked(self.os_calls.len(), move |r| os_call_rows_batch(&t.os_calls, r))
-                .map_err(arrow_err),
+            "os_call_rows" => {
+                // A batch per packed block of calls (a rowid chunk of the export: ~4 MiB of its pages).
+                let schema = os_call_rows_batch(&OsCallBlock::default()).map_err(arrow_err)?.schema();
+                let blocks = (0..self.os_calls.blocks.len()).map(move |b| os_call_rows_batch(&t.os_calls.blocks[b]));
+                Ok(BatchStream::new(schema, Box::new(blocks)))
+            }
             "os_call_names" => one(os_call_names_batch(&fin.os_call_summary, &self.strings)),
             "os_call_summary" => one(os_call_summary_batch(&fin.os_call_summary, &self.strings)),
             "gpu_metric_rows" => {

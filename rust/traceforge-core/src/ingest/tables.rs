@@ -10,7 +10,8 @@ use arrow_schema::ArrowError;
 use super::classes::{ApiClassKey, Interner, KernelClassIds, KernelClassKey, KERNEL_CLASS_FIELDS};
 use super::launch::LaunchState;
 use crate::columnar::{batch, dict_col, float_col, int_col, int_col_owned, opt_int_col, str_col};
-use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, Kernels, OsCalls, SyncEvents, TargetInfo};
+use crate::export::events::{self, copy_kind_label, ApiChunk, GpuOps, Kernels, SyncEvents, TargetInfo};
+use crate::export::os_calls::OsCallBlock;
 use crate::export::StringTable;
 use crate::ids::{decode_global_id, NULL_I64};
 use crate::timeline::gpu_metrics::{MetricSeries, MetricSummaryRow, RangeMetricRow};
@@ -264,17 +265,19 @@ pub(crate) fn thread_gil_batch(rows: &[ThreadGilRow], t: &TargetInfo) -> BatchRe
     ])
 }
 
-/// `os_call_rows` batch (the storage behind the `os_calls` view) of the calls in `r`; the name is an id
-/// into `os_call_names`.
-pub(crate) fn os_call_rows_batch(o: &OsCalls, r: std::ops::Range<usize>) -> BatchResult {
-    let threads = &o.thread[r.clone()];
-    let name_ids = o.name_id[r.clone()].iter().map(|&n| i32::try_from(n).unwrap_or(-1));
+/// `os_call_rows` batch (the storage behind the `os_calls` view) of one packed block of calls; the name is
+/// an id into `os_call_names`.
+pub(crate) fn os_call_rows_batch(block: &OsCallBlock) -> BatchResult {
+    let calls: Vec<_> = block.iter().collect();
     batch(vec![
-        ("pid", int_col(threads.iter().map(|&t| pid_tid(t).0))),
-        ("tid", int_col(threads.iter().map(|&t| pid_tid(t).1))),
-        ("name_id", Arc::new(Int32Array::from_iter_values(name_ids))),
-        ("start_ns", int_col(o.start[r.clone()].iter().copied())),
-        ("end_ns", int_col(o.end[r].iter().copied())),
+        ("pid", int_col(calls.iter().map(|c| pid_tid(c.thread).0))),
+        ("tid", int_col(calls.iter().map(|c| pid_tid(c.thread).1))),
+        (
+            "name_id",
+            Arc::new(Int32Array::from_iter_values(calls.iter().map(|c| i32::try_from(c.name_id).unwrap_or(-1)))),
+        ),
+        ("start_ns", int_col(calls.iter().map(|c| c.start))),
+        ("end_ns", int_col(calls.iter().map(|c| c.end))),
     ])
 }
 

@@ -64,10 +64,10 @@ pub struct OsCallSummaryRow {
 }
 
 /// Per call name: count, total, mean, median (mean of the middle two), minimum and maximum duration.
-pub fn os_call_summary(name_id: &[i64], start: &[i64], end: &[i64]) -> Vec<OsCallSummaryRow> {
+pub fn os_call_summary(calls: impl IntoIterator<Item = (i64, i64)>) -> Vec<OsCallSummaryRow> {
     let mut by_name: HashMap<i64, Vec<i64>> = HashMap::new();
-    for i in 0..name_id.len() {
-        by_name.entry(name_id[i]).or_default().push(end[i] - start[i]);
+    for (name_id, duration) in calls {
+        by_name.entry(name_id).or_default().push(duration);
     }
     let mut rows: Vec<OsCallSummaryRow> = by_name
         .into_iter()
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn os_call_summary_per_name() {
-        let rows = os_call_summary(&[7, 8, 7, 7], &[0, 0, 10, 20], &[200, 100, 110, 21]);
+        let rows = os_call_summary([(7, 200), (8, 100), (7, 100), (7, 1)]);
         assert_eq!(
             rows[0],
             OsCallSummaryRow {

@@ -84,6 +84,13 @@ def main() -> int:
         "--metric-sizes", default="5000000", help="GPU metric samples of the synthetic exports"
     )
     parser.add_argument("--skip", choices=["nsys", "duckdb", "real"], action="append", default=[])
+    parser.add_argument(
+        "--capture",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="another real export to bench (e.g. a held-out heavy capture; .xz is decompressed once)",
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -92,6 +99,10 @@ def main() -> int:
         for label, name in REAL.items():
             if (FIXTURES / name).exists():
                 inputs[label] = decompress(FIXTURES / name, args.workdir / name.removesuffix(".xz"))
+    for capture in map(Path, args.capture):
+        name = capture.name.removesuffix(".xz")
+        plain = capture if capture.suffix != ".xz" else decompress(capture, args.workdir / name)
+        inputs[name.removesuffix(".sqlite")] = plain
     t0 = time.perf_counter()
     for n in (int(x) for x in args.gil_sizes.split(",") if x):
         inputs[f"gil{n // 1000}k"] = synth(

@@ -139,7 +139,9 @@ def build_archive(root: Path, files: int, captures: list[Path], synth: int, synt
 
 def run_one(config: dict[str, Any], archive: str, db: str) -> dict[str, Any]:
     """Ingest ``archive`` into ``db`` with one configuration; its figures."""
-    if (REPO / "python" / "traceforge").is_dir() and "traceforge" not in sys.modules:
+    if config.get("package"):  # another build's package, the peer of this run (worker processes inherit it)
+        sys.path.insert(0, config["package"])
+    elif (REPO / "python" / "traceforge").is_dir() and "traceforge" not in sys.modules:
         sys.path.insert(0, str(REPO / "python"))
     from traceforge import ingest
     from traceforge.ingest import batch
@@ -244,8 +246,10 @@ class Cluster:
 def _slots(address: str) -> int:
     from distributed import Client
 
+    from traceforge.ingest.batch import all_workers_info
+
     with Client(address, timeout="30s") as client:
-        return sum(int(w.get("nthreads", 1)) for w in client.scheduler_info().get("workers", {}).values())
+        return sum(int(w.get("nthreads", 1)) for w in all_workers_info(client).get("workers", {}).values())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -269,6 +273,12 @@ def main() -> int:
         "--start-cluster", type=int, default=0, metavar="N", help="start a scheduler + N workers"
     )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--peer",
+        metavar="DIR",
+        help="a folder holding another build's traceforge package: each --jobs N > 1 also runs with it "
+        "(rows peer-jobsN, interleaved with this build's), a same-run before/after",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -305,6 +315,9 @@ def main() -> int:
         for j in (int(x) for x in args.jobs.split(",") if x.strip()):
             mode = "none" if j == 1 else "concurrent"
             configs.append({"name": f"jobs{j}", "jobs": j, "mode": mode})
+            if args.peer and j > 1:
+                peer = {"name": f"peer-jobs{j}", "jobs": j, "mode": mode, "package": args.peer}
+                configs.append(peer)
         cluster = None
         if args.start_cluster:
             cluster = Cluster(args.start_cluster, args.workdir)
@@ -344,8 +357,8 @@ def main() -> int:
                 cluster.stop()
         base = next((r["wall_s"] for r in rows if r["config"] == "jobs1"), None)
         header = (
-            f"{'config':8} {'files':>6} {'ok':>6} {'failed':>6} {'wall s':>8} {'files/s':>8} {'speed-up':>8} "
-            f"{'coord MB':>9} {'worker max MB':>13} {'worker med MB':>13} {'load share':>10}"
+            f"{'config':12} {'files':>6} {'ok':>6} {'failed':>6} {'wall s':>8} {'files/s':>8} "
+            f"{'speed-up':>8} {'coord MB':>9} {'worker max MB':>13} {'worker med MB':>13} {'load share':>10}"
         )
         print(
             f"archive: {n} files, {size / 1e6:,.0f} MB; {os.cpu_count()} CPUs; "
@@ -358,7 +371,7 @@ def main() -> int:
             peaks = r["worker_peak_rss"]
             share = f"{r['load_s'] / r['wall_s']:.0%}" if r["load_s"] is not None else "-"
             print(
-                f"{r['config']:8} {r['files']:>6} {r['ingested']:>6} {r['failed']:>6} {r['wall_s']:>8.2f} "
+                f"{r['config']:12} {r['files']:>6} {r['ingested']:>6} {r['failed']:>6} {r['wall_s']:>8.2f} "
                 f"{r['files'] / r['wall_s']:>8.2f} {speed:>8} {_mb(r['coordinator_peak_rss']):>9} "
                 f"{(_mb(max(peaks)) if peaks else '-'):>13} "
                 f"{(_mb(statistics.median(peaks)) if peaks else '-'):>13} {share:>10}"

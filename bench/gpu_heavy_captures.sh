@@ -7,7 +7,10 @@
 #                   session (the server's threads make ~1M GIL ranges);
 #   gpumetrics_heavy - an eager Llama-shaped decode loop of 4 agent threads for ~26 s with
 #                   --gpu-metrics-devices=all at 10 kHz (22 metrics a sample: ~5.7M GPU_METRICS rows).
-# Both are exported to SQLite there, xz-compressed and split into 15 MB parts under $OUT.
+# Both are exported to SQLite there, xz-compressed and split into 15 MB parts. At most 8 files (64 MiB) come
+# back from one call, and the two captures make ~9 parts (~130 MB): this call puts those of ONLY=serve_heavy
+# or ONLY=gpumetrics_heavy (default: the first) under $OUT; a later call with SKIP_SERVE=1 SKIP_METRICS=1
+# ONLY=... on the same warm machine brings the other's without capturing again.
 set -uo pipefail
 mkdir -p "$OUT" /tmp/heavy
 exec > >(tee -a "$OUT/captures.txt") 2>&1
@@ -40,10 +43,12 @@ if [ "${SKIP_SERVE:-0}" != 1 ]; then
   python3 .gpu/load.py http://127.0.0.1:8000 /tmp/model "${SERVE_N:-16}" | tail -3
   echo "load in $(( $(date +%s) - t1 )) s"
   "$NSYS" stop --session=heavy
-  "$NSYS" shutdown --session=heavy --kill=sigterm
-  wait
-  tail -3 /tmp/heavy/server.log
+  # Exported before the shutdown: in the first real run `nsys shutdown` (or the wait for the server after
+  # it) hung until the call's time limit, with the report already written.
   "$NSYS" export --type sqlite --force-overwrite=true -o /tmp/heavy/serve_heavy.sqlite /tmp/heavy/serve_heavy.nsys-rep
+  timeout 60 "$NSYS" shutdown --session=heavy --kill=sigterm || echo "nsys shutdown did not finish in 60 s"
+  timeout 30 tail --pid=$! -f /dev/null || kill -9 $! 2>/dev/null
+  tail -3 /tmp/heavy/server.log
 fi
 
 if [ "${SKIP_METRICS:-0}" != 1 ]; then
@@ -79,7 +84,7 @@ PY
 fi
 
 cd /tmp/heavy
-for f in serve_heavy gpumetrics_heavy; do
+for f in ${ONLY:-serve_heavy}; do
   [ -f $f.sqlite ] || continue
   ls -la $f.sqlite
   python3 - "$f.sqlite" <<'PY'
@@ -91,6 +96,7 @@ for t in ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVE
     except sqlite3.Error as e:
         print(t, "-", e)
 PY
-  xz -T16 -6 -k -f $f.sqlite && split -b 15M -d $f.sqlite.xz "$OUT/$f.sqlite.xz.part"
+  [ -f $f.sqlite.xz ] || xz -T16 -6 -k -f $f.sqlite
+  split -b 15M -d $f.sqlite.xz "$OUT/$f.sqlite.xz.part"
 done
 ls -la "$OUT"

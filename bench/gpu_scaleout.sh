@@ -2,6 +2,8 @@
 # Device-side driver of bench/bench_scaleout.py on the 16-core GPU host (run from the repo root there).
 # Carry `.gpu` (.gpu/wheels: duckdb, click, rich; .gpu/wheels-dask: dask, distributed and their pure-Python
 # dependencies) and python/traceforge/_core.abi3.so. Only wheels whose module the image lacks are installed.
+# With .gpu/old/python (another build's Python package, e.g. `git archive REV python/traceforge | tar -x -C
+# .gpu/old`), its rows run too as the same-run peer (bench_scaleout.py --peer); it gets this core's .so.
 set -uo pipefail
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/scaleout.txt") 2>&1
@@ -15,6 +17,10 @@ done
 export PYTHONPATH="/tmp/site:$PWD/python" PYTHONUNBUFFERED=1
 python3 -c "import dask, distributed, duckdb, traceforge; print('dask', dask.__version__, 'duckdb', duckdb.__version__, 'traceforge', traceforge.__version__)"
 nproc; free -g | head -2
-timeout "${SCALEOUT_LIMIT_S:-480}" python3 bench/bench_scaleout.py --files "${FILES:-64}" --jobs "${JOBS:-1,4,8,16}" \
+peer=()
+if [ -d .gpu/old/python/traceforge ]; then
+  cp python/traceforge/_core.abi3.so .gpu/old/python/traceforge/ && peer=(--peer "$PWD/.gpu/old/python")
+fi
+timeout "${SCALEOUT_LIMIT_S:-480}" python3 bench/bench_scaleout.py "${peer[@]}" --files "${FILES:-64}" --jobs "${JOBS:-1,4,8,16}" \
   --start-cluster "${CLUSTER:-16}" --workdir /tmp/scaleout --fixtures tests/data --json "$OUT/scaleout.json"
 echo "bench rc=$?"

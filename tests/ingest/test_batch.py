@@ -422,3 +422,24 @@ def test_group_load_isolates_a_damaged_partition(tmp_path: Path) -> None:
         assert store.con.execute("SELECT path, error_code FROM ingest_failures").fetchall() == [
             (str(files[1]), "dataset")
         ]
+
+
+def test_every_dask_worker_is_counted() -> None:
+    """distributed 2025.x's ``scheduler_info()`` lists 5 workers unless asked for all: all are counted."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=7,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        workers = batch.all_workers_info(client)["workers"]
+        assert len(workers) == 7
+        assert sum(int(w["nthreads"]) for w in workers.values()) == 7

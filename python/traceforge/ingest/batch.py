@@ -371,6 +371,19 @@ def _client_within(client_class: Any, address: str, timeout: str) -> Any:
     return made["client"]
 
 
+def all_workers_info(client: Any) -> dict[str, Any]:
+    """The scheduler's description of every worker.
+
+    ``Client.scheduler_info()`` lists only 5 workers by default in distributed 2025.x (its ``n_workers``
+    argument, -1 for all; later releases made -1 the default): a 16-worker cluster was counted as 5 slots,
+    so each task got the threads of a third of the host. Older releases have no such argument.
+    """
+    try:
+        return dict(client.scheduler_info(n_workers=-1))
+    except TypeError:
+        return dict(client.scheduler_info())
+
+
 class _Dask:
     """``--mode dask-futures``: a Dask cluster, existing or started here."""
 
@@ -404,7 +417,7 @@ class _Dask:
                 silence_logs=logging.ERROR,
             )
             self.client = Client(self.cluster)
-        info = self.client.scheduler_info()
+        info = all_workers_info(self.client)
         slots: dict[str, int] = {}
         for address_, worker in info.get("workers", {}).items():
             host = _host_of(address_)

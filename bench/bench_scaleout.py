@@ -151,10 +151,10 @@ def run_one(config: dict[str, Any], archive: str, db: str) -> dict[str, Any]:
     load_s = [0.0]
     flush = batch._Loader.flush
 
-    def timed_flush(self: Any) -> None:
+    def timed_flush(self: Any, *args: Any, **kwargs: Any) -> None:
         t = time.perf_counter()
         try:
-            flush(self)
+            flush(self, *args, **kwargs)
         finally:
             load_s[0] += time.perf_counter() - t
 
@@ -171,7 +171,8 @@ def run_one(config: dict[str, Any], archive: str, db: str) -> dict[str, Any]:
         "ingested": report.count("ingested"),
         "failed": report.count("failed"),
         "wall_s": wall,
-        "load_s": load_s[0] if config["mode"] != "none" else None,
+        # This build reports its loaders' busy time (loads run on threads); older ones are timed by flush.
+        "load_s": getattr(report, "load_seconds", load_s[0]) if config["mode"] != "none" else None,
         "coordinator_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "worker_peak_rss": sorted(report.worker_peak_rss_bytes.values()),
         "workers": report.workers,
@@ -274,6 +275,12 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument(
+        "--loaders",
+        default="",
+        help="comma-separated TRACEFORGE_LOADERS values: each --jobs N > 1 runs once per value "
+        "(rows jobsN-lK); default: the build's own choice",
+    )
+    parser.add_argument(
         "--peer",
         metavar="DIR",
         help="a folder holding another build's traceforge package: each --jobs N > 1 also runs with it "
@@ -314,7 +321,10 @@ def main() -> int:
         configs: list[dict[str, Any]] = []
         for j in (int(x) for x in args.jobs.split(",") if x.strip()):
             mode = "none" if j == 1 else "concurrent"
-            configs.append({"name": f"jobs{j}", "jobs": j, "mode": mode})
+            loaders = [x.strip() for x in args.loaders.split(",") if x.strip()] if j > 1 else []
+            for k in loaders or [None]:
+                name = f"jobs{j}" if k is None else f"jobs{j}-l{k}"
+                configs.append({"name": name, "jobs": j, "mode": mode, "loaders": k})
             if args.peer and j > 1:
                 peer = {"name": f"peer-jobs{j}", "jobs": j, "mode": mode, "package": args.peer}
                 configs.append(peer)
@@ -338,11 +348,15 @@ def main() -> int:
                 db = args.workdir / f"{config['name']}.duckdb"
                 for suffix in ("", ".wal"):
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
+                env = dict(os.environ)
+                if config.get("loaders"):
+                    env["TRACEFORGE_LOADERS"] = str(config["loaders"])
                 res = subprocess.run(
                     [sys.executable, __file__, "--one", json.dumps(config), "--archive", str(archive)]
                     + ["--db", str(db)],
                     capture_output=True,
                     text=True,
+                    env=env,
                 )
                 if res.returncode != 0:
                     print(

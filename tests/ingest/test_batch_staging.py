@@ -31,6 +31,15 @@ CAPTURES = (
 STAMPS = {"ingested_at"}
 
 
+def _small_groups(init):
+    """The loader's ``__init__`` with groups of one partition: every trace is its own load."""
+
+    def wrapped(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "max_group": 1})
+
+    return wrapped
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory, real_export) -> list[Path]:
     root = tmp_path_factory.mktemp("staging_archive")
@@ -112,7 +121,13 @@ def assert_same_store(expected_db: Path, actual_db: Path, *, storage: bool = Tru
         b.close()
 
 
-def test_a_batch_lands_the_rows_of_a_direct_ingest(archive, direct_store, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loaders", ["1", "3"])
+def test_a_batch_lands_the_rows_of_a_direct_ingest(
+    archive, direct_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaders: str
+) -> None:
+    """Loaded by one loader, or by three side by side (separate DuckDB connections, groups of one)."""
+    monkeypatch.setenv(batch.LOADERS_ENV, loaders)
+    monkeypatch.setattr(batch._Loader, "__init__", _small_groups(batch._Loader.__init__))
     db = tmp_path / "batch.duckdb"
     report = ingest.run(str(db), [str(p) for p in archive], jobs=2)
     assert [o.status for o in report.outcomes] == ["ingested"] * len(archive), report.outcomes

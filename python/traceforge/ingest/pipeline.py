@@ -50,6 +50,8 @@ class IngestReport:
         workers: how many files were processed at once.
         seconds: wall time of the whole ingest.
         worker_peak_rss_bytes: per worker process, its peak resident memory (jobs only).
+        load_seconds: wall seconds during which the coordinator was loading staged partitions into the
+            store (jobs only): near ``seconds``, the one writer is the bottleneck.
         not_captures: ``(path, why)`` per file a directory or pattern reached that is recognisably not a
             capture (an ``nsys stats`` CSV): left out, with no outcome and no failure row.
         excluded: the files (and directories) ``exclude`` left out.
@@ -60,6 +62,7 @@ class IngestReport:
     workers: int = 1
     seconds: float = 0.0
     worker_peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+    load_seconds: float = 0.0
     not_captures: list[tuple[str, str]] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
 
@@ -222,6 +225,7 @@ def _run(
         if batch is not None:
             batch.run(traces, emit, force=force, threads=threads)
             report.worker_peak_rss_bytes = batch.worker_peak_rss_bytes
+            report.load_seconds = batch.load_busy_s
         else:
             from .batch import available_cores
 

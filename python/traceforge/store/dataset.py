@@ -381,20 +381,28 @@ def stage_trace(
                         [trace_id],
                     )
                 )
-            _publish(stage, root, trace_id, [name for _, _, name in tables])
+            return _publish(stage, root, trace_id, [name for _, _, name in tables], overwrite=overwrite)
     except duckdb.Error as exc:
         raise DatasetError(f"cannot stage trace {trace_id}: {_first_line(exc)}", path=str(root)) from exc
-    return True
 
 
 def load_staged(
-    store: Store, root: str | os.PathLike[str], items: Sequence[tuple[str, str | None, bool]]
+    store: Store,
+    root: str | os.PathLike[str],
+    items: Sequence[tuple[str, str | None, bool]],
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> dict[str, int]:
     """Copy several traces' storage-form partitions into the store in one transaction: all land, or none.
 
     The same contract as :func:`load_partitions`, for partitions written by :func:`stage_trace` of this
     build: one ``INSERT ... SELECT * FROM read_parquet([...])`` per table for the whole group, no per-row
-    work (DuckDB spreads each over its threads).
+    work (DuckDB spreads each over its threads). ``con``: a connection of its own to the store (a cursor of
+    ``store.con``) for a load on another thread, in a transaction of its own; None uses ``store.con``.
+
+    Unlike :func:`load_partitions` it does not take the dataset's lock, so that loads of several groups
+    run side by side: a staged partition is published once (:func:`stage_trace` replaces one only when
+    forced) and removed only by the loader, after its load.
 
     Raises:
         DatasetError: a partition is incomplete or unreadable; nothing was written.
@@ -406,7 +414,7 @@ def load_staged(
         raise DatasetError("the same trace twice in one load", path=str(root))
     what = f"trace {ids[0]}" if len(ids) == 1 else f"{len(ids)} traces"
     try:
-        with dataset_lock(root), store.transaction() as con:
+        with _transaction(store, con) as con:
             for trace_id, _source, replace in items:
                 if not has_partition(root, trace_id):
                     raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
@@ -431,6 +439,22 @@ def load_staged(
             f"cannot load the staged partition of {what}: {_first_line(exc)}", path=str(root)
         ) from exc
     return counts
+
+
+@contextlib.contextmanager
+def _transaction(store: Store, con: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``store.transaction()``, or the same on a connection of the caller's."""
+    if con is None:
+        with store.transaction() as own:
+            yield own
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 def _stamp_loaded(
@@ -571,11 +595,23 @@ def dataset_lock(root: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def _publish(
-    stage: Path, root: str | os.PathLike[str], trace_id: str, tables: Sequence[str] = PARTITION_TABLES
-) -> None:
-    """Move a staged partition (its table directories ``tables``, ``traces`` last) into the dataset."""
+    stage: Path,
+    root: str | os.PathLike[str],
+    trace_id: str,
+    tables: Sequence[str] = PARTITION_TABLES,
+    *,
+    overwrite: bool = True,
+) -> bool:
+    """Move a staged partition (its table directories ``tables``, ``traces`` last) into the dataset.
+
+    Returns False, leaving the dataset alone, when a complete partition of the trace is there and
+    ``overwrite`` is False (two jobs given the same content: the second keeps the first's partition, which
+    a loader may be reading).
+    """
     assert tables[-1] == "traces"
     with dataset_lock(root):
+        if not overwrite and has_partition(root, trace_id):
+            return False
         # An existing complete partition is unpublished first (mark first), so no reader ever sees a
         # ``traces`` row whose other tables are a mix of the old and new partition.
         shutil.rmtree(partition_dir(root, "traces", trace_id), ignore_errors=True)
@@ -586,6 +622,7 @@ def _publish(
             if dest.exists():
                 os.rename(dest, stage / f"old-{table}")
             os.rename(source, dest)
+        return True
 
 
 class _ArrowStream:

@@ -135,6 +135,28 @@ def test_a_batch_lands_the_rows_of_a_direct_ingest(
     assert not (tmp_path / ".batch.duckdb.staging").exists()  # the staging dataset is gone once loaded
 
 
+def test_parallel_loads_finish_where_every_commit_would_checkpoint(
+    archive, direct_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four loaders, groups of one, and a store whose every commit checkpoints: the batch must finish.
+
+    A checkpoint at a loader's commit waits for the other loads to release their tables while holding the
+    GIL, which a finished load needs to do so: with automatic checkpoints left on, this deadlocked.
+    """
+    monkeypatch.setenv(batch.LOADERS_ENV, "4")
+    monkeypatch.setattr(batch._Loader, "__init__", _small_groups(batch._Loader.__init__))
+    db = tmp_path / "parallel.duckdb"
+    with Store(db) as store:
+        store.con.execute("SET checkpoint_threshold = '1kB'")
+        report = ingest.run(store, [str(p) for p in archive], jobs=2)
+        assert [o.status for o in report.outcomes] == ["ingested"] * len(archive), report.outcomes
+        # the user's setting is back once the batch is done
+        assert store.con.execute("SELECT current_setting('checkpoint_threshold')").fetchone() == (
+            "1000 bytes",
+        )
+    assert_same_store(direct_store, db)
+
+
 def test_a_kept_public_partition_is_staged_from_the_dataset(archive, direct_store, tmp_path: Path) -> None:
     """With ``--output``, a later batch into another store stages each trace from the kept partition."""
     out = tmp_path / "dataset"

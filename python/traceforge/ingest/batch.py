@@ -580,20 +580,25 @@ class Batch:
 
 
 def loaders_for(workers: int) -> int:
-    """How many loads into the store run at once: one per 4 cores, at most 4, never more than the workers.
+    """How many loads into the store run at once: one, unless ``$TRACEFORGE_LOADERS`` asks for more.
 
     DuckDB appends of separate transactions (one connection each, in this process) run side by side and
-    commit without conflict, since each group's rows are its own traces'. On 16 cores one loader was the
-    bottleneck of a batch (loading 52-58% of the wall time at 8 and 16 workers); on 2 cores one is kept.
+    commit without conflict, since each group's rows are its own traces'; on 16 cores one loader was the
+    bottleneck of a batch (loading 52-58% of the wall time at 8 and 16 workers). More than one is opt-in
+    until it is measured there: the first attempt, with automatic checkpoints on, deadlocked (see
+    ``_NO_AUTO_CHECKPOINT``). Never more than the workers.
     """
     explicit = os.environ.get(LOADERS_ENV, "").strip()
     if explicit.isdigit() and int(explicit) > 0:
-        return int(explicit)
-    return max(1, min(4, available_cores() // 4, workers))
+        return min(int(explicit), max(1, workers))
+    return 1
 
 
 #: Environment variable setting how many loads into the store run at once (``loaders_for``).
 LOADERS_ENV = "TRACEFORGE_LOADERS"
+
+#: ``checkpoint_threshold`` while loads run side by side: large enough that no commit checkpoints.
+_NO_AUTO_CHECKPOINT = "1000TB"
 
 
 class _Loader:
@@ -636,6 +641,9 @@ class _Loader:
         self._inflight: list[tuple[list[tuple[JobResult, bool]], Future[dict[str, int]]]] = []
         #: (start, end) of every load, for busy_s
         self._spans: list[tuple[float, float]] = []
+        #: the store's checkpoint_threshold before parallel loads turned automatic checkpoints off (then
+        #: it is restored, and one checkpoint made, at close); None while they are on
+        self._threshold_before: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -677,20 +685,34 @@ class _Loader:
                 while len(self._inflight) >= self.loaders:
                     self._settle_oldest()
                 # The cursor is made here: only this thread opens (or reopens) the store's connection.
-                cursor = self.store.con.cursor()
+                con = self.store.con
+                # No automatic checkpoint while loads run side by side: a commit that checkpoints waits
+                # for every table's readers to finish while holding the GIL, and a load whose query has
+                # finished needs the GIL to let go of its table (a deadlock, seen with 4 loaders). One
+                # checkpoint is made at close instead. (Set again each time: a reopened store forgets it.)
+                if self._threshold_before is None:
+                    row = con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+                    self._threshold_before = str(row[0]) if row else ""
+                con.execute(f"SET checkpoint_threshold = '{_NO_AUTO_CHECKPOINT}'")
+                cursor = con.cursor()
                 self._inflight.append((group, self._pool.submit(self._run_on_cursor, group, cursor)))
         if wait:
             while self._inflight:
                 self._settle_oldest()
 
     def close(self) -> None:
-        """Wait for the loads in flight (their rows land or not, whole) and stop the pool."""
+        """Wait for the loads in flight (their rows land or not, whole), stop the pool, checkpoint once."""
         try:
             while self._inflight:
                 self._settle_oldest()
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+        if self._threshold_before is not None:
+            before, self._threshold_before = self._threshold_before, None
+            con = self.store.con
+            con.execute(f"SET checkpoint_threshold = '{before}'" if before else "RESET checkpoint_threshold")
+            con.execute("CHECKPOINT")
 
     def _reap(self) -> None:
         """Settle the groups whose loads have finished, oldest first."""

@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 use crate::ids::{launch_key, NULL_I64};
 use crate::ingest::tables;
 use crate::options::IngestOptions;
-use crate::timeline::gpu_metrics::{GpuMetrics, MetricSeries};
+use crate::timeline::gpu_metrics::GpuMetrics;
 use crate::timeline::idle::{self, StateIntervals};
+use crate::timeline::metric_samples::SeriesBuilder;
 use crate::timeline::{self, graphs, GraphLaunch, GraphLaunches, NvtxRanges};
 use crate::views::{KernelsView, LaunchKeys, MemopsView, OpsView, RangesView, Threads};
 
@@ -146,7 +147,7 @@ fn read_states(batches: Batches<'_>) -> Result<StateIntervals> {
 
 /// The stored GPU metric samples (`device_id`, `metric`, `ts_ns`, `value`), one series per (device, metric).
 fn read_gpu_metrics(batches: Batches<'_>) -> Result<GpuMetrics> {
-    let mut out = GpuMetrics::default();
+    let (mut names, mut built) = (Vec::new(), SeriesBuilder::default());
     let mut name_ids: HashMap<Option<String>, u32> = HashMap::new();
     let mut series_of: HashMap<(i64, u32), usize> = HashMap::new();
     let (mut device, mut ts, mut value) = (Vec::new(), Vec::new(), Vec::new());
@@ -164,24 +165,20 @@ fn read_gpu_metrics(batches: Batches<'_>) -> Result<GpuMetrics> {
             let metric = match name_ids.get(&key) {
                 Some(&id) => id,
                 None => {
-                    out.names.push(key.clone());
-                    let id = (out.names.len() - 1) as u32;
+                    names.push(key.clone());
+                    let id = (names.len() - 1) as u32;
                     name_ids.insert(key, id);
                     id
                 }
             };
             let d = device[row];
-            let i = *series_of.entry((d, metric)).or_insert_with(|| {
-                out.series.push(MetricSeries { device: d, metric, ..Default::default() });
-                out.series.len() - 1
-            });
-            out.series[i].ts.push(ts[row]);
-            out.series[i].value.push(value[row]);
+            // The series of one device share timestamps where they match (sharing group: the device).
+            let i = *series_of.entry((d, metric)).or_insert_with(|| built.add(d, metric, d));
+            built.push(i, ts[row], value[row]);
             row += 1;
         })?;
     }
-    out.normalise();
-    Ok(out)
+    Ok(GpuMetrics::from_builder(names, built))
 }
 
 /// Derived tables recomputed from stored rows; names as in [`crate::ingest::Trace::WRITE_ORDER`].

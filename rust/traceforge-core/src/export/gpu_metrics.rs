@@ -2,8 +2,10 @@
 //! (`TARGET_INFO_GPU_METRICS`).
 //!
 //! A capture holds tens of millions of samples (10 kHz x ~22 metrics per GPU), so the table is read in
-//! parallel rowid chunks, and each chunk, in rowid order, is filed row by row into its series' columns
-//! (no per-row allocation) and dropped: memory stays one copy of the samples plus a few chunks. The device is
+//! parallel rowid chunks, and each chunk, in rowid order, is filed row by row into its series (no per-row
+//! allocation) and dropped: memory stays one compact copy of the samples
+//! ([`crate::timeline::metric_samples`]: the metrics of one `typeId` share their timestamps, values are
+//! narrow) plus a few chunks. The device is
 //! `typeId & 0xFF`; names join on (typeId, metricId), resolved per trace (nsys does not promise stable
 //! metric ids); timestamps are kept as stored, negative ones included.
 use std::collections::HashMap;
@@ -14,7 +16,8 @@ use super::probe::{Capabilities, GPU_METRICS_NAMES_TABLE, GPU_METRICS_TABLE};
 use super::scan::{rowid_bounds_with, stream_table_ordered, IntColumns, ScanReader};
 use crate::error::Result;
 use crate::options::IngestOptions;
-use crate::timeline::gpu_metrics::{GpuMetrics, MetricSeries};
+use crate::timeline::gpu_metrics::GpuMetrics;
+use crate::timeline::metric_samples::SeriesBuilder;
 
 /// `(typeId, metricId) -> metricName` of `TARGET_INFO_GPU_METRICS` (empty without the table).
 fn metric_names(
@@ -62,7 +65,6 @@ pub fn read_gpu_metrics(
     // Workers decode rowid chunks in parallel; this thread files each chunk, in rowid order, into its
     // series and drops it: a few chunks in flight, never the table twice.
     let (tx, rx) = std::sync::mpsc::sync_channel(2);
-    let mut out = GpuMetrics::default();
     let mut filing = Filing::default();
     let mut failed: Option<crate::error::Error> = None;
     let rows = rowid_bounds_with(file, t, reader)?.map_or(0, |(lo, hi)| (hi - lo + 1).max(0) as usize);
@@ -72,16 +74,15 @@ pub fn read_gpu_metrics(
         for item in rx {
             match item {
                 Ok(cols) => {
-                    filing.file(&mut out, &names, &cols);
+                    filing.file(&names, &cols);
                     if first {
                         // Every metric is sampled at the same instants: the first chunk's shares tell
                         // each series' final size, so it grows in place instead of by copies.
                         first = false;
                         let seen = cols[0].len().max(1);
-                        for series in &mut out.series {
-                            let want = (series.len() * rows).div_ceil(seen) + 64;
-                            series.ts.reserve_exact(want.saturating_sub(series.len()));
-                            series.value.reserve_exact(want.saturating_sub(series.len()));
+                        let built = &mut filing.built;
+                        for id in 0..built.series_count() {
+                            built.reserve_total(id, (built.len_of(id) * rows).div_ceil(seen) + 64);
                         }
                     }
                 }
@@ -97,18 +98,16 @@ pub fn read_gpu_metrics(
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(crate::error::Error::Interrupted);
     }
-    for series in &mut out.series {
-        series.ts.shrink_to_fit();
-        series.value.shrink_to_fit();
-    }
-    out.normalise();
-    Ok(out)
+    Ok(GpuMetrics::from_builder(filing.names, filing.built))
 }
 
 /// Where each (typeId, metricId) goes: series are keyed by (device, name id), so that two types of one
-/// device naming the same metric form one series.
+/// device naming the same metric form one series; the series of one typeId share timestamps.
 #[derive(Default)]
 struct Filing {
+    built: SeriesBuilder,
+    /// Metric names by metric id.
+    names: Vec<Option<String>>,
     keys: Vec<(i64, i64)>,
     slots: Vec<usize>,
     index: ahash::AHashMap<(i64, i64), usize>,
@@ -121,7 +120,7 @@ struct Filing {
 
 impl Filing {
     /// The series of `key`, made on first sight.
-    fn slot(&mut self, out: &mut GpuMetrics, names: &HashMap<(i64, i64), String>, key: (i64, i64)) -> usize {
+    fn slot(&mut self, names: &HashMap<(i64, i64), String>, key: (i64, i64)) -> usize {
         let n = self.keys.len();
         let guess = if self.last + 1 < n { self.last + 1 } else { 0 };
         let at = if n > 0 && self.keys[guess] == key {
@@ -132,15 +131,14 @@ impl Filing {
             at
         } else {
             let name = names.get(&key).cloned();
+            let ids = &mut self.names;
             let metric = *self.name_ids.entry(name.clone()).or_insert_with(|| {
-                out.names.push(name);
-                (out.names.len() - 1) as u32
+                ids.push(name);
+                (ids.len() - 1) as u32
             });
             let device = key.0 & 0xFF;
-            let series = *self.series_of.entry((device, metric)).or_insert_with(|| {
-                out.series.push(MetricSeries { device, metric, ..Default::default() });
-                out.series.len() - 1
-            });
+            let built = &mut self.built;
+            let series = *self.series_of.entry((device, metric)).or_insert_with(|| built.add(device, metric, key.0));
             self.keys.push(key);
             self.slots.push(series);
             self.index.insert(key, n);
@@ -151,13 +149,11 @@ impl Filing {
     }
 
     /// File one chunk's rows (columns typeId, metricId, timestamp, value).
-    fn file(&mut self, out: &mut GpuMetrics, names: &HashMap<(i64, i64), String>, cols: &IntColumns) {
+    fn file(&mut self, names: &HashMap<(i64, i64), String>, cols: &IntColumns) {
         let [ty, metric, ts, value] = [&cols[0], &cols[1], &cols[2], &cols[3]];
         for i in 0..ty.len() {
-            let slot = self.slot(out, names, (ty[i], metric[i]));
-            let s = &mut out.series[slot];
-            s.ts.push(ts[i]);
-            s.value.push(value[i]);
+            let slot = self.slot(names, (ty[i], metric[i]));
+            self.built.push(slot, ts[i], value[i]);
         }
     }
 }

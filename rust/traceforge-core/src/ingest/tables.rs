@@ -529,7 +529,7 @@ pub(crate) fn gpu_metric_rows_batch(s: &MetricSeries, rows: std::ops::Range<usiz
         ("device_id", Arc::new(Int32Array::from(vec![device; n])) as arrow_array::ArrayRef),
         ("metric_class", Arc::new(Int32Array::from(vec![s.metric as i32; n]))),
         ("ts_ns", int_col(s.ts[rows.clone()].iter().copied())),
-        ("value", int_col(s.value[rows].iter().copied())),
+        ("value", int_col(s.value.slice(rows))),
     ])
 }
 

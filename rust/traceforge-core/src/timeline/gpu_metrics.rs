@@ -7,34 +7,22 @@
 //! prefix-sum difference per (range, series).
 use crate::ids::NULL_I64;
 
+use super::metric_samples::{sort_shared, SeriesBuilder, Timestamps, Values};
 use super::percentile::percentiles_select;
 
-/// The samples of one metric on one device, sorted by (timestamp, value).
+/// The samples of one metric on one device, sorted by (timestamp, value). Held compactly
+/// ([`super::metric_samples`]): timestamps shared with the device's other metrics, values narrow.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricSeries {
     pub device: i64,
     /// Index into [`GpuMetrics::names`].
     pub metric: u32,
-    pub ts: Vec<i64>,
+    pub ts: Timestamps,
     /// Raw integer values as stored (NULL as [`NULL_I64`]).
-    pub value: Vec<i64>,
+    pub value: Values,
 }
 
 impl MetricSeries {
-    /// Sort the samples by (timestamp, value) unless they already are.
-    pub fn sort(&mut self) {
-        let sorted = self.ts.windows(2).zip(self.value.windows(2)).all(|(t, v)| (t[0], v[0]) <= (t[1], v[1]));
-        if sorted {
-            return;
-        }
-        let mut pairs: Vec<(i64, i64)> = self.ts.iter().copied().zip(self.value.iter().copied()).collect();
-        pairs.sort_unstable();
-        for (i, (t, v)) in pairs.into_iter().enumerate() {
-            self.ts[i] = t;
-            self.value[i] = v;
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.ts.len()
     }
@@ -69,36 +57,44 @@ impl GpuMetrics {
         self.names.get(metric as usize).and_then(|n| n.as_deref())
     }
 
+    /// The series of `built` (metric ids indexing `names`), ordered by (device, name), each sorted by
+    /// timestamp.
+    pub fn from_builder(names: Vec<Option<String>>, built: SeriesBuilder) -> GpuMetrics {
+        let series = built
+            .finish()
+            .into_iter()
+            .map(|(device, metric, ts, value)| MetricSeries { device, metric, ts, value })
+            .collect();
+        let mut out = GpuMetrics { names, series };
+        out.normalise();
+        out
+    }
+
     /// Order the series by (device, name) and sort each by timestamp.
-    pub fn normalise(&mut self) {
+    fn normalise(&mut self) {
         let names = &self.names;
         self.series.sort_by(|a, b| {
             (a.device, names[a.metric as usize].as_deref()).cmp(&(b.device, names[b.metric as usize].as_deref()))
         });
-        for s in &mut self.series {
-            s.sort();
-        }
+        let mut parts: Vec<(&mut Timestamps, &mut Values)> =
+            self.series.iter_mut().map(|s| (&mut s.ts, &mut s.value)).collect();
+        sort_shared(&mut parts);
     }
 
     /// Build from `(device, metric name, ts, value)` samples in any order (tests, re-analysis).
     pub fn from_samples(samples: impl IntoIterator<Item = (i64, Option<String>, i64, i64)>) -> GpuMetrics {
-        let mut out = GpuMetrics::default();
+        let (mut names, mut built) = (Vec::new(), SeriesBuilder::default());
         let mut index: std::collections::HashMap<(i64, u32), usize> = std::collections::HashMap::new();
         let mut name_ids: std::collections::HashMap<Option<String>, u32> = std::collections::HashMap::new();
         for (device, name, ts, value) in samples {
             let metric = *name_ids.entry(name.clone()).or_insert_with(|| {
-                out.names.push(name);
-                (out.names.len() - 1) as u32
+                names.push(name);
+                (names.len() - 1) as u32
             });
-            let i = *index.entry((device, metric)).or_insert_with(|| {
-                out.series.push(MetricSeries { device, metric, ..Default::default() });
-                out.series.len() - 1
-            });
-            out.series[i].ts.push(ts);
-            out.series[i].value.push(value);
+            let i = *index.entry((device, metric)).or_insert_with(|| built.add(device, metric, device));
+            built.push(i, ts, value);
         }
-        out.normalise();
-        out
+        GpuMetrics::from_builder(names, built)
     }
 
     /// The distinct devices with samples, ascending.
@@ -129,7 +125,7 @@ pub fn summaries(g: &GpuMetrics) -> Vec<MetricSummaryRow> {
     g.series
         .iter()
         .map(|s| {
-            let mut values: Vec<i64> = s.value.iter().copied().filter(|&v| v != NULL_I64).collect();
+            let mut values: Vec<i64> = s.value.iter().filter(|&v| v != NULL_I64).collect();
             let n = values.len();
             let sum: i128 = values.iter().map(|&v| i128::from(v)).sum();
             let (min, max) = (values.iter().min().copied(), values.iter().max().copied());
@@ -169,11 +165,11 @@ enum Prefix {
 }
 
 impl Prefix {
-    fn of(values: &[i64]) -> Prefix {
+    fn of(values: &Values) -> Prefix {
         let mut sums = Vec::with_capacity(values.len() + 1);
         sums.push(0i64);
         let mut acc = 0i64;
-        for &v in values {
+        for v in values {
             match acc.checked_add(v) {
                 Some(next) if v != NULL_I64 => {
                     acc = next;
@@ -185,13 +181,13 @@ impl Prefix {
         Prefix::Plain(sums)
     }
 
-    fn wide(values: &[i64]) -> Prefix {
+    fn wide(values: &Values) -> Prefix {
         let mut sums = Vec::with_capacity(values.len() + 1);
         let mut counts = Vec::with_capacity(values.len() + 1);
         let (mut acc, mut cnt) = (0i128, 0u32);
         sums.push(0);
         counts.push(0);
-        for &v in values {
+        for v in values {
             if v != NULL_I64 {
                 acc += i128::from(v);
                 cnt += 1;
@@ -227,43 +223,64 @@ pub fn range_means(g: &GpuMetrics, windows: &[RangeWindow]) -> Vec<RangeMetricRo
     if g.series.is_empty() || windows.is_empty() {
         return Vec::new();
     }
-    // Prefix sums of each series' values, built once: 8 bytes a sample unless a series has NULLs or its
-    // sum leaves i64 (then 20 bytes a sample, exact).
-    let prefix: Vec<Prefix> = g.series.iter().map(|s| Prefix::of(&s.value)).collect();
     // Metric ids in name order, so that each window's rows come out sorted by name.
     let mut order: Vec<u32> = (0..g.names.len() as u32).collect();
     order.sort_by(|&a, &b| g.names[a as usize].cmp(&g.names[b as usize]));
-    let mut rank = vec![0usize; g.names.len()];
+    let mut rank = vec![0u32; g.names.len()];
     for (r, &m) in order.iter().enumerate() {
-        rank[m as usize] = r;
+        rank[m as usize] = r as u32;
     }
+    // The metric ranks sampled on each device, ascending.
+    let mut on_device: std::collections::HashMap<i64, Vec<u32>> = std::collections::HashMap::new();
+    for s in &g.series {
+        on_device.entry(s.device).or_default().push(rank[s.metric as usize]);
+    }
+    for ranks in on_device.values_mut() {
+        ranks.sort_unstable();
+        ranks.dedup();
+    }
+    // The rows, laid out up front in output order: per window, each metric of its devices by rank;
+    // `first[w]..first[w + 1]` are window `w`'s. Series are then taken one at a time (outer loop), so
+    // that only one series' prefix sums exist at once, not all of them.
     let mut out = Vec::new();
-    // Per metric rank: (present, sum, value count).
-    let mut acc: Vec<(bool, i128, i64)> = vec![(false, 0, 0); g.names.len()];
+    let mut row_rank: Vec<u32> = Vec::new();
+    let mut first = Vec::with_capacity(windows.len() + 1);
+    let mut ranks: Vec<u32> = Vec::new();
     for w in windows {
-        for (s, p) in g.series.iter().zip(&prefix) {
+        first.push(out.len());
+        ranks.clear();
+        for d in &w.devices {
+            ranks.extend(on_device.get(d).into_iter().flatten());
+        }
+        ranks.sort_unstable();
+        ranks.dedup();
+        for &r in &ranks {
+            out.push(RangeMetricRow { range: w.range, metric: order[r as usize], mean: None, samples: 0 });
+            row_rank.push(r);
+        }
+    }
+    first.push(out.len());
+    // Exact sums of each row, divided once all series are in.
+    let mut sums = vec![0i128; out.len()];
+    for s in &g.series {
+        // 8 bytes a sample of this series unless it has NULLs or its sum leaves i64 (then 20, exact).
+        let prefix = Prefix::of(&s.value);
+        let r = rank[s.metric as usize];
+        for (wi, w) in windows.iter().enumerate() {
             if w.devices.binary_search(&s.device).is_err() {
                 continue;
             }
             let lo = s.ts.partition_point(|&t| t < w.gpu_start_ns);
             let hi = s.ts.partition_point(|&t| t < w.gpu_end_ns).max(lo);
-            let (sum, count) = p.between(lo, hi);
-            let slot = &mut acc[rank[s.metric as usize]];
-            slot.0 = true;
-            slot.1 += sum;
-            slot.2 += count;
+            let (sum, count) = prefix.between(lo, hi);
+            let rows = first[wi]..first[wi + 1];
+            let at = rows.start + row_rank[rows].binary_search(&r).expect("a row per metric of the window's devices");
+            sums[at] += sum;
+            out[at].samples += count;
         }
-        for (r, slot) in acc.iter_mut().enumerate() {
-            if slot.0 {
-                out.push(RangeMetricRow {
-                    range: w.range,
-                    metric: order[r],
-                    mean: (slot.2 > 0).then(|| slot.1 as f64 / slot.2 as f64),
-                    samples: slot.2,
-                });
-                *slot = (false, 0, 0);
-            }
-        }
+    }
+    for (row, sum) in out.iter_mut().zip(sums) {
+        row.mean = (row.samples > 0).then(|| sum as f64 / row.samples as f64);
     }
     out
 }
@@ -282,7 +299,7 @@ mod tests {
     fn series_are_sorted_and_summarised_exactly() {
         let g = edges();
         assert_eq!(g.series.len(), 2);
-        assert_eq!(g.series[0].ts, vec![-10, 100, 500, 1099, 1100, 5000]);
+        assert_eq!(*g.series[0].ts, [-10, 100, 500, 1099, 1100, 5000]);
         let s = summaries(&g);
         assert_eq!(s[0].sample_count, 6);
         assert_eq!(s[0].mean, Some(10.5));
@@ -320,6 +337,62 @@ mod tests {
         assert_eq!((rows[0].samples, rows[0].mean), (3, Some(big as f64)));
         let s = summaries(&g);
         assert_eq!((s[0].sample_count, s[0].mean, s[0].max), (4, Some(big as f64), Some(big)));
+    }
+
+    #[test]
+    fn range_means_match_a_naive_pooling() {
+        // 3 devices x 4 metrics (names out of order, one unnamed), NULLs, unsorted input.
+        let names = [Some("zeta"), None, Some("alpha"), Some("mid")];
+        let mut samples = Vec::new();
+        let mut x = 7i64;
+        for t in (0..300).rev() {
+            for d in 0..3i64 {
+                for (m, name) in names.iter().enumerate() {
+                    if d == 2 && m == 3 {
+                        continue; // device 2 lacks metric "mid"
+                    }
+                    x = (x * 1103515245 + 12345) % 2147483648;
+                    let v = if x % 17 == 0 { NULL_I64 } else { x % 70000 };
+                    samples.push((d, name.map(str::to_string), t * 10 + d, v));
+                }
+            }
+        }
+        let g = GpuMetrics::from_samples(samples.clone());
+        let w = |range, s, e, devices: &[i64]| RangeWindow {
+            range,
+            gpu_start_ns: s,
+            gpu_end_ns: e,
+            devices: devices.to_vec(),
+        };
+        let windows = [
+            w(0, 0, 1000, &[0]),
+            w(1, 500, 2500, &[1, 2]),
+            w(2, -5, 3, &[0, 1, 2]),
+            w(3, 40, 40, &[2]),
+            w(4, 0, 9, &[7]),
+        ];
+        let got = range_means(&g, &windows);
+        let mut want = Vec::new();
+        for win in &windows {
+            let mut by_name: Vec<Option<&str>> = names.to_vec();
+            by_name.sort();
+            for name in by_name {
+                let on: Vec<_> =
+                    samples.iter().filter(|s| s.1.as_deref() == name && win.devices.contains(&s.0)).collect();
+                if on.is_empty() {
+                    continue;
+                }
+                let vals: Vec<i64> = on
+                    .iter()
+                    .filter(|s| win.gpu_start_ns <= s.2 && s.2 < win.gpu_end_ns && s.3 != NULL_I64)
+                    .map(|s| s.3)
+                    .collect();
+                let mean = (!vals.is_empty()).then(|| vals.iter().sum::<i64>() as f64 / vals.len() as f64);
+                want.push((win.range, name, mean, vals.len() as i64));
+            }
+        }
+        let got: Vec<_> = got.iter().map(|r| (r.range, g.name(r.metric), r.mean, r.samples)).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod graphs;
 pub(crate) mod grouping;
 pub mod host;
 pub mod idle;
+pub mod metric_samples;
 pub mod metrics;
 pub mod nvtx;
 pub mod percentile;

@@ -207,22 +207,55 @@ def export_trace(
 
     if not overwrite and has_partition(root, trace_id):
         return False
+    queries = [(table, f"SELECT * FROM {table} WHERE trace_id = ?") for table in PARTITION_TABLES]
     try:
-        with _staging(root, trace_id) as stage:
-            for table in PARTITION_TABLES:
-                target = partition_file(stage, table, trace_id)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                con.execute(
-                    bind(
-                        f"COPY (SELECT * FROM {table} WHERE trace_id = $tid) TO {literal(str(target))} "
-                        f"{_PARQUET_OPTIONS}",
-                        {"tid": trace_id},
-                    ),
-                )
-            _publish(stage, root, trace_id)
+        _copy_out(con, root, trace_id, queries, _PARQUET_OPTIONS, overwrite=True)
     except duckdb.Error as exc:
         raise DatasetError(f"cannot export trace {trace_id}: {_first_line(exc)}", path=str(root)) from exc
     return True
+
+
+def _copy_out(
+    con: duckdb.DuckDBPyConnection,
+    root: str | os.PathLike[str],
+    trace_id: str,
+    queries: Sequence[tuple[str, str]],
+    options: str,
+    *,
+    overwrite: bool,
+) -> bool:
+    """Write one partition: each ``(directory, query with one ? for the trace id)`` copied to its file.
+
+    The files go into a private staging directory and are published together (:func:`_publish`, the last
+    directory being ``traces``). Returns what :func:`_publish` returns.
+    """
+    with _staging(root, trace_id) as stage:
+        for name, query in queries:
+            target = partition_file(stage, name, trace_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            con.execute(bind(f"COPY ({query}) TO {literal(str(target))} {options}", [trace_id]))
+        return _publish(stage, root, trace_id, [name for name, _ in queries], overwrite=overwrite)
+
+
+def _check_group(root: str | os.PathLike[str], items: Sequence[tuple[str, str | None, bool]]) -> str:
+    """Refuse a load naming a trace twice; return how to name the group in messages."""
+    ids = [item[0] for item in items]
+    if len(set(ids)) != len(ids):
+        raise DatasetError("the same trace twice in one load", path=str(root))
+    return f"trace {ids[0]}" if len(ids) == 1 else f"{len(ids)} traces"
+
+
+def _clear_for_load(
+    con: duckdb.DuckDBPyConnection,
+    root: str | os.PathLike[str],
+    items: Sequence[tuple[str, str | None, bool]],
+) -> None:
+    """Inside the load's transaction: every partition must be complete; replaced traces' rows go first."""
+    for trace_id, _source, replace in items:
+        if not has_partition(root, trace_id):
+            raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
+        if replace:
+            delete_trace_rows(con, trace_id)
 
 
 def load_partition(
@@ -273,17 +306,11 @@ def load_partitions(
     """
     import duckdb
 
+    what = _check_group(root, items)
     ids = [item[0] for item in items]
-    if len(set(ids)) != len(ids):
-        raise DatasetError("the same trace twice in one load", path=str(root))
-    what = f"trace {ids[0]}" if len(ids) == 1 else f"{len(ids)} traces"
     try:
         with dataset_lock(root), store.transaction() as con:
-            for trace_id, _source, replace in items:
-                if not has_partition(root, trace_id):
-                    raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
-                if replace:
-                    delete_trace_rows(con, trace_id)
+            _clear_for_load(con, root, items)
             for table in PARTITION_TABLES:
                 files = [partition_file(root, table, trace_id) for trace_id in ids]
                 if table in LATER_PARTITION_TABLES:
@@ -369,19 +396,12 @@ def stage_trace(
             )
         ).fetchall()
         present = {str(name) for name, count in counts if count}
-        tables = [item for item in tables if item[2] in present or item[2] == "traces"]
-        with _staging(root, trace_id) as stage:
-            for schema, table, name in tables:
-                target = partition_file(stage, name, trace_id)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                con.execute(
-                    bind(
-                        f'COPY (SELECT * FROM "{schema}"."{table}" WHERE {where[(schema, table)]}) '
-                        f"TO {literal(str(target))} {_STAGING_OPTIONS}",
-                        [trace_id],
-                    )
-                )
-            return _publish(stage, root, trace_id, [name for _, _, name in tables], overwrite=overwrite)
+        queries = [
+            (name, f'SELECT * FROM "{schema}"."{table}" WHERE {where[(schema, table)]}')
+            for schema, table, name in tables
+            if name in present or name == "traces"
+        ]
+        return _copy_out(con, root, trace_id, queries, _STAGING_OPTIONS, overwrite=overwrite)
     except duckdb.Error as exc:
         raise DatasetError(f"cannot stage trace {trace_id}: {_first_line(exc)}", path=str(root)) from exc
 
@@ -409,17 +429,11 @@ def load_staged(
     """
     import duckdb
 
+    what = _check_group(root, items)
     ids = [item[0] for item in items]
-    if len(set(ids)) != len(ids):
-        raise DatasetError("the same trace twice in one load", path=str(root))
-    what = f"trace {ids[0]}" if len(ids) == 1 else f"{len(ids)} traces"
     try:
         with _transaction(store, con) as con:
-            for trace_id, _source, replace in items:
-                if not has_partition(root, trace_id):
-                    raise DatasetError(f"no complete partition of trace {trace_id}", path=str(root))
-                if replace:
-                    delete_trace_rows(con, trace_id)
+            _clear_for_load(con, root, items)
             for schema, table, name in storage_tables(con):
                 # No file: the trace has no rows in that table (stage_trace writes none).
                 files = [path for path in (partition_file(root, name, t) for t in ids) if path.is_file()]

@@ -22,4 +22,5 @@ pub mod options;
 pub mod reanalysis;
 pub mod timeline;
 pub mod trace_export;
+pub(crate) mod varint;
 pub mod views;

@@ -15,6 +15,7 @@ use super::probe::{self, Capabilities};
 use super::scan::{scan_chunks_with, IntColumns, ScanReader};
 use crate::error::Result;
 use crate::options::IngestOptions;
+use crate::varint;
 
 /// `OSRT_API.eventClass` of an OS runtime call: the real calls. nsys' zero-length start and finish
 /// markers, classes 31 and 32, are left out as `nsys stats --report osrtsum` leaves them out.
@@ -58,10 +59,10 @@ impl OsCallBlock {
                     index
                 }
             };
-            put_varint(&mut block.bytes, index as u64);
-            put_varint(&mut block.bytes, zigzag(c.name_id));
-            put_varint(&mut block.bytes, zigzag(c.start.wrapping_sub(previous_start)));
-            put_varint(&mut block.bytes, zigzag(c.end.wrapping_sub(c.start)));
+            varint::put(&mut block.bytes, index as u64);
+            varint::put(&mut block.bytes, varint::zigzag(c.name_id));
+            varint::put(&mut block.bytes, varint::zigzag(c.start.wrapping_sub(previous_start)));
+            varint::put(&mut block.bytes, varint::zigzag(c.end.wrapping_sub(c.start)));
             previous_start = c.start;
             block.len += 1;
         }
@@ -84,10 +85,10 @@ impl OsCallBlock {
     pub fn iter(&self) -> impl Iterator<Item = OsCall> + '_ {
         let (mut at, mut previous_start) = (0usize, 0i64);
         (0..self.len).map(move |_| {
-            let thread = self.threads[get_varint(&self.bytes, &mut at) as usize];
-            let name_id = unzigzag(get_varint(&self.bytes, &mut at));
-            let start = previous_start.wrapping_add(unzigzag(get_varint(&self.bytes, &mut at)));
-            let end = start.wrapping_add(unzigzag(get_varint(&self.bytes, &mut at)));
+            let thread = self.threads[varint::get(&self.bytes, &mut at) as usize];
+            let name_id = varint::unzigzag(varint::get(&self.bytes, &mut at));
+            let start = previous_start.wrapping_add(varint::unzigzag(varint::get(&self.bytes, &mut at)));
+            let end = start.wrapping_add(varint::unzigzag(varint::get(&self.bytes, &mut at)));
             previous_start = start;
             OsCall { thread, name_id, start, end }
         })
@@ -155,35 +156,6 @@ fn pack_chunk(c: &IntColumns, has_class: bool) -> OsCallBlock {
         start: start[i],
         end: end[i],
     }))
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
-    let (mut v, mut shift) = (0u64, 0u32);
-    loop {
-        let b = bytes[*at];
-        *at += 1;
-        v |= u64::from(b & 0x7F) << shift;
-        if b < 0x80 {
-            return v;
-        }
-        shift += 7;
-    }
 }
 
 #[cfg(test)]

@@ -355,14 +355,15 @@ impl Trace {
         let gil = self.gil.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
         let thread_gil = timeline::host::thread_gil(&gil);
         let os = &self.os_calls;
-        let os_call_summary = timeline::host::os_call_summary(os.iter().map(|c| (c.name_id, c.end - c.start)));
         let mut states = self.api_states.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
         for i in (0..gil.len()).filter(|&i| gil.state[i] == 1) {
             states.push(gil.thread[i], idle::GIL_WAIT, gil.start[i], gil.end[i]);
         }
-        for c in os.iter() {
+        // One pass over the packed calls: each is a thread's OS state and a duration of its name.
+        let os_call_summary = timeline::host::os_call_summary(os.iter().map(|c| {
             states.push(c.thread, idle::OS, c.start, c.end);
-        }
+            (c.name_id, c.end - c.start)
+        }));
         let idle = idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged());
         for row in &mut derived.device_metrics {
             row.idle = idle.device(row.device);

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use super::gaps::{Gaps, InOrderGaps};
 use crate::ids::NULL_I64;
+use crate::varint;
 use crate::views::OpsView;
 
 /// The thread states, in priority order (before `other`).
@@ -77,8 +78,8 @@ impl PackedIntervals {
 
     fn pack(&mut self, start: i64, end: i64) {
         let delta = start.wrapping_sub(self.previous_start);
-        put_varint(&mut self.bytes, ((delta << 1) ^ (delta >> 63)) as u64);
-        put_varint(&mut self.bytes, end.wrapping_sub(start) as u64);
+        varint::put(&mut self.bytes, varint::zigzag(delta));
+        varint::put(&mut self.bytes, end.wrapping_sub(start) as u64);
         self.previous_start = start;
         self.count += 1;
     }
@@ -97,9 +98,8 @@ impl PackedIntervals {
     pub fn iter(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
         let (mut at, mut previous) = (0usize, 0i64);
         let packed = (0..self.count).map(move |_| {
-            let zigzag = get_varint(&self.bytes, &mut at);
-            let start = previous.wrapping_add(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64));
-            let end = start.wrapping_add(get_varint(&self.bytes, &mut at) as i64);
+            let start = previous.wrapping_add(varint::unzigzag(varint::get(&self.bytes, &mut at)));
+            let end = start.wrapping_add(varint::get(&self.bytes, &mut at) as i64);
             previous = start;
             (start, end)
         });
@@ -111,27 +111,6 @@ impl PackedIntervals {
         let mut out = Vec::with_capacity(self.len());
         out.extend(self.iter());
         out
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
-    let (mut v, mut shift) = (0u64, 0u32);
-    loop {
-        let b = bytes[*at];
-        *at += 1;
-        v |= u64::from(b & 0x7F) << shift;
-        if b < 0x80 {
-            return v;
-        }
-        shift += 7;
     }
 }
 

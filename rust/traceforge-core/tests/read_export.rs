@@ -162,6 +162,8 @@ fn tables_yields_every_table_in_write_order_with_the_rows_of_the_old_protocol() 
     let names: Vec<&str> = via_tables.iter().map(|t| t.0.as_str()).collect();
     assert_eq!(names, Trace::WRITE_ORDER.to_vec());
     assert_eq!(names[0], "api_call_rows");
+    // The tables written while the metrics are derived in the background come right after the API calls.
+    assert_eq!(names[1..=Trace::NEEDS_NO_METRICS.len()], Trace::NEEDS_NO_METRICS);
     // The dictionaries follow the streams that build them.
     let at = |n: &str| names.iter().position(|x| *x == n).unwrap();
     assert!(at("kernel_classes") > at("kernel_rows") && at("api_call_classes") > at("api_call_rows"));

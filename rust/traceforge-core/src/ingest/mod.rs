@@ -59,8 +59,6 @@ pub struct Finished {
     pub projected: Vec<usize>,
     /// One row per graph execution, in either capture mode, ordered by (device, start, stream, pid).
     pub graph_launches: GraphLaunches,
-    /// The GIL ranges (`gil_intervals`), out of the user's NVTX ranges.
-    pub gil: GilIntervals,
     pub thread_gil: Vec<ThreadGilRow>,
     pub os_call_summary: Vec<OsCallSummaryRow>,
     /// The idle-gap attribution of every gap (device totals are in `derived.device_metrics`).
@@ -106,8 +104,9 @@ pub struct Trace {
     pub(crate) graph_info: GraphInfo,
     /// The NVTX events but the GIL ranges (read out at open into `gil`).
     pub(crate) nvtx_events: NvtxEvents,
-    /// The GIL ranges, from open until [`Trace::finish`] takes them.
-    gil: Mutex<Option<GilIntervals>>,
+    /// The GIL ranges (`gil_intervals`), out of the user's NVTX ranges; shared with the `gil_rows` stream,
+    /// which needs no derived metric.
+    gil: Arc<GilIntervals>,
     pub(crate) sync: SyncEvents,
     /// OS runtime calls (`OSRT_API`, real calls only).
     pub(crate) os_calls: OsCalls,
@@ -126,24 +125,30 @@ pub struct Trace {
     gpu_samples: Mutex<Option<GpuMetrics>>,
     api_rows: std::sync::atomic::AtomicU64,
     finished: OnceLock<Finished>,
+    /// Held while [`Trace::finish`] derives, so that the background derivation and a caller asking for a
+    /// derived table meanwhile compute it once (the caller waits).
+    finishing: Mutex<()>,
 }
 
 impl Trace {
     /// Every table an ingest stores, in the order it must be written: `api_call_rows` first (streaming
-    /// it matches the launches), then the tables [`Trace::finish`] makes possible, each dictionary
-    /// (`kernel_classes`, `api_call_classes`) after the stream that builds it.
+    /// it matches the launches), then the tables that need no derived metric ([`Trace::NEEDS_NO_METRICS`]:
+    /// they are written while [`Trace::finish`] runs in the background), then the tables `finish` makes
+    /// possible, each dictionary (`kernel_classes`, `api_call_classes`) after the stream that builds it.
     pub const WRITE_ORDER: [&'static str; 28] = [
         "api_call_rows",
         "devices",
         "processes",
         "threads",
+        "sync_events",
+        "gil_rows",
+        "os_call_rows",
         "gap_rows",
         "kernel_rows",
         "kernel_classes",
         "api_call_classes",
         "memops",
         "graph_launches",
-        "sync_events",
         "nvtx_ranges",
         "device_metrics",
         "stream_metrics",
@@ -152,9 +157,7 @@ impl Trace {
         "memop_summary",
         "graph_summary",
         "nvtx_projection",
-        "gil_rows",
         "thread_gil",
-        "os_call_rows",
         "os_call_names",
         "os_call_summary",
         "gpu_metric_rows",
@@ -162,6 +165,10 @@ impl Trace {
         "gpu_metric_summary",
         "nvtx_gpu_metrics",
     ];
+
+    /// The tables streamed from what the export holds, without waiting for the derived metrics.
+    pub const NEEDS_NO_METRICS: [&'static str; 6] =
+        ["devices", "processes", "threads", "sync_events", "gil_rows", "os_call_rows"];
 
     /// The tables written after `api_call_rows`, in write order (the binding's `table_names`).
     pub fn tables_after_api_calls() -> &'static [&'static str] {
@@ -199,7 +206,7 @@ impl Trace {
             ops,
             graph_info,
             nvtx_events,
-            gil: Mutex::new(Some(gil)),
+            gil: Arc::new(gil),
             sync,
             os_calls,
             api_states: Default::default(),
@@ -212,6 +219,7 @@ impl Trace {
             gpu_samples: Default::default(),
             api_rows: Default::default(),
             finished: OnceLock::new(),
+            finishing: Mutex::new(()),
         }))
     }
 
@@ -269,11 +277,27 @@ impl Trace {
                     crate::memory::release_free_memory(); // the API chunks' columns
                     trace.dicts().api_classes = Some(std::mem::take(&mut names.values));
                     *trace.api_states.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut states));
+                    trace.finish_in_background();
                     None
                 }
             }
         });
         Ok(BatchStream::new(schema, Box::new(iter)))
+    }
+
+    /// Start deriving the metrics on a thread of their own, once the API calls are all streamed: the
+    /// caller meanwhile writes the tables of [`Trace::NEEDS_NO_METRICS`] (DuckDB's insert of 3.4M GIL
+    /// ranges or 5M OS calls is ~0.15-0.3 s of mostly one core), and its first derived table waits for the
+    /// derivation instead of starting it. A derivation that fails is run again, in the caller, by that
+    /// first derived table, which then reports the error.
+    fn finish_in_background(self: &Arc<Self>) {
+        let trace = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("traceforge-finish".into()).spawn(move || {
+            // A panic stays on this thread (the caller's own `finish` meets it again and reports it).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trace.finish().map(|_| ())));
+        });
+        // Without a thread the caller derives in its turn, as before.
+        drop(spawned);
     }
 
     /// Match launches without emitting api_call_rows (when the caller does not store them).
@@ -297,6 +321,10 @@ impl Trace {
     pub fn finish(self: &Arc<Self>) -> Result<&Finished> {
         if let Some(f) = self.finished.get() {
             return Ok(f);
+        }
+        let _one_at_a_time = self.finishing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = self.finished.get() {
+            return Ok(f); // derived by the background thread meanwhile
         }
         self.match_launches_only()?;
         if self.cancel.load(Ordering::Relaxed) {
@@ -351,33 +379,39 @@ impl Trace {
         let mut derived = timeline::derive(&kernels, &memops, &graphs, &ranges, &self.options);
         let graph_launches = self.graph_launches(&state);
         derived.graph_summary = graph_summary(&graph_launches);
-        // Host-side evidence: GIL ranges, OS calls, and what the launching thread did during each gap.
-        let gil = self.gil.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
-        let thread_gil = timeline::host::thread_gil(&gil);
-        let os = &self.os_calls;
-        let mut states = self.api_states.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
-        for i in (0..gil.len()).filter(|&i| gil.state[i] == 1) {
-            states.push(gil.thread[i], idle::GIL_WAIT, gil.start[i], gil.end[i]);
-        }
-        // One pass over the packed calls: each is a thread's OS state and a duration of its name.
-        let os_call_summary = timeline::host::os_call_summary(os.iter().map(|c| {
-            states.push(c.thread, idle::OS, c.start, c.end);
-            (c.name_id, c.end - c.start)
-        }));
-        let idle = idle::attribute(&derived.gaps, &kernels.ops, &graphs, states.merged());
+        // Two independent halves, side by side (on a 2-core machine the host half alone left a core idle
+        // for ~0.7 s of a GPU-metric capture): the host-side evidence (GIL ranges, OS calls, what the
+        // launching thread did during each gap) and the GPU metric samples, read by their own workers.
+        let gil = &*self.gil;
+        let api_states = self.api_states.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+        let has_metrics = self.caps.has_table(GPU_METRICS_TABLE);
+        let (host, gpu) = std::thread::scope(|s| {
+            let reader =
+                has_metrics.then(|| s.spawn(|| read_gpu_metrics(&self.file, &self.caps, &self.options, &self.cancel)));
+            rayon::join(
+                || host_evidence(gil, &self.os_calls, api_states, &derived.gaps, &kernels.ops, &graphs),
+                || -> Result<Option<(GpuMetrics, GpuMetricTables)>> {
+                    let Some(reader) = reader else { return Ok(None) };
+                    let samples = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                    let devices =
+                        timeline::projection::range_devices(&kernels, &memops, &graphs, &ranges, &samples.devices());
+                    let tables = gpu_metric_tables(&samples, &derived.projection, devices);
+                    Ok(Some((samples, tables)))
+                },
+            )
+        });
+        let HostEvidence { thread_gil, os_call_summary, idle } = host;
         for row in &mut derived.device_metrics {
             row.idle = idle.device(row.device);
         }
-        crate::memory::release_free_memory(); // the working buffers of the metrics
-        let gpu_metrics = if self.caps.has_table(GPU_METRICS_TABLE) {
-            let samples = read_gpu_metrics(&self.file, &self.caps, &self.options, &self.cancel)?;
-            let devices = timeline::projection::range_devices(&kernels, &memops, &graphs, &ranges, &samples.devices());
-            let tables = gpu_metric_tables(&samples, &derived.projection, devices);
-            *self.gpu_samples.lock().unwrap_or_else(|p| p.into_inner()) = Some(samples);
-            tables
-        } else {
-            GpuMetricTables::default()
+        let gpu_metrics = match gpu? {
+            Some((samples, tables)) => {
+                *self.gpu_samples.lock().unwrap_or_else(|p| p.into_inner()) = Some(samples);
+                tables
+            }
+            None => GpuMetricTables::default(),
         };
+        crate::memory::release_free_memory(); // the working buffers of the metrics
         drop(state);
         *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::mem::take(&mut derived.gaps));
         let _ = self.finished.set(Finished {
@@ -385,7 +419,6 @@ impl Trace {
             nvtx,
             projected,
             graph_launches,
-            gil,
             thread_gil,
             os_call_summary,
             idle,
@@ -569,16 +602,32 @@ impl Trace {
     }
 
     /// One table of [`Trace::WRITE_ORDER`] as a stream: `api_call_rows` streams the API tables (once);
-    /// any other table first derives the metrics ([`Trace::finish`]).
+    /// those of [`Trace::NEEDS_NO_METRICS`] come from what was read at open; any other table first
+    /// derives the metrics ([`Trace::finish`], or waits for the background derivation).
     pub fn table(self: &Arc<Self>, name: &str) -> Result<BatchStream> {
-        if name == "api_call_rows" {
-            return self.api_stream();
-        }
-        let fin = self.finish()?;
-        let t = Arc::clone(self);
         let one = |b: BatchResult| -> Result<BatchStream> {
             Ok(BatchStream::from_batches(b.map_err(arrow_err)?, Vec::new()))
         };
+        let t = Arc::clone(self);
+        match name {
+            "api_call_rows" => return self.api_stream(),
+            "devices" => return one(devices_batch(&self.target, &self.ops)),
+            "processes" => return one(processes_batch(&self.target)),
+            "threads" => return one(threads_batch(&self.target)),
+            "sync_events" => return one(sync_batch(&self.sync, &self.target)),
+            "gil_rows" => {
+                let gil = Arc::clone(&self.gil);
+                return BatchStream::chunked(gil.len(), move |r| gil_rows_batch(&gil, r)).map_err(arrow_err);
+            }
+            "os_call_rows" => {
+                // A batch per packed block of calls (a rowid chunk of the export: ~4 MiB of its pages).
+                let schema = os_call_rows_batch(&OsCallBlock::default()).map_err(arrow_err)?.schema();
+                let blocks = (0..self.os_calls.blocks.len()).map(move |b| os_call_rows_batch(&t.os_calls.blocks[b]));
+                return Ok(BatchStream::new(schema, Box::new(blocks)));
+            }
+            _ => {}
+        }
+        let fin = self.finish()?;
         match name {
             "kernel_rows" => self.kernels_stream(),
             "kernel_classes" => one(self.kernel_classes_batch()?),
@@ -587,10 +636,6 @@ impl Trace {
             "graph_summary" => one(graph_summary_batch(&fin.derived.graph_summary)),
             "memops" => BatchStream::chunked(self.ops.memops.len(), move |r| memops_batch(&t.ops, &t.lock(), r))
                 .map_err(arrow_err),
-            "devices" => one(devices_batch(&self.target, &self.ops)),
-            "processes" => one(processes_batch(&self.target)),
-            "threads" => one(threads_batch(&self.target)),
-            "sync_events" => one(sync_batch(&self.sync, &self.target)),
             "nvtx_ranges" => one(nvtx_batch(&fin.nvtx)),
             "device_metrics" => one(metrics_batch(&fin.derived.device_metrics, false)),
             "stream_metrics" => one(metrics_batch(&fin.derived.stream_metrics, true)),
@@ -608,17 +653,7 @@ impl Trace {
             })),
             "memop_summary" => one(memop_summary_batch(&fin.derived.memop_summary)),
             "nvtx_projection" => one(projection_batch(&fin.derived.projection, &fin.nvtx, &fin.projected)),
-            "gil_rows" => BatchStream::chunked(fin.gil.len(), move |r| {
-                gil_rows_batch(&t.finished.get().expect("finished above").gil, r)
-            })
-            .map_err(arrow_err),
             "thread_gil" => one(thread_gil_batch(&fin.thread_gil, &self.target)),
-            "os_call_rows" => {
-                // A batch per packed block of calls (a rowid chunk of the export: ~4 MiB of its pages).
-                let schema = os_call_rows_batch(&OsCallBlock::default()).map_err(arrow_err)?.schema();
-                let blocks = (0..self.os_calls.blocks.len()).map(move |b| os_call_rows_batch(&t.os_calls.blocks[b]));
-                Ok(BatchStream::new(schema, Box::new(blocks)))
-            }
             "os_call_names" => one(os_call_names_batch(&fin.os_call_summary, &self.strings)),
             "os_call_summary" => one(os_call_summary_batch(&fin.os_call_summary, &self.strings)),
             "gpu_metric_rows" => {
@@ -633,6 +668,43 @@ impl Trace {
             other => Err(Error::Invalid(format!("unknown table {other}"))),
         }
     }
+}
+
+/// What [`host_evidence`] derives.
+struct HostEvidence {
+    thread_gil: Vec<ThreadGilRow>,
+    os_call_summary: Vec<OsCallSummaryRow>,
+    idle: IdleAttribution,
+}
+
+/// The host-side tables and the idle attribution of every gap: each thread's CUDA calls (`api_states`,
+/// collected as the API tables streamed), GIL waits and OS calls become its states, and the OS calls are
+/// summarised per name in a pass of their own, beside the states.
+fn host_evidence(
+    gil: &GilIntervals,
+    os_calls: &OsCalls,
+    mut states: StateIntervals,
+    gaps: &timeline::Gaps,
+    kernels: &OpsView<'_>,
+    graphs: &OpsView<'_>,
+) -> HostEvidence {
+    let ((thread_gil, os_call_summary), merged) = rayon::join(
+        || {
+            let summary = timeline::host::os_call_summary(os_calls.iter().map(|c| (c.name_id, c.end - c.start)));
+            (timeline::host::thread_gil(gil), summary)
+        },
+        || {
+            for i in (0..gil.len()).filter(|&i| gil.state[i] == 1) {
+                states.push(gil.thread[i], idle::GIL_WAIT, gil.start[i], gil.end[i]);
+            }
+            for c in os_calls.iter() {
+                states.push(c.thread, idle::OS, c.start, c.end);
+            }
+            states.merged()
+        },
+    );
+    let idle = idle::attribute(gaps, kernels, graphs, merged);
+    HostEvidence { thread_gil, os_call_summary, idle }
 }
 
 /// The GIL ranges of `events`, and the events without them ([`crate::timeline::nvtx::user_event_rows`]).

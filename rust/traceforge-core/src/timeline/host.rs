@@ -65,10 +65,28 @@ pub struct OsCallSummaryRow {
 
 /// Per call name: count, total, mean, median (mean of the middle two), minimum and maximum duration.
 pub fn os_call_summary(calls: impl IntoIterator<Item = (i64, i64)>) -> Vec<OsCallSummaryRow> {
-    let mut by_name: HashMap<i64, Vec<i64>> = HashMap::new();
+    // Name ids are `StringIds` ids, dense from 0: a vector indexed by id, hashing only a stray huge one
+    // (millions of calls, a few dozen names).
+    const DENSE_IDS: i64 = 1 << 20;
+    let mut dense: Vec<Vec<i64>> = Vec::new();
+    let mut sparse: HashMap<i64, Vec<i64>> = HashMap::new();
     for (name_id, duration) in calls {
-        by_name.entry(name_id).or_default().push(duration);
+        if (0..DENSE_IDS).contains(&name_id) {
+            let id = name_id as usize;
+            if id >= dense.len() {
+                dense.resize_with(id + 1, Vec::new);
+            }
+            dense[id].push(duration);
+        } else {
+            sparse.entry(name_id).or_default().push(duration);
+        }
     }
+    let by_name = dense
+        .into_iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(id, d)| (id as i64, d))
+        .chain(sparse);
     let mut rows: Vec<OsCallSummaryRow> = by_name
         .into_iter()
         .map(|(name_id, mut d)| {
@@ -87,7 +105,7 @@ pub fn os_call_summary(calls: impl IntoIterator<Item = (i64, i64)>) -> Vec<OsCal
             }
         })
         .collect();
-    rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.total_ns));
+    rows.sort_unstable_by_key(|r| (std::cmp::Reverse(r.total_ns), r.name_id));
     rows
 }
 

@@ -609,6 +609,10 @@ impl Trace {
             Ok(BatchStream::from_batches(b.map_err(arrow_err)?, Vec::new()))
         };
         let t = Arc::clone(self);
+        // A cancelled trace stops at its next table, derived or not.
+        if name != "api_call_rows" && self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         match name {
             "api_call_rows" => return self.api_stream(),
             "devices" => return one(devices_batch(&self.target, &self.ops)),

@@ -12,7 +12,9 @@ use std::sync::atomic::AtomicBool;
 
 use super::open::ExportFile;
 use super::probe::{self, Capabilities};
-use super::scan::{scan_chunks_with, IntColumns, ScanReader};
+#[cfg(test)]
+use super::scan::IntColumns;
+use super::scan::{scan_chunk_rows, RowSink, ScanReader};
 use crate::error::Result;
 use crate::options::IngestOptions;
 use crate::varint;
@@ -44,31 +46,9 @@ pub struct OsCallBlock {
 impl OsCallBlock {
     /// Pack `calls` (in the order given).
     pub fn pack(calls: impl IntoIterator<Item = OsCall>) -> OsCallBlock {
-        let mut block = OsCallBlock::default();
-        let (mut previous_start, mut last_thread) = (0i64, None::<(i64, usize)>);
-        for c in calls {
-            let index = match last_thread {
-                Some((key, index)) if key == c.thread => index,
-                _ => {
-                    // A chunk holds a handful of threads: a scan beats hashing.
-                    let index = block.threads.iter().position(|&t| t == c.thread).unwrap_or_else(|| {
-                        block.threads.push(c.thread);
-                        block.threads.len() - 1
-                    });
-                    last_thread = Some((c.thread, index));
-                    index
-                }
-            };
-            varint::put(&mut block.bytes, index as u64);
-            varint::put(&mut block.bytes, varint::zigzag(c.name_id));
-            varint::put(&mut block.bytes, varint::zigzag(c.start.wrapping_sub(previous_start)));
-            varint::put(&mut block.bytes, varint::zigzag(c.end.wrapping_sub(c.start)));
-            previous_start = c.start;
-            block.len += 1;
-        }
-        block.bytes.shrink_to_fit();
-        block.threads.shrink_to_fit();
-        block
+        let mut packer = OsCallPacker::default();
+        calls.into_iter().for_each(|c| packer.push(c));
+        packer.finish()
     }
 
     /// Number of calls.
@@ -92,6 +72,53 @@ impl OsCallBlock {
             previous_start = start;
             OsCall { thread, name_id, start, end }
         })
+    }
+}
+
+/// Packs calls one at a time into an [`OsCallBlock`].
+#[derive(Debug, Default)]
+pub struct OsCallPacker {
+    block: OsCallBlock,
+    previous_start: i64,
+    last_thread: Option<(i64, usize)>,
+}
+
+impl OsCallPacker {
+    /// A packer with room for about `calls` calls (~9 bytes each).
+    pub fn with_capacity(calls: usize) -> OsCallPacker {
+        let mut packer = OsCallPacker::default();
+        packer.block.bytes.reserve(calls * 9);
+        packer
+    }
+
+    /// Append one call.
+    pub fn push(&mut self, c: OsCall) {
+        let block = &mut self.block;
+        let index = match self.last_thread {
+            Some((key, index)) if key == c.thread => index,
+            _ => {
+                // A chunk holds a handful of threads: a scan beats hashing.
+                let index = block.threads.iter().position(|&t| t == c.thread).unwrap_or_else(|| {
+                    block.threads.push(c.thread);
+                    block.threads.len() - 1
+                });
+                self.last_thread = Some((c.thread, index));
+                index
+            }
+        };
+        varint::put(&mut block.bytes, index as u64);
+        varint::put(&mut block.bytes, varint::zigzag(c.name_id));
+        varint::put(&mut block.bytes, varint::zigzag(c.start.wrapping_sub(self.previous_start)));
+        varint::put(&mut block.bytes, varint::zigzag(c.end.wrapping_sub(c.start)));
+        self.previous_start = c.start;
+        block.len += 1;
+    }
+
+    /// The packed block.
+    pub fn finish(mut self) -> OsCallBlock {
+        self.block.bytes.shrink_to_fit();
+        self.block.threads.shrink_to_fit();
+        self.block
     }
 }
 
@@ -134,28 +161,54 @@ pub(crate) fn read_os_calls(
     // Without an eventClass column (older exports) every row is a call.
     let has_class = caps.has_column(t, "eventClass");
     let cols = ["start", "end", "globalTid", "nameId", "eventClass"];
-    let blocks = scan_chunks_with(
+    // Each row is packed as it is decoded: no chunk of five i64 columns is written first (40 bytes a
+    // call of fresh memory, most of an OS-call-heavy read's page faults).
+    let blocks = scan_chunk_rows(
         file,
         t,
         &cols.iter().map(|c| caps.column_or_null(t, c)).collect::<Vec<_>>(),
-        &[],
         threads,
         cancel,
         reader,
-        |c, _| pack_chunk(&c, has_class),
+        |expected| CallSink { packer: OsCallPacker::with_capacity(expected), has_class },
     )?;
     Ok(OsCalls { blocks: blocks.into_iter().filter(|b| !b.is_empty()).collect() })
 }
 
-/// Pack the calls of one chunk (columns start, end, globalTid, nameId, eventClass).
+/// Packs the calls of one rowid chunk as its rows are decoded (columns start, end, globalTid, nameId,
+/// eventClass).
+struct CallSink {
+    packer: OsCallPacker,
+    has_class: bool,
+}
+
+impl RowSink for CallSink {
+    type Out = OsCallBlock;
+
+    fn row(&mut self, v: &[i64]) {
+        if !self.has_class || v[4] == OS_RUNTIME_CLASS {
+            self.packer.push(OsCall { thread: crate::ids::thread_key(v[2]), name_id: v[3], start: v[0], end: v[1] });
+        }
+    }
+
+    fn finish(self) -> OsCallBlock {
+        self.packer.finish()
+    }
+}
+
+/// Pack the calls of one chunk's columns (start, end, globalTid, nameId, eventClass) the way [`CallSink`]
+/// packs its rows (the plain way, for the tests).
+#[cfg(test)]
 fn pack_chunk(c: &IntColumns, has_class: bool) -> OsCallBlock {
-    let [start, end, gtid, name, class] = [&c[0], &c[1], &c[2], &c[3], &c[4]];
-    OsCallBlock::pack((0..start.len()).filter(|&i| !has_class || class[i] == OS_RUNTIME_CLASS).map(|i| OsCall {
-        thread: crate::ids::thread_key(gtid[i]),
-        name_id: name[i],
-        start: start[i],
-        end: end[i],
-    }))
+    let mut sink = CallSink { packer: OsCallPacker::default(), has_class };
+    let mut row = [0i64; 5];
+    for i in 0..c[0].len() {
+        for (value, col) in row.iter_mut().zip(c) {
+            *value = col[i];
+        }
+        sink.row(&row);
+    }
+    sink.finish()
 }
 
 #[cfg(test)]

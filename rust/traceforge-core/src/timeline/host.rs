@@ -81,12 +81,8 @@ pub fn os_call_summary(calls: impl IntoIterator<Item = (i64, i64)>) -> Vec<OsCal
             sparse.entry(name_id).or_default().push(duration);
         }
     }
-    let by_name = dense
-        .into_iter()
-        .enumerate()
-        .filter(|(_, d)| !d.is_empty())
-        .map(|(id, d)| (id as i64, d))
-        .chain(sparse);
+    let by_name =
+        dense.into_iter().enumerate().filter(|(_, d)| !d.is_empty()).map(|(id, d)| (id as i64, d)).chain(sparse);
     let mut rows: Vec<OsCallSummaryRow> = by_name
         .into_iter()
         .map(|(name_id, mut d)| {

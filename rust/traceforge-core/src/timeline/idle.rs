@@ -159,7 +159,8 @@ impl StateIntervals {
         // Every (thread, state) list is merged on its own, side by side.
         let lists: Vec<PackedIntervals> = threads.into_iter().flat_map(|t| t.1).collect();
         let mut unions = lists.into_par_iter().map(Union::of_packed).collect::<Vec<_>>().into_iter();
-        let states = keys.iter().map(|_| std::array::from_fn(|_| unions.next().expect("four lists a thread"))).collect();
+        let states =
+            keys.iter().map(|_| std::array::from_fn(|_| unions.next().expect("four lists a thread"))).collect();
         ThreadStates { keys, states }
     }
 }
@@ -304,9 +305,8 @@ impl Union {
         // The last piece starting at or before a (or the first): from the cursor when it lies before a
         // and no mark past it does, else from the last mark at or before a.
         let next_mark = cursor.piece.wrapping_add(MARK_EVERY) / MARK_EVERY;
-        let forward = cursor.piece != usize::MAX
-            && cursor.start <= a
-            && self.marks.get(next_mark).is_none_or(|m| m.start > a);
+        let forward =
+            cursor.piece != usize::MAX && cursor.start <= a && self.marks.get(next_mark).is_none_or(|m| m.start > a);
         let mut c = if forward {
             *cursor
         } else {

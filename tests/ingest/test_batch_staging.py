@@ -182,3 +182,16 @@ def test_a_partition_staged_by_a_killed_run_is_loaded(archive, direct_store, tmp
     assert [by_path[str(p)].status for p in archive] == ["ingested"] * len(archive)
     assert all("partition from an earlier run" in by_path[str(p)].message for p in archive[:2])
     assert_same_store(direct_store, db)
+
+
+def test_loads_run_side_by_side_by_default_and_never_beyond_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(batch.LOADERS_ENV, raising=False)
+    assert [batch.loaders_for(w) for w in (1, 2, 4, 16)] == [1, 2, 4, 4]
+    monkeypatch.setenv(batch.LOADERS_ENV, "1")
+    assert batch.loaders_for(16) == 1
+    monkeypatch.setenv(batch.LOADERS_ENV, "8")
+    assert [batch.loaders_for(w) for w in (2, 16)] == [2, 8]
+    monkeypatch.setenv(batch.LOADERS_ENV, "lots")  # not a count: the default
+    assert batch.loaders_for(16) == 4

@@ -7,8 +7,8 @@
 #                   session (the server's threads make ~1M GIL ranges);
 #   gpumetrics_heavy - an eager Llama-shaped decode loop of 4 agent threads for ~26 s with
 #                   --gpu-metrics-devices=all at 10 kHz (22 metrics a sample: ~5.7M GPU_METRICS rows).
-# Both are exported to SQLite there, xz-compressed and split into 15 MB parts. At most 8 files (64 MiB) come
-# back from one call, and the two captures make ~9 parts (~130 MB): this call puts those of ONLY=serve_heavy
+# Both are exported to SQLite there, xz-compressed and split into 15 MB parts. At most 64 MiB come
+# back from one call (four parts; FROM=4 for the next four), and the two captures make ~9 parts (~130 MB): this call puts those of ONLY=serve_heavy
 # or ONLY=gpumetrics_heavy (default: the first) under $OUT; a later call with SKIP_SERVE=1 SKIP_METRICS=1
 # ONLY=... on the same warm machine brings the other's without capturing again.
 set -uo pipefail
@@ -97,6 +97,12 @@ for t in ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "NVTX_EVE
         print(t, "-", e)
 PY
   [ -f $f.sqlite.xz ] || xz -T16 -6 -k -f $f.sqlite
-  split -b 15M -d $f.sqlite.xz "$OUT/$f.sqlite.xz.part"
+  # At most 64 MiB come back from one call: four 15 MB parts, from part ${FROM:-0} on (FROM=4 in a later
+  # call on the warm machine brings the rest of gpumetrics_heavy's six).
+  split -b 15M -d $f.sqlite.xz "/tmp/heavy/$f.sqlite.xz.part"
+  for k in 0 1 2 3; do
+    part=$(printf "/tmp/heavy/$f.sqlite.xz.part%02d" $(( ${FROM:-0} + k )))
+    [ -f "$part" ] && cp "$part" "$OUT/"
+  done
 done
 ls -la "$OUT"

@@ -159,11 +159,53 @@ def run_one(config: dict[str, Any], archive: str, db: str) -> dict[str, Any]:
             load_s[0] += time.perf_counter() - t
 
     batch._Loader.flush = timed_flush  # type: ignore[method-assign]
+
+    # The run's timeline: when each result reached the coordinator (and how long its job took), and each
+    # load's span, relative to the start; they say whether the workers or the one writer set the pace.
+    arrivals: list[tuple[float, float]] = []
+    spans: list[tuple[float, float]] = []
+    settle, load_group = batch._settle, batch._Loader._run
+
+    def timed_settle(store: Any, result: Any, **kwargs: Any) -> Any:
+        arrivals.append((time.perf_counter() - start, float(result.seconds)))
+        return settle(store, result, **kwargs)
+
+    def timed_load(self: Any, group: Any, con: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return load_group(self, group, con)
+        finally:
+            spans.append((t - start, time.perf_counter() - start))
+
+    # The tail after the loads: the loader's close (its one checkpoint, with loads side by side).
+    closing = [0.0]
+    close_loader = batch._Loader.close
+
+    def timed_close(self: Any) -> None:
+        t = time.perf_counter()
+        try:
+            close_loader(self)
+        finally:
+            closing[0] += time.perf_counter() - t
+
+    batch._Loader.close = timed_close  # type: ignore[method-assign]
+    batch._settle = timed_settle
+    batch._Loader._run = timed_load  # type: ignore[method-assign]
+    if config.get("max_wait") is not None:
+        # Queue partitions longer before a load (larger groups, fewer transactions).
+        init = batch._Loader.__init__
+
+        def waiting_init(self: Any, *a: Any, **kw: Any) -> None:
+            kw.update(max_group=10_000, max_wait_s=float(config["max_wait"]))
+            init(self, *a, **kw)
+
+        batch._Loader.__init__ = waiting_init  # type: ignore[method-assign]
     start = time.perf_counter()
     with Store(db) as store:
         report = ingest.run(
             store, [archive], jobs=config["jobs"], mode=config["mode"], scheduler=config.get("scheduler")
         )
+        returned = time.perf_counter() - start
     wall = time.perf_counter() - start
     return {
         "config": config["name"],
@@ -177,6 +219,10 @@ def run_one(config: dict[str, Any], archive: str, db: str) -> dict[str, Any]:
         "worker_peak_rss": sorted(report.worker_peak_rss_bytes.values()),
         "workers": report.workers,
         "failures": [f"{o.path}: {o.message}" for o in report.failures[:3]],
+        "arrivals": sorted(arrivals),
+        "load_spans": sorted(spans),
+        "loader_close_s": closing[0],
+        "run_returned_s": returned,
     }
 
 
@@ -256,6 +302,30 @@ def _slots(address: str) -> int:
 # ----------------------------------------------------------------------------------------------------
 
 
+def _print_timelines(rows: list[dict[str, Any]]) -> None:
+    """Per configuration: when results arrived, how long the jobs took, and what the loads took."""
+    header = (
+        f"{'config':12} {'first s':>8} {'last s':>8} {'wall s':>8} {'job med s':>9} {'job max s':>9} "
+        f"{'jobs sum s':>10} {'loads':>5} {'load sum s':>10} {'last load end':>13} {'close s':>7} "
+        f"{'returned s':>10}"
+    )
+    print("\ntimeline (seconds from the start; close s: the loader's close, its checkpoint; returned s: when")
+    print("ingest.run returned, before the store's close)")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        arrivals, spans = r.get("arrivals") or [], r.get("load_spans") or []
+        if not arrivals:
+            continue
+        jobs = [a[1] for a in arrivals]
+        print(
+            f"{r['config']:12} {arrivals[0][0]:>8.2f} {arrivals[-1][0]:>8.2f} {r['wall_s']:>8.2f} "
+            f"{statistics.median(jobs):>9.2f} {max(jobs):>9.2f} {sum(jobs):>10.1f} {len(spans):>5} "
+            f"{sum(e - s for s, e in spans):>10.2f} {(max(e for _, e in spans) if spans else 0):>13.2f} "
+            f"{r.get('loader_close_s', 0):>7.2f} {r.get('run_returned_s', 0):>10.2f}"
+        )
+
+
 def _mb(b: float) -> str:
     return f"{b / 2**20:.0f}"
 
@@ -285,6 +355,12 @@ def main() -> int:
         metavar="DIR",
         help="a folder holding another build's traceforge package: each --jobs N > 1 also runs with it "
         "(rows peer-jobsN, interleaved with this build's), a same-run before/after",
+    )
+    parser.add_argument(
+        "--waits",
+        default="",
+        help="comma-separated seconds a finished partition may wait before its load (groups of any size): "
+        "each --jobs N > 1 also runs once per value (rows jobsN-wS); default: the build's own grouping",
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -325,6 +401,8 @@ def main() -> int:
             for k in loaders or [None]:
                 name = f"jobs{j}" if k is None else f"jobs{j}-l{k}"
                 configs.append({"name": name, "jobs": j, "mode": mode, "loaders": k})
+            for w in [x.strip() for x in args.waits.split(",") if x.strip()] if j > 1 else []:
+                configs.append({"name": f"jobs{j}-w{w}", "jobs": j, "mode": mode, "max_wait": float(w)})
             if args.peer and j > 1:
                 peer = {"name": f"peer-jobs{j}", "jobs": j, "mode": mode, "package": args.peer}
                 configs.append(peer)
@@ -392,6 +470,7 @@ def main() -> int:
             )
             for failure in r["failures"]:
                 print(f"    failed: {failure}")
+        _print_timelines(rows)
         print(
             "\nspeed-up: files/s over jobs1 (target >= 8x at 16 workers); load share: the coordinator's time "
             "loading partitions into DuckDB over the wall time (the single writer; near 100% = bottleneck)."

@@ -191,12 +191,16 @@ def run_one(config: dict[str, Any], archive: str, db: str) -> dict[str, Any]:
     batch._Loader.close = timed_close  # type: ignore[method-assign]
     batch._settle = timed_settle
     batch._Loader._run = timed_load  # type: ignore[method-assign]
-    if config.get("max_wait") is not None:
-        # Queue partitions longer before a load (larger groups, fewer transactions).
+    if config.get("max_wait") is not None or config.get("max_group") is not None:
+        # Another grouping: partitions queued up to max_wait seconds (groups of any size), or groups of
+        # at most max_group partitions.
         init = batch._Loader.__init__
 
         def waiting_init(self: Any, *a: Any, **kw: Any) -> None:
-            kw.update(max_group=10_000, max_wait_s=float(config["max_wait"]))
+            if config.get("max_wait") is not None:
+                kw.update(max_group=10_000, max_wait_s=float(config["max_wait"]))
+            if config.get("max_group") is not None:
+                kw.update(max_group=int(config["max_group"]))
             init(self, *a, **kw)
 
         batch._Loader.__init__ = waiting_init  # type: ignore[method-assign]
@@ -362,6 +366,12 @@ def main() -> int:
         help="comma-separated seconds a finished partition may wait before its load (groups of any size): "
         "each --jobs N > 1 also runs once per value (rows jobsN-wS); default: the build's own grouping",
     )
+    parser.add_argument(
+        "--groups",
+        default="",
+        help="comma-separated largest groups of partitions a load takes: each --jobs N > 1 also runs "
+        "once per value (rows jobsN-gK); default: the build's own grouping",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -403,6 +413,8 @@ def main() -> int:
                 configs.append({"name": name, "jobs": j, "mode": mode, "loaders": k})
             for w in [x.strip() for x in args.waits.split(",") if x.strip()] if j > 1 else []:
                 configs.append({"name": f"jobs{j}-w{w}", "jobs": j, "mode": mode, "max_wait": float(w)})
+            for g in [x.strip() for x in args.groups.split(",") if x.strip()] if j > 1 else []:
+                configs.append({"name": f"jobs{j}-g{g}", "jobs": j, "mode": mode, "max_group": int(g)})
             if args.peer and j > 1:
                 peer = {"name": f"peer-jobs{j}", "jobs": j, "mode": mode, "package": args.peer}
                 configs.append(peer)

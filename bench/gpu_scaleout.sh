@@ -22,6 +22,6 @@ if [ -d .gpu/old/python/traceforge ]; then
   cp python/traceforge/_core.abi3.so .gpu/old/python/traceforge/ && peer=(--peer "$PWD/.gpu/old/python")
 fi
 timeout "${SCALEOUT_LIMIT_S:-480}" python3 bench/bench_scaleout.py "${peer[@]}" --files "${FILES:-64}" --jobs "${JOBS:-1,4,8,16}" \
-  --loaders "${LOADERS:-}" --waits "${WAITS:-}" \
+  --loaders "${LOADERS:-}" --waits "${WAITS:-}" --groups "${LOAD_GROUPS:-}" \
   --start-cluster "${CLUSTER:-16}" --workdir /tmp/scaleout --fixtures tests/data --json "$OUT/scaleout.json"
 echo "bench rc=$?"
